@@ -1,0 +1,82 @@
+//! The admin listener: liveness, readiness and Prometheus metrics. It is bound to its own
+//! address and never answers on the public listener.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+
+use crate::metrics::Metrics;
+use crate::proxy::ResponseBody;
+
+/// Whether the gateway is ready to serve traffic.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    listening: AtomicBool,
+}
+
+impl Readiness {
+    /// Marks the public listener as serving.
+    pub fn set_listening(&self, on: bool) {
+        self.listening.store(on, Ordering::Release);
+    }
+
+    /// Why the gateway is not ready, or `None` when it is.
+    pub fn not_ready_reason(&self) -> Option<&'static str> {
+        if !self.listening.load(Ordering::Acquire) {
+            return Some("public listener not serving");
+        }
+        None
+    }
+}
+
+fn text(status: StatusCode, body: String, content_type: &'static str) -> Response<ResponseBody> {
+    let mut resp = Response::new(ResponseBody::full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// Answers one admin request.
+pub fn handle<B>(
+    req: &Request<B>,
+    readiness: &Arc<Readiness>,
+    metrics: &Arc<Metrics>,
+) -> Response<ResponseBody> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed\n".into(),
+            "text/plain; charset=utf-8",
+        );
+    }
+    match req.uri().path() {
+        "/healthz" => text(StatusCode::OK, "ok\n".into(), "text/plain; charset=utf-8"),
+        "/readyz" => match readiness.not_ready_reason() {
+            None => text(
+                StatusCode::OK,
+                "ready\n".into(),
+                "text/plain; charset=utf-8",
+            ),
+            Some(reason) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {reason}\n"),
+                "text/plain; charset=utf-8",
+            ),
+        },
+        "/metrics" => text(
+            StatusCode::OK,
+            metrics.encode(),
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found\n".into(),
+            "text/plain; charset=utf-8",
+        ),
+    }
+}

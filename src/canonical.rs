@@ -1,0 +1,357 @@
+//! The one canonical form of a request's method, host and path, computed once per request.
+//!
+//! Routing decides on the canonical path and the upstream receives exactly that path, so what
+//! the gateway authorized and what the upstream serves can never differ. Anything that cannot be
+//! made canonical without guessing (an encoded `/` or `\`, NUL, control bytes, invalid UTF-8,
+//! a `..` hiding behind a `;` parameter) is refused rather than passed on.
+
+use std::borrow::Cow;
+
+/// Why a request target or method was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    /// The path does not start with `/` (asterisk-form, empty).
+    #[error("the path must start with '/'")]
+    NotAbsolute,
+    /// A `%` not followed by two hex digits.
+    #[error("malformed percent-encoding")]
+    BadEscape,
+    /// `%2F` or `%5C`: a separator the upstream could decode differently than we route.
+    #[error("encoded '/' or '\\' in the path")]
+    EncodedSeparator,
+    /// A raw backslash, which some servers treat as a separator.
+    #[error("'\\' in the path")]
+    Backslash,
+    /// NUL, another control character or DEL, raw or encoded.
+    #[error("control character in the path")]
+    Control,
+    /// The decoded path is not valid UTF-8 (includes overlong encodings).
+    #[error("the path is not valid UTF-8")]
+    InvalidUtf8,
+    /// A byte that may not appear unencoded in a path (space, `#`, `"`, `<`, non-ASCII, …).
+    #[error("invalid character in the path")]
+    InvalidChar,
+    /// A dot-segment carrying `;` parameters (`..;x`), which some servers collapse.
+    #[error("dot-segment with parameters")]
+    DotSegmentParams,
+}
+
+/// Whether `b` is an RFC 3986 unreserved character, which percent-decoding may reveal safely.
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// Characters allowed raw in a path segment (RFC 3986 pchar minus `%`, which is handled apart).
+fn is_pchar(b: u8) -> bool {
+    is_unreserved(b)
+        || matches!(
+            b,
+            b'!' | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b';'
+                | b'='
+                | b':'
+                | b'@'
+        )
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
+
+/// Returns the canonical form of an origin-form path (no query):
+/// percent-encoded unreserved characters decoded, other escapes upper-cased, `//` collapsed,
+/// `.` and `..` segments removed (never above the root). A trailing `/` is kept.
+///
+/// Borrowed when the input is already canonical, which is the common case.
+pub fn path(raw: &str) -> Result<Cow<'_, str>, PathError> {
+    let bytes = raw.as_bytes();
+    if bytes.first() != Some(&b'/') {
+        return Err(PathError::NotAbsolute);
+    }
+    let mut needs_rewrite = false;
+    // First pass: validate every byte and escape, and learn whether anything changes.
+    let mut i = 0;
+    let mut decoded_utf8_check: Vec<u8> = Vec::new();
+    let mut any_high = false;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match b {
+            b'%' => {
+                let (Some(h), Some(l)) = (
+                    bytes.get(i + 1).copied().and_then(hex),
+                    bytes.get(i + 2).copied().and_then(hex),
+                ) else {
+                    return Err(PathError::BadEscape);
+                };
+                let v = h << 4 | l;
+                match v {
+                    b'/' | b'\\' => return Err(PathError::EncodedSeparator),
+                    0..=0x1f | 0x7f => return Err(PathError::Control),
+                    _ => {}
+                }
+                if v >= 0x80 {
+                    any_high = true;
+                }
+                if is_unreserved(v)
+                    || bytes[i + 1].is_ascii_lowercase()
+                    || bytes[i + 2].is_ascii_lowercase()
+                {
+                    needs_rewrite = true;
+                }
+                i += 3;
+            }
+            b'/' => {
+                if bytes.get(i + 1) == Some(&b'/') {
+                    needs_rewrite = true;
+                }
+                i += 1;
+            }
+            b'\\' => return Err(PathError::Backslash),
+            0..=0x1f | 0x7f => return Err(PathError::Control),
+            _ if is_pchar(b) => {
+                if b == b'.' {
+                    // A '.' that starts a segment may begin a dot-segment.
+                    if bytes[i - 1] == b'/' {
+                        needs_rewrite = true;
+                    }
+                }
+                i += 1;
+            }
+            _ => return Err(PathError::InvalidChar),
+        }
+    }
+    if any_high {
+        // Percent-decoded, the path must be UTF-8: rejects overlong forms such as %C0%AE.
+        decoded_utf8_check.reserve(bytes.len());
+        let mut j = 0;
+        while j < bytes.len() {
+            if bytes[j] == b'%' {
+                let v = hex(bytes[j + 1]).unwrap_or(0) << 4 | hex(bytes[j + 2]).unwrap_or(0);
+                decoded_utf8_check.push(v);
+                j += 3;
+            } else {
+                decoded_utf8_check.push(bytes[j]);
+                j += 1;
+            }
+        }
+        if std::str::from_utf8(&decoded_utf8_check).is_err() {
+            return Err(PathError::InvalidUtf8);
+        }
+    }
+    if !needs_rewrite {
+        return Ok(Cow::Borrowed(raw));
+    }
+
+    // Second pass: normalise escapes, then rebuild segment by segment.
+    let mut normal = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let v = hex(bytes[i + 1]).unwrap_or(0) << 4 | hex(bytes[i + 2]).unwrap_or(0);
+            if is_unreserved(v) {
+                normal.push(v);
+            } else {
+                normal.extend_from_slice(&[
+                    b'%',
+                    HEX_UPPER[(v >> 4) as usize],
+                    HEX_UPPER[(v & 0xf) as usize],
+                ]);
+            }
+            i += 3;
+        } else {
+            normal.push(bytes[i]);
+            i += 1;
+        }
+    }
+    let mut out: Vec<&[u8]> = Vec::new();
+    let segments: Vec<&[u8]> = normal[1..].split(|&b| b == b'/').collect();
+    let last = segments.len().saturating_sub(1);
+    let mut trailing_slash = false;
+    for (n, seg) in segments.iter().enumerate() {
+        let name = seg.split(|&b| b == b';').next().unwrap_or(seg);
+        let dot = name == b"." || name == b"..";
+        if dot && name.len() != seg.len() {
+            return Err(PathError::DotSegmentParams);
+        }
+        match *seg {
+            b"" => {
+                if n == last {
+                    trailing_slash = true;
+                }
+            }
+            b"." => {
+                if n == last {
+                    trailing_slash = true;
+                }
+            }
+            b".." => {
+                out.pop();
+                if n == last {
+                    trailing_slash = true;
+                }
+            }
+            _ => out.push(seg),
+        }
+    }
+    let mut s = String::with_capacity(normal.len());
+    for seg in &out {
+        s.push('/');
+        // Every byte here is ASCII: raw bytes were validated as pchar, decoded ones unreserved.
+        s.push_str(std::str::from_utf8(seg).map_err(|_| PathError::InvalidUtf8)?);
+    }
+    if out.is_empty() || trailing_slash {
+        s.push('/');
+    }
+    Ok(Cow::Owned(s))
+}
+
+/// Whether `method` is an upper-case token: the only spelling of a method the gateway forwards.
+pub fn method_ok(method: &str) -> bool {
+    !method.is_empty()
+        && method.bytes().all(|b| {
+            b.is_ascii_uppercase()
+                || b.is_ascii_digit()
+                || matches!(
+                    b,
+                    b'!' | b'#'
+                        | b'$'
+                        | b'%'
+                        | b'&'
+                        | b'\''
+                        | b'*'
+                        | b'+'
+                        | b'-'
+                        | b'.'
+                        | b'^'
+                        | b'_'
+                        | b'`'
+                        | b'|'
+                        | b'~'
+                )
+        })
+}
+
+/// Lower-cases a host name and drops a port and a trailing dot. Returns `None` for a value
+/// that is not a plausible host (empty, bad characters, IPv6 literal without brackets).
+pub fn host(raw: &str) -> Option<Cow<'_, str>> {
+    let name = if let Some(rest) = raw.strip_prefix('[') {
+        // IPv6 literal: keep the brackets, drop a port.
+        let end = rest.find(']')?;
+        &raw[..end + 2]
+    } else {
+        match raw.rsplit_once(':') {
+            Some((h, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => h,
+            Some(_) => return None,
+            None => raw,
+        }
+    };
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if name.is_empty()
+        || name.len() > 253
+        || !name.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'[' | b']' | b':')
+        })
+    {
+        return None;
+    }
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        Some(Cow::Owned(name.to_ascii_lowercase()))
+    } else {
+        Some(Cow::Borrowed(name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_paths() {
+        let ok = [
+            ("/", "/"),
+            ("/a/b", "/a/b"),
+            ("/a/b/", "/a/b/"),
+            ("//a//b", "/a/b"),
+            ("/a/./b", "/a/b"),
+            ("/a/../b", "/b"),
+            ("/../../b", "/b"),
+            ("/a/..", "/"),
+            ("/a/b/..", "/a/"),
+            ("/a/%2e%2e/b", "/b"),
+            ("/a/%2E%2e/b", "/b"),
+            ("/a/.%2e/b", "/b"),
+            ("/%61pi", "/api"),
+            ("/a%3bb", "/a%3Bb"),
+            ("/a%20b", "/a%20b"),
+            ("/a;b/c", "/a;b/c"),
+            ("/a/%252F", "/a/%252F"),
+            ("/caf%C3%A9", "/caf%C3%A9"),
+            ("/API/V1", "/API/V1"),
+            ("/a/.", "/a/"),
+        ];
+        for (raw, want) in ok {
+            assert_eq!(path(raw).as_deref(), Ok(want), "{raw}");
+        }
+        let bad = [
+            ("", PathError::NotAbsolute),
+            ("*", PathError::NotAbsolute),
+            ("/a%2Fb", PathError::EncodedSeparator),
+            ("/a%2fb", PathError::EncodedSeparator),
+            ("/a%5Cb", PathError::EncodedSeparator),
+            ("/a\\b", PathError::Backslash),
+            ("/a%00", PathError::Control),
+            ("/a%0d%0a", PathError::Control),
+            ("/a%zz", PathError::BadEscape),
+            ("/a%4", PathError::BadEscape),
+            ("/%C0%AE%C0%AE/x", PathError::InvalidUtf8),
+            ("/a/..;/b", PathError::DotSegmentParams),
+            ("/a/.;x/b", PathError::DotSegmentParams),
+            ("/a b", PathError::InvalidChar),
+            ("/a#b", PathError::InvalidChar),
+            ("/é", PathError::InvalidChar),
+        ];
+        for (raw, want) in bad {
+            assert_eq!(path(raw), Err(want), "{raw}");
+        }
+    }
+
+    #[test]
+    fn borrowed_when_canonical() {
+        assert!(matches!(path("/api/v1/health"), Ok(Cow::Borrowed(_))));
+        assert!(matches!(path("/a/.well-known/x"), Ok(Cow::Owned(_))));
+        assert_eq!(path("/a/.well-known/x").as_deref(), Ok("/a/.well-known/x"));
+    }
+
+    #[test]
+    fn hosts() {
+        assert_eq!(host("Example.NET.").as_deref(), Some("example.net"));
+        assert_eq!(host("example.net:8443").as_deref(), Some("example.net"));
+        assert_eq!(host("[::1]:8443").as_deref(), Some("[::1]"));
+        assert_eq!(host("ex ample"), None);
+        assert_eq!(host(""), None);
+        assert_eq!(host("a:b"), None);
+    }
+
+    #[test]
+    fn methods() {
+        assert!(method_ok("GET"));
+        assert!(method_ok("M-SEARCH"));
+        assert!(!method_ok("get"));
+        assert!(!method_ok("Get"));
+        assert!(!method_ok(""));
+    }
+}

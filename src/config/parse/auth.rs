@@ -1,0 +1,346 @@
+//! Reading the sign-in tables: `[oidc]`, `[session]`, `[identity]` and a site's `[site.headers]`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{Entry, Reader};
+use crate::config::{
+    ClientAuth, IdentityConfig, IdentityHeaders, OidcConfig, SecretSource, SessionConfig, StoreKind,
+};
+
+/// The prefix every gateway endpoint lives under.
+const RESERVED: &str = "/.jumpgate/";
+
+/// JumpCloud's issuer; the default when `oidc.issuer` is absent.
+pub(crate) const JUMPCLOUD_ISSUER: &str = "https://oauth.id.jumpcloud.com/";
+
+fn default_or<T>(
+    r: &mut Reader<'_>,
+    key: &'static str,
+    default: T,
+    read: impl FnOnce(&Entry<'_>) -> Option<T>,
+) -> Option<T> {
+    match r.get(key) {
+        Some(e) => read(&e),
+        None => Some(default),
+    }
+}
+
+/// Exactly one of `{base}_file` and `{base}_env`.
+fn secret(
+    r: &mut Reader<'_>,
+    file_key: &'static str,
+    env_key: &'static str,
+) -> Option<SecretSource> {
+    let file = r.get(file_key);
+    let env = r.get(env_key);
+    match (file, env) {
+        (Some(f), None) => f.path().map(SecretSource::File),
+        (None, Some(e)) => {
+            let name = e.str("the name of an environment variable")?;
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                e.report(format!("\"{name}\" is not an environment variable name; expected letters, digits and _"));
+                return None;
+            }
+            Some(SecretSource::Env(name.to_owned()))
+        }
+        (Some(f), Some(_)) => {
+            f.report(format!("set either {file_key} or {env_key}, not both"));
+            None
+        }
+        (None, None) => {
+            let key = r.key_path(file_key);
+            r.cx.report(
+                r.line,
+                key,
+                format!("missing required key {}; expected {file_key} (a file holding the secret) or {env_key}", r.place()),
+            );
+            None
+        }
+    }
+}
+
+fn issuer(e: &Entry<'_>) -> Option<String> {
+    let s = e.str("the issuer URL, such as \"https://oauth.id.jumpcloud.com/\"")?;
+    let Ok(uri) = s.parse::<http::Uri>() else {
+        e.report(format!(
+            "\"{s}\" is not a URL; expected the issuer URL, such as \"{JUMPCLOUD_ISSUER}\""
+        ));
+        return None;
+    };
+    let host = uri.host().unwrap_or("");
+    let loopback = host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match uri.scheme_str() {
+        Some("https") => {}
+        Some("http") if loopback => {}
+        _ => {
+            e.report(format!(
+                "\"{s}\" must use https:// (plain http:// is accepted only on a loopback address, for tests and the demo)"
+            ));
+            return None;
+        }
+    }
+    if uri.query().is_some() || host.is_empty() {
+        e.report(format!(
+            "\"{s}\" must be a plain issuer URL with a host and no query"
+        ));
+        return None;
+    }
+    Some(s.to_owned())
+}
+
+fn reserved_path(e: &Entry<'_>) -> Option<String> {
+    let s = e.str("a path under /.jumpgate/")?;
+    if !s.starts_with(RESERVED)
+        || s.len() == RESERVED.len()
+        || crate::canonical::path(s).ok().as_deref() != Some(s)
+    {
+        e.report(format!(
+            "\"{s}\" must be a canonical path under {RESERVED}, such as \"/.jumpgate/callback\", so it never collides with the upstream's own paths"
+        ));
+        return None;
+    }
+    Some(s.to_owned())
+}
+
+pub(super) fn read_oidc(mut r: Reader<'_>) -> Option<OidcConfig> {
+    let issuer = default_or(&mut r, "issuer", JUMPCLOUD_ISSUER.to_owned(), issuer);
+    let client_id = r
+        .need("client_id", "the OIDC application's client id")
+        .and_then(|e| {
+            let s = e.str("a client id string")?;
+            if s.is_empty() {
+                e.report("the client id is empty");
+                return None;
+            }
+            Some(s.to_owned())
+        });
+    let client_secret = secret(&mut r, "client_secret_file", "client_secret_env");
+    let scopes = default_or(
+        &mut r,
+        "scopes",
+        vec!["openid".to_owned(), "profile".to_owned()],
+        |e| {
+            let items = e.array("an array of scope names such as [\"openid\", \"profile\"]")?;
+            let mut out = Vec::new();
+            let mut ok = true;
+            for item in items {
+                match item.str("a scope name") {
+                    Some(s) if !s.is_empty() && !s.contains(char::is_whitespace) => {
+                        out.push(s.to_owned())
+                    }
+                    Some(s) => {
+                        item.report(format!("\"{s}\" is not a scope name"));
+                        ok = false;
+                    }
+                    None => ok = false,
+                }
+            }
+            if ok && !out.iter().any(|s| s == "openid") {
+                e.report("must contain \"openid\"; expected e.g. [\"openid\", \"profile\"]");
+                ok = false;
+            }
+            ok.then_some(out)
+        },
+    );
+    let callback_path = default_or(
+        &mut r,
+        "callback_path",
+        "/.jumpgate/callback".to_owned(),
+        reserved_path,
+    );
+    let client_auth = default_or(&mut r, "client_auth", ClientAuth::Basic, |e| {
+        match e.str("\"basic\" or \"post\"")? {
+            "basic" => Some(ClientAuth::Basic),
+            "post" => Some(ClientAuth::Post),
+            other => {
+                e.report(format!("\"{other}\" is not a client authentication method; expected \"basic\" or \"post\""));
+                None
+            }
+        }
+    });
+    let clock_skew = default_or(&mut r, "clock_skew", Duration::from_secs(120), |e| {
+        e.duration(true)
+    });
+    let ca_file = default_or(&mut r, "ca_file", None, |e| e.path().map(Some));
+    let groups_claim = default_or(&mut r, "groups_claim", None, |e| {
+        e.str("a claim name such as \"memberOf\"")
+            .map(|s| Some(s.to_owned()))
+    });
+    let idp_logout = default_or(&mut r, "idp_logout", true, |e| e.bool());
+    let post_logout_redirect_uri = default_or(&mut r, "post_logout_redirect_uri", None, |e| {
+        let s = e.str("an absolute https:// URL registered at the provider")?;
+        match s.parse::<http::Uri>() {
+            Ok(u) if u.scheme_str() == Some("https") && u.host().is_some() => {
+                Some(Some(s.to_owned()))
+            }
+            _ => {
+                e.report(format!("\"{s}\" is not an absolute https:// URL"));
+                None
+            }
+        }
+    });
+    r.finish();
+    Some(OidcConfig {
+        issuer: issuer?,
+        client_id: client_id?,
+        client_secret: client_secret?,
+        scopes: scopes?,
+        callback_path: callback_path?,
+        client_auth: client_auth?,
+        clock_skew: clock_skew?,
+        ca_file: ca_file?,
+        groups_claim: groups_claim?,
+        idp_logout: idp_logout?,
+        post_logout_redirect_uri: post_logout_redirect_uri?,
+    })
+}
+
+/// `[session]`, or its defaults when the table is absent.
+pub(super) fn read_session(r: Option<Reader<'_>>, state_dir: &Path) -> Option<SessionConfig> {
+    let defaults = SessionConfig {
+        store: StoreKind::Memory,
+        key_file: state_dir.join("session.key"),
+        lifetime: Duration::from_secs(12 * 3600),
+        idle_timeout: Duration::from_secs(3600),
+        login_timeout: Duration::from_secs(600),
+        max_sessions: 1_000_000,
+    };
+    let Some(mut r) = r else {
+        return Some(defaults);
+    };
+    let store = default_or(&mut r, "store", StoreKind::Memory, |e| {
+        match e.str("\"memory\"")? {
+            "memory" => Some(StoreKind::Memory),
+            other => {
+                e.report(format!(
+                    "\"{other}\" is not a session store; expected \"memory\""
+                ));
+                None
+            }
+        }
+    });
+    let key_file = default_or(&mut r, "key_file", defaults.key_file.clone(), |e| e.path());
+    let lifetime = default_or(&mut r, "lifetime", defaults.lifetime, |e| e.duration(false));
+    let idle_timeout = default_or(&mut r, "idle_timeout", defaults.idle_timeout, |e| {
+        e.duration(false)
+    });
+    let login_timeout = default_or(&mut r, "login_timeout", defaults.login_timeout, |e| {
+        e.duration(false)
+    });
+    let max_sessions = default_or(&mut r, "max_sessions", defaults.max_sessions, |e| {
+        e.int_in(1..=100_000_000).map(|n| n as u64)
+    });
+    r.finish();
+    Some(SessionConfig {
+        store: store?,
+        key_file: key_file?,
+        lifetime: lifetime?,
+        idle_timeout: idle_timeout?,
+        login_timeout: login_timeout?,
+        max_sessions: max_sessions?,
+    })
+}
+
+/// `[identity]`, or its defaults when the table is absent.
+pub(super) fn read_identity(r: Option<Reader<'_>>, state_dir: &Path) -> Option<IdentityConfig> {
+    let defaults = IdentityConfig {
+        signing_key_file: state_dir.join("assertion.key"),
+        issuer: "jumpgate".to_owned(),
+        assertion_ttl: Duration::from_secs(300),
+    };
+    let Some(mut r) = r else {
+        return Some(defaults);
+    };
+    let signing_key_file = default_or(
+        &mut r,
+        "signing_key_file",
+        defaults.signing_key_file.clone(),
+        |e| e.path(),
+    );
+    let issuer = default_or(&mut r, "issuer", defaults.issuer.clone(), |e| {
+        let s = e.str("a string naming this gateway")?;
+        if s.is_empty() {
+            e.report("the issuer is empty");
+            return None;
+        }
+        Some(s.to_owned())
+    });
+    let assertion_ttl = default_or(&mut r, "assertion_ttl", defaults.assertion_ttl, |e| {
+        let d = e.duration(false)?;
+        if d > Duration::from_secs(300) || d < Duration::from_secs(30) {
+            e.report(format!(
+                "{d:?} is out of range; expected from \"30s\" to \"5m\""
+            ));
+            return None;
+        }
+        Some(d)
+    });
+    r.finish();
+    Some(IdentityConfig {
+        signing_key_file: signing_key_file?,
+        issuer: issuer?,
+        assertion_ttl: assertion_ttl?,
+    })
+}
+
+/// `[site.headers]`: each a valid header name; lower-cased.
+pub(super) fn read_headers(mut r: Reader<'_>) -> Option<IdentityHeaders> {
+    let d = IdentityHeaders::default();
+    let mut one = |key: &'static str, default: String| {
+        default_or(&mut r, key, default, |e| {
+            let s = e.str("a header name such as \"X-Auth-User\"")?;
+            match http::HeaderName::from_bytes(s.as_bytes()) {
+                Ok(n) if !is_forbidden_header(n.as_str()) => Some(n.as_str().to_owned()),
+                Ok(_) => {
+                    e.report(format!("\"{s}\" is a header the gateway or HTTP itself manages; choose another name"));
+                    None
+                }
+                Err(_) => {
+                    e.report(format!("\"{s}\" is not a valid header name"));
+                    None
+                }
+            }
+        })
+    };
+    let user = one("user", d.user);
+    let email = one("email", d.email);
+    let username = one("username", d.username);
+    let groups = one("groups", d.groups);
+    let assertion = one("assertion", d.assertion);
+    r.finish();
+    Some(IdentityHeaders {
+        user: user?,
+        email: email?,
+        username: username?,
+        groups: groups?,
+        assertion: assertion?,
+    })
+}
+
+fn is_forbidden_header(name: &str) -> bool {
+    matches!(
+        name,
+        "host"
+            | "cookie"
+            | "authorization"
+            | "connection"
+            | "content-length"
+            | "transfer-encoding"
+            | "upgrade"
+            | "te"
+    ) || name.starts_with("x-forwarded-")
+}
+
+/// The state directory: `server.state_dir`, else `state/` beside the config file.
+pub(super) fn state_dir(e: Option<Entry<'_>>, base: &Path) -> Option<PathBuf> {
+    match e {
+        Some(e) => e.path(),
+        None => Some(base.join("state")),
+    }
+}

@@ -1,0 +1,345 @@
+//! Header hygiene between client and upstream: hop-by-hop removal, `X-Forwarded-*`, and the
+//! identity namespace that only the gateway may write.
+//!
+//! Order matters and is fixed by the pipeline: inbound identity headers are stripped before
+//! anything reads the request, hop-by-hop headers (including those a client nominates in
+//! `Connection`) are removed next, and the gateway's own headers are set last, so no client
+//! header can survive under a name the upstream trusts or remove one the gateway set.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use ipnet::IpNet;
+
+/// The prefix of every identity header the gateway sets; clients may never send one.
+pub const IDENTITY_PREFIX: &str = "x-jumpgate-";
+
+/// `X-Forwarded-For`.
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-Proto`.
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `X-Forwarded-Host`.
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Headers that describe one hop and never cross the gateway (RFC 9110 §7.6.1, plus the
+/// legacy `Keep-Alive` and `Proxy-Connection`).
+fn fixed_hop_by_hop() -> [&'static HeaderName; 8] {
+    [
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::PROXY_AUTHENTICATE,
+        &header::PROXY_AUTHORIZATION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+    ]
+}
+
+/// Whether a request asks to switch protocols (`Connection: upgrade` plus `Upgrade`).
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE) && connection_has(headers, "upgrade")
+}
+
+fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers.get_all(header::CONNECTION).iter().any(|v| {
+        v.to_str()
+            .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+            .unwrap_or(false)
+    })
+}
+
+/// Removes hop-by-hop headers: the fixed set and every header named in `Connection`.
+/// With `keep_upgrade`, `Upgrade` survives and `Connection: upgrade` is set again, so a
+/// WebSocket handshake reaches the upstream intact.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    if let Some(named) = connection_named(headers) {
+        for name in named {
+            if keep_upgrade && name == header::UPGRADE {
+                continue;
+            }
+            headers.remove(&name);
+        }
+    }
+    for name in fixed_hop_by_hop() {
+        headers.remove(name);
+    }
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// Header names listed in `Connection`, or `None` when there are none to remove.
+fn connection_named(headers: &HeaderMap) -> Option<Vec<HeaderName>> {
+    let mut out = Vec::new();
+    for value in headers.get_all(header::CONNECTION) {
+        let Ok(s) = value.to_str() else { continue };
+        for token in s.split(',') {
+            let token = token.trim();
+            if token.is_empty()
+                || token.eq_ignore_ascii_case("close")
+                || token.eq_ignore_ascii_case("keep-alive")
+            {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                // Never let a client nominate a header the gateway itself sets afterwards:
+                // those are set later anyway, and removing e.g. Host would be harmful.
+                if name != header::HOST {
+                    out.push(name);
+                }
+            }
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// Whether `name` is in the identity namespace, in any spelling a server might normalise
+/// to it (`_` for `-`; names are already lower-case in a `HeaderMap`).
+pub fn is_identity_header(name: &str, extra: &[HeaderName]) -> bool {
+    let b = name.as_bytes();
+    let prefix = IDENTITY_PREFIX.as_bytes();
+    let in_namespace = b.len() >= prefix.len()
+        && b[..prefix.len()]
+            .iter()
+            .zip(prefix)
+            .all(|(&c, &p)| c.to_ascii_lowercase() == p || (p == b'-' && c == b'_'));
+    in_namespace
+        || extra.iter().any(|e| {
+            e.as_str().len() == b.len()
+                && e.as_str()
+                    .bytes()
+                    .zip(b)
+                    .all(|(p, &c)| c.to_ascii_lowercase() == p || (p == b'-' && c == b'_'))
+        })
+}
+
+/// Removes every identity header a client sent: the `X-Jumpgate-` namespace and any extra
+/// configured names, in any case and with `_` in place of `-`.
+pub fn strip_inbound_identity(headers: &mut HeaderMap, extra: &[HeaderName]) {
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    for name in headers.keys() {
+        if is_identity_header(name.as_str(), extra) {
+            doomed.push(name.clone());
+        }
+    }
+    for name in doomed {
+        headers.remove(&name);
+    }
+}
+
+/// Forwarding headers a client could use to lie about where a request came from.
+fn forwarding_names() -> [HeaderName; 9] {
+    [
+        X_FORWARDED_FOR.clone(),
+        X_FORWARDED_PROTO.clone(),
+        X_FORWARDED_HOST.clone(),
+        HeaderName::from_static("x-forwarded-port"),
+        HeaderName::from_static("x-forwarded-prefix"),
+        HeaderName::from_static("x-forwarded-uri"),
+        HeaderName::from_static("x-forwarded-method"),
+        HeaderName::from_static("x-real-ip"),
+        header::FORWARDED,
+    ]
+}
+
+/// Whether `peer` is one of the configured trusted proxies.
+pub fn is_trusted(peer: IpAddr, trusted: &[IpNet]) -> bool {
+    trusted.iter().any(|net| net.contains(&peer))
+}
+
+/// The client address a request is attributed to: the peer, or, behind trusted proxies, the
+/// right-most `X-Forwarded-For` entry that is not itself a trusted proxy.
+pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted: &[IpNet]) -> IpAddr {
+    if !is_trusted(peer, trusted) {
+        return peer;
+    }
+    let mut client = peer;
+    for value in headers.get_all(&X_FORWARDED_FOR).iter().rev() {
+        let Ok(s) = value.to_str() else { return client };
+        for entry in s.rsplit(',') {
+            match entry.trim().parse::<IpAddr>() {
+                Ok(ip) => {
+                    client = ip;
+                    if !is_trusted(ip, trusted) {
+                        return ip;
+                    }
+                }
+                Err(_) => return client,
+            }
+        }
+    }
+    client
+}
+
+/// Sets `X-Forwarded-For/-Proto/-Host`. From an untrusted peer every forwarding header the
+/// client sent is dropped first; from a trusted proxy its chain is kept and extended.
+pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, trusted_peer: bool, host: &str) {
+    let peer_value = HeaderValue::from_str(&peer.to_string()).ok();
+    if trusted_peer {
+        let chain: Option<String> = {
+            let parts: Vec<&str> = headers
+                .get_all(&X_FORWARDED_FOR)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            (!parts.is_empty()).then(|| parts.join(", "))
+        };
+        let value = match (chain, &peer_value) {
+            (Some(chain), Some(_)) => HeaderValue::from_str(&format!("{chain}, {peer}")).ok(),
+            (None, v) => v.clone(),
+            (Some(_), None) => None,
+        };
+        headers.remove(&X_FORWARDED_FOR);
+        if let Some(v) = value {
+            headers.insert(X_FORWARDED_FOR.clone(), v);
+        }
+        if !headers.contains_key(&X_FORWARDED_PROTO) {
+            headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("https"));
+        }
+        if !headers.contains_key(&X_FORWARDED_HOST) {
+            if let Ok(v) = HeaderValue::from_str(host) {
+                headers.insert(X_FORWARDED_HOST.clone(), v);
+            }
+        }
+        return;
+    }
+    for name in forwarding_names() {
+        headers.remove(name);
+    }
+    if let Some(v) = peer_value {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("https"));
+    if let Ok(v) = HeaderValue::from_str(host) {
+        headers.insert(X_FORWARDED_HOST.clone(), v);
+    }
+}
+
+/// Marks credential-bearing headers sensitive so no formatter ever prints their values.
+pub fn mark_sensitive(headers: &mut HeaderMap) {
+    for name in [
+        header::COOKIE,
+        header::AUTHORIZATION,
+        header::PROXY_AUTHORIZATION,
+    ] {
+        if let header::Entry::Occupied(mut e) = headers.entry(name) {
+            for v in e.iter_mut() {
+                v.set_sensitive(true);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret, X-Other"),
+            ("connection", "te"),
+            ("x-secret", "1"),
+            ("x-other", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("proxy-authorization", "Basic x"),
+            ("upgrade", "websocket"),
+            ("x-kept", "1"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, vec!["x-kept"]);
+    }
+
+    #[test]
+    fn upgrade_kept_when_tunneling() {
+        let mut h = map(&[
+            ("connection", "Upgrade, x-a"),
+            ("upgrade", "websocket"),
+            ("x-a", "1"),
+        ]);
+        assert!(is_upgrade(&h));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h.get("upgrade").unwrap(), "websocket");
+        assert_eq!(h.get("connection").unwrap(), "upgrade");
+        assert!(h.get("x-a").is_none());
+    }
+
+    #[test]
+    fn identity_namespace_any_spelling() {
+        let extra = [HeaderName::from_static("x-auth-user")];
+        for name in [
+            "x-jumpgate-user",
+            "x_jumpgate_user",
+            "x-jumpgate_email",
+            "x_jumpgate-assertion",
+            "x-auth-user",
+            "x_auth_user",
+        ] {
+            assert!(is_identity_header(name, &extra), "{name}");
+        }
+        for name in ["x-jumpgate", "x-jumpgat-user", "x-auth-users", "cookie"] {
+            assert!(!is_identity_header(name, &extra), "{name}");
+        }
+        let mut h = map(&[
+            ("x-jumpgate-user", "a"),
+            ("x_jumpgate_user", "b"),
+            ("x-jumpgate-groups", "c"),
+            ("accept", "d"),
+        ]);
+        strip_inbound_identity(&mut h, &[]);
+        assert_eq!(h.len(), 1);
+    }
+
+    #[test]
+    fn forwarded_untrusted_replaced() {
+        let mut h = map(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-real-ip", "1.2.3.4"),
+            ("forwarded", "for=1.2.3.4"),
+        ]);
+        let peer: IpAddr = "10.0.0.9".parse().unwrap();
+        set_forwarded(&mut h, peer, false, "site.example");
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.9");
+        assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
+        assert_eq!(h.get("x-forwarded-host").unwrap(), "site.example");
+        assert!(h.get("x-real-ip").is_none());
+        assert!(h.get("forwarded").is_none());
+    }
+
+    #[test]
+    fn forwarded_trusted_extended() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut h = map(&[("x-forwarded-for", "1.2.3.4, 10.0.0.2")]);
+        let peer: IpAddr = "10.0.0.9".parse().unwrap();
+        assert_eq!(
+            client_ip(&h, peer, &trusted),
+            "1.2.3.4".parse::<IpAddr>().unwrap()
+        );
+        set_forwarded(&mut h, peer, true, "site.example");
+        assert_eq!(
+            h.get("x-forwarded-for").unwrap(),
+            "1.2.3.4, 10.0.0.2, 10.0.0.9"
+        );
+        let untrusted_peer: IpAddr = "192.0.2.1".parse().unwrap();
+        assert_eq!(client_ip(&h, untrusted_peer, &trusted), untrusted_peer);
+    }
+}

@@ -1,0 +1,217 @@
+//! jumpgate: a TLS reverse-proxy authentication gateway.
+//!
+//! # Layout
+//! - [`config`]: the validated configuration, parsed once.
+//! - [`server`]: listeners, TLS handshakes, HTTP connections, draining.
+//! - [`proxy`]: the request pipeline, upstream forwarding, tunnels and the gateway's own pages.
+//! - [`canonical`]: the canonical method, host and path a request is routed and forwarded on.
+//! - [`policy`]: compiled routes and pure access decisions.
+//! - [`headers`]: hop-by-hop, forwarding and identity header hygiene.
+//! - [`tls`]: rustls server and client configs, certificate reload.
+//! - [`admin`], [`metrics`], [`telemetry`], [`shutdown`], [`devcert`].
+
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+pub mod admin;
+pub mod canonical;
+pub mod config;
+pub mod devcert;
+pub mod headers;
+pub mod metrics;
+pub mod policy;
+pub mod proxy;
+pub mod server;
+pub mod shutdown;
+pub mod telemetry;
+pub mod tls;
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::admin::Readiness;
+use crate::config::Config;
+use crate::metrics::{Metrics, OutcomeLabel};
+use crate::proxy::Shared;
+use crate::tls::{CertStore, TlsError};
+
+/// How often certificate files are checked for changes.
+const CERT_POLL: Duration = Duration::from_secs(2);
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener address could not be bound.
+    #[error("cannot listen on {addr} ({key}): {source}")]
+    Bind {
+        /// The config key naming the address.
+        key: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// TLS material could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+/// The sockets the gateway serves on. Tests bind `127.0.0.1:0` themselves.
+#[derive(Debug)]
+pub struct Listeners {
+    /// Public TLS listener.
+    pub public: TcpListener,
+    /// Plain-HTTP listener that redirects to https.
+    pub redirect: Option<TcpListener>,
+    /// Admin listener (health, readiness, metrics).
+    pub admin: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds every address the configuration names.
+    pub async fn bind(config: &Config) -> Result<Listeners, StartError> {
+        async fn one(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { key, addr, source })
+        }
+        let server = &config.server;
+        Ok(Listeners {
+            public: one("server.listen", server.listen).await?,
+            redirect: match server.http_redirect_listen {
+                Some(addr) => Some(one("server.http_redirect_listen", addr).await?),
+                None => None,
+            },
+            admin: match server.admin_listen {
+                Some(addr) => Some(one("server.admin_listen", addr).await?),
+                None => None,
+            },
+        })
+    }
+}
+
+/// Runs the gateway on `listeners` until `shutdown` resolves, then stops accepting, lets
+/// in-flight requests finish within `server.shutdown_grace`, and returns.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    let metrics = Arc::new(Metrics::new());
+    let certs = CertStore::load(&config.server.tls_cert, &config.server.tls_key)?;
+    let acceptor = TlsAcceptor::from(tls::server_config(certs.clone())?);
+    let (tunnel_stop, tunnel_rx) = shutdown::channel();
+    let shared = Arc::new(Shared::new(&config, metrics.clone(), tunnel_rx.receiver())?);
+    let readiness = Arc::new(Readiness::default());
+    let (stop, stopped) = shutdown::channel();
+    let limits = config.server.limits.clone();
+
+    let background = [
+        tokio::spawn(certs.clone().watch(CERT_POLL, metrics.clone())),
+        tokio::spawn(reload_on_sighup(certs, metrics.clone())),
+    ];
+
+    let mut listeners_done = Vec::new();
+    if let Some(listener) = listeners.admin {
+        let readiness = readiness.clone();
+        let metrics = metrics.clone();
+        log_listening("admin", &listener);
+        listeners_done.push(tokio::spawn(server::serve_plain(
+            listener,
+            limits.clone(),
+            stopped.clone().wait(),
+            move |req| admin::handle(&req, &readiness, &metrics),
+        )));
+    }
+    let https_port = listeners
+        .public
+        .local_addr()
+        .map(|a| a.port())
+        .unwrap_or(443);
+    if let Some(listener) = listeners.redirect {
+        log_listening("http redirect", &listener);
+        listeners_done.push(tokio::spawn(server::serve_redirect(
+            listener,
+            shared.clone(),
+            https_port,
+            limits.clone(),
+            stopped.clone().wait(),
+        )));
+    }
+
+    log_listening("public (TLS)", &listeners.public);
+    readiness.set_listening(true);
+    let public_readiness = readiness.clone();
+    server::serve_public(
+        listeners.public,
+        acceptor,
+        shared,
+        limits,
+        config.server.shutdown_grace,
+        async move {
+            shutdown.await;
+            public_readiness.set_listening(false);
+        },
+    )
+    .await;
+
+    tunnel_stop.stop();
+    stop.stop();
+    for task in listeners_done {
+        let _ = task.await;
+    }
+    for task in background {
+        task.abort();
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn log_listening(what: &str, listener: &TcpListener) {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(listener = what, addr = %addr, "listening");
+    }
+}
+
+/// Reloads the certificate on every SIGHUP.
+async fn reload_on_sighup(certs: Arc<CertStore>, metrics: Arc<Metrics>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match certs.reload() {
+                Ok(()) => {
+                    metrics
+                        .cert_reloads
+                        .get_or_create(&OutcomeLabel::ok())
+                        .inc();
+                    tracing::info!("SIGHUP: TLS certificate reloaded");
+                }
+                Err(e) => {
+                    metrics
+                        .cert_reloads
+                        .get_or_create(&OutcomeLabel::failed())
+                        .inc();
+                    tracing::error!(error = %e, "SIGHUP: TLS certificate reload failed; keeping the previous certificate");
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (certs, metrics);
+        std::future::pending::<()>().await;
+    }
+}

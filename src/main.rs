@@ -1,0 +1,120 @@
+//! The `jumpgate` command: parse arguments, then run, check or make development certificates.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use jumpgate::config::{Config, ConfigError, LogFormat};
+
+/// `EX_USAGE`: the configuration is wrong.
+const EXIT_CONFIG: u8 = 64;
+
+#[derive(Parser)]
+#[command(
+    name = "jumpgate",
+    version,
+    about = "TLS reverse-proxy authentication gateway"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Configuration file (for `run`, the default command).
+    #[arg(long, short, global = true, default_value = "config/gateway.toml")]
+    config: PathBuf,
+    /// Write logs as JSON lines instead of text.
+    #[arg(long, global = true)]
+    log_json: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve (the default).
+    Run,
+    /// Validate the configuration and print a summary.
+    Check,
+    /// Write a development CA and a localhost server certificate.
+    DevCert {
+        /// Directory to write dev-ca.pem, gateway.pem and gateway.key into.
+        #[arg(long)]
+        out: PathBuf,
+        /// Extra host names for the server certificate.
+        #[arg(long = "name")]
+        names: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Run) {
+        Command::DevCert { out, names } => match jumpgate::devcert::write(&out, &names) {
+            Ok(c) => {
+                println!(
+                    "wrote {}, {} and {}",
+                    c.ca.display(),
+                    c.cert.display(),
+                    c.key.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
+        Command::Check => match load(&cli.config) {
+            Ok(config) => {
+                let problems = jumpgate::config::check_files(&config);
+                if problems.is_empty() {
+                    print!("{}", jumpgate::config::summary(&config));
+                    ExitCode::SUCCESS
+                } else {
+                    problems.iter().for_each(|p| eprintln!("{p}"));
+                    ExitCode::from(EXIT_CONFIG)
+                }
+            }
+            Err(code) => code,
+        },
+        Command::Run => {
+            let Ok(mut config) = load(&cli.config) else {
+                return ExitCode::from(EXIT_CONFIG);
+            };
+            if cli.log_json {
+                config.log.format = LogFormat::Json;
+            }
+            jumpgate::telemetry::init(&config.log);
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => return fail(&e),
+            };
+            runtime
+                .block_on(async move {
+                    let listeners = jumpgate::Listeners::bind(&config).await?;
+                    jumpgate::run(config, listeners, jumpgate::shutdown::signal()).await
+                })
+                .map_or_else(|e| fail(&e), |()| ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Loads the configuration, printing every problem on failure.
+fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        match &e {
+            ConfigError::Invalid(_) => eprintln!("{e}"),
+            ConfigError::Read { .. } => eprintln!("error: {e}"),
+        }
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+/// Prints an error with its `source()` chain and returns the generic failure code.
+fn fail(e: &dyn std::error::Error) -> ExitCode {
+    eprint!("error: {e}");
+    let mut source = e.source();
+    while let Some(s) = source {
+        eprint!(": {s}");
+        source = s.source();
+    }
+    eprintln!();
+    ExitCode::FAILURE
+}

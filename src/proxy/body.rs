@@ -1,0 +1,109 @@
+//! The response body type: a synthetic page or an upstream stream, counted for the access log.
+//!
+//! Upstream bodies are streamed frame by frame, never collected. The byte count and the
+//! access-log line are emitted when the body is dropped, which is when hyper has finished
+//! writing it or the client has gone away, so the log shows what was really sent.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use pin_project_lite::pin_project;
+
+use super::log::AccessLog;
+
+pin_project! {
+    #[project = InnerProj]
+    enum Inner {
+        Full { #[pin] body: Full<Bytes> },
+        Stream { #[pin] body: Incoming },
+    }
+}
+
+pin_project! {
+    /// What the gateway sends back to a client.
+    pub struct ResponseBody {
+        #[pin]
+        inner: Inner,
+        log: Option<Box<AccessLog>>,
+    }
+
+    impl PinnedDrop for ResponseBody {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(log) = this.log.take() {
+                log.emit();
+            }
+        }
+    }
+}
+
+impl ResponseBody {
+    /// A body held in memory (gateway pages).
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        ResponseBody {
+            inner: Inner::Full {
+                body: Full::new(bytes.into()),
+            },
+            log: None,
+        }
+    }
+
+    /// An empty body.
+    pub fn empty() -> Self {
+        Self::full(Bytes::new())
+    }
+
+    /// An upstream body, streamed.
+    pub fn stream(body: Incoming) -> Self {
+        ResponseBody {
+            inner: Inner::Stream { body },
+            log: None,
+        }
+    }
+
+    /// Attaches the access-log record, emitted once the body is finished or abandoned.
+    pub fn with_log(mut self, log: Box<AccessLog>) -> Self {
+        self.log = Some(log);
+        self
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.project();
+        let polled = match this.inner.project() {
+            InnerProj::Full { body } => body.poll_frame(cx).map_err(|never| match never {}),
+            InnerProj::Stream { body } => body.poll_frame(cx),
+        };
+        if let (Poll::Ready(Some(Ok(frame))), Some(log)) = (&polled, this.log.as_mut()) {
+            if let Some(data) = frame.data_ref() {
+                log.bytes += data.len() as u64;
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Full { body } => body.is_end_stream(),
+            Inner::Stream { body } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Full { body } => body.size_hint(),
+            Inner::Stream { body } => body.size_hint(),
+        }
+    }
+}

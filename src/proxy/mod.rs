@@ -1,0 +1,113 @@
+//! The reverse proxy: the gateway's hyper service and the state every request reads.
+//!
+//! Only this module touches `Request` and `Response`. Its parts: [`pipeline`] is the request
+//! path from top to bottom; [`upstream`] reaches upstreams; [`tunnel`] carries upgraded
+//! connections; [`respond`] renders every response the gateway makes itself.
+
+pub mod body;
+pub mod log;
+pub mod pipeline;
+pub mod respond;
+pub mod tunnel;
+pub mod upstream;
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use http::header::HeaderName;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use ipnet::IpNet;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::policy::Routes;
+use crate::tls::TlsError;
+
+pub use body::ResponseBody;
+
+/// State shared by every request, built once from the configuration.
+#[derive(Debug)]
+pub struct Shared {
+    /// Compiled sites and routes.
+    pub routes: Routes,
+    /// One upstream per site, indexed like the configured sites.
+    pub upstreams: upstream::Upstreams,
+    /// Peers whose forwarding headers are believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Identity header names beyond the `X-Jumpgate-` namespace that clients may not send.
+    pub extra_identity_headers: Vec<HeaderName>,
+    /// Metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// Whether to write access-log lines.
+    pub access_log: bool,
+    /// Flips to `true` when the drain deadline has passed, ending tunnels.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl Shared {
+    /// Builds the request-path state from a validated configuration.
+    pub fn new(
+        config: &Config,
+        metrics: Arc<Metrics>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Shared, TlsError> {
+        Ok(Shared {
+            routes: Routes::compile(config),
+            upstreams: upstream::build(&config.sites, &config.server.limits)?,
+            trusted_proxies: config.server.trusted_proxies.clone(),
+            extra_identity_headers: Vec::new(),
+            metrics,
+            access_log: config.log.access,
+            shutdown,
+        })
+    }
+}
+
+/// What the gateway knows about the connection a request arrived on.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// The TCP peer.
+    pub peer: SocketAddr,
+    /// The TLS server name the client asked for, lower-cased, if any.
+    pub sni: Option<String>,
+}
+
+impl ConnInfo {
+    /// The peer's IP address.
+    pub fn peer_ip(&self) -> IpAddr {
+        self.peer.ip()
+    }
+}
+
+/// The hyper service for one client connection.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+}
+
+impl Gateway {
+    /// A service for a connection with `conn`'s properties.
+    pub fn new(shared: Arc<Shared>, conn: ConnInfo) -> Gateway {
+        Gateway {
+            shared,
+            conn: Arc::new(conn),
+        }
+    }
+}
+
+impl hyper::service::Service<Request<Incoming>> for Gateway {
+    type Response = Response<ResponseBody>;
+    type Error = std::convert::Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let shared = self.shared.clone();
+        let conn = self.conn.clone();
+        Box::pin(async move { Ok(pipeline::handle(&shared, &conn, req).await) })
+    }
+}

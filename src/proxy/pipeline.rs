@@ -1,0 +1,241 @@
+//! THE request path, top to bottom. Every step is one call into the module that owns it;
+//! the order of the steps is decided here and nowhere else.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{self, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+
+use super::body::ResponseBody;
+use super::log::AccessLog;
+use super::respond::{self, Rejection};
+use super::upstream::UpstreamError;
+use super::{tunnel, ConnInfo, Shared};
+use crate::canonical;
+use crate::headers;
+use crate::metrics::{RequestLabel, SiteLabel, UpstreamErrorLabel, UpstreamFailure};
+use crate::policy::{self, Decision};
+
+/// The gateway's own path prefix, reserved on every site.
+pub const RESERVED_PREFIX: &str = "/.jumpgate/";
+
+/// Handles one request: answers it or forwards it, and accounts for it.
+pub async fn handle(
+    shared: &Shared,
+    conn: &ConnInfo,
+    mut req: Request<Incoming>,
+) -> Response<ResponseBody> {
+    let start = Instant::now();
+    headers::mark_sensitive(req.headers_mut());
+    let json = respond::wants_json(req.headers());
+    let mut log = AccessLog {
+        site: Arc::from("-"),
+        route: Arc::from("-"),
+        method: req.method().clone(),
+        path: String::from("-"),
+        status: StatusCode::OK,
+        start,
+        bytes: 0,
+        client: headers::client_ip(req.headers(), conn.peer_ip(), &shared.trusted_proxies),
+    };
+    let response = match forward(shared, conn, req, &mut log).await {
+        Ok(response) => response,
+        Err(rejection) => respond::rejection(rejection, json),
+    };
+    log.status = response.status();
+    shared
+        .metrics
+        .requests
+        .get_or_create(&RequestLabel {
+            site: log.site.to_string(),
+            route: log.route.to_string(),
+            status: log.status.as_u16(),
+        })
+        .inc();
+    shared
+        .metrics
+        .latency
+        .get_or_create(&SiteLabel {
+            site: log.site.to_string(),
+        })
+        .observe(start.elapsed().as_secs_f64());
+    if shared.access_log {
+        let (parts, body) = response.into_parts();
+        Response::from_parts(parts, body.with_log(Box::new(log)))
+    } else {
+        response
+    }
+}
+
+/// Decides and, when allowed, forwards. `Err` is an early answer from the gateway.
+async fn forward(
+    shared: &Shared,
+    conn: &ConnInfo,
+    req: Request<Incoming>,
+    log: &mut AccessLog,
+) -> Result<Response<ResponseBody>, Rejection> {
+    // 1. Canonical method, host and path: everything after this reads only these.
+    if !canonical::method_ok(req.method().as_str()) {
+        return Err(Rejection::BadRequest);
+    }
+    let host = request_host(&req)?;
+    if conn.sni.as_deref().is_some_and(|sni| sni != host) {
+        return Err(Rejection::Misdirected);
+    }
+    let (mut parts, body) = req.into_parts();
+    let uri = std::mem::take(&mut parts.uri);
+    let path = canonical::path(uri.path()).map_err(|e| {
+        tracing::debug!(error = %e, "refused request path");
+        Rejection::BadRequest
+    })?;
+    log.path = path.to_string();
+
+    // 2. No identity header from a client survives, on any route.
+    headers::strip_inbound_identity(&mut parts.headers, &shared.extra_identity_headers);
+
+    // 3. Site and route.
+    let site = shared.routes.site(&host).ok_or(Rejection::Misdirected)?;
+    let route = site.find(&path);
+    log.site = site.host.clone();
+    log.route = route.label.clone();
+    if path.starts_with(RESERVED_PREFIX) || path == RESERVED_PREFIX.trim_end_matches('/') {
+        return Err(Rejection::NotFound);
+    }
+
+    // 4. Policy.
+    match policy::decide(route) {
+        Decision::Allow => {}
+        Decision::SignIn => return Err(Rejection::SignInRequired),
+        Decision::Deny => {
+            tracing::info!(site = %site.host, route = %route.label, path = %path, "request denied by route");
+            return Err(Rejection::Forbidden);
+        }
+    }
+
+    // 5. Upstream request: hop-by-hop gone, forwarding headers ours, URI rewritten.
+    let upgrade = parts.version == Version::HTTP_11 && headers::is_upgrade(&parts.headers);
+    let trusted = headers::is_trusted(conn.peer_ip(), &shared.trusted_proxies);
+    headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+    headers::set_forwarded(&mut parts.headers, conn.peer_ip(), trusted, &host);
+    if !parts.headers.contains_key(header::HOST) {
+        // HTTP/2 carries the host in :authority; an HTTP/1.1 upstream needs it in Host.
+        if let Some(value) = uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            parts.headers.insert(header::HOST, value);
+        }
+    }
+    let upstream = &shared.upstreams[site.upstream];
+    let path_and_query = match uri.query() {
+        Some(q) => PathAndQuery::try_from(format!("{path}?{q}")),
+        None => PathAndQuery::try_from(path.as_ref()),
+    }
+    .map_err(|_| Rejection::BadRequest)?;
+    parts.uri = upstream
+        .uri(path_and_query)
+        .map_err(|_| Rejection::BadRequest)?;
+    let mut req = Request::from_parts(parts, body);
+
+    // 6. Forward, streaming; an upgrade becomes a tunnel.
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let mut response = match upstream.forward(req, route.upstream_response_timeout).await {
+        Ok(response) => response,
+        Err(e) => {
+            let kind = match e {
+                UpstreamError::Connect(_) => UpstreamFailure::Connect,
+                UpstreamError::Timeout(_) => UpstreamFailure::Timeout,
+            };
+            tracing::warn!(site = %site.host, route = %route.label, error = %ErrorChain(&e), "upstream request failed");
+            shared
+                .metrics
+                .upstream_errors
+                .get_or_create(&UpstreamErrorLabel {
+                    site: site.host.to_string(),
+                    kind,
+                })
+                .inc();
+            return Err(match kind {
+                UpstreamFailure::Connect => Rejection::BadGateway,
+                UpstreamFailure::Timeout => Rejection::GatewayTimeout,
+            });
+        }
+    };
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let Some(client_upgrade) = client_upgrade else {
+            tracing::warn!(site = %site.host, "upstream switched protocols without being asked");
+            return Err(Rejection::BadGateway);
+        };
+        let upstream_upgrade = hyper::upgrade::on(&mut response);
+        let idle = route.tunnel_idle_timeout;
+        let shutdown = shared.shutdown.clone();
+        let metrics = shared.metrics.clone();
+        tokio::spawn(async move {
+            match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                Ok((client, upstream)) => {
+                    metrics.open_tunnels.inc();
+                    tunnel::pump(client, upstream, idle, shutdown).await;
+                    metrics.open_tunnels.dec();
+                }
+                Err(e) => tracing::debug!(error = %e, "upgrade did not complete"),
+            }
+        });
+        let (mut parts, _) = response.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers, true);
+        return Ok(Response::from_parts(parts, ResponseBody::empty()));
+    }
+    let (mut parts, body) = response.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers, false);
+    Ok(Response::from_parts(parts, ResponseBody::stream(body)))
+}
+
+/// The request's host, canonical. `:authority` (HTTP/2, absolute-form) and `Host` must agree.
+fn request_host(req: &Request<Incoming>) -> Result<String, Rejection> {
+    let mut host_headers = req.headers().get_all(header::HOST).iter();
+    let from_header = host_headers.next();
+    if host_headers.next().is_some() {
+        return Err(Rejection::BadRequest);
+    }
+    let from_header = match from_header {
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(canonical::host)
+                .ok_or(Rejection::BadRequest)?,
+        ),
+        None => None,
+    };
+    let from_uri = match req.uri().authority() {
+        Some(a) => {
+            if a.as_str().contains('@') {
+                return Err(Rejection::BadRequest);
+            }
+            Some(canonical::host(a.as_str()).ok_or(Rejection::BadRequest)?)
+        }
+        None => None,
+    };
+    match (from_uri, from_header) {
+        (Some(u), Some(h)) if u != h => Err(Rejection::BadRequest),
+        (Some(u), _) => Ok(u.into_owned()),
+        (None, Some(h)) => Ok(h.into_owned()),
+        (None, None) => Err(Rejection::BadRequest),
+    }
+}
+
+/// Displays an error with its `source()` chain, for logs.
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
+}

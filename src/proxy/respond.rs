@@ -1,0 +1,213 @@
+//! Every response the gateway makes up itself, and the one place where a [`Rejection`]
+//! becomes HTTP.
+//!
+//! Pages say what happened in words a user can act on and nothing more: no internal
+//! addresses, error chains or configuration. The detail goes to the log at the call site.
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Response, StatusCode};
+
+use super::body::ResponseBody;
+
+/// Why a request was answered by the gateway instead of the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// Malformed request: bad path, method, host or framing.
+    BadRequest,
+    /// No site for this host, or the host disagrees with the TLS server name.
+    Misdirected,
+    /// The route needs a signed-in user.
+    SignInRequired,
+    /// The route refuses this request.
+    Forbidden,
+    /// A path under the gateway's own prefix that does not exist.
+    NotFound,
+    /// The upstream could not be reached or broke the connection.
+    BadGateway,
+    /// The upstream did not answer in time.
+    GatewayTimeout,
+}
+
+impl Rejection {
+    /// The status code for this rejection.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Rejection::BadRequest => StatusCode::BAD_REQUEST,
+            Rejection::Misdirected => StatusCode::MISDIRECTED_REQUEST,
+            Rejection::SignInRequired => StatusCode::UNAUTHORIZED,
+            Rejection::Forbidden => StatusCode::FORBIDDEN,
+            Rejection::NotFound => StatusCode::NOT_FOUND,
+            Rejection::BadGateway => StatusCode::BAD_GATEWAY,
+            Rejection::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// A short title and a sentence for the user.
+    fn words(self) -> (&'static str, &'static str) {
+        match self {
+            Rejection::BadRequest => ("Bad request", "The request could not be understood."),
+            Rejection::Misdirected => (
+                "Unknown site",
+                "This gateway does not serve the site you asked for. Check the address.",
+            ),
+            Rejection::SignInRequired => (
+                "Sign-in required",
+                "This page needs you to sign in, and sign-in is not configured on this gateway.",
+            ),
+            Rejection::Forbidden => (
+                "Access refused",
+                "You do not have access to this page. If you think you should, ask your administrator.",
+            ),
+            Rejection::NotFound => ("Not found", "There is nothing here."),
+            Rejection::BadGateway => (
+                "Service unavailable",
+                "The service behind this gateway could not be reached. Try again in a moment.",
+            ),
+            Rejection::GatewayTimeout => (
+                "Service did not answer",
+                "The service behind this gateway did not answer in time. Try again in a moment.",
+            ),
+        }
+    }
+
+    /// A machine-readable error code for JSON clients.
+    fn code(self) -> &'static str {
+        match self {
+            Rejection::BadRequest => "bad_request",
+            Rejection::Misdirected => "misdirected_request",
+            Rejection::SignInRequired => "sign_in_required",
+            Rejection::Forbidden => "forbidden",
+            Rejection::NotFound => "not_found",
+            Rejection::BadGateway => "bad_gateway",
+            Rejection::GatewayTimeout => "gateway_timeout",
+        }
+    }
+}
+
+/// Whether the client prefers JSON to HTML, judged from `Accept`.
+pub fn wants_json(headers: &HeaderMap) -> bool {
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let mut json = None;
+    let mut html = None;
+    for item in accept.split(',') {
+        let mut parts = item.split(';');
+        let media = parts.next().unwrap_or("").trim();
+        let q = parts
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .find_map(|q| q.parse::<f32>().ok())
+            .unwrap_or(1.0);
+        if media.eq_ignore_ascii_case("application/json")
+            || media.to_ascii_lowercase().ends_with("+json")
+        {
+            json = Some(json.map_or(q, |j: f32| j.max(q)));
+        } else if media.eq_ignore_ascii_case("text/html") {
+            html = Some(html.map_or(q, |h: f32| h.max(q)));
+        }
+    }
+    match (json, html) {
+        (Some(j), Some(h)) => j > h,
+        (Some(j), None) => j > 0.0,
+        _ => false,
+    }
+}
+
+/// Turns a rejection into a response: JSON when the client asked for it (see [`wants_json`]),
+/// else an HTML page.
+pub fn rejection(r: Rejection, json: bool) -> Response<ResponseBody> {
+    page(r.status(), r.code(), r.words(), json)
+}
+
+fn page(
+    status: StatusCode,
+    code: &str,
+    (title, text): (&str, &str),
+    json: bool,
+) -> Response<ResponseBody> {
+    let (content_type, body) = if json {
+        (
+            "application/json",
+            format!(
+                "{{\"error\":\"{code}\",\"status\":{},\"message\":{}}}",
+                status.as_u16(),
+                serde_json::Value::from(text)
+            ),
+        )
+    } else {
+        (
+            "text/html; charset=utf-8",
+            format!(
+                "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+                 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+                 <title>{title}</title><style>body{{font:16px/1.5 system-ui,sans-serif;max-width:36rem;\
+                 margin:15vh auto;padding:0 1rem;color:#1f2933}}h1{{font-size:1.5rem}}\
+                 small{{color:#616e7c}}</style></head><body><h1>{title}</h1><p>{text}</p>\
+                 <p><small>{} · jumpgate</small></p></body></html>\n",
+                status.as_u16()
+            ),
+        )
+    };
+    let mut response = Response::new(ResponseBody::full(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if !json {
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"),
+        );
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_per_rejection() {
+        let table = [
+            (Rejection::BadRequest, 400),
+            (Rejection::Misdirected, 421),
+            (Rejection::SignInRequired, 401),
+            (Rejection::Forbidden, 403),
+            (Rejection::NotFound, 404),
+            (Rejection::BadGateway, 502),
+            (Rejection::GatewayTimeout, 504),
+        ];
+        for (r, code) in table {
+            let resp = rejection(r, false);
+            assert_eq!(resp.status().as_u16(), code);
+            assert_eq!(resp.headers()["content-type"], "text/html; charset=utf-8");
+        }
+    }
+
+    #[test]
+    fn accept_negotiation() {
+        let mut h = HeaderMap::new();
+        assert!(!wants_json(&h));
+        h.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        assert!(wants_json(&h));
+        h.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("text/html,application/xhtml+xml,*/*;q=0.8"),
+        );
+        assert!(!wants_json(&h));
+        h.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("application/json, text/html;q=0.5"),
+        );
+        assert!(wants_json(&h));
+        h.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        assert!(wants_json(&h));
+    }
+}

@@ -1,0 +1,101 @@
+//! Connections to upstreams: one pooled hyper-util client per site, over plain TCP or rustls.
+//!
+//! The request body is streamed straight through; only connect and response-header waits
+//! are bounded here (bodies may legitimately take long, and are bounded by the client side).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::uri::{PathAndQuery, Uri};
+use http::{Request, Response, Version};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::config::{Limits, SiteConfig};
+use crate::tls::{self, TlsError};
+
+/// Why an upstream request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// No connection, or the connection broke before a response.
+    #[error("upstream request failed: {0}")]
+    Connect(#[source] hyper_util::client::legacy::Error),
+    /// No response headers within the route's timeout.
+    #[error("upstream did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// A site's upstream: its origin and pooled client.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    client: Client<HttpsConnector<HttpConnector>, Incoming>,
+}
+
+/// Upstreams for every site, indexed like the configuration's sites.
+pub type Upstreams = Arc<[Upstream]>;
+
+/// Builds one client per site.
+pub fn build(sites: &[SiteConfig], limits: &Limits) -> Result<Upstreams, TlsError> {
+    let mut out = Vec::with_capacity(sites.len());
+    for site in sites {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(limits.upstream_connect_timeout));
+        let tls = tls::client_config(site.upstream.ca_file.as_deref())?;
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(limits.upstream_idle_timeout)
+            .pool_max_idle_per_host(256)
+            .build(connector);
+        let origin = &site.upstream.origin;
+        let (Some(scheme), Some(authority)) =
+            (origin.scheme().cloned(), origin.authority().cloned())
+        else {
+            // Validation guarantees both; an origin without them cannot be reached.
+            continue;
+        };
+        out.push(Upstream {
+            scheme,
+            authority,
+            client,
+        });
+    }
+    Ok(out.into())
+}
+
+impl Upstream {
+    /// The absolute URI for `path_and_query` on this upstream.
+    pub fn uri(&self, path_and_query: PathAndQuery) -> Result<Uri, http::Error> {
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+    }
+
+    /// Sends `req` (URI already rewritten) and waits for the response headers.
+    pub async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        timeout: Duration,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        // Clients may speak h2 to us; upstreams get HTTP/1.1 (or h2 by ALPN on TLS).
+        *req.version_mut() = Version::HTTP_11;
+        match tokio::time::timeout(timeout, self.client.request(req)).await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => Err(UpstreamError::Connect(e)),
+            Err(_) => Err(UpstreamError::Timeout(timeout)),
+        }
+    }
+}

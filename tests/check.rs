@@ -1,0 +1,379 @@
+//! Integration tests of `jumpgate check --config FILE`: the exit code, the summary on stdout,
+//! and one `FILE:LINE: key: message` line on stderr per problem in a broken config.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use tempfile::TempDir;
+
+/// EX_USAGE from sysexits.h: the config file is wrong.
+const EXIT_BAD_CONFIG: i32 = 64;
+
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+fn run_check(config: &Path) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_jumpgate"))
+        .arg("check")
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("run jumpgate");
+    Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A temp dir holding a real certificate and key (`gw.pem`, `gw.key`), so that only the
+/// config text decides whether `check` passes.
+fn dir_with_certs() -> TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_certs(dir.path(), "gw.pem", "gw.key");
+    dir
+}
+
+fn write_certs(dir: &Path, cert: &str, key: &str) {
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["defguard.example.net".to_owned()]).expect("cert");
+    std::fs::write(dir.join(cert), ck.cert.pem()).expect("write cert");
+    std::fs::write(dir.join(key), ck.key_pair.serialize_pem()).expect("write key");
+}
+
+/// A valid config whose lines are numbered in comments, so tests can name lines reliably.
+const BASE: &str = r#"[server]
+listen = "0.0.0.0:8443"
+tls_cert = "gw.pem"
+tls_key = "gw.key"
+shutdown_grace = "30s"
+
+[[site]]
+host = "defguard.example.net"
+upstream = "http://127.0.0.1:8000"
+access = "protected"
+
+  [[site.route]]
+  path = "/api/v1/health"
+  access = "public"
+"#;
+// Line map of BASE: 1 [server], 2 listen, 3 tls_cert, 4 tls_key, 5 shutdown_grace,
+// 7 [[site]], 8 host, 9 upstream, 10 access, 12 [[site.route]], 13 path, 14 access.
+
+/// Writes `text` as gateway.toml in a dir with certs, runs check, and expects exit 64.
+fn broken(text: &str) -> (TempDir, PathBuf, Run) {
+    let dir = dir_with_certs();
+    let file = dir.path().join("gateway.toml");
+    std::fs::write(&file, text).expect("write config");
+    let run = run_check(&file);
+    assert_eq!(
+        run.code,
+        Some(EXIT_BAD_CONFIG),
+        "expected exit {EXIT_BAD_CONFIG}\nstdout:\n{}\nstderr:\n{}",
+        run.stdout,
+        run.stderr
+    );
+    (dir, file, run)
+}
+
+/// Asserts stderr has a line `FILE:LINE: key: ...` (or `FILE: key: ...` without a line) whose
+/// message contains `needle`.
+fn assert_problem(file: &Path, run: &Run, line: Option<usize>, key: &str, needle: &str) {
+    let prefix = match line {
+        Some(l) => format!("{}:{l}: {key}: ", file.display()),
+        None => format!("{}: {key}: ", file.display()),
+    };
+    assert!(
+        run.stderr
+            .lines()
+            .any(|l| l.starts_with(&prefix) && l.contains(needle)),
+        "no stderr line starting with {prefix:?} and containing {needle:?}; stderr:\n{}",
+        run.stderr
+    );
+}
+
+/// Problem lines on stderr: those naming the config file.
+fn problem_lines<'r>(file: &Path, run: &'r Run) -> Vec<&'r str> {
+    let prefix = format!("{}:", file.display());
+    run.stderr
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .collect()
+}
+
+fn check_one(text: &str, line: Option<usize>, key: &str, needle: &str) {
+    let (_dir, file, run) = broken(text);
+    assert_problem(&file, &run, line, key, needle);
+    assert_eq!(
+        problem_lines(&file, &run).len(),
+        1,
+        "expected exactly one problem:\n{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn reference_config_checks_ok() {
+    // The reference config names ../certs/gateway.{pem,key} relative to its own directory.
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("config")).expect("mkdir");
+    std::fs::create_dir(dir.path().join("certs")).expect("mkdir");
+    write_certs(&dir.path().join("certs"), "gateway.pem", "gateway.key");
+    let file = dir.path().join("config/gateway.toml");
+    let reference = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/gateway.toml");
+    std::fs::copy(&reference, &file).expect("copy reference config");
+
+    let run = run_check(&file);
+    assert_eq!(
+        run.code,
+        Some(0),
+        "stdout:\n{}\nstderr:\n{}",
+        run.stdout,
+        run.stderr
+    );
+    for needle in [
+        "0.0.0.0:8443",
+        "0.0.0.0:8080",
+        "127.0.0.1:9090",
+        "defguard.example.net -> http://127.0.0.1:8000",
+        "enroll.example.net -> http://127.0.0.1:8081",
+        "/api/v1/health",
+        "/api/v1/client-mfa/remote",
+    ] {
+        assert!(
+            run.stdout.contains(needle),
+            "summary lacks {needle:?}:\n{}",
+            run.stdout
+        );
+    }
+}
+
+#[test]
+fn base_config_checks_ok() {
+    let dir = dir_with_certs();
+    let file = dir.path().join("gateway.toml");
+    std::fs::write(&file, BASE).expect("write config");
+    let run = run_check(&file);
+    assert_eq!(
+        run.code,
+        Some(0),
+        "stdout:\n{}\nstderr:\n{}",
+        run.stdout,
+        run.stderr
+    );
+    assert!(
+        run.stdout.contains("defguard.example.net"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn unknown_top_level_key() {
+    check_one(
+        &format!("lisen = \"0.0.0.0:8443\"\n{BASE}"),
+        Some(1),
+        "lisen",
+        "unknown key \"lisen\" at the top level",
+    );
+}
+
+#[test]
+fn unknown_top_level_table() {
+    check_one(
+        &format!("[sever]\nx = 1\n{BASE}"),
+        Some(1),
+        "sever",
+        "did you mean \"server\"?",
+    );
+}
+
+#[test]
+fn unknown_key_in_site_suggests_the_known_one() {
+    let text = BASE.replace("access = \"protected\"", "acess = \"protected\"");
+    check_one(&text, Some(10), "site[0].acess", "did you mean \"access\"?");
+}
+
+#[test]
+fn listen_not_an_address() {
+    let text = BASE.replace("\"0.0.0.0:8443\"", "\"8443\"");
+    check_one(
+        &text,
+        Some(2),
+        "server.listen",
+        "\"8443\" is not a socket address; expected \"IP:PORT\"",
+    );
+}
+
+#[test]
+fn listen_an_integer() {
+    let text = BASE.replace("\"0.0.0.0:8443\"", "8443");
+    check_one(&text, Some(2), "server.listen", "found integer 8443");
+}
+
+#[test]
+fn bad_duration() {
+    let text = BASE.replace("\"30s\"", "\"thirty seconds\"");
+    check_one(&text, Some(5), "server.shutdown_grace", "is not a duration");
+    let text = BASE.replace("\"30s\"", "30");
+    check_one(&text, Some(5), "server.shutdown_grace", "write \"30s\"");
+}
+
+#[test]
+fn duplicate_host() {
+    let text = format!("{BASE}\n[[site]]\nhost = \"Defguard.Example.NET.\"\nupstream = \"http://127.0.0.1:9000\"\n");
+    check_one(
+        &text,
+        Some(17),
+        "site[1].host",
+        "duplicates site[0].host \"defguard.example.net\" (line 8)",
+    );
+}
+
+#[test]
+fn upstream_with_a_path() {
+    let text = BASE.replace("http://127.0.0.1:8000", "http://127.0.0.1:8000/app");
+    check_one(&text, Some(9), "site[0].upstream", "has a path \"/app\"");
+}
+
+#[test]
+fn upstream_ftp() {
+    let text = BASE.replace("http://127.0.0.1:8000", "ftp://127.0.0.1:21");
+    check_one(
+        &text,
+        Some(9),
+        "site[0].upstream",
+        "only http:// and https://",
+    );
+}
+
+#[test]
+fn route_path_not_absolute() {
+    let text = BASE.replace("\"/api/v1/health\"", "\"api/v1/health\"");
+    check_one(
+        &text,
+        Some(13),
+        "site[0].route[0].path",
+        "does not start with \"/\"",
+    );
+}
+
+#[test]
+fn route_path_not_canonical() {
+    let text = BASE.replace("\"/api/v1/health\"", "\"/a/../b\"");
+    check_one(&text, Some(13), "site[0].route[0].path", "write \"/b\"");
+    let text = BASE.replace("\"/api/v1/health\"", "\"/a//b\"");
+    check_one(&text, Some(13), "site[0].route[0].path", "write \"/a/b\"");
+}
+
+#[test]
+fn duplicate_route_path() {
+    let text =
+        format!("{BASE}\n  [[site.route]]\n  path = \"/API/v1/health/\"\n  access = \"deny\"\n");
+    check_one(
+        &text,
+        Some(17),
+        "site[0].route[1].path",
+        "duplicates site[0].route[0].path",
+    );
+}
+
+#[test]
+fn access_maybe() {
+    let text = BASE.replace("access = \"protected\"", "access = \"maybe\"");
+    check_one(
+        &text,
+        Some(10),
+        "site[0].access",
+        "expected one of \"protected\", \"public\" or \"deny\"",
+    );
+}
+
+#[test]
+fn no_site() {
+    let text = &BASE[..BASE.find("[[site]]").expect("BASE has a site")];
+    check_one(text, None, "site", "at least one [[site]]");
+}
+
+#[test]
+fn tls_cert_key_missing() {
+    let text = BASE.replace("tls_cert = \"gw.pem\"\n", "");
+    check_one(&text, Some(1), "server.tls_cert", "missing required key");
+}
+
+#[test]
+fn tls_cert_file_missing() {
+    let text = BASE.replace("\"gw.pem\"", "\"missing.pem\"");
+    let (_dir, file, run) = broken(&text);
+    assert_problem(&file, &run, Some(3), "server.tls_cert", "missing.pem");
+}
+
+#[test]
+fn trusted_proxies_bad_cidr() {
+    let text = BASE.replace(
+        "shutdown_grace = \"30s\"",
+        "trusted_proxies = [\"10.0.0.0/8\", \"10.0.0.0/40\"]",
+    );
+    check_one(
+        &text,
+        Some(5),
+        "server.trusted_proxies[1]",
+        "\"10.0.0.0/40\" is not a CIDR block",
+    );
+}
+
+#[test]
+fn upstream_ca_file_with_http_upstream() {
+    let text = BASE.replace("access = \"protected\"", "upstream_ca_file = \"gw.pem\"");
+    check_one(
+        &text,
+        Some(10),
+        "site[0].upstream_ca_file",
+        "only applies to an https:// upstream",
+    );
+}
+
+#[test]
+fn toml_syntax_error() {
+    let text = BASE.replace(
+        "host = \"defguard.example.net\"",
+        "host = \"defguard.example.net",
+    );
+    let (_dir, file, run) = broken(&text);
+    assert_problem(&file, &run, Some(8), "toml", "invalid TOML");
+}
+
+#[test]
+fn three_problems_reported_at_once() {
+    let text = BASE
+        .replace("\"0.0.0.0:8443\"", "8443")
+        .replace("http://127.0.0.1:8000", "ftp://127.0.0.1:8000")
+        .replace("access = \"public\"", "acces = \"public\"");
+    let (_dir, file, run) = broken(&text);
+    assert_problem(&file, &run, Some(2), "server.listen", "found integer 8443");
+    assert_problem(
+        &file,
+        &run,
+        Some(9),
+        "site[0].upstream",
+        "only http:// and https://",
+    );
+    assert_problem(
+        &file,
+        &run,
+        Some(14),
+        "site[0].route[0].acces",
+        "did you mean \"access\"?",
+    );
+    let lines = problem_lines(&file, &run);
+    let numbers: Vec<&str> = lines.iter().filter_map(|l| l.split(':').nth(1)).collect();
+    assert_eq!(
+        numbers,
+        ["2", "9", "14"],
+        "all three, in file order:\n{}",
+        run.stderr
+    );
+}

@@ -1,0 +1,564 @@
+//! Test fixtures: a real gateway on 127.0.0.1:0 with development certificates, an echo
+//! upstream that reports exactly what it received, and TLS clients that can send both
+//! well-formed requests (HTTP/1.1 or HTTP/2) and raw bytes.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Development certificates in a temporary directory.
+pub struct Certs {
+    pub dir: tempfile::TempDir,
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Host names on the test server certificate, beyond localhost.
+pub const TEST_NAMES: [&str; 3] = ["app.test", "other.test", "enroll.test"];
+
+impl Certs {
+    pub fn new() -> Certs {
+        let dir = tempfile::tempdir().unwrap();
+        let names: Vec<String> = TEST_NAMES.iter().map(|s| s.to_string()).collect();
+        let c = jumpgate::devcert::write(dir.path(), &names).unwrap();
+        Certs {
+            ca: c.ca,
+            cert: c.cert,
+            key: c.key,
+            dir,
+        }
+    }
+}
+
+/// A gateway running in this process.
+pub struct Gateway {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub redirect: SocketAddr,
+    pub certs: Certs,
+    pub config_path: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), jumpgate::StartError>>>,
+}
+
+impl Gateway {
+    /// Starts a gateway whose config is `[server]` (filled in here) plus `rest` (sites,
+    /// routes, limits as `[server.limits]` must come through `limits`).
+    pub async fn start(rest: &str) -> Gateway {
+        Self::start_with(rest, "", "").await
+    }
+
+    /// Like [`start`], with extra `[server]` keys and a `[server.limits]` body.
+    pub async fn start_with(rest: &str, server_extra: &str, limits: &str) -> Gateway {
+        let certs = Certs::new();
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\nshutdown_grace = \"5s\"\n{server_extra}\n[server.limits]\n{limits}\n\n{rest}\n",
+            certs.cert.display(),
+            certs.key.display()
+        );
+        let config_path = certs.dir.path().join("gateway.toml");
+        std::fs::write(&config_path, &text).unwrap();
+        let config = jumpgate::config::Config::load(&config_path)
+            .unwrap_or_else(|e| panic!("{e}\n---\n{text}"));
+        let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let redirect = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = public.local_addr().unwrap();
+        let admin_addr = admin.local_addr().unwrap();
+        let redirect_addr = redirect.local_addr().unwrap();
+        let listeners = jumpgate::Listeners {
+            public,
+            admin: Some(admin),
+            redirect: Some(redirect),
+        };
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(jumpgate::run(config, listeners, async move {
+            let _ = rx.await;
+        }));
+        Gateway {
+            addr,
+            admin: admin_addr,
+            redirect: redirect_addr,
+            certs,
+            config_path,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// A client trusting this gateway's CA.
+    pub fn client(&self) -> Client {
+        Client::new(self.addr, &self.certs.ca)
+    }
+
+    /// Asks the gateway to stop and returns its task.
+    pub fn shutdown(&mut self) -> JoinHandle<Result<(), jumpgate::StartError>> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        self.task.take().unwrap()
+    }
+
+    /// GET on the admin listener: (status, body).
+    pub async fn admin_get(&self, path: &str) -> (u16, String) {
+        plain_get(self.admin, path, "localhost").await
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// GET over plain HTTP/1.1 (admin and redirect listeners).
+pub async fn plain_get(addr: SocketAddr, path: &str, host: &str) -> (u16, String) {
+    let resp = plain_request(addr, path, host).await;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// GET over plain HTTP/1.1, returning the whole response.
+pub async fn plain_request(addr: SocketAddr, path: &str, host: &str) -> Response<Incoming> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get(path)
+        .header("host", host)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    sender.send_request(req).await.unwrap()
+}
+
+/// A TLS client for one gateway address; every request opens a fresh connection so tests
+/// control SNI, Host and protocol precisely.
+#[derive(Clone)]
+pub struct Client {
+    addr: SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+}
+
+/// A collected response.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.text()))
+    }
+    /// What the echo upstream saw: the request target it received.
+    pub fn upstream_path(&self) -> String {
+        self.json()["path"].as_str().unwrap().to_owned()
+    }
+    /// A header the echo upstream received (first value), lower-case name.
+    pub fn upstream_header(&self, name: &str) -> Option<String> {
+        self.json()["headers"][name]
+            .as_array()
+            .and_then(|a| a.first())
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    }
+    pub fn upstream_header_all(&self, name: &str) -> Vec<String> {
+        self.json()["headers"][name]
+            .as_array()
+            .map(|a| a.iter().map(|v| v.as_str().unwrap().to_owned()).collect())
+            .unwrap_or_default()
+    }
+}
+
+pub fn tls_config(ca: &Path, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in jumpgate::tls::load_certs(ca).unwrap() {
+        roots.add(cert).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(config)
+}
+
+impl Client {
+    pub fn new(addr: SocketAddr, ca: &Path) -> Client {
+        Client {
+            addr,
+            tls: tls_config(ca, &[b"http/1.1"]),
+        }
+    }
+
+    /// Opens a TLS connection with SNI `sni`.
+    pub async fn connect(
+        &self,
+        sni: &str,
+        alpn: &[&[u8]],
+    ) -> tokio_rustls::client::TlsStream<TcpStream> {
+        let mut config = (*self.tls).clone();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let tcp = TcpStream::connect(self.addr).await.unwrap();
+        connector
+            .connect(ServerName::try_from(sni.to_owned()).unwrap(), tcp)
+            .await
+            .unwrap()
+    }
+
+    /// GET `path` on `host` over HTTP/1.1.
+    pub async fn get(&self, host: &str, path: &str) -> Reply {
+        self.send(
+            host,
+            Request::get(path)
+                .header("host", host)
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+    }
+
+    /// Sends `req` over HTTP/1.1 with SNI `host` and collects the response.
+    pub async fn send(&self, host: &str, req: Request<Full<Bytes>>) -> Reply {
+        let tls = self.connect(host, &[b"http/1.1"]).await;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        collect(sender.send_request(req).await.unwrap()).await
+    }
+
+    /// Sends `req` over HTTP/2 (ALPN h2) with SNI `host`.
+    pub async fn send_h2(&self, host: &str, req: Request<Full<Bytes>>) -> Reply {
+        let tls = self.connect(host, &[b"h2"]).await;
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        collect(sender.send_request(req).await.unwrap()).await
+    }
+
+    /// Writes `raw` bytes on a fresh TLS connection and reads until the server closes or
+    /// `wait` passes; returns what came back.
+    pub async fn raw(&self, sni: &str, raw: &[u8], wait: Duration) -> String {
+        let mut tls = self.connect(sni, &[b"http/1.1"]).await;
+        tls.write_all(raw).await.unwrap();
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(wait, async {
+            let mut buf = [0u8; 8192];
+            loop {
+                match tls.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => out.extend_from_slice(&buf[..n]),
+                }
+            }
+        })
+        .await;
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+pub async fn collect(resp: Response<Incoming>) -> Reply {
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// The status code of a raw HTTP/1.1 response text.
+pub fn raw_status(text: &str) -> Option<u16> {
+    text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+}
+
+/// An upstream that answers every request with JSON describing it, plus a few special paths:
+/// `/stream/BYTES` streams a body of that size, `/upload` reads the body and reports its size,
+/// `/slow/MS` answers after a delay, `/ws` is a WebSocket echo.
+pub struct Echo {
+    pub addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Echo {
+    pub async fn start() -> Echo {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                tokio::spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), hyper::service::service_fn(echo))
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+        Echo { addr, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+type EchoBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+async fn echo(mut req: Request<Incoming>) -> Result<Response<EchoBody>, Infallible> {
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    if let Some(n) = path.strip_prefix("/stream/") {
+        let total: u64 = n.parse().unwrap_or(0);
+        let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+        let stream = futures_util::stream::unfold(0u64, move |sent| {
+            let chunk = chunk.clone();
+            async move {
+                if sent >= total {
+                    return None;
+                }
+                let n = (total - sent).min(chunk.len() as u64);
+                Some((
+                    Ok::<_, Infallible>(Frame::data(chunk.slice(..n as usize))),
+                    sent + n,
+                ))
+            }
+        });
+        let mut resp = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+        resp.headers_mut().insert("content-length", total.into());
+        return Ok(resp);
+    }
+    if path == "/upload" {
+        let mut total = 0u64;
+        let mut body = req.into_body();
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame.unwrap().into_data() {
+                total += data.len() as u64;
+            }
+        }
+        return Ok(Response::new(
+            Full::new(Bytes::from(format!("{{\"received\":{total}}}"))).boxed(),
+        ));
+    }
+    if let Some(ms) = path.strip_prefix("/slow/") {
+        tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
+    }
+    if path == "/ws" {
+        let key = req.headers().get("sec-websocket-key").cloned().unwrap();
+        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            let upgraded = on_upgrade.await.unwrap();
+            let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                TokioIo::new(upgraded),
+                tokio_tungstenite::tungstenite::protocol::Role::Server,
+                None,
+            )
+            .await;
+            while let Some(Ok(msg)) = ws.next().await {
+                if msg.is_text() || msg.is_binary() {
+                    if ws.send(msg).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let resp = Response::builder()
+            .status(101)
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-accept", accept)
+            .body(Full::new(Bytes::new()).boxed())
+            .unwrap();
+        return Ok(resp);
+    }
+    let mut headers = serde_json::Map::new();
+    for name in req.headers().keys() {
+        let values: Vec<serde_json::Value> = req
+            .headers()
+            .get_all(name)
+            .iter()
+            .map(|v| serde_json::Value::from(String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect();
+        headers.insert(name.as_str().to_owned(), values.into());
+    }
+    let body = serde_json::json!({
+        "method": req.method().as_str(),
+        "path": path,
+        "version": format!("{:?}", req.version()),
+        "headers": headers,
+    });
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())).boxed());
+    resp.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    resp.headers_mut()
+        .insert("x-upstream", "echo".parse().unwrap());
+    // Hop-by-hop headers the gateway must remove on the way back.
+    resp.headers_mut()
+        .insert("connection", "x-upstream-private".parse().unwrap());
+    resp.headers_mut()
+        .insert("x-upstream-private", "secret".parse().unwrap());
+    resp.headers_mut()
+        .insert("keep-alive", "timeout=5".parse().unwrap());
+    Ok(resp)
+}
+
+/// A site block for the echo upstream.
+pub fn site(host: &str, upstream: &str, access: &str, routes: &[(&str, &str)]) -> String {
+    let mut s =
+        format!("[[site]]\nhost = \"{host}\"\nupstream = \"{upstream}\"\naccess = \"{access}\"\n");
+    for (path, access) in routes {
+        s.push_str(&format!(
+            "  [[site.route]]\n  path = \"{path}\"\n  access = \"{access}\"\n"
+        ));
+    }
+    s
+}
+
+/// A raw HTTP/1.1 response, parsed: status, lower-cased header names, body (de-chunked).
+#[derive(Debug)]
+pub struct RawReply {
+    pub status: Option<u16>,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl RawReply {
+    /// The first value of header `name` (lower-case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+}
+
+/// Parses the text returned by [`Client::raw`]: the first response only; a chunked body is
+/// decoded.
+pub fn parse_raw(text: &str) -> RawReply {
+    let status = raw_status(text);
+    let Some(end) = text.find("\r\n\r\n") else {
+        return RawReply {
+            status,
+            headers: Vec::new(),
+            body: String::new(),
+        };
+    };
+    let headers: Vec<(String, String)> = text[..end]
+        .split("\r\n")
+        .skip(1)
+        .filter_map(|line| line.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let rest = &text[end + 4..];
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked"));
+    let body = if chunked {
+        let mut out = String::new();
+        let mut rest = rest;
+        while let Some((size_line, after)) = rest.split_once("\r\n") {
+            let size = usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16)
+                .unwrap_or(0);
+            if size == 0 || after.len() < size {
+                break;
+            }
+            out.push_str(&after[..size]);
+            rest = after[size..].strip_prefix("\r\n").unwrap_or(&after[size..]);
+        }
+        out
+    } else {
+        match headers
+            .iter()
+            .find(|(n, _)| n == "content-length")
+            .and_then(|(_, v)| v.parse::<usize>().ok())
+        {
+            Some(n) if n <= rest.len() => rest[..n].to_owned(),
+            _ => rest.to_owned(),
+        }
+    };
+    RawReply {
+        status,
+        headers,
+        body,
+    }
+}
+
+impl Client {
+    /// Like [`Client::send_h2`], but returns an error instead of panicking when the
+    /// connection or the stream fails (a reset stream, a refused header block).
+    pub async fn try_send_h2<B>(&self, host: &str, req: Request<B>) -> Result<Reply, String>
+    where
+        B: hyper::body::Body + Send + Unpin + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let tls = self.connect(host, &[b"h2"]).await;
+        if tls.get_ref().1.alpn_protocol() != Some(&b"h2"[..]) {
+            return Err("h2 not negotiated".into());
+        }
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| format!("{e:?}"))?;
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok(Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
+    }
+}
