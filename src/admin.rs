@@ -14,9 +14,18 @@ use crate::proxy::ResponseBody;
 #[derive(Debug, Default)]
 pub struct Readiness {
     listening: AtomicBool,
+    oidc: Option<Arc<crate::oidc::Oidc>>,
 }
 
 impl Readiness {
+    /// Readiness that also waits for the identity provider's discovery, when sign-in is on.
+    pub fn new(oidc: Option<Arc<crate::oidc::Oidc>>) -> Readiness {
+        Readiness {
+            listening: AtomicBool::new(false),
+            oidc,
+        }
+    }
+
     /// Marks the public listener as serving.
     pub fn set_listening(&self, on: bool) {
         self.listening.store(on, Ordering::Release);
@@ -26,6 +35,9 @@ impl Readiness {
     pub fn not_ready_reason(&self) -> Option<&'static str> {
         if !self.listening.load(Ordering::Acquire) {
             return Some("public listener not serving");
+        }
+        if self.oidc.as_ref().is_some_and(|o| !o.is_ready()) {
+            return Some("identity provider not discovered yet");
         }
         None
     }

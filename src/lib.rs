@@ -8,6 +8,8 @@
 //! - [`policy`]: compiled routes and pure access decisions.
 //! - [`headers`]: hop-by-hop, forwarding and identity header hygiene.
 //! - [`tls`]: rustls server and client configs, certificate reload.
+//! - [`oidc`]: sign-in with the identity provider; [`session`]: server-side sessions and
+//!   cookies; [`identity`]: identity headers and the signed assertion sent upstream.
 //! - [`admin`], [`metrics`], [`telemetry`], [`shutdown`], [`devcert`].
 
 #![cfg_attr(
@@ -20,10 +22,14 @@ pub mod canonical;
 pub mod config;
 pub mod devcert;
 pub mod headers;
+pub mod identity;
 pub mod metrics;
+pub mod oidc;
 pub mod policy;
 pub mod proxy;
+pub mod secret;
 pub mod server;
+pub mod session;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;
@@ -63,6 +69,15 @@ pub enum StartError {
     /// TLS material could not be loaded.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// A secret named in the configuration could not be read.
+    #[error(transparent)]
+    Secret(#[from] secret::SecretError),
+    /// The cookie key could not be loaded or created.
+    #[error(transparent)]
+    CookieKey(#[from] session::cookie::KeyError),
+    /// The assertion signing key could not be loaded or created.
+    #[error(transparent)]
+    SigningKey(#[from] identity::IdentityError),
 }
 
 /// The sockets the gateway serves on. Tests bind `127.0.0.1:0` themselves.
@@ -110,15 +125,31 @@ pub async fn run(
     let certs = CertStore::load(&config.server.tls_cert, &config.server.tls_key)?;
     let acceptor = TlsAcceptor::from(tls::server_config(certs.clone())?);
     let (tunnel_stop, tunnel_rx) = shutdown::channel();
-    let shared = Arc::new(Shared::new(&config, metrics.clone(), tunnel_rx.receiver())?);
-    let readiness = Arc::new(Readiness::default());
+    let public_port = config.server.public_port.unwrap_or_else(|| {
+        listeners
+            .public
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or(443)
+    });
+    let auth = build_auth(&config, public_port)?;
+    let shared = Arc::new(Shared::new(
+        &config,
+        auth.clone(),
+        metrics.clone(),
+        tunnel_rx.receiver(),
+    )?);
+    let readiness = Arc::new(Readiness::new(auth.as_ref().map(|a| a.oidc.clone())));
     let (stop, stopped) = shutdown::channel();
     let limits = config.server.limits.clone();
 
-    let background = [
+    let mut background = vec![
         tokio::spawn(certs.clone().watch(CERT_POLL, metrics.clone())),
         tokio::spawn(reload_on_sighup(certs, metrics.clone())),
     ];
+    if let Some(auth) = &auth {
+        background.push(tokio::spawn(auth.oidc.clone().discover_until_ready()));
+    }
 
     let mut listeners_done = Vec::new();
     if let Some(listener) = listeners.admin {
@@ -174,6 +205,32 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Loads the client secret and keys and builds the sign-in state, when `[oidc]` is set.
+fn build_auth(
+    config: &Config,
+    public_port: u16,
+) -> Result<Option<Arc<proxy::auth::Auth>>, StartError> {
+    let Some(oidc_config) = &config.oidc else {
+        return Ok(None);
+    };
+    let secret = secret::load(&oidc_config.client_secret, "oidc.client_secret")?;
+    let oidc = Arc::new(oidc::Oidc::new(oidc_config.clone(), secret)?);
+    let (key, created) = session::cookie::CookieKey::load_or_create(&config.session.key_file)?;
+    if created {
+        tracing::info!(path = %config.session.key_file.display(), "generated a new cookie key");
+    }
+    let (signer, created) = identity::Signer::load_or_create(&config.identity)?;
+    if created {
+        tracing::info!(path = %config.identity.signing_key_file.display(), "generated a new assertion signing key");
+    }
+    Ok(Some(Arc::new(proxy::auth::Auth {
+        oidc,
+        sessions: session::Sessions::new(&config.session, key),
+        signer,
+        public_port,
+    })))
 }
 
 fn log_listening(what: &str, listener: &TcpListener) {

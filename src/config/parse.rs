@@ -75,6 +75,22 @@ pub fn check_files(config: &Config) -> Vec<Problem> {
             &config.server.tls_key,
         ),
     ];
+    if let Some(oidc) = &config.oidc {
+        if let super::SecretSource::File(path) = &oidc.client_secret {
+            wanted.push((
+                "oidc.client_secret_file".to_owned(),
+                vec![KeyStep::Key("oidc"), KeyStep::Key("client_secret_file")],
+                path,
+            ));
+        }
+        if let Some(ca) = &oidc.ca_file {
+            wanted.push((
+                "oidc.ca_file".to_owned(),
+                vec![KeyStep::Key("oidc"), KeyStep::Key("ca_file")],
+                ca,
+            ));
+        }
+    }
     for (i, site) in config.sites.iter().enumerate() {
         if let Some(ca) = &site.upstream.ca_file {
             wanted.push((
@@ -1465,6 +1481,32 @@ route = [{ path = "/" , access = "protected" }]
             "host",
             "upstream",
             "upstream_ca_file",
+            "public_port",
+            "state_dir",
+            "[oidc]",
+            "issuer",
+            "client_id",
+            "client_secret_file",
+            "client_secret_env",
+            "scopes",
+            "callback_path",
+            "client_auth",
+            "clock_skew",
+            "ca_file",
+            "groups_claim",
+            "idp_logout",
+            "post_logout_redirect_uri",
+            "[session]",
+            "store",
+            "key_file",
+            "lifetime",
+            "idle_timeout",
+            "login_timeout",
+            "max_sessions",
+            "[identity]",
+            "signing_key_file",
+            "assertion_ttl",
+            "[site.headers]",
             "[[site.route]]",
             "path",
         ] {

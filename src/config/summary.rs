@@ -39,6 +39,26 @@ pub fn summary(config: &Config) -> String {
             },
         ),
         ("shutdown grace", dur(s.shutdown_grace)),
+        (
+            "sign-in",
+            config.oidc.as_ref().map_or_else(
+                || "not configured: protected routes answer 401".to_owned(),
+                |o| {
+                    format!(
+                        "{} (client {}, callback {})",
+                        o.issuer, o.client_id, o.callback_path
+                    )
+                },
+            ),
+        ),
+        (
+            "sessions",
+            format!(
+                "memory, lifetime {}, idle {}",
+                dur(config.session.lifetime),
+                dur(config.session.idle_timeout)
+            ),
+        ),
         ("limits", limits(&s.limits)),
         (
             "log",

@@ -4,7 +4,9 @@
 //! path from top to bottom; [`upstream`] reaches upstreams; [`tunnel`] carries upgraded
 //! connections; [`respond`] renders every response the gateway makes itself.
 
+pub mod auth;
 pub mod body;
+pub mod endpoints;
 pub mod log;
 pub mod pipeline;
 pub mod respond;
@@ -23,9 +25,12 @@ use ipnet::IpNet;
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::identity::HeaderNames;
 use crate::metrics::Metrics;
 use crate::policy::Routes;
 use crate::tls::TlsError;
+
+use self::auth::Auth;
 
 pub use body::ResponseBody;
 
@@ -40,6 +45,10 @@ pub struct Shared {
     pub trusted_proxies: Vec<IpNet>,
     /// Identity header names beyond the `X-Jumpgate-` namespace that clients may not send.
     pub extra_identity_headers: Vec<HeaderName>,
+    /// Identity header names per site, indexed like the configured sites.
+    pub identity_headers: Vec<HeaderNames>,
+    /// Sign-in, when `[oidc]` is configured.
+    pub auth: Option<Arc<Auth>>,
     /// Metrics registry.
     pub metrics: Arc<Metrics>,
     /// Whether to write access-log lines.
@@ -49,17 +58,35 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Builds the request-path state from a validated configuration.
+    /// Builds the request-path state from a validated configuration and the sign-in state.
     pub fn new(
         config: &Config,
+        auth: Option<Arc<Auth>>,
         metrics: Arc<Metrics>,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Shared, TlsError> {
+        let identity_headers: Vec<HeaderNames> = config
+            .sites
+            .iter()
+            .map(|s| HeaderNames::new(&s.headers))
+            .collect();
+        let mut extra_identity_headers: Vec<HeaderName> = Vec::new();
+        for names in &identity_headers {
+            for name in names.all() {
+                if !crate::headers::is_identity_header(name.as_str(), &[])
+                    && !extra_identity_headers.contains(name)
+                {
+                    extra_identity_headers.push(name.clone());
+                }
+            }
+        }
         Ok(Shared {
             routes: Routes::compile(config),
             upstreams: upstream::build(&config.sites, &config.server.limits)?,
             trusted_proxies: config.server.trusted_proxies.clone(),
-            extra_identity_headers: Vec::new(),
+            extra_identity_headers,
+            identity_headers,
+            auth,
             metrics,
             access_log: config.log.access,
             shutdown,

@@ -13,9 +13,11 @@ use super::body::ResponseBody;
 use super::log::AccessLog;
 use super::respond::{self, Rejection};
 use super::upstream::UpstreamError;
-use super::{tunnel, ConnInfo, Shared};
+use super::{auth, endpoints, tunnel, ConnInfo, Shared};
 use crate::canonical;
+use crate::config::Access;
 use crate::headers;
+use crate::identity;
 use crate::metrics::{RequestLabel, SiteLabel, UpstreamErrorLabel, UpstreamFailure};
 use crate::policy::{self, Decision};
 
@@ -41,7 +43,7 @@ pub async fn handle(
         bytes: 0,
         client: headers::client_ip(req.headers(), conn.peer_ip(), &shared.trusted_proxies),
     };
-    let response = match forward(shared, conn, req, &mut log).await {
+    let response = match forward(shared, conn, req, &mut log, json).await {
         Ok(response) => response,
         Err(rejection) => respond::rejection(rejection, json),
     };
@@ -76,6 +78,7 @@ async fn forward(
     conn: &ConnInfo,
     req: Request<Incoming>,
     log: &mut AccessLog,
+    json: bool,
 ) -> Result<Response<ResponseBody>, Rejection> {
     // 1. Canonical method, host and path: everything after this reads only these.
     if !canonical::method_ok(req.method().as_str()) {
@@ -102,24 +105,62 @@ async fn forward(
     log.site = site.host.clone();
     log.route = route.label.clone();
     if path.starts_with(RESERVED_PREFIX) || path == RESERVED_PREFIX.trim_end_matches('/') {
-        return Err(Rejection::NotFound);
+        return endpoints::handle(
+            shared.auth.as_deref(),
+            site,
+            &path,
+            &parts.method,
+            &uri,
+            &parts.headers,
+        )
+        .await;
     }
 
-    // 4. Policy.
-    match policy::decide(route) {
-        Decision::Allow => {}
-        Decision::SignIn => return Err(Rejection::SignInRequired),
+    // 4. Policy, on the request's session when the route needs one.
+    let session = match (route.access, &shared.auth) {
+        (Access::Protected, Some(auth)) => auth.sessions.from_headers(&parts.headers, &site.host),
+        _ => None,
+    };
+    let permit = match policy::decide(route, session) {
+        Decision::Allow(permit) => permit,
+        Decision::SignIn => {
+            let Some(auth) = &shared.auth else {
+                return Err(Rejection::SignInRequired);
+            };
+            let return_to = match uri.query() {
+                Some(q) => format!("{path}?{q}"),
+                None => path.to_string(),
+            };
+            return auth::sign_in_required(
+                auth,
+                site,
+                &parts.method,
+                &parts.headers,
+                &return_to,
+                json,
+            );
+        }
         Decision::Deny => {
             tracing::info!(site = %site.host, route = %route.label, path = %path, "request denied by route");
             return Err(Rejection::Forbidden);
         }
-    }
+    };
 
     // 5. Upstream request: hop-by-hop gone, forwarding headers ours, URI rewritten.
     let upgrade = parts.version == Version::HTTP_11 && headers::is_upgrade(&parts.headers);
     let trusted = headers::is_trusted(conn.peer_ip(), &shared.trusted_proxies);
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
     headers::set_forwarded(&mut parts.headers, conn.peer_ip(), trusted, &host);
+    if let (Some(session), Some(auth)) = (permit.session(), &shared.auth) {
+        let assertion = auth.signer.assertion(session, crate::oidc::now());
+        identity::set_headers(
+            &mut parts.headers,
+            &shared.identity_headers[site.upstream],
+            session,
+            assertion,
+        );
+        auth.maybe_refresh(session);
+    }
     if !parts.headers.contains_key(header::HOST) {
         // HTTP/2 carries the host in :authority; an HTTP/1.1 upstream needs it in Host.
         if let Some(value) = uri

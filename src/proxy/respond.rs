@@ -26,6 +26,16 @@ pub enum Rejection {
     BadGateway,
     /// The upstream did not answer in time.
     GatewayTimeout,
+    /// A callback whose sign-in is unknown, expired, already used or from another browser.
+    SignInExpired,
+    /// The identity provider refused the sign-in (`access_denied`).
+    IdpDenied,
+    /// The identity provider cannot be reached, so no new sign-in can start or finish.
+    IdpUnavailable,
+    /// The identity provider's answer could not be verified.
+    SignInFailed,
+    /// A logout or other gateway action arriving from another site.
+    CrossSite,
 }
 
 impl Rejection {
@@ -39,6 +49,11 @@ impl Rejection {
             Rejection::NotFound => StatusCode::NOT_FOUND,
             Rejection::BadGateway => StatusCode::BAD_GATEWAY,
             Rejection::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Rejection::SignInExpired => StatusCode::BAD_REQUEST,
+            Rejection::IdpDenied => StatusCode::FORBIDDEN,
+            Rejection::IdpUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Rejection::SignInFailed => StatusCode::BAD_GATEWAY,
+            Rejection::CrossSite => StatusCode::FORBIDDEN,
         }
     }
 
@@ -67,6 +82,26 @@ impl Rejection {
                 "Service did not answer",
                 "The service behind this gateway did not answer in time. Try again in a moment.",
             ),
+            Rejection::SignInExpired => (
+                "Sign-in expired",
+                "This sign-in link has expired or was already used. Go back to the page you wanted and sign in again.",
+            ),
+            Rejection::IdpDenied => (
+                "Sign-in refused",
+                "Your identity provider refused the sign-in: your account may not be allowed to use this application. Ask your administrator to grant access.",
+            ),
+            Rejection::IdpUnavailable => (
+                "Sign-in unavailable",
+                "The sign-in service cannot be reached right now. Try again in a few minutes.",
+            ),
+            Rejection::SignInFailed => (
+                "Sign-in failed",
+                "The sign-in could not be completed. Go back to the page you wanted and try again.",
+            ),
+            Rejection::CrossSite => (
+                "Request refused",
+                "This request came from another site and was refused.",
+            ),
         }
     }
 
@@ -80,6 +115,11 @@ impl Rejection {
             Rejection::NotFound => "not_found",
             Rejection::BadGateway => "bad_gateway",
             Rejection::GatewayTimeout => "gateway_timeout",
+            Rejection::SignInExpired => "sign_in_expired",
+            Rejection::IdpDenied => "sign_in_refused",
+            Rejection::IdpUnavailable => "sign_in_unavailable",
+            Rejection::SignInFailed => "sign_in_failed",
+            Rejection::CrossSite => "cross_site",
         }
     }
 }
@@ -111,6 +151,39 @@ pub fn wants_json(headers: &HeaderMap) -> bool {
         (Some(j), None) => j > 0.0,
         _ => false,
     }
+}
+
+/// A `302 Found` to `location`, never cached, with extra `Set-Cookie` values.
+pub fn redirect(location: &str, cookies: &[HeaderValue]) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::empty());
+    *response.status_mut() = StatusCode::FOUND;
+    let headers = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(location) {
+        headers.insert(header::LOCATION, v);
+    }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    for c in cookies {
+        headers.append(header::SET_COOKIE, c.clone());
+    }
+    response
+}
+
+/// A JSON response, never cached.
+pub fn json(status: StatusCode, body: &serde_json::Value) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::full(body.to_string()));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// An informational HTML page (e.g. "signed out").
+pub fn info_page(status: StatusCode, title: &str, text: &str) -> Response<ResponseBody> {
+    page(status, "info", (title, text), false)
 }
 
 /// Turns a rejection into a response: JSON when the client asked for it (see [`wants_json`]),
@@ -180,6 +253,11 @@ mod tests {
             (Rejection::NotFound, 404),
             (Rejection::BadGateway, 502),
             (Rejection::GatewayTimeout, 504),
+            (Rejection::SignInExpired, 400),
+            (Rejection::IdpDenied, 403),
+            (Rejection::IdpUnavailable, 503),
+            (Rejection::SignInFailed, 502),
+            (Rejection::CrossSite, 403),
         ];
         for (r, code) in table {
             let resp = rejection(r, false);

@@ -399,10 +399,8 @@ async fn echo(mut req: Request<Incoming>) -> Result<Response<EchoBody>, Infallib
             )
             .await;
             while let Some(Ok(msg)) = ws.next().await {
-                if msg.is_text() || msg.is_binary() {
-                    if ws.send(msg).await.is_err() {
-                        break;
-                    }
+                if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+                    break;
                 }
             }
         });
@@ -562,3 +560,6 @@ impl Client {
         })
     }
 }
+pub mod browser;
+pub mod env;
+pub mod jumpcloud;

@@ -344,3 +344,122 @@ pub(super) fn state_dir(e: Option<Entry<'_>>, base: &Path) -> Option<PathBuf> {
         None => Some(base.join("state")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::{parse, ClientAuth, ConfigError, SecretSource};
+
+    const BASE: &str = "[server]\nlisten = \"127.0.0.1:8443\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n\n[[site]]\nhost = \"a.test\"\nupstream = \"http://127.0.0.1:1\"\n";
+
+    fn problems(extra: &str) -> Vec<String> {
+        match parse(&format!("{BASE}{extra}"), Path::new("/etc/jg/g.toml")) {
+            Ok(_) => Vec::new(),
+            Err(ConfigError::Invalid(p)) => p
+                .iter()
+                .map(|p| format!("{}: {}", p.key, p.message))
+                .collect(),
+            Err(e) => vec![e.to_string()],
+        }
+    }
+
+    #[test]
+    fn oidc_defaults_and_values() {
+        let c = parse(
+            &format!("{BASE}[oidc]\nclient_id = \"abc\"\nclient_secret_file = \"secret\"\n"),
+            Path::new("/etc/jg/g.toml"),
+        )
+        .unwrap();
+        let o = c.oidc.unwrap();
+        assert_eq!(o.issuer, "https://oauth.id.jumpcloud.com/");
+        assert_eq!(o.scopes, vec!["openid", "profile"]);
+        assert_eq!(o.callback_path, "/.jumpgate/callback");
+        assert_eq!(o.client_auth, ClientAuth::Basic);
+        assert_eq!(o.client_secret, SecretSource::File("/etc/jg/secret".into()));
+        assert_eq!(c.session.key_file, Path::new("/etc/jg/state/session.key"));
+        assert_eq!(
+            c.identity.signing_key_file,
+            Path::new("/etc/jg/state/assertion.key")
+        );
+        assert_eq!(c.sites[0].headers.user, "x-jumpgate-user");
+    }
+
+    #[test]
+    fn oidc_problems_name_their_keys() {
+        let p = problems("[oidc]\nclient_secret_env = \"S\"\nclient_secret_file = \"f\"\n");
+        assert!(
+            p.iter().any(|m| m.starts_with("oidc.client_id: missing")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|m| m.starts_with("oidc.client_secret_file: set either")),
+            "{p:?}"
+        );
+        let p = problems("[oidc]\nclient_id = \"a\"\n");
+        assert!(
+            p.iter()
+                .any(|m| m.starts_with("oidc.client_secret_file: missing")),
+            "{p:?}"
+        );
+        let p = problems("[oidc]\nclient_id = \"a\"\nclient_secret_env = \"S\"\nissuer = \"http://idp.example.com/\"\n");
+        assert!(
+            p.iter()
+                .any(|m| m.starts_with("oidc.issuer:") && m.contains("https://")),
+            "{p:?}"
+        );
+        assert!(problems("[oidc]\nclient_id = \"a\"\nclient_secret_env = \"S\"\nissuer = \"http://127.0.0.1:9/\"\n").is_empty());
+        let p = problems(
+            "[oidc]\nclient_id = \"a\"\nclient_secret_env = \"S\"\nscopes = [\"profile\"]\n",
+        );
+        assert!(
+            p.iter()
+                .any(|m| m.starts_with("oidc.scopes:") && m.contains("openid")),
+            "{p:?}"
+        );
+        let p = problems("[oidc]\nclient_id = \"a\"\nclient_secret_env = \"S\"\ncallback_path = \"/auth/callback\"\n");
+        assert!(
+            p.iter().any(|m| m.starts_with("oidc.callback_path:")),
+            "{p:?}"
+        );
+        let p = problems(
+            "[oidc]\nclient_id = \"a\"\nclient_secret_env = \"S\"\nclient_auth = \"jwt\"\n",
+        );
+        assert!(
+            p.iter().any(|m| m.starts_with("oidc.client_auth:")),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn session_identity_and_headers() {
+        let p = problems(
+            "[session]\nstore = \"disk\"\nlifetime = 5\n[identity]\nassertion_ttl = \"1h\"\n",
+        );
+        assert!(p.iter().any(|m| m.starts_with("session.store:")), "{p:?}");
+        assert!(
+            p.iter().any(|m| m.starts_with("session.lifetime:")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter().any(|m| m.starts_with("identity.assertion_ttl:")),
+            "{p:?}"
+        );
+        let p = problems(
+            "  [site.headers]\n  user = \"Cookie\"\n  email = \"bad header\"\n  nope = \"x\"\n",
+        );
+        assert!(
+            p.iter().any(|m| m.starts_with("site[0].headers.user:")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter().any(|m| m.starts_with("site[0].headers.email:")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter().any(|m| m.starts_with("site[0].headers.nope:")),
+            "{p:?}"
+        );
+    }
+}

@@ -1,0 +1,216 @@
+//! What upstreams learn about the user: identity headers, and a short-lived JWT signed by the
+//! gateway (ES256) whose public key is served at `/.jumpgate/jwks.json`.
+
+use std::path::Path;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde::Serialize;
+
+use crate::config::{IdentityConfig, IdentityHeaders};
+use crate::session::cookie::{load_or_create, KeyError};
+use crate::session::{CachedAssertion, Session};
+
+/// Assertions are re-signed when less than this many seconds remain.
+const RESIGN_MARGIN: i64 = 60;
+
+/// Why the signing key could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    /// Reading or creating the key file failed.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// The file does not hold a P-256 PKCS#8 key.
+    #[error("identity.signing_key_file: {path}: not a P-256 private key in PKCS#8 PEM ({why})")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// Why.
+        why: String,
+    },
+}
+
+/// Resolved identity header names for a site.
+#[derive(Debug, Clone)]
+pub struct HeaderNames {
+    /// User id.
+    pub user: HeaderName,
+    /// Email.
+    pub email: HeaderName,
+    /// Username.
+    pub username: HeaderName,
+    /// Groups.
+    pub groups: HeaderName,
+    /// Assertion.
+    pub assertion: HeaderName,
+}
+
+impl HeaderNames {
+    /// From validated config names.
+    pub fn new(h: &IdentityHeaders) -> HeaderNames {
+        let n = |s: &str| {
+            HeaderName::from_bytes(s.as_bytes())
+                .unwrap_or(HeaderName::from_static("x-jumpgate-invalid"))
+        };
+        HeaderNames {
+            user: n(&h.user),
+            email: n(&h.email),
+            username: n(&h.username),
+            groups: n(&h.groups),
+            assertion: n(&h.assertion),
+        }
+    }
+
+    /// All of them, for stripping what clients send.
+    pub fn all(&self) -> [&HeaderName; 5] {
+        [
+            &self.user,
+            &self.email,
+            &self.username,
+            &self.groups,
+            &self.assertion,
+        ]
+    }
+}
+
+#[derive(Serialize)]
+struct Claims<'a> {
+    iss: &'a str,
+    aud: &'a str,
+    sub: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    preferred_username: Option<&'a str>,
+    groups: &'a [String],
+    iat: i64,
+    exp: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth_time: Option<i64>,
+}
+
+/// Signs assertions and publishes the verification key.
+pub struct Signer {
+    key: EncodingKey,
+    kid: String,
+    issuer: String,
+    ttl: i64,
+    jwks: Bytes,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer")
+            .field("kid", &self.kid)
+            .field("issuer", &self.issuer)
+            .finish()
+    }
+}
+
+impl Signer {
+    /// Loads `identity.signing_key_file`, generating a P-256 key on first run.
+    pub fn load_or_create(config: &IdentityConfig) -> Result<(Signer, bool), IdentityError> {
+        let path: &Path = &config.signing_key_file;
+        let (pem, created) = load_or_create(path, "identity.signing_key_file", || {
+            rcgen::KeyPair::generate()
+                .map(|k| k.serialize_pem().into_bytes())
+                .unwrap_or_default()
+        })?;
+        let invalid = |why: String| IdentityError::Invalid {
+            path: path.display().to_string(),
+            why,
+        };
+        let pem = String::from_utf8(pem).map_err(|_| invalid("not text".into()))?;
+        let pair = rcgen::KeyPair::from_pem(&pem).map_err(|e| invalid(e.to_string()))?;
+        if !pair.is_compatible(&rcgen::PKCS_ECDSA_P256_SHA256) {
+            return Err(invalid("not a P-256 key".into()));
+        }
+        let raw = pair.public_key_raw();
+        if raw.len() != 65 || raw[0] != 4 {
+            return Err(invalid("unexpected public key encoding".into()));
+        }
+        let (x, y) = (&raw[1..33], &raw[33..65]);
+        let thumb = ring::digest::digest(&ring::digest::SHA256, raw);
+        let kid = URL_SAFE_NO_PAD.encode(&thumb.as_ref()[..12]);
+        let key = EncodingKey::from_ec_pem(pem.as_bytes()).map_err(|e| invalid(e.to_string()))?;
+        let jwks = serde_json::json!({"keys": [{
+            "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": kid,
+            "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y),
+        }]});
+        Ok((
+            Signer {
+                key,
+                kid,
+                issuer: config.issuer.clone(),
+                ttl: config.assertion_ttl.as_secs() as i64,
+                jwks: Bytes::from(jwks.to_string()),
+            },
+            created,
+        ))
+    }
+
+    /// The JWKS document.
+    pub fn jwks(&self) -> Bytes {
+        self.jwks.clone()
+    }
+
+    /// The assertion for `session`, from its cache unless it expires within a minute.
+    pub fn assertion(&self, session: &Session, now: i64) -> Option<HeaderValue> {
+        if let Some(cached) = session.assertion.load().as_ref() {
+            if cached.exp - now > RESIGN_MARGIN {
+                return Some(cached.value.clone());
+            }
+        }
+        let id = &session.identity;
+        let exp = now + self.ttl;
+        let claims = Claims {
+            iss: &self.issuer,
+            aud: &session.site,
+            sub: &id.sub,
+            email: id.email.as_deref(),
+            preferred_username: id.username.as_deref(),
+            groups: &id.groups,
+            iat: now,
+            exp,
+            auth_time: session.auth_time,
+        };
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(self.kid.clone());
+        let token = jsonwebtoken::encode(&header, &claims, &self.key).ok()?;
+        let value = HeaderValue::from_str(&token).ok()?;
+        session
+            .assertion
+            .store(Some(std::sync::Arc::new(CachedAssertion {
+                exp,
+                value: value.clone(),
+            })));
+        Some(value)
+    }
+}
+
+/// Sets the identity headers for an allowed request. Called after hop-by-hop processing, so
+/// nothing a client nominated in `Connection` can remove them.
+pub fn set_headers(
+    headers: &mut HeaderMap,
+    names: &HeaderNames,
+    session: &Session,
+    assertion: Option<HeaderValue>,
+) {
+    let v = &session.values;
+    headers.insert(names.user.clone(), v.user.clone());
+    if let Some(e) = &v.email {
+        headers.insert(names.email.clone(), e.clone());
+    }
+    if let Some(u) = &v.username {
+        headers.insert(names.username.clone(), u.clone());
+    }
+    if let Some(g) = &v.groups {
+        headers.insert(names.groups.clone(), g.clone());
+    }
+    if let Some(a) = assertion {
+        headers.insert(names.assertion.clone(), a);
+    }
+}

@@ -1,0 +1,256 @@
+//! The HTTP client the gateway uses to talk to its identity provider: rustls, bounded
+//! response sizes, timeouts, and never a followed redirect (a redirect from a token or
+//! discovery endpoint is an error, not a hint).
+
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::tls::{self, TlsError};
+
+/// Largest response body accepted from the provider.
+const MAX_BODY: usize = 1024 * 1024;
+
+/// Why a provider request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The URL could not be used.
+    #[error("bad URL {0}")]
+    Url(String),
+    /// No connection or no complete response.
+    #[error("request to {url} failed: {source}")]
+    Transport {
+        /// Where.
+        url: String,
+        /// Why.
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    /// The body could not be read or was too large.
+    #[error("response from {url} unreadable or larger than {MAX_BODY} bytes")]
+    Body {
+        /// Where.
+        url: String,
+    },
+    /// No response within the timeout.
+    #[error("request to {url} timed out")]
+    Timeout {
+        /// Where.
+        url: String,
+    },
+}
+
+/// A response from the provider, fully read.
+#[derive(Debug)]
+pub struct Fetched {
+    /// Status code.
+    pub status: StatusCode,
+    /// `Retry-After` in seconds, when sent.
+    pub retry_after: Option<u64>,
+    /// Body.
+    pub body: Bytes,
+}
+
+/// Client for the identity provider (and, later, the directory API).
+#[derive(Debug, Clone)]
+pub struct IdpClient {
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    timeout: Duration,
+}
+
+impl IdpClient {
+    /// A client trusting the web PKI plus `ca_file`.
+    pub fn new(ca_file: Option<&Path>, timeout: Duration) -> Result<IdpClient, TlsError> {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(timeout));
+        let tls = tls::client_config(ca_file)?;
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        Ok(IdpClient { client, timeout })
+    }
+
+    /// `GET url`, optionally with extra headers.
+    pub async fn get(&self, url: &str, headers: &[(&str, &str)]) -> Result<Fetched, FetchError> {
+        self.send(Method::GET, url, headers, None).await
+    }
+
+    /// `POST url` with a form body.
+    pub async fn post_form(
+        &self,
+        url: &str,
+        headers: &[(&str, &str)],
+        form: &[(&str, &str)],
+    ) -> Result<Fetched, FetchError> {
+        let body = form_urlencode(form);
+        self.send(Method::POST, url, headers, Some(body)).await
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        form: Option<String>,
+    ) -> Result<Fetched, FetchError> {
+        let uri: Uri = url.parse().map_err(|_| FetchError::Url(url.to_owned()))?;
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::ACCEPT, "application/json")
+            .header(
+                header::USER_AGENT,
+                concat!("jumpgate/", env!("CARGO_PKG_VERSION")),
+            );
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let body = match form {
+            Some(form) => {
+                builder = builder.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+                Full::new(Bytes::from(form))
+            }
+            None => Full::new(Bytes::new()),
+        };
+        let mut req = builder
+            .body(body)
+            .map_err(|_| FetchError::Url(url.to_owned()))?;
+        for v in req.headers_mut().values_mut() {
+            // Credentials travel in these headers; keep them out of any debug output.
+            v.set_sensitive(true);
+        }
+        let work = async {
+            let resp = self
+                .client
+                .request(req)
+                .await
+                .map_err(|source| FetchError::Transport {
+                    url: url.to_owned(),
+                    source,
+                })?;
+            let status = resp.status();
+            let retry_after = resp
+                .headers()
+                .get(header::RETRY_AFTER)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+                .and_then(|s| s.trim().parse::<u64>().ok());
+            let body = Limited::new(resp.into_body(), MAX_BODY)
+                .collect()
+                .await
+                .map_err(|_| FetchError::Body {
+                    url: url.to_owned(),
+                })?
+                .to_bytes();
+            Ok(Fetched {
+                status,
+                retry_after,
+                body,
+            })
+        };
+        tokio::time::timeout(self.timeout, work)
+            .await
+            .map_err(|_| FetchError::Timeout {
+                url: url.to_owned(),
+            })?
+    }
+}
+
+/// `application/x-www-form-urlencoded` encoding of pairs.
+pub fn form_urlencode(pairs: &[(&str, &str)]) -> String {
+    let mut out = String::new();
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        out.push_str(&urlencode(k));
+        out.push('=');
+        out.push_str(&urlencode(v));
+    }
+    out
+}
+
+/// Percent-encodes everything but unreserved characters (RFC 3986), so the result is safe in
+/// a query string, a form body and `client_secret_basic` credentials alike.
+pub fn urlencode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push('%');
+            out.push(char::from(b"0123456789ABCDEF"[(b >> 4) as usize]));
+            out.push(char::from(b"0123456789ABCDEF"[(b & 0xf) as usize]));
+        }
+    }
+    out
+}
+
+/// Decodes a query string into pairs (`+` is a space; malformed escapes are kept as text).
+pub fn parse_query(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (urldecode(k), urldecode(v))
+        })
+        .collect()
+}
+
+fn urldecode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => match (hexval(b[i + 1]), hexval(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hexval(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoding_round_trip() {
+        assert_eq!(urlencode("a b/c?d=e&f"), "a%20b%2Fc%3Fd%3De%26f");
+        let q = parse_query("code=abc&state=x%2Fy&empty=&plus=a+b&bad=%zz&tail=%4");
+        assert_eq!(q[0], ("code".into(), "abc".into()));
+        assert_eq!(q[1], ("state".into(), "x/y".into()));
+        assert_eq!(q[2], ("empty".into(), "".into()));
+        assert_eq!(q[3], ("plus".into(), "a b".into()));
+        assert_eq!(q[4], ("bad".into(), "%zz".into()));
+        assert_eq!(q[5], ("tail".into(), "%4".into()));
+    }
+}

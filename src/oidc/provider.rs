@@ -1,0 +1,302 @@
+//! The identity provider as discovered: its endpoints and signing algorithms, and its key set
+//! with a rate-limited re-fetch when a token names a key we have not seen.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jsonwebtoken::{Algorithm, DecodingKey};
+use serde::Deserialize;
+
+use super::http::{FetchError, IdpClient};
+
+/// Why discovery or a key fetch failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// The provider could not be reached.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    /// It answered with an error status.
+    #[error("{url} answered {status}")]
+    Status {
+        /// Where.
+        url: String,
+        /// What.
+        status: u16,
+    },
+    /// The document is not what OpenID Connect Discovery describes.
+    #[error("{url}: invalid document: {why}")]
+    Invalid {
+        /// Where.
+        url: String,
+        /// Why.
+        why: String,
+    },
+    /// The discovered issuer is not the configured one.
+    #[error("discovery says the issuer is {found:?}, but oidc.issuer is {configured:?}")]
+    IssuerMismatch {
+        /// From the document.
+        found: String,
+        /// From the config.
+        configured: String,
+    },
+}
+
+#[derive(Deserialize)]
+struct DiscoveryDoc {
+    issuer: String,
+    authorization_endpoint: String,
+    token_endpoint: String,
+    userinfo_endpoint: Option<String>,
+    jwks_uri: String,
+    end_session_endpoint: Option<String>,
+    id_token_signing_alg_values_supported: Option<Vec<String>>,
+}
+
+/// What discovery told us.
+#[derive(Debug, Clone)]
+pub struct Provider {
+    /// The issuer exactly as the provider writes it; tokens must carry this `iss`.
+    pub issuer: String,
+    /// Where browsers are sent to sign in.
+    pub authorization_endpoint: String,
+    /// Where codes are exchanged.
+    pub token_endpoint: String,
+    /// Userinfo, when offered.
+    pub userinfo_endpoint: Option<String>,
+    /// The provider's key set.
+    pub jwks_uri: String,
+    /// RP-initiated logout, when offered.
+    pub end_session_endpoint: Option<String>,
+    /// Signing algorithms accepted for ID tokens: the provider's, asymmetric only.
+    pub algorithms: Vec<Algorithm>,
+}
+
+/// Asymmetric algorithms only: a symmetric one would let anyone holding the client secret
+/// (or, by confusion, a public key) mint tokens.
+fn asymmetric(name: &str) -> Option<Algorithm> {
+    Some(match name {
+        "RS256" => Algorithm::RS256,
+        "RS384" => Algorithm::RS384,
+        "RS512" => Algorithm::RS512,
+        "PS256" => Algorithm::PS256,
+        "PS384" => Algorithm::PS384,
+        "PS512" => Algorithm::PS512,
+        "ES256" => Algorithm::ES256,
+        "ES384" => Algorithm::ES384,
+        "EdDSA" => Algorithm::EdDSA,
+        _ => return None,
+    })
+}
+
+/// The discovery URL for an issuer typed with or without its trailing slash.
+pub fn discovery_url(issuer: &str) -> String {
+    format!(
+        "{}/.well-known/openid-configuration",
+        issuer.trim_end_matches('/')
+    )
+}
+
+/// Fetches and checks the discovery document for `configured_issuer`.
+pub async fn discover(
+    client: &IdpClient,
+    configured_issuer: &str,
+) -> Result<Provider, ProviderError> {
+    let url = discovery_url(configured_issuer);
+    let fetched = client.get(&url, &[]).await?;
+    if !fetched.status.is_success() {
+        return Err(ProviderError::Status {
+            url,
+            status: fetched.status.as_u16(),
+        });
+    }
+    let doc: DiscoveryDoc =
+        serde_json::from_slice(&fetched.body).map_err(|e| ProviderError::Invalid {
+            url: url.clone(),
+            why: e.to_string(),
+        })?;
+    // Admins type JumpCloud's issuer with or without its trailing slash; either finds the
+    // provider, and from here on the provider's own spelling is the one tokens must match.
+    if doc.issuer.trim_end_matches('/') != configured_issuer.trim_end_matches('/') {
+        return Err(ProviderError::IssuerMismatch {
+            found: doc.issuer,
+            configured: configured_issuer.to_owned(),
+        });
+    }
+    let secure = doc.issuer.starts_with("https://");
+    for (name, endpoint) in [
+        ("authorization_endpoint", Some(&doc.authorization_endpoint)),
+        ("token_endpoint", Some(&doc.token_endpoint)),
+        ("jwks_uri", Some(&doc.jwks_uri)),
+        ("userinfo_endpoint", doc.userinfo_endpoint.as_ref()),
+        ("end_session_endpoint", doc.end_session_endpoint.as_ref()),
+    ] {
+        let Some(endpoint) = endpoint else { continue };
+        let ok = endpoint.parse::<http::Uri>().is_ok_and(|u| {
+            u.host().is_some()
+                && (u.scheme_str() == Some("https") || (!secure && u.scheme_str() == Some("http")))
+        });
+        if !ok {
+            return Err(ProviderError::Invalid {
+                url: url.clone(),
+                why: format!(
+                    "{name} {endpoint:?} is not an absolute {} URL",
+                    if secure { "https" } else { "http(s)" }
+                ),
+            });
+        }
+    }
+    let algorithms: Vec<Algorithm> = match &doc.id_token_signing_alg_values_supported {
+        Some(names) => names.iter().filter_map(|n| asymmetric(n)).collect(),
+        // OpenID Connect requires RS256 support when the provider says nothing.
+        None => vec![Algorithm::RS256],
+    };
+    if algorithms.is_empty() {
+        return Err(ProviderError::Invalid {
+            url,
+            why: "no asymmetric ID-token signing algorithm offered".to_owned(),
+        });
+    }
+    Ok(Provider {
+        issuer: doc.issuer,
+        authorization_endpoint: doc.authorization_endpoint,
+        token_endpoint: doc.token_endpoint,
+        userinfo_endpoint: doc.userinfo_endpoint,
+        jwks_uri: doc.jwks_uri,
+        end_session_endpoint: doc.end_session_endpoint,
+        algorithms,
+    })
+}
+
+#[derive(Deserialize)]
+struct JwkSet {
+    keys: Vec<serde_json::Value>,
+}
+
+/// One verification key.
+#[derive(Clone)]
+pub struct Key {
+    /// The key.
+    pub key: DecodingKey,
+    /// `alg` from the JWK, when stated: the key may then only verify that algorithm.
+    pub alg: Option<Algorithm>,
+}
+
+/// Keys by `kid`.
+#[derive(Clone, Default)]
+struct KeySet {
+    by_kid: HashMap<String, Key>,
+}
+
+fn parse_jwk(v: &serde_json::Value) -> Option<(String, Key)> {
+    let s = |k: &str| v.get(k).and_then(|x| x.as_str());
+    if s("use").is_some_and(|u| u != "sig") {
+        return None;
+    }
+    let alg = match s("alg") {
+        Some(a) => Some(asymmetric(a)?),
+        None => None,
+    };
+    let key = match s("kty")? {
+        "RSA" => {
+            let (n, e) = (s("n")?, s("e")?);
+            // Reject keys too short to be taken seriously (below 2048 bits).
+            if URL_SAFE_NO_PAD.decode(n).ok()?.len() < 256 {
+                return None;
+            }
+            DecodingKey::from_rsa_components(n, e).ok()?
+        }
+        "EC" => DecodingKey::from_ec_components(s("x")?, s("y")?).ok()?,
+        "OKP" if s("crv") == Some("Ed25519") => DecodingKey::from_ed_components(s("x")?).ok()?,
+        _ => return None,
+    };
+    Some((s("kid").unwrap_or("").to_owned(), Key { key, alg }))
+}
+
+/// The provider's signing keys, cached; an unknown `kid` triggers at most one re-fetch per
+/// `min_refetch`, so forged tokens with random key ids cannot make us hammer the provider.
+pub struct Jwks {
+    uri: String,
+    keys: ArcSwap<KeySet>,
+    last_fetch: tokio::sync::Mutex<Option<Instant>>,
+    min_refetch: Duration,
+}
+
+impl std::fmt::Debug for Jwks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Jwks")
+            .field("uri", &self.uri)
+            .field("keys", &self.keys.load().by_kid.len())
+            .finish()
+    }
+}
+
+impl Jwks {
+    /// An empty cache for `uri`.
+    pub fn new(uri: String, min_refetch: Duration) -> Jwks {
+        Jwks {
+            uri,
+            keys: ArcSwap::from_pointee(KeySet::default()),
+            last_fetch: tokio::sync::Mutex::new(None),
+            min_refetch,
+        }
+    }
+
+    /// Fetches the key set now.
+    pub async fn refresh(&self, client: &IdpClient) -> Result<usize, ProviderError> {
+        let fetched = client.get(&self.uri, &[]).await?;
+        if !fetched.status.is_success() {
+            return Err(ProviderError::Status {
+                url: self.uri.clone(),
+                status: fetched.status.as_u16(),
+            });
+        }
+        let set: JwkSet =
+            serde_json::from_slice(&fetched.body).map_err(|e| ProviderError::Invalid {
+                url: self.uri.clone(),
+                why: e.to_string(),
+            })?;
+        let by_kid: HashMap<String, Key> = set.keys.iter().filter_map(parse_jwk).collect();
+        let n = by_kid.len();
+        self.keys.store(Arc::new(KeySet { by_kid }));
+        Ok(n)
+    }
+
+    fn lookup(&self, kid: &str) -> Option<Key> {
+        let set = self.keys.load();
+        if let Some(k) = set.by_kid.get(kid) {
+            return Some(k.clone());
+        }
+        // A token without kid may use the only key there is.
+        if kid.is_empty() && set.by_kid.len() == 1 {
+            return set.by_kid.values().next().cloned();
+        }
+        None
+    }
+
+    /// The key for `kid`, re-fetching the set once (rate-limited) when it is unknown.
+    pub async fn key(&self, client: &IdpClient, kid: &str) -> Option<Key> {
+        if let Some(k) = self.lookup(kid) {
+            return Some(k);
+        }
+        {
+            let mut last = self.last_fetch.lock().await;
+            // Another request may have refreshed while we waited for the lock.
+            if let Some(k) = self.lookup(kid) {
+                return Some(k);
+            }
+            if last.is_some_and(|t| t.elapsed() < self.min_refetch) {
+                return None;
+            }
+            *last = Some(Instant::now());
+            if let Err(e) = self.refresh(client).await {
+                tracing::warn!(error = %e, "re-fetching the provider's keys failed");
+                return None;
+            }
+        }
+        self.lookup(kid)
+    }
+}

@@ -1,0 +1,410 @@
+//! ID token verification: signature first, then every claim the flow depends on, and a lenient
+//! reading of the claims it merely uses, so a provider's quirk (JumpCloud's string
+//! `email_verified`, a one-group string where an array was expected) never fails a login.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jsonwebtoken::{Algorithm, Validation};
+use serde_json::{Map, Value};
+
+use super::http::IdpClient;
+use super::provider::{Jwks, Provider};
+
+/// Why an ID token was refused. Each variant is one check; tests assert on them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    /// Not a JWS compact token, or its header is unreadable.
+    #[error("malformed token")]
+    Malformed,
+    /// The algorithm is not one the provider announced, or is symmetric or `none`.
+    #[error("algorithm {0} not accepted")]
+    Algorithm(String),
+    /// No key with this `kid`, even after a re-fetch.
+    #[error("unknown signing key {0:?}")]
+    UnknownKey(String),
+    /// The signature does not verify.
+    #[error("bad signature")]
+    Signature,
+    /// `iss` is not the discovered issuer, exactly.
+    #[error("wrong issuer")]
+    Issuer,
+    /// `aud` does not contain our client id.
+    #[error("wrong audience")]
+    Audience,
+    /// `azp` missing with several audiences, or not our client id.
+    #[error("wrong authorized party")]
+    AuthorizedParty,
+    /// `exp` has passed (beyond the allowed skew).
+    #[error("expired")]
+    Expired,
+    /// `iat` is in the future (beyond the allowed skew).
+    #[error("issued in the future")]
+    IssuedInFuture,
+    /// `nonce` is not the one this login sent.
+    #[error("nonce mismatch")]
+    Nonce,
+    /// `at_hash` does not match the access token.
+    #[error("at_hash mismatch")]
+    AtHash,
+    /// A claim the flow depends on is missing or has the wrong type.
+    #[error("missing or invalid claim {0}")]
+    Claim(&'static str),
+}
+
+/// What a token must match.
+#[derive(Debug)]
+pub struct Expect<'a> {
+    /// Our client id.
+    pub client_id: &'a str,
+    /// The nonce sent with this login, or `None` for refreshed tokens.
+    pub nonce: Option<&'a str>,
+    /// The access token issued with it, for `at_hash`.
+    pub access_token: Option<&'a str>,
+    /// Now, in seconds since the epoch.
+    pub now: i64,
+    /// Allowed clock skew in seconds.
+    pub skew: i64,
+    /// The claim carrying group names, if any.
+    pub groups_claim: Option<&'a str>,
+}
+
+/// The verified claims the gateway uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdClaims {
+    /// Subject: for JumpCloud, the user's id.
+    pub sub: String,
+    /// Expiry.
+    pub exp: i64,
+    /// Issued at.
+    pub iat: i64,
+    /// When the user authenticated, when stated.
+    pub auth_time: Option<i64>,
+    /// `email`.
+    pub email: Option<String>,
+    /// `email_verified`, read leniently: `true`, `"true"`, `"1"` (never used to grant access).
+    pub email_verified: Option<bool>,
+    /// `preferred_username`.
+    pub username: Option<String>,
+    /// `name`.
+    pub name: Option<String>,
+    /// Group names from the configured claim: one string or an array.
+    pub groups: Vec<String>,
+    /// Provider session id.
+    pub sid: Option<String>,
+    /// Authentication methods, when stated.
+    pub amr: Vec<String>,
+    /// Authentication context class, when stated.
+    pub acr: Option<String>,
+}
+
+fn alg_name(a: Algorithm) -> &'static str {
+    match a {
+        Algorithm::HS256 => "HS256",
+        Algorithm::HS384 => "HS384",
+        Algorithm::HS512 => "HS512",
+        Algorithm::ES256 => "ES256",
+        Algorithm::ES384 => "ES384",
+        Algorithm::RS256 => "RS256",
+        Algorithm::RS384 => "RS384",
+        Algorithm::RS512 => "RS512",
+        Algorithm::PS256 => "PS256",
+        Algorithm::PS384 => "PS384",
+        Algorithm::PS512 => "PS512",
+        Algorithm::EdDSA => "EdDSA",
+    }
+}
+
+/// The header's `alg` as written, without trusting jsonwebtoken to parse it (it refuses
+/// `none`, which we want to report as an algorithm problem, not as a malformed token).
+fn raw_alg(token: &str) -> Option<String> {
+    let header = token.split('.').next()?;
+    let bytes = URL_SAFE_NO_PAD.decode(header.trim_end_matches('=')).ok()?;
+    let v: Value = serde_json::from_slice(&bytes).ok()?;
+    v.get("alg")?.as_str().map(str::to_owned)
+}
+
+/// Verifies an ID token against the provider's keys and `expect`.
+pub async fn verify(
+    token: &str,
+    provider: &Provider,
+    jwks: &Jwks,
+    client: &IdpClient,
+    expect: &Expect<'_>,
+) -> Result<IdClaims, VerifyError> {
+    if token.len() > 16 * 1024 || token.split('.').count() != 3 {
+        return Err(VerifyError::Malformed);
+    }
+    let header = match jsonwebtoken::decode_header(token) {
+        Ok(h) => h,
+        Err(_) => {
+            return Err(match raw_alg(token) {
+                Some(alg) => VerifyError::Algorithm(alg),
+                None => VerifyError::Malformed,
+            })
+        }
+    };
+    if !provider.algorithms.contains(&header.alg) {
+        return Err(VerifyError::Algorithm(alg_name(header.alg).to_owned()));
+    }
+    // Only `kid` selects a key, and only from the provider's published set: `jku`, `x5u`
+    // and embedded `jwk` headers are attacker-controlled and ignored.
+    let kid = header.kid.clone().unwrap_or_default();
+    let key = jwks
+        .key(client, &kid)
+        .await
+        .ok_or(VerifyError::UnknownKey(kid))?;
+    if key.alg.is_some_and(|a| a != header.alg) {
+        return Err(VerifyError::Algorithm(alg_name(header.alg).to_owned()));
+    }
+    let mut validation = Validation::new(header.alg);
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+    validation.required_spec_claims.clear();
+    let data =
+        jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation).map_err(|e| {
+            match e.kind() {
+                jsonwebtoken::errors::ErrorKind::InvalidSignature => VerifyError::Signature,
+                jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => {
+                    VerifyError::Algorithm(alg_name(header.alg).to_owned())
+                }
+                _ => VerifyError::Malformed,
+            }
+        })?;
+    check_claims(&data.claims, provider, header.alg, expect)
+}
+
+fn check_claims(
+    c: &Map<String, Value>,
+    provider: &Provider,
+    alg: Algorithm,
+    expect: &Expect<'_>,
+) -> Result<IdClaims, VerifyError> {
+    let str_claim = |k: &str| c.get(k).and_then(Value::as_str);
+    let int_claim = |k: &str| {
+        c.get(k)
+            .and_then(|v| v.as_i64().or_else(|| v.as_f64().map(|f| f as i64)))
+    };
+
+    if str_claim("iss") != Some(provider.issuer.as_str()) {
+        return Err(VerifyError::Issuer);
+    }
+    let audiences: Vec<&str> = match c.get("aud") {
+        Some(Value::String(s)) => vec![s.as_str()],
+        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+        _ => return Err(VerifyError::Audience),
+    };
+    if !audiences.contains(&expect.client_id) {
+        return Err(VerifyError::Audience);
+    }
+    match str_claim("azp") {
+        Some(azp) if azp != expect.client_id => return Err(VerifyError::AuthorizedParty),
+        None if audiences.len() > 1 => return Err(VerifyError::AuthorizedParty),
+        _ => {}
+    }
+    let exp = int_claim("exp").ok_or(VerifyError::Claim("exp"))?;
+    if expect.now > exp + expect.skew {
+        return Err(VerifyError::Expired);
+    }
+    let iat = int_claim("iat").ok_or(VerifyError::Claim("iat"))?;
+    if iat > expect.now + expect.skew {
+        return Err(VerifyError::IssuedInFuture);
+    }
+    if let Some(nonce) = expect.nonce {
+        let got = str_claim("nonce").ok_or(VerifyError::Nonce)?;
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(
+            got.as_bytes(),
+            nonce.as_bytes(),
+        )) {
+            return Err(VerifyError::Nonce);
+        }
+    }
+    if let (Some(at_hash), Some(access_token)) = (str_claim("at_hash"), expect.access_token) {
+        let algorithm = match alg {
+            Algorithm::RS384 | Algorithm::PS384 | Algorithm::ES384 => &ring::digest::SHA384,
+            Algorithm::RS512 | Algorithm::PS512 | Algorithm::EdDSA => &ring::digest::SHA512,
+            _ => &ring::digest::SHA256,
+        };
+        let digest = ring::digest::digest(algorithm, access_token.as_bytes());
+        let half = &digest.as_ref()[..digest.as_ref().len() / 2];
+        if URL_SAFE_NO_PAD.encode(half) != at_hash.trim_end_matches('=') {
+            return Err(VerifyError::AtHash);
+        }
+    }
+    let sub = str_claim("sub")
+        .filter(|s| !s.is_empty())
+        .ok_or(VerifyError::Claim("sub"))?;
+    Ok(IdClaims {
+        sub: sub.to_owned(),
+        exp,
+        iat,
+        auth_time: int_claim("auth_time"),
+        email: str_claim("email")
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned),
+        email_verified: c.get("email_verified").and_then(lenient_bool),
+        username: str_claim("preferred_username")
+            .or_else(|| str_claim("username"))
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned),
+        name: str_claim("name")
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned),
+        groups: expect
+            .groups_claim
+            .and_then(|k| c.get(k))
+            .map(string_or_array)
+            .unwrap_or_default(),
+        sid: str_claim("sid").map(str::to_owned),
+        amr: c.get("amr").map(string_or_array).unwrap_or_default(),
+        acr: str_claim("acr").map(str::to_owned),
+    })
+}
+
+/// `true`, `"true"`, `"1"` (any case) → true; `false`, `"false"`, `"0"` → false; else unknown.
+pub fn lenient_bool(v: &Value) -> Option<bool> {
+    match v {
+        Value::Bool(b) => Some(*b),
+        Value::String(s) if s.eq_ignore_ascii_case("true") || s == "1" => Some(true),
+        Value::String(s) if s.eq_ignore_ascii_case("false") || s == "0" => Some(false),
+        Value::Number(n) => n.as_i64().map(|n| n != 0),
+        _ => None,
+    }
+}
+
+/// One string, or an array of strings (other elements ignored).
+pub fn string_or_array(v: &Value) -> Vec<String> {
+    match v {
+        Value::String(s) if !s.is_empty() => vec![s.clone()],
+        Value::Array(a) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn provider() -> Provider {
+        Provider {
+            issuer: "https://oauth.id.jumpcloud.com/".into(),
+            authorization_endpoint: String::new(),
+            token_endpoint: String::new(),
+            userinfo_endpoint: None,
+            jwks_uri: String::new(),
+            end_session_endpoint: None,
+            algorithms: vec![Algorithm::RS256],
+        }
+    }
+
+    fn expect() -> Expect<'static> {
+        Expect {
+            client_id: "client",
+            nonce: Some("n0nce"),
+            access_token: None,
+            now: 1_000_000,
+            skew: 120,
+            groups_claim: Some("memberOf"),
+        }
+    }
+
+    fn claims(extra: Value) -> Map<String, Value> {
+        let mut base = json!({
+            "iss": "https://oauth.id.jumpcloud.com/", "aud": ["client"], "sub": "615c83ca",
+            "exp": 1_003_600, "iat": 1_000_000, "nonce": "n0nce", "email_verified": "true",
+            "picture": "none", "middle_name": "", "memberOf": "Admins"
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            if v.is_null() {
+                base.as_object_mut().unwrap().remove(k);
+            } else {
+                base[k] = v.clone();
+            }
+        }
+        base.as_object().unwrap().clone()
+    }
+
+    fn check(extra: Value) -> Result<IdClaims, VerifyError> {
+        check_claims(&claims(extra), &provider(), Algorithm::RS256, &expect())
+    }
+
+    #[test]
+    fn jumpcloud_quirks_accepted() {
+        let c = check(json!({})).unwrap();
+        assert_eq!(c.email_verified, Some(true));
+        assert_eq!(c.groups, vec!["Admins"]);
+        let c = check(json!({"memberOf": ["A", "B"], "email_verified": "1"})).unwrap();
+        assert_eq!(c.groups, vec!["A", "B"]);
+        assert_eq!(c.email_verified, Some(true));
+        let c = check(json!({"email_verified": {"odd": 1}, "memberOf": 7})).unwrap();
+        assert_eq!(c.email_verified, None);
+        assert!(c.groups.is_empty());
+    }
+
+    #[test]
+    fn each_claim_check() {
+        assert_eq!(
+            check(json!({"iss": "https://oauth.id.jumpcloud.com"})),
+            Err(VerifyError::Issuer)
+        );
+        assert_eq!(check(json!({"aud": ["other"]})), Err(VerifyError::Audience));
+        assert_eq!(check(json!({"aud": "client"})).map(|_| ()), Ok(()));
+        assert_eq!(
+            check(json!({"aud": ["client", "other"]})),
+            Err(VerifyError::AuthorizedParty)
+        );
+        assert_eq!(
+            check(json!({"aud": ["client", "other"], "azp": "client"})).map(|_| ()),
+            Ok(())
+        );
+        assert_eq!(
+            check(json!({"azp": "other"})),
+            Err(VerifyError::AuthorizedParty)
+        );
+        assert_eq!(check(json!({"exp": 999_000})), Err(VerifyError::Expired));
+        assert_eq!(
+            check(json!({"exp": 999_900})).map(|_| ()),
+            Ok(()),
+            "within skew"
+        );
+        assert_eq!(
+            check(json!({"iat": 1_000_500})),
+            Err(VerifyError::IssuedInFuture)
+        );
+        assert_eq!(check(json!({"nonce": "other"})), Err(VerifyError::Nonce));
+        assert_eq!(check(json!({"nonce": null})), Err(VerifyError::Nonce));
+        assert_eq!(check(json!({"sub": ""})), Err(VerifyError::Claim("sub")));
+        assert_eq!(check(json!({"exp": null})), Err(VerifyError::Claim("exp")));
+    }
+
+    #[test]
+    fn at_hash() {
+        let token = "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y";
+        let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+        let good = URL_SAFE_NO_PAD.encode(&digest.as_ref()[..16]);
+        let mut e = expect();
+        e.access_token = Some(token);
+        assert!(check_claims(
+            &claims(json!({"at_hash": good})),
+            &provider(),
+            Algorithm::RS256,
+            &e
+        )
+        .is_ok());
+        assert_eq!(
+            check_claims(
+                &claims(json!({"at_hash": "AAAA"})),
+                &provider(),
+                Algorithm::RS256,
+                &e
+            ),
+            Err(VerifyError::AtHash)
+        );
+    }
+}

@@ -1,0 +1,180 @@
+//! Sign-in glue for the request path: the state that joins the identity provider, the session
+//! store and the assertion signer, and what a client sees when it must sign in.
+
+use std::sync::Arc;
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Response, StatusCode};
+
+use super::body::ResponseBody;
+use super::respond::{self, Rejection};
+use crate::identity::Signer;
+use crate::oidc::http::urlencode;
+use crate::oidc::login::{safe_return_to, PendingLogin};
+use crate::oidc::{Oidc, OidcError};
+use crate::policy::Site;
+use crate::session::{Session, Sessions};
+
+/// Refresh the provider's tokens when the ID token expires within this many seconds.
+const REFRESH_MARGIN: i64 = 300;
+/// After a failed refresh, wait this long before the next attempt.
+const REFRESH_RETRY: i64 = 30;
+
+/// Everything sign-in needs, present when `[oidc]` is configured.
+#[derive(Debug)]
+pub struct Auth {
+    /// The provider client.
+    pub oidc: Arc<Oidc>,
+    /// Sessions and sign-ins in progress.
+    pub sessions: Sessions,
+    /// Assertion signer.
+    pub signer: Signer,
+    /// The port browsers use to reach the gateway.
+    pub public_port: u16,
+}
+
+impl Auth {
+    /// `https://host[:port]` for a site, as browsers reach it.
+    pub fn origin(&self, site: &Site) -> String {
+        if self.public_port == 443 {
+            format!("https://{}", site.host)
+        } else {
+            format!("https://{}:{}", site.host, self.public_port)
+        }
+    }
+
+    /// Our callback URL on `site`.
+    pub fn redirect_uri(&self, site: &Site) -> String {
+        format!("{}{}", self.origin(site), self.oidc.config().callback_path)
+    }
+
+    /// Starts a sign-in on `site` that returns to `return_to` and answers with the redirect
+    /// to the provider.
+    pub fn start(
+        &self,
+        site: &Site,
+        headers: &HeaderMap,
+        return_to: &str,
+        prompt_login: bool,
+    ) -> Result<Response<ResponseBody>, Rejection> {
+        if !self.oidc.is_ready() {
+            return Err(Rejection::IdpUnavailable);
+        }
+        let return_to = safe_return_to(return_to).unwrap_or_else(|| "/".to_owned());
+        let (binding, set_binding) = self.sessions.binding(headers);
+        let login = PendingLogin::new(
+            site.host.clone(),
+            return_to,
+            self.redirect_uri(site),
+            binding,
+            prompt_login,
+        );
+        let url = self
+            .oidc
+            .authorize_url(&login)
+            .map_err(|_| Rejection::IdpUnavailable)?;
+        self.sessions.start_login(login);
+        let cookies: Vec<HeaderValue> = set_binding.into_iter().collect();
+        Ok(respond::redirect(&url, &cookies))
+    }
+
+    /// Refreshes the provider's tokens in the background when they are about to expire.
+    /// A refused refresh (the user was suspended or unbound at the provider) ends the
+    /// session; an unreachable provider leaves it alone.
+    pub fn maybe_refresh(self: &Arc<Self>, session: &Arc<Session>) {
+        let now = crate::oidc::now();
+        let Some(refresh_token) = session.claim_refresh(now, REFRESH_MARGIN) else {
+            return;
+        };
+        let auth = self.clone();
+        let session = session.clone();
+        tokio::spawn(async move {
+            match auth
+                .oidc
+                .refresh(&refresh_token, &session.identity.sub)
+                .await
+            {
+                Ok(login) => session.refreshed(login),
+                Err(OidcError::Rejected(code)) => {
+                    tracing::info!(user.sub = %session.identity.sub, error = %code, "refresh refused by the provider; session ended");
+                    auth.sessions.remove(&session.id);
+                }
+                Err(e) => {
+                    tracing::warn!(user.sub = %session.identity.sub, error = %e, "token refresh failed; session kept");
+                    session.refresh_failed(crate::oidc::now() + REFRESH_RETRY);
+                }
+            }
+        });
+    }
+}
+
+/// Whether a request is a browser navigation (which may be redirected) rather than an API
+/// call or a script's request (which must get a 401 it can handle).
+pub fn is_navigation(method: &Method, headers: &HeaderMap, json: bool) -> bool {
+    if (method != Method::GET && method != Method::HEAD) || json {
+        return false;
+    }
+    if headers.contains_key("x-requested-with") || headers.contains_key(header::UPGRADE) {
+        return false;
+    }
+    match headers.get("sec-fetch-mode").and_then(|v| v.to_str().ok()) {
+        Some(mode) => mode.eq_ignore_ascii_case("navigate"),
+        None => true,
+    }
+}
+
+/// What a client without a session gets on a protected route: a redirect into the sign-in
+/// for navigations, 401 JSON with the URL that starts it for everything else.
+pub fn sign_in_required(
+    auth: &Auth,
+    site: &Site,
+    method: &Method,
+    headers: &HeaderMap,
+    return_to: &str,
+    json: bool,
+) -> Result<Response<ResponseBody>, Rejection> {
+    if is_navigation(method, headers, json) {
+        return auth.start(site, headers, return_to, false);
+    }
+    let url = format!(
+        "{}/.jumpgate/sign-in?rd={}",
+        auth.origin(site),
+        urlencode(return_to)
+    );
+    let mut response = respond::json(
+        StatusCode::UNAUTHORIZED,
+        &serde_json::json!({
+            "error": "sign_in_required",
+            "status": 401,
+            "message": "Sign in first, then retry the request.",
+            "sign_in_url": url,
+        }),
+    );
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Cookie realm=\"jumpgate\""),
+    );
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn navigation_detection() {
+        let mut h = HeaderMap::new();
+        assert!(is_navigation(&Method::GET, &h, false));
+        assert!(!is_navigation(&Method::POST, &h, false));
+        assert!(!is_navigation(&Method::GET, &h, true));
+        h.insert("sec-fetch-mode", HeaderValue::from_static("cors"));
+        assert!(!is_navigation(&Method::GET, &h, false));
+        h.insert("sec-fetch-mode", HeaderValue::from_static("navigate"));
+        assert!(is_navigation(&Method::GET, &h, false));
+        h.insert(
+            "x-requested-with",
+            HeaderValue::from_static("XMLHttpRequest"),
+        );
+        assert!(!is_navigation(&Method::GET, &h, false));
+    }
+}

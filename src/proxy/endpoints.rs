@@ -1,0 +1,176 @@
+//! The gateway's own endpoints under `/.jumpgate/`: sign-in start, callback, logout,
+//! userinfo and the assertion key set. Everything else under the prefix is 404.
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Response, StatusCode, Uri};
+
+use super::auth::Auth;
+use super::body::ResponseBody;
+use super::respond::{self, Rejection};
+use crate::oidc::http::parse_query;
+use crate::oidc::OidcError;
+use crate::policy::Site;
+use crate::session::cookie;
+
+/// Answers a request for a reserved path on `site`.
+pub async fn handle(
+    auth: Option<&Auth>,
+    site: &Site,
+    path: &str,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<Response<ResponseBody>, Rejection> {
+    let Some(auth) = auth else {
+        return Err(Rejection::NotFound);
+    };
+    let query = uri.query().map(parse_query).unwrap_or_default();
+    let param = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    if path == auth.oidc.config().callback_path {
+        return callback(
+            auth,
+            site,
+            headers,
+            param("code"),
+            param("state"),
+            param("error"),
+        )
+        .await;
+    }
+    match path {
+        "/.jumpgate/sign-in" => auth.start(site, headers, param("rd").unwrap_or("/"), false),
+        "/.jumpgate/logout" => logout(auth, site, method, headers),
+        "/.jumpgate/userinfo" => Ok(userinfo(auth, site, headers)),
+        "/.jumpgate/jwks.json" => {
+            let mut response = Response::new(ResponseBody::full(auth.signer.jwks()));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            response.headers_mut().insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=300"),
+            );
+            Ok(response)
+        }
+        _ => Err(Rejection::NotFound),
+    }
+}
+
+async fn callback(
+    auth: &Auth,
+    site: &Site,
+    headers: &HeaderMap,
+    code: Option<&str>,
+    state: Option<&str>,
+    error: Option<&str>,
+) -> Result<Response<ResponseBody>, Rejection> {
+    // The state is consumed whatever happens next: a callback URL works once.
+    let login = state
+        .and_then(|s| auth.sessions.take_login(s))
+        .ok_or(Rejection::SignInExpired)?;
+    if *login.site != *site.host || !auth.sessions.has_binding(headers, &login.binding) {
+        tracing::info!(site = %site.host, "sign-in callback from a different browser or site refused");
+        return Err(Rejection::SignInExpired);
+    }
+    if let Some(error) = error {
+        tracing::info!(site = %site.host, idp.error = %error, "identity provider refused the sign-in");
+        return Err(match error {
+            "access_denied" | "unauthorized_client" | "login_required" | "consent_required" => {
+                Rejection::IdpDenied
+            }
+            "temporarily_unavailable" | "server_error" => Rejection::IdpUnavailable,
+            _ => Rejection::SignInFailed,
+        });
+    }
+    let code = code
+        .filter(|c| !c.is_empty() && c.len() <= 2048)
+        .ok_or(Rejection::SignInFailed)?;
+    let verified = auth.oidc.exchange(code, &login).await.map_err(|e| {
+        tracing::warn!(site = %site.host, error = %e, "sign-in callback failed");
+        match e {
+            OidcError::Unavailable(_) | OidcError::NotReady => Rejection::IdpUnavailable,
+            _ => Rejection::SignInFailed,
+        }
+    })?;
+    tracing::info!(site = %site.host, user.sub = %verified.claims.sub, "signed in");
+    let (_, set_session) = auth.sessions.create(site.host.clone(), verified);
+    Ok(respond::redirect(
+        &login.return_to,
+        &[set_session, cookie::clear(cookie::LOGIN)],
+    ))
+}
+
+/// Whether a state-changing request comes from our own site: browsers send
+/// `Sec-Fetch-Site`, and `Origin` on POST. Requests without either (curl) are allowed.
+fn same_origin(auth: &Auth, site: &Site, headers: &HeaderMap) -> bool {
+    if let Some(v) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        if !(v.eq_ignore_ascii_case("same-origin") || v.eq_ignore_ascii_case("none")) {
+            return false;
+        }
+    }
+    match headers.get(header::ORIGIN).map(HeaderValue::as_bytes) {
+        None => true,
+        Some(origin) => origin == auth.origin(site).as_bytes(),
+    }
+}
+
+fn logout(
+    auth: &Auth,
+    site: &Site,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<Response<ResponseBody>, Rejection> {
+    if method != Method::GET && method != Method::POST {
+        return Err(Rejection::BadRequest);
+    }
+    if !same_origin(auth, site, headers) {
+        return Err(Rejection::CrossSite);
+    }
+    let session = auth.sessions.from_headers(headers, &site.host);
+    let id_token = session.as_ref().and_then(|s| s.id_token());
+    if let Some(s) = &session {
+        auth.sessions.remove(&s.id);
+        tracing::info!(site = %site.host, user.sub = %s.identity.sub, "signed out");
+    }
+    let clear = cookie::clear(cookie::SESSION);
+    if session.is_some() {
+        if let Some(url) = auth.oidc.end_session_url(id_token.as_ref()) {
+            return Ok(respond::redirect(&url, &[clear]));
+        }
+    }
+    let mut response = respond::info_page(
+        StatusCode::OK,
+        "Signed out",
+        "You are signed out of this site.",
+    );
+    response.headers_mut().append(header::SET_COOKIE, clear);
+    Ok(response)
+}
+
+fn userinfo(auth: &Auth, site: &Site, headers: &HeaderMap) -> Response<ResponseBody> {
+    let Some(s) = auth.sessions.from_headers(headers, &site.host) else {
+        return respond::json(
+            StatusCode::UNAUTHORIZED,
+            &serde_json::json!({"error": "sign_in_required", "status": 401}),
+        );
+    };
+    let id = &s.identity;
+    respond::json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "sub": id.sub,
+            "email": id.email,
+            "username": id.username,
+            "name": id.name,
+            "groups": id.groups,
+            "auth_time": s.auth_time,
+            "session_expires_at": s.expires,
+        }),
+    )
+}

@@ -1,0 +1,241 @@
+//! The gateway's cookies: names, attributes, and signing. A cookie carries only an opaque
+//! 256-bit id and its HMAC; everything else lives server-side.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use http::header::{self, HeaderMap, HeaderValue};
+use ring::hmac;
+
+/// The session cookie. `__Host-` makes browsers refuse it unless Secure, host-only and
+/// `Path=/`, so a sibling subdomain cannot plant or overwrite it.
+pub const SESSION: &str = "__Host-jumpgate";
+/// The cookie binding a sign-in in progress to the browser that started it.
+pub const LOGIN: &str = "__Host-jumpgate-login";
+
+/// Length of a sealed value: 43 characters of id, `.`, 43 of tag.
+const SEALED_LEN: usize = 87;
+/// Longest `Cookie` header the gateway will look into; anything longer is treated as no
+/// session rather than parsed.
+pub const MAX_COOKIE_HEADER: usize = 8 * 1024;
+
+/// Why the cookie key could not be loaded or created.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// Reading or writing the key file failed.
+    #[error("{key}: {path}: {source}")]
+    Io {
+        /// The config key naming the file.
+        key: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file exists but does not hold a usable key.
+    #[error("{key}: {path}: expected at least 32 bytes of key material")]
+    Short {
+        /// The config key naming the file.
+        key: &'static str,
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// Reads key material from `path`, creating it (random, mode 0600) when absent. Returns
+/// the bytes and whether they were generated now.
+pub fn load_or_create(
+    path: &Path,
+    key: &'static str,
+    generate: impl FnOnce() -> Vec<u8>,
+) -> Result<(Vec<u8>, bool), KeyError> {
+    let io = |source| KeyError::Io {
+        key,
+        path: path.to_owned(),
+        source,
+    };
+    match fs::read(path) {
+        Ok(bytes) => Ok((bytes, false)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(dir) = path.parent() {
+                fs::create_dir_all(dir).map_err(io)?;
+            }
+            let bytes = generate();
+            let mut options = fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                options.mode(0o600);
+            }
+            let mut file = options.open(path).map_err(io)?;
+            file.write_all(&bytes).map_err(io)?;
+            file.sync_all().map_err(io)?;
+            Ok((bytes, true))
+        }
+        Err(e) => Err(io(e)),
+    }
+}
+
+/// The key that signs cookie values. Never logged.
+pub struct CookieKey(hmac::Key);
+
+impl std::fmt::Debug for CookieKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CookieKey([redacted])")
+    }
+}
+
+impl CookieKey {
+    /// Loads `session.key_file`, generating it on first run.
+    pub fn load_or_create(path: &Path) -> Result<(CookieKey, bool), KeyError> {
+        let (bytes, created) = load_or_create(path, "session.key_file", || {
+            URL_SAFE_NO_PAD
+                .encode(crate::oidc::login::random_bytes())
+                .into_bytes()
+        })?;
+        let material: Vec<u8> = String::from_utf8(bytes.clone())
+            .ok()
+            .map(|s| s.trim().as_bytes().to_vec())
+            .unwrap_or(bytes);
+        if material.len() < 32 {
+            return Err(KeyError::Short {
+                key: "session.key_file",
+                path: path.to_owned(),
+            });
+        }
+        Ok((CookieKey::from_bytes(&material), created))
+    }
+
+    /// A key from raw material (tests, benchmarks).
+    pub fn from_bytes(material: &[u8]) -> CookieKey {
+        CookieKey(hmac::Key::new(hmac::HMAC_SHA256, material))
+    }
+
+    fn tag(&self, purpose: &str, id: &[u8; 32]) -> hmac::Tag {
+        let mut ctx = hmac::Context::with_key(&self.0);
+        // The purpose keeps a login-binding value from ever verifying as a session id.
+        ctx.update(purpose.as_bytes());
+        ctx.update(b"\0");
+        ctx.update(id);
+        ctx.sign()
+    }
+
+    /// `base64url(id).base64url(hmac)`.
+    pub fn seal(&self, purpose: &str, id: &[u8; 32]) -> String {
+        let mut out = String::with_capacity(SEALED_LEN);
+        URL_SAFE_NO_PAD.encode_string(id, &mut out);
+        out.push('.');
+        URL_SAFE_NO_PAD.encode_string(self.tag(purpose, id).as_ref(), &mut out);
+        out
+    }
+
+    /// The id inside a sealed value, if the value is well-formed and its tag verifies.
+    pub fn open(&self, purpose: &str, value: &str) -> Option<[u8; 32]> {
+        if value.len() != SEALED_LEN {
+            return None;
+        }
+        let (id_b64, tag_b64) = value.split_once('.')?;
+        let mut id = [0u8; 32];
+        if URL_SAFE_NO_PAD.decode_slice(id_b64, &mut id).ok()? != 32 {
+            return None;
+        }
+        let mut tag = [0u8; 32];
+        if URL_SAFE_NO_PAD.decode_slice(tag_b64, &mut tag).ok()? != 32 {
+            return None;
+        }
+        let mut ctx = Vec::with_capacity(purpose.len() + 33);
+        ctx.extend_from_slice(purpose.as_bytes());
+        ctx.push(0);
+        ctx.extend_from_slice(&id);
+        hmac::verify(&self.0, &ctx, &tag).ok()?;
+        Some(id)
+    }
+}
+
+/// Every value of cookie `name` in the request, in order. Oversized `Cookie` headers yield
+/// nothing.
+pub fn values<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter(|v| v.len() <= MAX_COOKIE_HEADER)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(move |pair| {
+            let (k, v) = pair.split_once('=')?;
+            (k.trim() == name).then(|| v.trim().trim_matches('"'))
+        })
+}
+
+/// `Set-Cookie` for `name=value` with the attributes every gateway cookie has.
+pub fn set(name: &str, value: &str, max_age_secs: u64) -> HeaderValue {
+    let s =
+        format!("{name}={value}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age={max_age_secs}");
+    HeaderValue::from_str(&s).unwrap_or_else(|_| {
+        HeaderValue::from_static("__Host-jumpgate-invalid=; Path=/; Secure; Max-Age=0")
+    })
+}
+
+/// `Set-Cookie` that deletes `name`.
+pub fn clear(name: &str) -> HeaderValue {
+    set(name, "", 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_and_open() {
+        let k = CookieKey::from_bytes(&[7u8; 32]);
+        let id = [42u8; 32];
+        let sealed = k.seal("session", &id);
+        assert_eq!(sealed.len(), SEALED_LEN);
+        assert_eq!(k.open("session", &sealed), Some(id));
+        assert_eq!(k.open("login", &sealed), None, "purposes do not mix");
+        let other = CookieKey::from_bytes(&[8u8; 32]);
+        assert_eq!(other.open("session", &sealed), None);
+        let mut tampered = sealed.clone().into_bytes();
+        tampered[5] = if tampered[5] == b'A' { b'B' } else { b'A' };
+        assert_eq!(
+            k.open("session", std::str::from_utf8(&tampered).unwrap()),
+            None
+        );
+        assert_eq!(k.open("session", ""), None);
+        assert_eq!(k.open("session", &"a".repeat(87)), None);
+        assert_eq!(k.open("session", &format!("{sealed}x")), None);
+    }
+
+    #[test]
+    fn cookie_values() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; __Host-jumpgate=xyz; __Host-jumpgate-login=l"),
+        );
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("__Host-jumpgate=second"),
+        );
+        let v: Vec<_> = values(&h, SESSION).collect();
+        assert_eq!(v, vec!["xyz", "second"]);
+        let big = format!("__Host-jumpgate={}", "a".repeat(MAX_COOKIE_HEADER));
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, HeaderValue::from_str(&big).unwrap());
+        assert_eq!(values(&h, SESSION).count(), 0);
+    }
+
+    #[test]
+    fn attributes() {
+        let v = set(SESSION, "v", 60);
+        assert_eq!(
+            v,
+            "__Host-jumpgate=v; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=60"
+        );
+    }
+}
