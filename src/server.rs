@@ -6,6 +6,8 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,9 +15,9 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::canonical;
@@ -23,25 +25,94 @@ use crate::config::Limits;
 use crate::metrics::OutcomeLabel;
 use crate::proxy::{ConnInfo, Gateway, ResponseBody, Shared};
 
-/// The HTTP server settings shared by every connection on the public listener.
-pub fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        // hyper's floor for its read buffer is 8 KiB.
-        .max_buf_size(limits.max_header_bytes.max(8192))
-        .max_headers(limits.max_headers)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(256)
-        .keep_alive_interval(Some(Duration::from_secs(30)))
-        .keep_alive_timeout(Duration::from_secs(20));
-    builder
+/// HTTP/1.1 and HTTP/2 server settings for the public listener. The protocol is chosen from
+/// ALPN, never by sniffing the first bytes: sniffing waits for the client without a deadline.
+#[derive(Debug, Clone)]
+pub struct HttpBuilders {
+    h1: hyper::server::conn::http1::Builder,
+    h2: hyper::server::conn::http2::Builder<TokioExecutor>,
+}
+
+impl HttpBuilders {
+    /// Builders configured from the limits.
+    pub fn new(limits: &Limits) -> HttpBuilders {
+        let mut h1 = hyper::server::conn::http1::Builder::new();
+        h1.timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            // hyper's floor for its read buffer is 8 KiB.
+            .max_buf_size(limits.max_header_bytes.max(8192))
+            .max_headers(limits.max_headers)
+            .keep_alive(true);
+        let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+            .max_concurrent_streams(256)
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .keep_alive_timeout(Duration::from_secs(20));
+        HttpBuilders { h1, h2 }
+    }
+}
+
+/// A hyper connection that can be asked to finish its in-flight requests and close.
+trait Drainable: Future<Output = Result<(), hyper::Error>> {
+    fn drain(self: Pin<&mut Self>);
+}
+
+impl<I, S> Drainable for hyper::server::conn::http1::UpgradeableConnection<I, S>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = ResponseBody>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    fn drain(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S> Drainable for hyper::server::conn::http2::Connection<I, S, TokioExecutor>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = ResponseBody>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+    TokioExecutor: hyper::rt::bounds::Http2ServerConnExec<S::Future, ResponseBody>,
+{
+    fn drain(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+/// Drives one connection: drops it (closing the socket) when no request has started within
+/// `deadline`, since a client that completes a handshake and then stays silent must not hold
+/// a connection; and drains it when `stop` is set. `None` means it was dropped as silent.
+async fn drive<C: Drainable>(
+    conn: C,
+    first_request: &AtomicBool,
+    deadline: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> Option<Result<(), hyper::Error>> {
+    tokio::pin!(conn);
+    let silent = tokio::time::sleep(deadline);
+    tokio::pin!(silent);
+    let mut watching_silence = true;
+    let mut draining = *stop.borrow();
+    if draining {
+        conn.as_mut().drain();
+    }
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => return Some(result),
+            () = &mut silent, if watching_silence => {
+                watching_silence = false;
+                if !first_request.load(Ordering::Acquire) {
+                    return None;
+                }
+            }
+            _ = stop.changed(), if !draining => {
+                draining = true;
+                conn.as_mut().drain();
+            }
+        }
+    }
 }
 
 /// Accepts TLS connections on `listener` and serves them until `shutdown` resolves, then
@@ -54,8 +125,10 @@ pub async fn serve_public(
     grace: Duration,
     shutdown: impl Future<Output = ()>,
 ) {
-    let builder = Arc::new(http_builder(&limits));
-    let graceful = GracefulShutdown::new();
+    let builders = Arc::new(HttpBuilders::new(&limits));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    // Every connection task holds a sender; when all are gone, the drain is complete.
+    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -73,8 +146,9 @@ pub async fn serve_public(
         let _ = stream.set_nodelay(true);
         let acceptor = acceptor.clone();
         let shared = shared.clone();
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
+        let builders = builders.clone();
+        let stop = stop_rx.clone();
+        let done = done_tx.clone();
         let handshake_timeout = limits.tls_handshake_timeout;
         tokio::spawn(async move {
             let metrics = shared.metrics.clone();
@@ -107,19 +181,40 @@ pub async fn serve_public(
                 .server_name()
                 .and_then(canonical::host)
                 .map(|h| h.into_owned());
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
             let service = Gateway::new(shared, ConnInfo { peer, sni });
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+            let first_request = service.first_request();
             metrics.open_connections.inc();
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
-                tracing::debug!(client.addr = %peer, error = %e, "connection ended with an error");
+            let deadline = limits.header_read_timeout;
+            let result = if h2 {
+                let conn = builders.h2.serve_connection(TokioIo::new(tls), service);
+                drive(conn, &first_request, deadline, stop).await
+            } else {
+                let conn = builders
+                    .h1
+                    .serve_connection(TokioIo::new(tls), service)
+                    .with_upgrades();
+                drive(conn, &first_request, deadline, stop).await
+            };
+            match result {
+                Some(Err(e)) => {
+                    tracing::debug!(client.addr = %peer, error = %e, "connection ended with an error")
+                }
+                None => {
+                    tracing::debug!(client.addr = %peer, "no request within the header read timeout; connection closed")
+                }
+                Some(Ok(())) => {}
             }
             metrics.open_connections.dec();
+            drop(done);
         });
     }
     drop(listener);
     tracing::info!(grace = ?grace, "draining connections");
+    let _ = stop_tx.send(true);
+    drop(done_tx);
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections drained"),
+        _ = done_rx.recv() => tracing::info!("all connections drained"),
         () = tokio::time::sleep(grace) => tracing::warn!("drain deadline passed; closing remaining connections"),
     }
 }

@@ -289,3 +289,25 @@ async fn http2_client_is_proxied() {
     assert_eq!(r.upstream_header("host").as_deref(), Some("app.test"));
     assert_eq!(r.json()["version"], "HTTP/1.1");
 }
+
+#[tokio::test]
+async fn gateway_namespace_is_never_forwarded_in_any_spelling() {
+    let echo = Echo::start().await;
+    let gw = Gateway::start(&site("app.test", &echo.url(), "public", &[])).await;
+    let c = gw.client();
+    for path in [
+        "/.jumpgate/x",
+        "/.JUMPGATE/x",
+        "/.JumpGate/logout",
+        "/.jumpgate;x/y",
+        "/.jumpgate",
+        "/a/../.jumpgate/x",
+    ] {
+        let r = c.get("app.test", path).await;
+        assert_eq!(r.status, 404, "{path}");
+        assert!(
+            r.headers.get("x-upstream").is_none(),
+            "{path} reached the upstream"
+        );
+    }
+}

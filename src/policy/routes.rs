@@ -115,7 +115,7 @@ fn compile_site(
 }
 
 /// The form a path is matched in: ASCII lower-case, `;parameters` removed from every segment.
-fn match_key(path: &str) -> std::borrow::Cow<'_, str> {
+pub fn match_key(path: &str) -> std::borrow::Cow<'_, str> {
     if !path.bytes().any(|b| b == b';' || b.is_ascii_uppercase()) {
         return std::borrow::Cow::Borrowed(path);
     }

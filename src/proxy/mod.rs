@@ -16,6 +16,7 @@ pub mod upstream;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use http::header::HeaderName;
@@ -115,6 +116,7 @@ impl ConnInfo {
 pub struct Gateway {
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
+    first_request: Arc<AtomicBool>,
 }
 
 impl Gateway {
@@ -123,7 +125,13 @@ impl Gateway {
         Gateway {
             shared,
             conn: Arc::new(conn),
+            first_request: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Set once the connection's first request has arrived.
+    pub fn first_request(&self) -> Arc<AtomicBool> {
+        self.first_request.clone()
     }
 }
 
@@ -133,6 +141,7 @@ impl hyper::service::Service<Request<Incoming>> for Gateway {
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
+        self.first_request.store(true, Ordering::Release);
         let shared = self.shared.clone();
         let conn = self.conn.clone();
         Box::pin(async move { Ok(pipeline::handle(&shared, &conn, req).await) })

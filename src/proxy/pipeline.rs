@@ -104,7 +104,11 @@ async fn forward(
     let route = site.find(&path);
     log.site = site.host.clone();
     log.route = route.label.clone();
-    if path.starts_with(RESERVED_PREFIX) || path == RESERVED_PREFIX.trim_end_matches('/') {
+    if is_reserved(&path) {
+        if !path.starts_with(RESERVED_PREFIX) {
+            // Another spelling of the gateway's namespace (case, `;params`): never forwarded.
+            return Err(Rejection::NotFound);
+        }
         return endpoints::handle(
             shared.auth.as_deref(),
             site,
@@ -231,6 +235,13 @@ async fn forward(
     let (mut parts, body) = response.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers, false);
     Ok(Response::from_parts(parts, ResponseBody::stream(body)))
+}
+
+/// Whether a canonical path is in the gateway's namespace in any spelling a server might
+/// treat as equal (case, `;` parameters).
+fn is_reserved(path: &str) -> bool {
+    let key = crate::policy::routes::match_key(path);
+    key.starts_with(RESERVED_PREFIX) || key == RESERVED_PREFIX.trim_end_matches('/')
 }
 
 /// The request's host, canonical. `:authority` (HTTP/2, absolute-form) and `Host` must agree.

@@ -1,0 +1,520 @@
+//! Connection lifecycle and resource limits: slow and silent clients, oversized header
+//! sections, certificate hot-swap (good and broken), and graceful draining on shutdown.
+
+mod support;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use support::{parse_raw, raw_status, site, Echo, Gateway};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+/// An upstream that only counts the requests it receives, to prove something was never
+/// forwarded.
+struct Counting {
+    addr: SocketAddr,
+    hits: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl Counting {
+    async fn start() -> Counting {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = hits.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |_req: Request<Incoming>| {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        async {
+                            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(
+                                b"counted",
+                            ))))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Counting { addr, hits, task }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Counting {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Reads until the peer closes (EOF or error) or `limit` passes. Returns what was read and
+/// when the connection ended, or `None` if it was still open at `limit`.
+async fn read_until_closed<R: AsyncReadExt + Unpin>(
+    r: &mut R,
+    limit: Duration,
+) -> (Vec<u8>, Option<Instant>) {
+    let mut out = Vec::new();
+    let closed = tokio::time::timeout(limit, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match r.read(&mut buf).await {
+                Ok(0) | Err(_) => return Instant::now(),
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .ok();
+    (out, closed)
+}
+
+/// Sends `raw` on a fresh TLS connection while reading the answer, tolerating a server that
+/// answers and closes before the whole request is written (as it must for oversized heads).
+async fn send_oversized(gw: &Gateway, raw: String) -> String {
+    let tls = gw.client().connect("app.test", &[b"http/1.1"]).await;
+    let (mut rd, mut wr) = tokio::io::split(tls);
+    let writer = tokio::spawn(async move {
+        let _ = wr.write_all(raw.as_bytes()).await;
+        let _ = wr.flush().await;
+        wr
+    });
+    let (got, closed) = read_until_closed(&mut rd, Duration::from_secs(5)).await;
+    assert!(
+        closed.is_some(),
+        "connection still open 5 s after an oversized request head"
+    );
+    let _ = writer.await;
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// The value of a metric line starting with `series` (name and labels), if present.
+fn metric(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .trim()
+            .split(' ')
+            .next()?
+            .parse()
+            .ok()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_header_trickle_is_cut_off_after_header_read_timeout() {
+    let up = Counting::start().await;
+    let gw = Gateway::start_with(
+        &site("app.test", &up.url(), "public", &[]),
+        "",
+        "header_read_timeout = \"1s\"\n",
+    )
+    .await;
+    let tls = gw.client().connect("app.test", &[b"http/1.1"]).await;
+    let (mut rd, mut wr) = tokio::io::split(tls);
+    let start = Instant::now();
+    // One header byte every 300 ms, never finishing the header section.
+    let writer = tokio::spawn(async move {
+        let head = b"GET /slow HTTP/1.1\r\nHost: app.test\r\nX-Trickle: ";
+        for &b in head.iter().chain(std::iter::repeat(&b'a')) {
+            if wr.write_all(&[b]).await.is_err() || wr.flush().await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
+    let (got, closed) = read_until_closed(&mut rd, Duration::from_secs(8)).await;
+    writer.abort();
+    let closed =
+        closed.expect("slowloris connection still open 8 s in, with header_read_timeout = 1s");
+    let after = closed - start;
+    assert!(
+        after < Duration::from_secs(4),
+        "closed only after {after:?}"
+    );
+    let text = String::from_utf8_lossy(&got);
+    assert!(got.is_empty() || raw_status(&text) != Some(200), "{text}");
+    assert_eq!(
+        up.hits(),
+        0,
+        "a request that never finished its headers reached the upstream"
+    );
+}
+
+/// A client that completes the TLS handshake and then sends nothing at all, or only the
+/// start of the HTTP/2 preface. (One byte of an HTTP/1.1 request line is enough for the
+/// header timer to start; see the slowloris test.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_client_after_tls_handshake_is_cut_off() {
+    let up = Counting::start().await;
+    let gw = Gateway::start_with(
+        &site("app.test", &up.url(), "public", &[]),
+        "",
+        "header_read_timeout = \"1s\"\n",
+    )
+    .await;
+    for (what, first) in [
+        ("nothing", &b""[..]),
+        ("half an HTTP/2 preface", &b"PRI * HTTP/2.0\r\n"[..]),
+    ] {
+        let mut tls = gw.client().connect("app.test", &[b"http/1.1"]).await;
+        tls.write_all(first).await.unwrap();
+        tls.flush().await.unwrap();
+        let start = Instant::now();
+        let (_, closed) = read_until_closed(&mut tls, Duration::from_secs(6)).await;
+        let closed = closed.unwrap_or_else(|| {
+            panic!("TLS client sending {what} still open 6 s in, with header_read_timeout = 1s")
+        });
+        assert!(
+            closed - start < Duration::from_secs(4),
+            "{what}: closed only after {:?}",
+            closed - start
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_without_tls_is_dropped_after_tls_handshake_timeout() {
+    let up = Counting::start().await;
+    let gw = Gateway::start_with(
+        &site("app.test", &up.url(), "public", &[]),
+        "",
+        "tls_handshake_timeout = \"1s\"\n",
+    )
+    .await;
+
+    // Nothing at all.
+    let mut tcp = TcpStream::connect(gw.addr).await.unwrap();
+    let start = Instant::now();
+    let (got, closed) = read_until_closed(&mut tcp, Duration::from_secs(6)).await;
+    let closed =
+        closed.expect("silent TCP connection still open 6 s in, with tls_handshake_timeout = 1s");
+    assert!(
+        closed - start < Duration::from_secs(4),
+        "closed only after {:?}",
+        closed - start
+    );
+    assert!(got.is_empty(), "{got:?}");
+
+    // The first five bytes of a TLS record, then nothing.
+    let mut tcp = TcpStream::connect(gw.addr).await.unwrap();
+    tcp.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00])
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let (_, closed) = read_until_closed(&mut tcp, Duration::from_secs(6)).await;
+    let closed =
+        closed.expect("half a ClientHello still open 6 s in, with tls_handshake_timeout = 1s");
+    assert!(
+        closed - start < Duration::from_secs(4),
+        "closed only after {:?}",
+        closed - start
+    );
+
+    let metrics = gw.admin_get("/metrics").await.1;
+    let failed = metric(
+        &metrics,
+        "jumpgate_tls_handshakes_total{outcome=\"Failed\"}",
+    )
+    .unwrap_or(0.0);
+    assert!(failed >= 2.0, "{metrics}");
+    assert_eq!(up.hits(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_header_sections_are_refused_and_never_forwarded() {
+    let up = Counting::start().await;
+    let gw = Gateway::start_with(
+        &site("app.test", &up.url(), "public", &[]),
+        "",
+        "max_header_bytes = 16384\nmax_headers = 20\n",
+    )
+    .await;
+    let c = gw.client();
+
+    // Control: an ordinary request is forwarded, and so is one with 15 extra headers.
+    let mut ok = String::from("GET /ok HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n");
+    for i in 0..15 {
+        ok.push_str(&format!("X-H{i}: v\r\n"));
+    }
+    ok.push_str("\r\n");
+    let text = c
+        .raw("app.test", ok.as_bytes(), Duration::from_secs(5))
+        .await;
+    assert_eq!(raw_status(&text), Some(200), "{text}");
+    assert_eq!(up.hits(), 1);
+
+    let big = "a".repeat(64 * 1024);
+    let many: String = (0..50).map(|i| format!("X-Many-{i}: v\r\n")).collect();
+    let cookie = format!("session={}", "c".repeat(100 * 1024));
+    let cases = [
+        ("64 KiB header", format!("GET /big HTTP/1.1\r\nHost: app.test\r\nX-Big: {big}\r\nConnection: close\r\n\r\n")),
+        ("50 headers", format!("GET /many HTTP/1.1\r\nHost: app.test\r\n{many}Connection: close\r\n\r\n")),
+        ("100 KB cookie", format!("GET /cookie HTTP/1.1\r\nHost: app.test\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n")),
+    ];
+    for (what, raw) in cases {
+        let text = send_oversized(&gw, raw).await;
+        let status = raw_status(&text);
+        assert!(
+            status == Some(431) || (text.is_empty() || status.is_none()),
+            "{what}: want 431 or a closed connection, got {:?}",
+            text.lines().next()
+        );
+        assert_eq!(up.hits(), 1, "{what} reached the upstream");
+    }
+
+    // HTTP/2: the header list limit is advertised; an over-size list never reaches upstream.
+    let req = Request::get("https://app.test/h2-cookie")
+        .header("cookie", cookie)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    // Either HTTP/2 layer may refuse it outright (GOAWAY/RST); an answer must be 431.
+    if let Ok(r) = c.try_send_h2("app.test", req).await {
+        assert_eq!(r.status, 431, "h2 100 KB cookie: {}", r.text());
+    }
+    assert_eq!(up.hits(), 1, "h2 100 KB cookie reached the upstream");
+}
+
+/// The DER of the leaf certificate a fresh connection is served.
+async fn served_leaf(addr: SocketAddr, config: &Arc<rustls::ClientConfig>) -> Vec<u8> {
+    let connector = tokio_rustls::TlsConnector::from(config.clone());
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let tls = connector
+        .connect(ServerName::try_from("app.test").unwrap(), tcp)
+        .await
+        .unwrap();
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename, as deploy tools do.
+fn replace(path: &Path, bytes: &[u8]) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn first_cert_der(pem: &Path) -> Vec<u8> {
+    jumpgate::tls::load_certs(pem).unwrap()[0].to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_is_swapped_without_dropping_connections_and_broken_files_are_ignored() {
+    let echo = Echo::start().await;
+    let gw = Gateway::start(&site("app.test", &echo.url(), "public", &[])).await;
+    let old_der = first_cert_der(&gw.certs.cert);
+
+    // A second, unrelated CA and server certificate.
+    let new_dir = tempfile::tempdir().unwrap();
+    let names: Vec<String> = support::TEST_NAMES.iter().map(|s| s.to_string()).collect();
+    let new = jumpgate::devcert::write(new_dir.path(), &names).unwrap();
+    let new_der = first_cert_der(&new.cert);
+    assert_ne!(old_der, new_der);
+
+    // A client trusting both CAs, without session resumption (a resumed session would
+    // report the certificate of the original handshake).
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in [&gw.certs.ca, &new.ca] {
+        for cert in jumpgate::tls::load_certs(ca).unwrap() {
+            roots.add(cert).unwrap();
+        }
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.resumption = rustls::client::Resumption::disabled();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let config = Arc::new(config);
+    assert_eq!(served_leaf(gw.addr, &config).await, old_der);
+
+    // A keep-alive connection opened on the old certificate.
+    let connector = tokio_rustls::TlsConnector::from(config.clone());
+    let tcp = TcpStream::connect(gw.addr).await.unwrap();
+    let tls = connector
+        .connect(ServerName::try_from("app.test").unwrap(), tcp)
+        .await
+        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let get = |path: &str| {
+        Request::get(path)
+            .header("host", "app.test")
+            .body(Empty::<Bytes>::new())
+            .unwrap()
+    };
+    let resp = sender.send_request(get("/before")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.into_body().collect().await.unwrap();
+
+    // Swap in the new pair: key then certificate, each by rename.
+    replace(&gw.certs.key, &std::fs::read(&new.key).unwrap());
+    replace(&gw.certs.cert, &std::fs::read(&new.cert).unwrap());
+    let deadline = Instant::now() + Duration::from_secs(8);
+    loop {
+        if served_leaf(gw.addr, &config).await == new_der {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "new certificate not served 8 s after the swap"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The connection opened before the swap keeps working.
+    let resp = sender.send_request(get("/after")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains("\"/after\""));
+
+    let metrics = gw.admin_get("/metrics").await.1;
+    assert!(
+        metric(
+            &metrics,
+            "jumpgate_certificate_reloads_total{outcome=\"Ok\"}"
+        )
+        .unwrap_or(0.0)
+            >= 1.0,
+        "{metrics}"
+    );
+    let failed_before = metric(
+        &metrics,
+        "jumpgate_certificate_reloads_total{outcome=\"Failed\"}",
+    )
+    .unwrap_or(0.0);
+
+    // A broken certificate file: reported, and the last good pair stays in service.
+    replace(
+        &gw.certs.cert,
+        b"-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n",
+    );
+    let deadline = Instant::now() + Duration::from_secs(8);
+    loop {
+        let metrics = gw.admin_get("/metrics").await.1;
+        let failed = metric(
+            &metrics,
+            "jumpgate_certificate_reloads_total{outcome=\"Failed\"}",
+        )
+        .unwrap_or(0.0);
+        if failed > failed_before {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "broken certificate not reported 8 s after writing it:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        served_leaf(gw.addr, &config).await,
+        new_der,
+        "the last good certificate must stay in service"
+    );
+    let resp = sender.send_request(get("/still")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_in_flight_requests_and_stops_accepting() {
+    let echo = Echo::start().await;
+    let mut gw = Gateway::start(&site("app.test", &echo.url(), "public", &[])).await;
+    assert_eq!(gw.admin_get("/readyz").await.0, 200);
+    let c = gw.client();
+    let in_flight = tokio::spawn(async move { c.get("app.test", "/slow/1500").await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let stopped_at = Instant::now();
+    let task = gw.shutdown();
+
+    // Draining: not ready any more, so load balancers stop sending.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        gw.admin_get("/readyz").await.0,
+        503,
+        "/readyz while draining"
+    );
+
+    // New connections are refused once the listener is closed.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        match TcpStream::connect(gw.addr).await {
+            Err(_) => break,
+            Ok(_) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "still accepting connections 3 s after shutdown"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+
+    // The request that was in flight completes normally.
+    let r = tokio::time::timeout(Duration::from_secs(5), in_flight)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.upstream_path(), "/slow/1500");
+
+    // And the gateway returns well within its 5 s grace.
+    let result = tokio::time::timeout(Duration::from_secs(7), task)
+        .await
+        .expect("gateway task still running 7 s after shutdown (grace is 5 s)")
+        .unwrap();
+    assert!(result.is_ok(), "{result:?}");
+    let took = stopped_at.elapsed();
+    assert!(
+        took < Duration::from_millis(4500),
+        "drain took {took:?}: waited for the deadline, not the request"
+    );
+}
+
+/// While running, the admin listener reports ready and the public listener serves.
+#[tokio::test]
+async fn ready_while_running() {
+    let echo = Echo::start().await;
+    let gw = Gateway::start(&site("app.test", &echo.url(), "public", &[])).await;
+    assert_eq!(gw.admin_get("/readyz").await, (200, "ready\n".to_owned()));
+    let text = gw
+        .client()
+        .raw(
+            "app.test",
+            b"GET /r HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n",
+            Duration::from_secs(5),
+        )
+        .await;
+    let r = parse_raw(&text);
+    assert_eq!(r.status, Some(200));
+    assert_eq!(r.json()["path"], "/r");
+}
