@@ -1,9 +1,13 @@
-//! The jumpgate demo: development certificates, a small upstream that shows what it
-//! received, and the gateway in front of it on https://localhost:8443, with no identity
-//! provider tenant needed.
+//! The jumpgate demo: development certificates, a stand-in JumpCloud (the same fake identity
+//! provider the tests use, with a user picker instead of a password page), a small upstream
+//! that shows what it received, and the gateway in front of it on https://localhost:8443. No
+//! JumpCloud tenant is needed.
 //!
 //! Run with `cargo run --release --example demo`, then open https://localhost:8443/
 //! (the browser will warn about the development CA unless you trust `.jumpgate-demo/dev-ca.pem`).
+
+#[path = "../tests/support/jumpcloud.rs"]
+mod jumpcloud;
 
 use std::convert::Infallible;
 use std::path::Path;
@@ -25,9 +29,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let upstream_addr = upstream.local_addr()?;
     tokio::spawn(serve_upstream(upstream));
 
+    let idp = jumpcloud::FakeJumpCloud::start_on(([127, 0, 0, 1], 9000).into()).await;
+    seed(&idp);
+    std::fs::write(dir.join("client-secret"), "demo-secret\n")?;
+    let state = std::fs::canonicalize(dir)?;
     let text = include_str!("../config/demo.toml")
-        .replace("@CERT@", &certs.cert.display().to_string())
-        .replace("@KEY@", &certs.key.display().to_string())
+        .replace("@CERT@", &state.join("gateway.pem").display().to_string())
+        .replace("@KEY@", &state.join("gateway.key").display().to_string())
+        .replace("@STATE@", &state.display().to_string())
+        .replace("@ISSUER@", &idp.issuer())
         .replace("@UPSTREAM@", &format!("http://{upstream_addr}"));
     let config_path = dir.join("demo.toml");
     std::fs::write(&config_path, &text)?;
@@ -36,9 +46,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listeners = jumpgate::Listeners::bind(&config).await?;
     println!();
     println!("  jumpgate demo is up:");
-    println!("    https://localhost:8443/          a public page (the upstream shows the headers it got)");
-    println!("    https://localhost:8443/private   a protected page");
-    println!("    https://localhost:8443/internal  a denied page");
+    println!("    https://localhost:8443/          protected: sign in (pick a user), then see who you are");
+    println!("    https://localhost:8443/public    public: no sign-in");
+    println!("    https://localhost:8443/internal  denied to everyone");
+    println!("    https://localhost:8443/.jumpgate/logout   sign out");
+    println!("  Identity provider (stand-in JumpCloud): {}", idp.issuer());
     println!("    http://localhost:8080/           redirects to https");
     println!("    http://127.0.0.1:9090/metrics    admin listener (health, readiness, metrics)");
     println!("  Development CA: {}", certs.ca.display());
@@ -49,6 +61,30 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!();
     jumpgate::run(config, listeners, jumpgate::shutdown::signal()).await?;
     Ok(())
+}
+
+/// Users and groups for the demo. Carol is suspended, so JumpCloud refuses her sign-in.
+fn seed(idp: &jumpcloud::FakeJumpCloud) {
+    let alice = idp.add_user(jumpcloud::User::new("alice.admin"));
+    let bob = idp.add_user(jumpcloud::User::new("bob.staff"));
+    let mut carol = jumpcloud::User::new("carol.suspended");
+    carol.suspend();
+    let carol = idp.add_user(carol);
+    let admins = idp.add_group("Defguard Admins");
+    let staff = idp.add_group("Staff");
+    idp.add_member(&admins, &alice);
+    idp.add_member(&staff, &alice);
+    idp.add_member(&staff, &bob);
+    idp.add_member(&staff, &carol);
+    let mut app = jumpcloud::App::new(
+        "jumpgate-demo",
+        "demo-secret",
+        "https://localhost:8443/.jumpgate/callback",
+    );
+    app.groups_claim = Some("memberOf".to_owned());
+    app.bound_groups = vec![admins, staff];
+    idp.add_app(app);
+    idp.set_next_login(None);
 }
 
 async fn serve_upstream(listener: TcpListener) {

@@ -15,14 +15,19 @@ use crate::proxy::ResponseBody;
 pub struct Readiness {
     listening: AtomicBool,
     oidc: Option<Arc<crate::oidc::Oidc>>,
+    directory: Option<Arc<crate::directory::Directory>>,
 }
 
 impl Readiness {
     /// Readiness that also waits for the identity provider's discovery, when sign-in is on.
-    pub fn new(oidc: Option<Arc<crate::oidc::Oidc>>) -> Readiness {
+    pub fn new(
+        oidc: Option<Arc<crate::oidc::Oidc>>,
+        directory: Option<Arc<crate::directory::Directory>>,
+    ) -> Readiness {
         Readiness {
             listening: AtomicBool::new(false),
             oidc,
+            directory,
         }
     }
 
@@ -32,14 +37,27 @@ impl Readiness {
     }
 
     /// Why the gateway is not ready, or `None` when it is.
-    pub fn not_ready_reason(&self) -> Option<&'static str> {
+    pub fn not_ready_reason(&self) -> Option<String> {
         if !self.listening.load(Ordering::Acquire) {
-            return Some("public listener not serving");
+            return Some("public listener not serving".to_owned());
         }
         if self.oidc.as_ref().is_some_and(|o| !o.is_ready()) {
-            return Some("identity provider not discovered yet");
+            return Some("identity provider not discovered yet".to_owned());
         }
-        None
+        self.directory
+            .as_ref()
+            .and_then(|d| d.not_ready_reason(crate::oidc::now()))
+    }
+
+    /// A line describing the directory snapshot's age, when there is a directory.
+    pub fn directory_line(&self) -> String {
+        match &self.directory {
+            None => String::new(),
+            Some(d) => match d.age(crate::oidc::now()) {
+                Some(age) => format!("directory snapshot age: {age} s\n"),
+                None => "directory snapshot: none\n".to_owned(),
+            },
+        }
     }
 }
 
@@ -71,12 +89,12 @@ pub fn handle<B>(
         "/readyz" => match readiness.not_ready_reason() {
             None => text(
                 StatusCode::OK,
-                "ready\n".into(),
+                format!("ready\n{}", readiness.directory_line()),
                 "text/plain; charset=utf-8",
             ),
             Some(reason) => text(
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!("not ready: {reason}\n"),
+                format!("not ready: {reason}\n{}", readiness.directory_line()),
                 "text/plain; charset=utf-8",
             ),
         },

@@ -157,10 +157,18 @@ impl Signer {
         self.jwks.clone()
     }
 
-    /// The assertion for `session`, from its cache unless it expires within a minute.
-    pub fn assertion(&self, session: &Session, now: i64) -> Option<HeaderValue> {
+    /// The assertion for `session`, from its cache unless it expires within a minute or was
+    /// made from another directory snapshot. `directory` is the snapshot version and the
+    /// user's group names there; without it, groups come from the sign-in token.
+    pub fn assertion(
+        &self,
+        session: &Session,
+        directory: Option<(u64, &[String])>,
+        now: i64,
+    ) -> Option<HeaderValue> {
+        let version = directory.map_or(0, |(v, _)| v);
         if let Some(cached) = session.assertion.load().as_ref() {
-            if cached.exp - now > RESIGN_MARGIN {
+            if cached.version == version && cached.exp - now > RESIGN_MARGIN {
                 return Some(cached.value.clone());
             }
         }
@@ -172,7 +180,7 @@ impl Signer {
             sub: &id.sub,
             email: id.email.as_deref(),
             preferred_username: id.username.as_deref(),
-            groups: &id.groups,
+            groups: directory.map_or(&id.groups[..], |(_, g)| g),
             iat: now,
             exp,
             auth_time: session.auth_time,
@@ -185,6 +193,7 @@ impl Signer {
             .assertion
             .store(Some(std::sync::Arc::new(CachedAssertion {
                 exp,
+                version,
                 value: value.clone(),
             })));
         Some(value)
@@ -197,6 +206,7 @@ pub fn set_headers(
     headers: &mut HeaderMap,
     names: &HeaderNames,
     session: &Session,
+    directory_groups: Option<Option<&HeaderValue>>,
     assertion: Option<HeaderValue>,
 ) {
     let v = &session.values;
@@ -207,7 +217,8 @@ pub fn set_headers(
     if let Some(u) = &v.username {
         headers.insert(names.username.clone(), u.clone());
     }
-    if let Some(g) = &v.groups {
+    // With a directory, groups come from its snapshot (current), not from the sign-in token.
+    if let Some(g) = directory_groups.unwrap_or(v.groups.as_ref()) {
         headers.insert(names.groups.clone(), g.clone());
     }
     if let Some(a) = assertion {

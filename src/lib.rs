@@ -10,6 +10,7 @@
 //! - [`tls`]: rustls server and client configs, certificate reload.
 //! - [`oidc`]: sign-in with the identity provider; [`session`]: server-side sessions and
 //!   cookies; [`identity`]: identity headers and the signed assertion sent upstream.
+//! - [`directory`]: the JumpCloud directory snapshot, its sync and its cache.
 //! - [`admin`], [`metrics`], [`telemetry`], [`shutdown`], [`devcert`].
 
 #![cfg_attr(
@@ -21,6 +22,7 @@ pub mod admin;
 pub mod canonical;
 pub mod config;
 pub mod devcert;
+pub mod directory;
 pub mod headers;
 pub mod identity;
 pub mod metrics;
@@ -133,13 +135,35 @@ pub async fn run(
             .unwrap_or(443)
     });
     let auth = build_auth(&config, public_port)?;
-    let shared = Arc::new(Shared::new(
-        &config,
-        auth.clone(),
-        metrics.clone(),
-        tunnel_rx.receiver(),
-    )?);
-    let readiness = Arc::new(Readiness::new(auth.as_ref().map(|a| a.oidc.clone())));
+    let mut shared = Shared::new(&config, auth.clone(), metrics.clone(), tunnel_rx.receiver())?;
+    let syncer = match &config.directory {
+        Some(dc) => {
+            let directory = Arc::new(directory::Directory::new(
+                dc.max_staleness,
+                shared.routes.group_refs().to_vec(),
+            ));
+            let syncer = directory::Syncer {
+                config: dc.clone(),
+                client: oidc::http::IdpClient::new(
+                    config.oidc.as_ref().and_then(|o| o.ca_file.as_deref()),
+                    dc.request_timeout,
+                )?,
+                api_key: secret::load(&dc.api_key, "directory.api_key")?,
+                metrics: metrics.clone(),
+            };
+            // The last good snapshot is in force before the first sync, so a restart during
+            // a JumpCloud outage still enforces it.
+            syncer.load_cache_into(&directory);
+            shared.directory = Some(directory.clone());
+            Some((syncer, directory))
+        }
+        None => None,
+    };
+    let shared = Arc::new(shared);
+    let readiness = Arc::new(Readiness::new(
+        auth.as_ref().map(|a| a.oidc.clone()),
+        shared.directory.clone(),
+    ));
     let (stop, stopped) = shutdown::channel();
     let limits = config.server.limits.clone();
 
@@ -149,6 +173,9 @@ pub async fn run(
     ];
     if let Some(auth) = &auth {
         background.push(tokio::spawn(auth.oidc.clone().discover_until_ready()));
+    }
+    if let Some((syncer, directory)) = syncer {
+        background.push(tokio::spawn(syncer.run(directory)));
     }
 
     let mut listeners_done = Vec::new();

@@ -32,6 +32,11 @@ enum Command {
     Run,
     /// Validate the configuration and print a summary.
     Check,
+    /// Directory operations.
+    Directory {
+        #[command(subcommand)]
+        command: DirectoryCommand,
+    },
     /// Write a development CA and a localhost server certificate.
     DevCert {
         /// Directory to write dev-ca.pem, gateway.pem and gateway.key into.
@@ -40,6 +45,16 @@ enum Command {
         /// Extra host names for the server certificate.
         #[arg(long = "name")]
         names: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DirectoryCommand {
+    /// Read the directory once and report counts and access changes per site.
+    Sync {
+        /// Report only; leave the cache file as it is.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -71,6 +86,28 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
+        Command::Directory {
+            command: DirectoryCommand::Sync { dry_run },
+        } => {
+            let Ok(config) = load(&cli.config) else {
+                return ExitCode::from(EXIT_CONFIG);
+            };
+            jumpgate::telemetry::init(&config.log);
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => return fail(&e),
+            };
+            match runtime.block_on(jumpgate::directory::report::sync_report(&config, !dry_run)) {
+                Ok(report) => {
+                    print!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
         Command::Run => {
             let Ok(mut config) = load(&cli.config) else {
                 return ExitCode::from(EXIT_CONFIG);

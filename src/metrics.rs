@@ -48,6 +48,13 @@ pub struct UpstreamErrorLabel {
     pub kind: UpstreamFailure,
 }
 
+/// Labels holding an HTTP status (0 for a transport failure).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabel {
+    /// The status code.
+    pub status: u16,
+}
+
 /// Success or failure of an operation.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 pub enum Outcome {
@@ -97,6 +104,29 @@ pub struct Metrics {
     pub open_connections: Gauge<i64, AtomicI64>,
     /// Upgraded (WebSocket) tunnels currently open.
     pub open_tunnels: Gauge<i64, AtomicI64>,
+    /// Time of the last successful directory sync (seconds since the epoch).
+    pub directory_last_success: Gauge<i64, AtomicI64>,
+    /// Duration of the last successful directory sync.
+    pub directory_sync_duration_ms: Gauge<i64, AtomicI64>,
+    /// Directory records fetched.
+    pub directory_records: Counter,
+    /// Users in the snapshot in service.
+    pub directory_users: Gauge<i64, AtomicI64>,
+    /// Directory API errors by status.
+    pub directory_api_errors: Family<StatusLabel, Counter>,
+    /// Directory API retries.
+    pub directory_retries: Counter,
+    /// Failed directory syncs.
+    pub directory_sync_failures: Counter,
+    /// Access decisions refused, by reason.
+    pub denials: Family<ReasonLabel, Counter>,
+}
+
+/// Labels holding a decision reason.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// The reason.
+    pub reason: &'static str,
 }
 
 fn latency_histogram() -> Histogram {
@@ -152,7 +182,63 @@ impl Metrics {
             "Upgraded (WebSocket) connections currently tunneled",
             open_tunnels.clone(),
         );
+        let directory_last_success = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "directory_last_success_timestamp_seconds",
+            "Time of the last successful directory sync",
+            directory_last_success.clone(),
+        );
+        let directory_sync_duration_ms = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "directory_sync_duration_milliseconds",
+            "Duration of the last successful directory sync",
+            directory_sync_duration_ms.clone(),
+        );
+        let directory_records = Counter::default();
+        registry.register(
+            "directory_records_fetched",
+            "Directory records fetched",
+            directory_records.clone(),
+        );
+        let directory_users = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "directory_users",
+            "Users in the directory snapshot in service",
+            directory_users.clone(),
+        );
+        let directory_api_errors = Family::<StatusLabel, Counter>::default();
+        registry.register(
+            "directory_api_errors",
+            "Directory API errors by HTTP status (0: no response)",
+            directory_api_errors.clone(),
+        );
+        let directory_retries = Counter::default();
+        registry.register(
+            "directory_api_retries",
+            "Directory API requests retried",
+            directory_retries.clone(),
+        );
+        let directory_sync_failures = Counter::default();
+        registry.register(
+            "directory_sync_failures",
+            "Directory syncs that failed",
+            directory_sync_failures.clone(),
+        );
+        let denials = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "access_denied",
+            "Protected requests refused, by reason",
+            denials.clone(),
+        );
         Metrics {
+            directory_last_success,
+            directory_sync_duration_ms,
+            directory_records,
+            directory_users,
+            directory_api_errors,
+            directory_retries,
+            directory_sync_failures,
+            denials,
             registry,
             requests,
             latency,

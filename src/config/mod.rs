@@ -39,6 +39,51 @@ pub struct Config {
     pub session: SessionConfig,
     /// `[identity]`: the signed assertion sent upstream.
     pub identity: IdentityConfig,
+    /// `[directory]`: the JumpCloud directory every protected request is checked against.
+    pub directory: Option<DirectoryConfig>,
+}
+
+/// `[directory]`.
+#[derive(Debug, Clone)]
+pub struct DirectoryConfig {
+    /// `directory.api_url`: the console origin (`https://console.jumpcloud.com`).
+    pub api_url: String,
+    /// `directory.api_key_file` / `directory.api_key_env`: a read-only API key.
+    pub api_key: SecretSource,
+    /// `directory.org_id`: sent as `x-org-id` (multi-tenant admins).
+    pub org_id: Option<String>,
+    /// `directory.sync_interval`.
+    pub sync_interval: Duration,
+    /// `directory.max_staleness`: older snapshots make protected routes fail closed.
+    pub max_staleness: Duration,
+    /// `directory.cache_file`: the last good snapshot.
+    pub cache_file: PathBuf,
+    /// `directory.application_id`: only members of groups bound to this app pass.
+    pub application_id: Option<String>,
+    /// `directory.request_interval`: pause between API requests.
+    pub request_interval: Duration,
+    /// `directory.request_timeout`: per API request.
+    pub request_timeout: Duration,
+    /// `directory.max_retries`: per API request, for 429, 5xx and transport errors.
+    pub max_retries: u32,
+    /// `directory.retry_backoff`: first backoff, doubled per retry (capped at 60 s).
+    pub retry_backoff: Duration,
+}
+
+/// Who may use a protected route, beyond being an active directory user.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Allow {
+    /// `allow_groups`: JumpCloud user group names or ids.
+    pub groups: Vec<String>,
+    /// `allow_users`: JumpCloud user ids or emails.
+    pub users: Vec<String>,
+}
+
+impl Allow {
+    /// Whether neither list is set: any active user.
+    pub fn is_anyone(&self) -> bool {
+        self.groups.is_empty() && self.users.is_empty()
+    }
 }
 
 /// Where a secret comes from. The value itself is read at start-up, never stored in `Config`.
@@ -260,6 +305,8 @@ pub struct SiteConfig {
     pub upstream_response_timeout: Option<Duration>,
     /// `[site.headers]`: names of the identity headers sent upstream.
     pub headers: IdentityHeaders,
+    /// `allow_groups` / `allow_users` for the site's protected paths.
+    pub allow: Allow,
     /// `[[site.route]]`, in file order.
     pub routes: Vec<RouteConfig>,
 }
@@ -302,6 +349,8 @@ pub struct RouteConfig {
     pub tunnel_idle_timeout: Option<Duration>,
     /// `upstream_response_timeout`: overrides the site's (long polls, server-sent events).
     pub upstream_response_timeout: Option<Duration>,
+    /// `allow_groups` / `allow_users`: when either is set, replaces the site's lists.
+    pub allow: Option<Allow>,
 }
 
 /// An upstream origin.

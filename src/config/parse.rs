@@ -674,6 +674,34 @@ fn read_config(root: &mut Reader<'_>, file: &Path) -> Option<Config> {
             .and_then(|r| auth::read_identity(Some(r), &state_dir)),
         None => auth::read_identity(None, &state_dir),
     };
+    let directory = match root.get("directory") {
+        Some(e) => e
+            .table("a [directory] table")
+            .and_then(|r| auth::read_directory(r, &state_dir))
+            .map(Some),
+        None => Some(None),
+    };
+    if let (Some(None), Some(sites)) = (&directory, &sites) {
+        // Group and user lists are checked against the directory; without one they could
+        // only be ignored, which would let everyone in.
+        for (i, site) in sites.iter().enumerate() {
+            let mut lists = vec![(format!("site[{i}]"), &site.allow)];
+            for (j, route) in site.routes.iter().enumerate() {
+                if let Some(a) = &route.allow {
+                    lists.push((format!("site[{i}].route[{j}]"), a));
+                }
+            }
+            for (key, allow) in lists {
+                if !allow.is_anyone() {
+                    root.cx.report(
+                        None,
+                        format!("{key}.allow_groups"),
+                        "allow_groups and allow_users need a [directory] to check them against; add [directory] or remove the lists",
+                    );
+                }
+            }
+        }
+    }
     Some(Config {
         source: file.to_path_buf(),
         server: server?,
@@ -682,6 +710,7 @@ fn read_config(root: &mut Reader<'_>, file: &Path) -> Option<Config> {
         oidc: oidc?,
         session: session?,
         identity: identity?,
+        directory: directory?,
     })
 }
 
@@ -1008,6 +1037,7 @@ fn read_site(mut r: Reader<'_>) -> Option<SiteConfig> {
             .and_then(auth::read_headers),
         None => Some(super::IdentityHeaders::default()),
     };
+    let allow = auth::read_allow(&mut r).map(Option::unwrap_or_default);
     let routes = match r.get("route") {
         Some(e) => e.tables("[[site.route]] tables").and_then(read_routes),
         None => Some(Vec::new()),
@@ -1023,6 +1053,7 @@ fn read_site(mut r: Reader<'_>) -> Option<SiteConfig> {
         tunnel_idle_timeout: tunnel_idle_timeout?,
         upstream_response_timeout: upstream_response_timeout?,
         headers: headers?,
+        allow: allow?,
         routes: routes?,
     })
 }
@@ -1154,19 +1185,28 @@ fn read_routes(readers: Vec<Reader<'_>>) -> Option<Vec<RouteConfig>> {
         };
         let tunnel_idle_timeout = opt_duration(&mut r, "tunnel_idle_timeout");
         let upstream_response_timeout = opt_duration(&mut r, "upstream_response_timeout");
+        let allow = auth::read_allow(&mut r);
         r.finish();
-        match (path, access, tunnel_idle_timeout, upstream_response_timeout) {
+        match (
+            path,
+            access,
+            tunnel_idle_timeout,
+            upstream_response_timeout,
+            allow,
+        ) {
             (
                 Some(path),
                 Some(access),
                 Some(tunnel_idle_timeout),
                 Some(upstream_response_timeout),
+                Some(allow),
             ) => {
                 routes.push(RouteConfig {
                     path,
                     access,
                     tunnel_idle_timeout,
                     upstream_response_timeout,
+                    allow,
                 });
             }
             _ => ok = false,
@@ -1370,12 +1410,14 @@ route = [{ path = "/" , access = "protected" }]
                     access: Some(Access::Public),
                     tunnel_idle_timeout: None,
                     upstream_response_timeout: None,
+                    allow: None,
                 },
                 RouteConfig {
                     path: "/admin".to_owned(),
                     access: Some(Access::Deny),
                     tunnel_idle_timeout: Some(Duration::from_secs(150)),
                     upstream_response_timeout: Some(Duration::from_secs(12 * 3600)),
+                    allow: None,
                 },
             ]
         );
@@ -1507,6 +1549,22 @@ route = [{ path = "/" , access = "protected" }]
             "signing_key_file",
             "assertion_ttl",
             "[site.headers]",
+            "[directory]",
+            "provider",
+            "api_url",
+            "api_key_file",
+            "api_key_env",
+            "org_id",
+            "sync_interval",
+            "max_staleness",
+            "cache_file",
+            "application_id",
+            "request_interval",
+            "request_timeout",
+            "max_retries",
+            "retry_backoff",
+            "allow_groups",
+            "allow_users",
             "[[site.route]]",
             "path",
         ] {

@@ -1,26 +1,67 @@
-//! Access decisions: pure functions from a matched route and the request's session to a
-//! [`Decision`]. Nothing here performs I/O or builds HTTP responses.
+//! Access decisions: a pure function from a matched route, the request's session and the
+//! directory snapshot to a [`Decision`]. Nothing here performs I/O or builds HTTP responses.
 
 pub mod routes;
 
 use std::sync::Arc;
 
 use crate::config::Access;
+use crate::directory::{Snapshot, Unavailable, UserEntry};
 use crate::session::Session;
 
-pub use routes::{Route, Routes, Site};
+pub use routes::{Allowed, Route, Routes, Site};
 
 /// Proof that a request was allowed; forwarding with identity requires one, and only
 /// [`decide`] makes them.
 #[derive(Debug, Clone)]
 pub struct Permit {
     session: Option<Arc<Session>>,
+    user: Option<(Arc<Snapshot>, u32)>,
 }
 
 impl Permit {
     /// The signed-in session the permit was granted to (none on public routes).
     pub fn session(&self) -> Option<&Arc<Session>> {
         self.session.as_ref()
+    }
+
+    /// The directory user the permit was checked against, and the snapshot it is from.
+    pub fn user(&self) -> Option<(&Snapshot, &UserEntry)> {
+        let (snapshot, index) = self.user.as_ref()?;
+        Some((snapshot, snapshot.user_at(*index)?))
+    }
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenyReason {
+    /// The route's access is `deny`.
+    Route,
+    /// The signed-in user is not in the directory.
+    UnknownUser,
+    /// The user is suspended, locked, staged, not activated or has an expired password.
+    Inactive,
+    /// The user is not in any group bound to the application.
+    NotBoundToApp,
+    /// The user is in none of the route's groups and not among its users.
+    NotAllowed,
+}
+
+impl DenyReason {
+    /// A stable name for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DenyReason::Route => "route_denies",
+            DenyReason::UnknownUser => "unknown_user",
+            DenyReason::Inactive => "inactive_user",
+            DenyReason::NotBoundToApp => "not_bound_to_application",
+            DenyReason::NotAllowed => "not_in_allowed_groups",
+        }
+    }
+
+    /// Whether the user's sessions should end: they may not use anything any more.
+    pub fn ends_session(self) -> bool {
+        matches!(self, DenyReason::UnknownUser | DenyReason::Inactive)
     }
 }
 
@@ -31,47 +72,312 @@ pub enum Decision {
     Allow(Permit),
     /// The route needs a signed-in user and there is none.
     SignIn,
-    /// Never forwarded.
-    Deny,
+    /// Refused.
+    Deny(DenyReason),
+    /// The directory is too old (or was never read) to decide: fail closed.
+    Unavailable(Unavailable),
 }
 
-/// Decides a request on `route` with `session` (the request's valid session, if any).
-pub fn decide(route: &Route, session: Option<Arc<Session>>) -> Decision {
-    match route.access {
-        Access::Public => Decision::Allow(Permit { session: None }),
-        Access::Deny => Decision::Deny,
-        Access::Protected => match session {
-            Some(session) => Decision::Allow(Permit {
-                session: Some(session),
-            }),
-            None => Decision::SignIn,
-        },
+/// Whether the directory lets `user` through a protected route with `allow`: active, bound
+/// to the application when one is configured, and in the allow lists when there are any.
+pub fn admits(snapshot: &Snapshot, user: &UserEntry, allow: &Allowed) -> Result<(), DenyReason> {
+    if !user.active {
+        return Err(DenyReason::Inactive);
     }
+    if !snapshot.bound_to_app(user) {
+        return Err(DenyReason::NotBoundToApp);
+    }
+    if !allow.is_anyone() {
+        let by_group = allow.groups.iter().any(|&r| snapshot.in_ref(user, r));
+        let by_user = allow
+            .users
+            .iter()
+            .any(|u| **u == *user.id || user.email.as_deref() == Some(u.as_str()));
+        if !by_group && !by_user {
+            return Err(DenyReason::NotAllowed);
+        }
+    }
+    Ok(())
+}
+
+/// Decides a request on `route` with `session` (the request's valid session, if any) and,
+/// when a directory is configured, its snapshot (or why there is none fresh enough).
+pub fn decide(
+    route: &Route,
+    session: Option<Arc<Session>>,
+    directory: Option<Result<Arc<Snapshot>, Unavailable>>,
+) -> Decision {
+    match route.access {
+        Access::Public => {
+            return Decision::Allow(Permit {
+                session: None,
+                user: None,
+            })
+        }
+        Access::Deny => return Decision::Deny(DenyReason::Route),
+        Access::Protected => {}
+    }
+    let Some(session) = session else {
+        return Decision::SignIn;
+    };
+    let snapshot = match directory {
+        None => {
+            return Decision::Allow(Permit {
+                session: Some(session),
+                user: None,
+            })
+        }
+        Some(Err(why)) => return Decision::Unavailable(why),
+        Some(Ok(snapshot)) => snapshot,
+    };
+    let identity = &session.identity;
+    let Some(index) = snapshot.user_index(&identity.sub, identity.email.as_deref()) else {
+        return Decision::Deny(DenyReason::UnknownUser);
+    };
+    let Some(user) = snapshot.user_at(index) else {
+        return Decision::Deny(DenyReason::UnknownUser);
+    };
+    if let Err(reason) = admits(&snapshot, user, &route.allow) {
+        return Decision::Deny(reason);
+    }
+    Decision::Allow(Permit {
+        session: Some(session),
+        user: Some((snapshot, index)),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::directory::snapshot::{RawDirectory, RawGroup, RawUser};
     use std::time::Duration;
 
-    fn route(access: Access) -> Route {
+    fn route(access: Access, groups: Vec<usize>, users: Vec<&str>) -> Route {
         Route {
-            label: std::sync::Arc::from("/"),
+            label: Arc::from("/"),
             access,
             tunnel_idle_timeout: Duration::from_secs(1),
             upstream_response_timeout: Duration::from_secs(1),
+            allow: Arc::new(Allowed {
+                groups,
+                users: users.into_iter().map(str::to_owned).collect(),
+            }),
+        }
+    }
+
+    fn session(sub: &str, email: &str) -> Arc<Session> {
+        let config = crate::config::SessionConfig {
+            store: crate::config::StoreKind::Memory,
+            key_file: "unused".into(),
+            lifetime: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(60),
+            login_timeout: Duration::from_secs(60),
+            max_sessions: 10,
+        };
+        let sessions = crate::session::Sessions::new(
+            &config,
+            crate::session::cookie::CookieKey::from_bytes(&[1; 32]),
+        );
+        let claims = crate::oidc::verify::IdClaims {
+            sub: sub.into(),
+            exp: 0,
+            iat: 0,
+            auth_time: None,
+            email: Some(email.into()),
+            email_verified: None,
+            username: None,
+            name: None,
+            groups: vec![],
+            sid: None,
+            amr: vec![],
+            acr: None,
+        };
+        let login = crate::oidc::VerifiedLogin {
+            claims,
+            id_token: crate::secret::Secret::new("t".into()),
+            refresh_token: None,
+        };
+        sessions.create(Arc::from("site"), login).0
+    }
+
+    fn user(id: &str, state: &str) -> RawUser {
+        RawUser {
+            id: id.into(),
+            email: Some(format!("{id}@example.com")),
+            username: None,
+            state: state.into(),
+            activated: true,
+            suspended: state == "SUSPENDED",
+            account_locked: false,
+            password_expired: false,
+            problem: None,
+        }
+    }
+
+    /// Refs: 0 = "Admins" (name), 1 = "g-staff" (id), 2 = "Ghost" (missing).
+    fn snapshot(app: Option<Vec<&str>>) -> Arc<Snapshot> {
+        let raw = RawDirectory {
+            taken_at: 0,
+            users: vec![
+                user("admin", "ACTIVATED"),
+                user("staff", "ACTIVATED"),
+                user("gone", "SUSPENDED"),
+                user("none", "ACTIVATED"),
+            ],
+            groups: vec![
+                RawGroup {
+                    id: "g-admins".into(),
+                    name: "Admins".into(),
+                    members: vec!["admin".into(), "gone".into()],
+                },
+                RawGroup {
+                    id: "g-staff".into(),
+                    name: "Staff".into(),
+                    members: vec!["staff".into(), "admin".into()],
+                },
+            ],
+            app_groups: app.map(|a| a.into_iter().map(str::to_owned).collect()),
+        };
+        Arc::new(Snapshot::build(
+            &raw,
+            &["Admins".into(), "g-staff".into(), "Ghost".into()],
+            1,
+        ))
+    }
+
+    fn verdict(d: Decision) -> String {
+        match d {
+            Decision::Allow(p) => format!(
+                "allow:{}",
+                p.user().map_or("-".to_owned(), |(_, u)| u.id.to_string())
+            ),
+            Decision::SignIn => "sign-in".into(),
+            Decision::Deny(r) => format!("deny:{}", r.as_str()),
+            Decision::Unavailable(u) => format!("unavailable:{u:?}"),
         }
     }
 
     #[test]
-    fn decisions_without_session() {
-        assert!(
-            matches!(decide(&route(Access::Public), None), Decision::Allow(p) if p.session().is_none())
-        );
-        assert!(matches!(
-            decide(&route(Access::Protected), None),
-            Decision::SignIn
-        ));
-        assert!(matches!(decide(&route(Access::Deny), None), Decision::Deny));
+    fn decision_table() {
+        let snap = || Some(Ok(snapshot(None)));
+        let s = |id: &str| Some(session(id, &format!("{id}@example.com")));
+        let admins = route(Access::Protected, vec![0], vec![]);
+        let staff_by_id = route(Access::Protected, vec![1], vec![]);
+        let ghost = route(Access::Protected, vec![2], vec![]);
+        let anyone = route(Access::Protected, vec![], vec![]);
+        let by_email = route(Access::Protected, vec![], vec!["none@example.com"]);
+        let cases: Vec<(&str, Decision, &str)> = vec![
+            (
+                "public, no session",
+                decide(&route(Access::Public, vec![], vec![]), None, None),
+                "allow:-",
+            ),
+            (
+                "public ignores a stale directory",
+                decide(
+                    &route(Access::Public, vec![], vec![]),
+                    s("gone"),
+                    Some(Err(Unavailable::Stale)),
+                ),
+                "allow:-",
+            ),
+            (
+                "deny route",
+                decide(&route(Access::Deny, vec![], vec![]), s("admin"), snap()),
+                "deny:route_denies",
+            ),
+            (
+                "protected, no session",
+                decide(&anyone, None, snap()),
+                "sign-in",
+            ),
+            (
+                "no directory configured",
+                decide(&anyone, s("whoever"), None),
+                "allow:-",
+            ),
+            (
+                "directory never synced",
+                decide(&anyone, s("admin"), Some(Err(Unavailable::NeverSynced))),
+                "unavailable:NeverSynced",
+            ),
+            (
+                "directory stale",
+                decide(&anyone, s("admin"), Some(Err(Unavailable::Stale))),
+                "unavailable:Stale",
+            ),
+            (
+                "unknown user",
+                decide(&anyone, s("stranger"), snap()),
+                "deny:unknown_user",
+            ),
+            (
+                "suspended user",
+                decide(&anyone, s("gone"), snap()),
+                "deny:inactive_user",
+            ),
+            (
+                "suspended even in the allowed group",
+                decide(&admins, s("gone"), snap()),
+                "deny:inactive_user",
+            ),
+            (
+                "any active user",
+                decide(&anyone, s("none"), snap()),
+                "allow:none",
+            ),
+            (
+                "group by name",
+                decide(&admins, s("admin"), snap()),
+                "allow:admin",
+            ),
+            (
+                "not in group",
+                decide(&admins, s("staff"), snap()),
+                "deny:not_in_allowed_groups",
+            ),
+            (
+                "group by id",
+                decide(&staff_by_id, s("staff"), snap()),
+                "allow:staff",
+            ),
+            (
+                "missing group allows no one",
+                decide(&ghost, s("admin"), snap()),
+                "deny:not_in_allowed_groups",
+            ),
+            (
+                "user by email",
+                decide(&by_email, s("none"), snap()),
+                "allow:none",
+            ),
+            (
+                "user list excludes others",
+                decide(&by_email, s("admin"), snap()),
+                "deny:not_in_allowed_groups",
+            ),
+            (
+                "not bound to app",
+                decide(
+                    &anyone,
+                    s("none"),
+                    Some(Ok(snapshot(Some(vec!["g-staff"])))),
+                ),
+                "deny:not_bound_to_application",
+            ),
+            (
+                "bound to app",
+                decide(
+                    &anyone,
+                    s("staff"),
+                    Some(Ok(snapshot(Some(vec!["g-staff"])))),
+                ),
+                "allow:staff",
+            ),
+        ];
+        for (name, got, want) in cases {
+            assert_eq!(verdict(got), want, "{name}");
+        }
+        assert!(DenyReason::Inactive.ends_session() && !DenyReason::NotAllowed.ends_session());
     }
 }

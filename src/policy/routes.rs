@@ -21,6 +21,25 @@ pub struct Route {
     pub tunnel_idle_timeout: Duration,
     /// Limit from request sent to response headers received.
     pub upstream_response_timeout: Duration,
+    /// Who may pass on a protected route.
+    pub allow: Arc<Allowed>,
+}
+
+/// A compiled allow list: group references as indices into [`Routes::group_refs`], users
+/// lower-cased.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Allowed {
+    /// Indices of the allowed group references.
+    pub groups: Vec<usize>,
+    /// Allowed user ids or emails, lower-cased.
+    pub users: Vec<String>,
+}
+
+impl Allowed {
+    /// Whether any active user may pass.
+    pub fn is_anyone(&self) -> bool {
+        self.groups.is_empty() && self.users.is_empty()
+    }
 }
 
 /// One site after compilation.
@@ -40,6 +59,7 @@ pub struct Site {
 #[derive(Debug, Default)]
 pub struct Routes {
     sites: HashMap<String, Site>,
+    group_refs: Vec<String>,
 }
 
 impl Routes {
@@ -48,6 +68,7 @@ impl Routes {
     pub fn compile(config: &Config) -> Routes {
         let limits = &config.server.limits;
         let mut sites = HashMap::new();
+        let mut group_refs = Vec::new();
         for (index, site) in config.sites.iter().enumerate() {
             sites.insert(
                 site.host.clone(),
@@ -56,10 +77,16 @@ impl Routes {
                     site,
                     limits.tunnel_idle_timeout,
                     limits.upstream_response_timeout,
+                    &mut group_refs,
                 ),
             );
         }
-        Routes { sites }
+        Routes { sites, group_refs }
+    }
+
+    /// Every distinct group reference in the configuration; [`Allowed::groups`] indexes it.
+    pub fn group_refs(&self) -> &[String] {
+        &self.group_refs
     }
 
     /// The site serving `host` (already canonical).
@@ -78,17 +105,38 @@ impl Routes {
     }
 }
 
+fn compile_allow(allow: &crate::config::Allow, refs: &mut Vec<String>) -> Arc<Allowed> {
+    let groups = allow
+        .groups
+        .iter()
+        .map(|g| match refs.iter().position(|r| r == g) {
+            Some(i) => i,
+            None => {
+                refs.push(g.clone());
+                refs.len() - 1
+            }
+        })
+        .collect();
+    Arc::new(Allowed {
+        groups,
+        users: allow.users.iter().map(|u| u.to_ascii_lowercase()).collect(),
+    })
+}
+
 fn compile_site(
     index: usize,
     site: &SiteConfig,
     tunnel_default: Duration,
     response_default: Duration,
+    refs: &mut Vec<String>,
 ) -> Site {
     let tunnel = site.tunnel_idle_timeout.unwrap_or(tunnel_default);
     let response = site.upstream_response_timeout.unwrap_or(response_default);
+    let site_allow = compile_allow(&site.allow, refs);
     let default = Route {
         label: Arc::from("*"),
         access: site.access,
+        allow: site_allow.clone(),
         tunnel_idle_timeout: tunnel,
         upstream_response_timeout: response,
     };
@@ -103,6 +151,10 @@ fn compile_site(
                 access: route.access.unwrap_or(site.access),
                 tunnel_idle_timeout: route.tunnel_idle_timeout.unwrap_or(tunnel),
                 upstream_response_timeout: route.upstream_response_timeout.unwrap_or(response),
+                allow: match &route.allow {
+                    Some(a) => compile_allow(a, refs),
+                    None => site_allow.clone(),
+                },
             },
         );
     }
@@ -170,6 +222,7 @@ mod tests {
             tunnel_idle_timeout: None,
             upstream_response_timeout: None,
             headers: Default::default(),
+            allow: Default::default(),
             routes: routes
                 .iter()
                 .map(|(p, a)| RouteConfig {
@@ -177,10 +230,17 @@ mod tests {
                     access: Some(*a),
                     tunnel_idle_timeout: None,
                     upstream_response_timeout: None,
+                    allow: None,
                 })
                 .collect(),
         };
-        compile_site(0, &cfg, Duration::from_secs(1), Duration::from_secs(1))
+        compile_site(
+            0,
+            &cfg,
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+            &mut Vec::new(),
+        )
     }
 
     #[test]

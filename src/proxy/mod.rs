@@ -50,6 +50,8 @@ pub struct Shared {
     pub identity_headers: Vec<HeaderNames>,
     /// Sign-in, when `[oidc]` is configured.
     pub auth: Option<Arc<Auth>>,
+    /// The directory, when `[directory]` is configured.
+    pub directory: Option<Arc<crate::directory::Directory>>,
     /// Metrics registry.
     pub metrics: Arc<Metrics>,
     /// Whether to write access-log lines.
@@ -88,6 +90,7 @@ impl Shared {
             extra_identity_headers,
             identity_headers,
             auth,
+            directory: None,
             metrics,
             access_log: config.log.access,
             shutdown,

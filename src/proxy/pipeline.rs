@@ -18,7 +18,7 @@ use crate::canonical;
 use crate::config::Access;
 use crate::headers;
 use crate::identity;
-use crate::metrics::{RequestLabel, SiteLabel, UpstreamErrorLabel, UpstreamFailure};
+use crate::metrics::{ReasonLabel, RequestLabel, SiteLabel, UpstreamErrorLabel, UpstreamFailure};
 use crate::policy::{self, Decision};
 
 /// The gateway's own path prefix, reserved on every site.
@@ -125,7 +125,11 @@ async fn forward(
         (Access::Protected, Some(auth)) => auth.sessions.from_headers(&parts.headers, &site.host),
         _ => None,
     };
-    let permit = match policy::decide(route, session) {
+    let directory = match (&shared.directory, &session) {
+        (Some(d), Some(_)) => Some(d.fresh(crate::oidc::now())),
+        _ => None,
+    };
+    let permit = match policy::decide(route, session.clone(), directory) {
         Decision::Allow(permit) => permit,
         Decision::SignIn => {
             let Some(auth) = &shared.auth else {
@@ -144,9 +148,35 @@ async fn forward(
                 json,
             );
         }
-        Decision::Deny => {
-            tracing::info!(site = %site.host, route = %route.label, path = %path, "request denied by route");
+        Decision::Deny(reason) => {
+            let user = session
+                .as_ref()
+                .map(|s| s.identity.sub.as_str())
+                .unwrap_or("-");
+            tracing::info!(site = %site.host, route = %route.label, path = %path, user.sub = %user, reason = reason.as_str(), "access denied");
+            shared
+                .metrics
+                .denials
+                .get_or_create(&ReasonLabel {
+                    reason: reason.as_str(),
+                })
+                .inc();
+            if let (true, Some(s), Some(auth)) = (reason.ends_session(), &session, &shared.auth) {
+                // The user may use nothing any more: this session ends now, not at expiry.
+                auth.sessions.remove(&s.id);
+            }
             return Err(Rejection::Forbidden);
+        }
+        Decision::Unavailable(why) => {
+            tracing::warn!(site = %site.host, route = %route.label, reason = ?why, "directory snapshot unavailable or too old; failing closed");
+            shared
+                .metrics
+                .denials
+                .get_or_create(&ReasonLabel {
+                    reason: "directory_unavailable",
+                })
+                .inc();
+            return Err(Rejection::DirectoryUnavailable);
         }
     };
 
@@ -156,11 +186,17 @@ async fn forward(
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
     headers::set_forwarded(&mut parts.headers, conn.peer_ip(), trusted, &host);
     if let (Some(session), Some(auth)) = (permit.session(), &shared.auth) {
-        let assertion = auth.signer.assertion(session, crate::oidc::now());
+        let user = permit.user();
+        let assertion = auth.signer.assertion(
+            session,
+            user.map(|(snapshot, u)| (snapshot.version, u.group_names.as_slice())),
+            crate::oidc::now(),
+        );
         identity::set_headers(
             &mut parts.headers,
             &shared.identity_headers[site.upstream],
             session,
+            user.map(|(_, u)| u.groups_header.as_ref()),
             assertion,
         );
         auth.maybe_refresh(session);

@@ -36,6 +36,8 @@ pub enum Rejection {
     SignInFailed,
     /// A logout or other gateway action arriving from another site.
     CrossSite,
+    /// The directory snapshot is missing or too old to decide a protected request.
+    DirectoryUnavailable,
 }
 
 impl Rejection {
@@ -54,6 +56,7 @@ impl Rejection {
             Rejection::IdpUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::SignInFailed => StatusCode::BAD_GATEWAY,
             Rejection::CrossSite => StatusCode::FORBIDDEN,
+            Rejection::DirectoryUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -102,6 +105,10 @@ impl Rejection {
                 "Request refused",
                 "This request came from another site and was refused.",
             ),
+            Rejection::DirectoryUnavailable => (
+                "Access cannot be checked",
+                "The gateway cannot confirm your access right now because its copy of the user directory is out of date. Try again in a few minutes; if this persists, tell your administrator.",
+            ),
         }
     }
 
@@ -120,6 +127,7 @@ impl Rejection {
             Rejection::IdpUnavailable => "sign_in_unavailable",
             Rejection::SignInFailed => "sign_in_failed",
             Rejection::CrossSite => "cross_site",
+            Rejection::DirectoryUnavailable => "directory_unavailable",
         }
     }
 }
@@ -258,6 +266,7 @@ mod tests {
             (Rejection::IdpUnavailable, 503),
             (Rejection::SignInFailed, 502),
             (Rejection::CrossSite, 403),
+            (Rejection::DirectoryUnavailable, 503),
         ];
         for (r, code) in table {
             let resp = rejection(r, false);

@@ -62,6 +62,8 @@ struct Tokens {
 pub struct CachedAssertion {
     /// Its `exp`.
     pub exp: i64,
+    /// The directory snapshot version its groups came from (0: none).
+    pub version: u64,
     /// The header value.
     pub value: HeaderValue,
 }

@@ -23,6 +23,11 @@ pub struct Options {
     pub session: String,
     /// Extra `[server]` keys.
     pub server: String,
+    /// When set, a `[directory]` table pointing at the fake's directory API, with these
+    /// extra keys (fast sync and retry settings are filled in unless given here).
+    pub directory: Option<String>,
+    /// The directory cache file; default: in the environment's temporary directory.
+    pub cache_file: Option<std::path::PathBuf>,
 }
 
 pub struct SignInEnv {
@@ -32,6 +37,19 @@ pub struct SignInEnv {
     /// The default user, `alice`, member of "Admins" and "Staff", next to sign in.
     pub alice: String,
     pub dir: tempfile::TempDir,
+    /// The gateway's config (after `[server]`), to start another with the same settings.
+    pub rest: String,
+    pub server: String,
+}
+
+/// Registers the gateway's callback on every test host for `port`.
+fn register_redirects(fake: &FakeJumpCloud, port: u16) {
+    fake.update_app(CLIENT_ID, |app| {
+        for host in ["app.test", "other.test", "enroll.test", "localhost"] {
+            app.redirect_uris
+                .push(format!("https://{host}:{port}/.jumpgate/callback"));
+        }
+    });
 }
 
 impl SignInEnv {
@@ -40,58 +58,16 @@ impl SignInEnv {
     }
 
     pub async fn start_with(opts: Options) -> SignInEnv {
-        let fake = FakeJumpCloud::start().await;
-        let echo = Echo::start().await;
-        let dir = tempfile::tempdir().unwrap();
-        let secret = dir.path().join("client-secret");
-        std::fs::write(&secret, format!("{CLIENT_SECRET}\n")).unwrap();
-        let sites = opts.sites.unwrap_or_else(|| {
-            site(
-                "app.test",
-                &echo.url(),
-                "protected",
-                &[("/public", "public")],
-            )
-        });
-        let rest = format!(
-            "{sites}\n[oidc]\nissuer = \"{}\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret_file = \"{}\"\nscopes = [\"openid\", \"profile\", \"email\", \"offline_access\"]\ngroups_claim = \"memberOf\"\n{}\n[session]\nkey_file = \"{}\"\n{}\n[identity]\nsigning_key_file = \"{}\"\n",
-            fake.issuer(),
-            secret.display(),
-            opts.oidc,
-            dir.path().join("session.key").display(),
-            opts.session,
-            dir.path().join("assertion.key").display(),
-        );
-        let gw = Gateway::start_with(&rest, &opts.server, "").await;
-        let port = gw.addr.port();
-        let mut app = App::new(
-            CLIENT_ID,
-            CLIENT_SECRET,
-            &format!("https://app.test:{port}/.jumpgate/callback"),
-        );
-        for host in ["other.test", "enroll.test", "localhost"] {
-            app.redirect_uris
-                .push(format!("https://{host}:{port}/.jumpgate/callback"));
-        }
-        app.refresh_grant = true;
-        app.groups_claim = Some("memberOf".into());
-        let alice = fake.add_user(User::new("alice"));
-        let admins = fake.add_group("Admins");
-        let staff = fake.add_group("Staff");
-        fake.add_member(&admins, &alice);
-        fake.add_member(&staff, &alice);
-        app.bound_groups = vec![admins, staff];
-        fake.add_app(app);
-        fake.set_next_login(Some(&alice));
-        let env = SignInEnv {
-            fake,
-            echo,
-            gw,
-            alice,
-            dir,
-        };
-        env.wait_ready().await;
-        env
+        Self::start_custom(opts, Custom::default()).await
+    }
+
+    /// Replaces the gateway with a new one (new process state, same config and key files),
+    /// as a restart would, and waits until it is ready.
+    pub async fn restart_gateway(&mut self) {
+        let task = self.gw.shutdown();
+        let _ = task.await;
+        self.gw = Gateway::start_with(&self.rest, &self.server, "").await;
+        register_redirects(&self.fake, self.gw.addr.port());
     }
 
     /// Waits until the gateway has discovered the provider.
@@ -110,5 +86,122 @@ impl SignInEnv {
 
     pub fn browser(&self) -> Browser {
         Browser::new(self.gw.client(), "app.test")
+    }
+}
+
+/// What [`SignInEnv::start_custom`] changes from [`SignInEnv::start_with`].
+#[derive(Default)]
+pub struct Custom {
+    /// `oidc.issuer` as written in the config, made from the fake's base URL
+    /// (`http://127.0.0.1:PORT`, no trailing slash); default: the fake's own issuer.
+    pub issuer: Option<fn(&str) -> String>,
+    /// Applied to the fake before the gateway starts, so discovery already sees it.
+    pub quirks: Option<fn(&mut super::jumpcloud::Quirks)>,
+    /// Stop the fake before the gateway starts; readiness is then not awaited.
+    pub fake_down: bool,
+}
+
+impl SignInEnv {
+    /// [`SignInEnv::start_with`] plus the changes in `custom`.
+    pub async fn start_custom(opts: Options, custom: Custom) -> SignInEnv {
+        let fake = FakeJumpCloud::start().await;
+        if let Some(q) = custom.quirks {
+            fake.quirks(q);
+        }
+        let issuer = match custom.issuer {
+            Some(f) => f(&fake.base_url()),
+            None => fake.issuer(),
+        };
+        let echo = Echo::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("client-secret");
+        std::fs::write(&secret, format!("{CLIENT_SECRET}\n")).unwrap();
+        let sites = opts.sites.unwrap_or_else(|| {
+            site(
+                "app.test",
+                &echo.url(),
+                "protected",
+                &[("/public", "public")],
+            )
+        });
+        // Users, groups and the application exist before the gateway starts, so its first
+        // directory sync already sees them.
+        let alice = fake.add_user(User::new("alice"));
+        let admins = fake.add_group("Admins");
+        let staff = fake.add_group("Staff");
+        fake.add_member(&admins, &alice);
+        fake.add_member(&staff, &alice);
+        let mut app = App::new(CLIENT_ID, CLIENT_SECRET, "https://unused.invalid/");
+        app.refresh_grant = true;
+        app.groups_claim = Some("memberOf".into());
+        app.bound_groups = vec![admins, staff];
+        fake.add_app(app);
+        fake.set_next_login(Some(&alice));
+        let directory = match &opts.directory {
+            None => String::new(),
+            Some(extra) => {
+                let key = dir.path().join("api-key");
+                std::fs::write(&key, fake.api_key()).unwrap();
+                let cache = opts
+                    .cache_file
+                    .clone()
+                    .unwrap_or_else(|| dir.path().join("directory.json"));
+                let mut table = format!(
+                    "[directory]\nprovider = \"jumpcloud\"\napi_url = \"{}\"\napi_key_file = \"{}\"\ncache_file = \"{}\"\n",
+                    fake.base_url(),
+                    key.display(),
+                    cache.display()
+                );
+                for (k, v) in [
+                    ("sync_interval", "\"1s\""),
+                    ("request_interval", "\"1ms\""),
+                    ("retry_backoff", "\"50ms\""),
+                    ("request_timeout", "\"5s\""),
+                ] {
+                    if !extra.contains(k) {
+                        table.push_str(&format!("{k} = {v}\n"));
+                    }
+                }
+                table.push_str(extra);
+                table
+            }
+        };
+        let rest = format!(
+            "{sites}\n[oidc]\nissuer = \"{issuer}\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret_file = \"{}\"\nscopes = [\"openid\", \"profile\", \"email\", \"offline_access\"]\ngroups_claim = \"memberOf\"\n{}\n[session]\nkey_file = \"{}\"\n{}\n[identity]\nsigning_key_file = \"{}\"\n{directory}\n",
+            secret.display(),
+            opts.oidc,
+            dir.path().join("session.key").display(),
+            opts.session,
+            dir.path().join("assertion.key").display(),
+        );
+        if custom.fake_down {
+            fake.stop().await;
+        }
+        let gw = Gateway::start_with(&rest, &opts.server, "").await;
+        register_redirects(&fake, gw.addr.port());
+        let env = SignInEnv {
+            fake,
+            echo,
+            gw,
+            alice,
+            dir,
+            rest,
+            server: opts.server,
+        };
+        if !custom.fake_down {
+            env.wait_ready().await;
+        }
+        env
+    }
+
+    /// The id of the fake's group named `name`.
+    pub fn group_id(&self, name: &str) -> String {
+        self.fake.with_state(|s| {
+            s.groups
+                .iter()
+                .find(|g| g.name == name)
+                .map(|g| g.id.clone())
+                .unwrap_or_else(|| panic!("no group {name}"))
+        })
     }
 }

@@ -1,25 +1,34 @@
-//! A fake JumpCloud OpenID Connect provider for jumpgate's integration tests and demo: plain
-//! HTTP on 127.0.0.1, seeded with users, user groups and SSO applications, and following
-//! the JumpCloud reference (`/work/shared/jumpcloud.md` §1 and §5) including its quirks: an
-//! issuer with a trailing slash, Hydra-shaped discovery and errors, `aud` always an array,
-//! `email_verified` as the string `"true"`, `picture` `"none"`, a groups claim that is a bare
-//! string for one group, no `amr`/`acr`. Every quirk has a toggle ([`Quirks`]) and faults can
-//! be injected ([`Faults`], [`Tamper`]). It is test code, never part of the gateway binary,
-//! and is self-contained so `examples/demo.rs` can include it by path.
+//! A fake JumpCloud for jumpgate's integration tests and demo: plain HTTP on 127.0.0.1,
+//! seeded with users, user groups and SSO applications. One listener serves both the OpenID
+//! Connect provider and the directory API (`/api/...`, JumpCloud's console host) over the
+//! same state, following the JumpCloud reference (OIDC §1, §5; directory API §2, §5.3)
+//! including its quirks: an issuer with a trailing slash, Hydra-shaped discovery and errors,
+//! `aud` always an array, `email_verified` as the string `"true"`, `picture` `"none"`, a
+//! groups claim that is a bare string for one group, no `amr`/`acr`; in the directory, v1
+//! lists as `{totalCount, results}` with both `_id` and `id`, v2 lists as bare arrays, pages
+//! of at most 100 and an unstable order unless `sort` is given. Every quirk has a toggle
+//! ([`Quirks`]) and faults can be injected ([`Faults`], [`Tamper`], [`DirectoryFaults`]). It
+//! is test code, never part of the gateway binary, and is self-contained so
+//! `examples/demo.rs` can include it by path.
 
 #![allow(dead_code, unreachable_pub)]
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body::{Frame, SizeHint};
+use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -414,6 +423,14 @@ pub struct LoggedRequest {
     /// Decoded `application/x-www-form-urlencoded` body parameters.
     pub form: Vec<(String, String)>,
     pub at: Instant,
+    /// For directory API requests (`/api/...`): the 1-based ordinal among the directory
+    /// requests this fake received, which is what [`DirectoryFaults`] counts.
+    pub directory_seq: Option<u64>,
+    /// The status answered, set once the response is ready (`None` while in flight).
+    pub status: Option<u16>,
+    /// The directory fault injected instead of the real answer, if any: `"429"` or
+    /// `"status 503"`.
+    pub fault: Option<String>,
 }
 
 impl LoggedRequest {
@@ -431,6 +448,20 @@ impl LoggedRequest {
 
     pub fn form_param(&self, name: &str) -> Option<&str> {
         param(&self.form, name)
+    }
+
+    /// Every value of a query parameter, in order (e.g. repeated `filter`).
+    pub fn query_params(&self, name: &str) -> Vec<String> {
+        parse_query(&self.query)
+            .into_iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v)
+            .collect()
+    }
+
+    /// A request to the directory API (`/api/...`).
+    pub fn is_directory(&self) -> bool {
+        self.directory_seq.is_some()
     }
 }
 
@@ -531,8 +562,12 @@ pub struct State {
     pub sessions_ended: usize,
     /// Published keys; the last one signs.
     pub keys: Vec<Arc<KeyMaterial>>,
+    /// Directory API keys; the first one is the default read-only key.
+    pub api_keys: Vec<ApiKey>,
+    pub directory_faults: DirectoryFaults,
     next_key: usize,
     oidc: Oidc,
+    dir: DirRuntime,
 }
 
 impl State {
@@ -551,8 +586,11 @@ impl State {
             logins: 0,
             sessions_ended: 0,
             keys: vec![pool_key(0)],
+            api_keys: vec![ApiKey::read_only()],
+            directory_faults: DirectoryFaults::default(),
             next_key: 1,
             oidc: Oidc::default(),
+            dir: DirRuntime::default(),
         }
     }
 
@@ -574,6 +612,21 @@ impl State {
 
     pub fn app(&self, client_id: &str) -> Option<&App> {
         self.apps.iter().find(|a| a.client_id == client_id)
+    }
+
+    /// Deletes a user the way the directory does: with its group memberships and direct
+    /// app bindings, and its IdP session.
+    pub fn remove_user(&mut self, id: &str) -> Option<User> {
+        let pos = self.users.iter().position(|u| u.id == id)?;
+        let user = self.users.remove(pos);
+        for g in &mut self.groups {
+            g.members.retain(|m| m != id);
+        }
+        for a in &mut self.apps {
+            a.bound_users.retain(|m| m != id);
+        }
+        self.oidc.sessions.remove(id);
+        Some(user)
     }
 
     /// The IdP session of a user, if any.
@@ -955,6 +1008,95 @@ impl FakeJumpCloud {
         self.lock().sessions_ended
     }
 
+    /// The default directory API key (`x-api-key`): read-only, not multi-tenant.
+    pub fn api_key(&self) -> String {
+        self.lock()
+            .api_keys
+            .first()
+            .map(|k| k.key.clone())
+            .unwrap_or_default()
+    }
+
+    /// Accepts one more directory API key (replacing one with the same `key`).
+    pub fn add_api_key(&self, key: ApiKey) {
+        let mut state = self.lock();
+        state.api_keys.retain(|k| k.key != key.key);
+        state.api_keys.push(key);
+    }
+
+    /// Changes the directory API's behaviour and injected faults.
+    pub fn directory_faults(&self, f: impl FnOnce(&mut DirectoryFaults)) {
+        f(&mut self.lock().directory_faults);
+    }
+
+    /// Deletes a user with its memberships and direct app bindings.
+    pub fn remove_user(&self, id: &str) -> Option<User> {
+        self.lock().remove_user(id)
+    }
+
+    /// The directory API requests (`/api/...`) received so far, oldest first.
+    pub fn directory_requests(&self) -> Vec<LoggedRequest> {
+        self.lock()
+            .requests
+            .iter()
+            .filter(|r| r.is_directory())
+            .cloned()
+            .collect()
+    }
+
+    /// How many directory API requests were received so far: the next one is number
+    /// `directory_request_count() + 1` for [`DirectoryFaults`].
+    pub fn directory_request_count(&self) -> u64 {
+        self.lock().dir.requests
+    }
+
+    /// How many `GET /api/systemusers` pages were served (200) so far, which is what
+    /// [`PageMutation::after_page`] counts.
+    pub fn systemusers_pages_served(&self) -> u64 {
+        self.lock().dir.user_pages
+    }
+
+    /// Adds `users` active users (`seed.userNNNNN`, ids in creation order) and `groups`
+    /// static groups (`Seed Group NNNN`); group `g` gets `members_per_group` distinct
+    /// members, users `g*m .. g*m+m` wrapping around. Returns the new user and group ids.
+    /// Fast enough for tens of thousands of users: no per-user lookups.
+    pub fn seed_directory(
+        &self,
+        users: usize,
+        groups: usize,
+        members_per_group: usize,
+    ) -> (Vec<String>, Vec<String>) {
+        let (user_base, group_base) = {
+            let s = self.lock();
+            (s.users.len(), s.groups.len())
+        };
+        let now = SystemTime::now();
+        let mut new_users = Vec::with_capacity(users);
+        let mut user_ids = Vec::with_capacity(users);
+        for i in 0..users {
+            let mut u = User::new(&format!("seed.user{:05}", user_base + i));
+            u.id = object_id();
+            u.created = now;
+            user_ids.push(u.id.clone());
+            new_users.push(u);
+        }
+        let per_group = members_per_group.min(users);
+        let mut new_groups = Vec::with_capacity(groups);
+        let mut group_ids = Vec::with_capacity(groups);
+        for g in 0..groups {
+            let mut group = Group::new(&format!("Seed Group {:04}", group_base + g));
+            group.members = (0..per_group)
+                .map(|k| user_ids[(g * per_group + k) % users].clone())
+                .collect();
+            group_ids.push(group.id.clone());
+            new_groups.push(group);
+        }
+        let mut s = self.lock();
+        s.users.extend(new_users);
+        s.groups.extend(new_groups);
+        (user_ids, group_ids)
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         lock(&self.state)
     }
@@ -1020,6 +1162,9 @@ fn serve(listener: TcpListener, state: Arc<Mutex<State>>) -> Server {
 
 type Resp = Response<Full<Bytes>>;
 
+/// What the connection sends: a whole body, or a slow one (see [`SlowBody`]).
+type Body = UnsyncBoxBody<Bytes, Infallible>;
+
 struct Req {
     method: Method,
     path: String,
@@ -1054,7 +1199,10 @@ impl Req {
     }
 }
 
-async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Resp, Infallible> {
+async fn handle(
+    state: Arc<Mutex<State>>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let (parts, body) = req.into_parts();
     let body = Limited::new(body, 1 << 20).collect().await;
     let raw_query = parts.uri.query().unwrap_or("").to_owned();
@@ -1080,8 +1228,14 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Resp
         headers: parts.headers,
         form,
     };
-    let delay = {
+    let is_directory = req.path == "/api" || req.path.starts_with("/api/");
+    let (delay, seq, at) = {
         let mut s = lock(&state);
+        let seq = is_directory.then(|| {
+            s.dir.requests += 1;
+            s.dir.requests
+        });
+        let at = Instant::now();
         s.requests.push(LoggedRequest {
             method: req.method.to_string(),
             path: req.path.clone(),
@@ -1097,23 +1251,48 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Resp
                 })
                 .collect(),
             form: req.form.clone(),
-            at: Instant::now(),
+            at,
+            directory_seq: seq,
+            status: None,
+            fault: None,
         });
-        s.faults.delay
+        (s.faults.delay, seq, at)
     };
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
+    let (resp, fault, slow) = match seq {
+        Some(seq) => directory(&state, &req, seq).await,
+        None => (oidc(&state, &req, body_ok), None, None),
+    };
+    {
+        let mut s = lock(&state);
+        // Found from the end: it is recent, and tests may have cleared the log meanwhile.
+        if let Some(entry) = s
+            .requests
+            .iter_mut()
+            .rev()
+            .find(|r| r.at == at && r.path == req.path && r.status.is_none())
+        {
+            entry.status = Some(resp.status().as_u16());
+            entry.fault = fault;
+        }
+    }
+    Ok(finish(resp, slow).await)
+}
+
+/// The OpenID Connect endpoints.
+fn oidc(state: &Mutex<State>, req: &Req, body_ok: bool) -> Resp {
     if !body_ok {
-        return Ok(oauth_error(
+        return oauth_error(
             StatusCode::BAD_REQUEST,
             "invalid_request",
             "The request body could not be read.",
-        ));
+        );
     }
     // An injected fault replaces the endpoint entirely, so it has no side effects either.
     let fault = {
-        let s = lock(&state);
+        let s = lock(state);
         let f = &s.faults;
         match req.path.as_str() {
             "/.well-known/openid-configuration" => f.discovery_status,
@@ -1126,21 +1305,21 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Resp
         }
     };
     if let Some(code) = fault {
-        return Ok(json_response(
+        return json_response(
             StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             &json!({"error": "server_error", "error_description": "Injected fault."}),
-        ));
+        );
     }
-    Ok(match req.path.as_str() {
-        "/.well-known/openid-configuration" => get_only(&req, || discovery(&lock(&state))),
-        "/.well-known/jwks.json" => get_only(&req, || jwks(&lock(&state))),
-        "/oauth2/auth" => get_only(&req, || authorize(&mut lock(&state), &req)),
-        "/oauth2/token" => token(&state, &req),
-        "/userinfo" => userinfo(&lock(&state), &req),
-        "/oauth2/sessions/logout" => logout(&mut lock(&state), &req),
-        "/oauth2/revoke" => revoke(&mut lock(&state), &req),
+    match req.path.as_str() {
+        "/.well-known/openid-configuration" => get_only(req, || discovery(&lock(state))),
+        "/.well-known/jwks.json" => get_only(req, || jwks(&lock(state))),
+        "/oauth2/auth" => get_only(req, || authorize(&mut lock(state), req)),
+        "/oauth2/token" => token(state, req),
+        "/userinfo" => userinfo(&lock(state), req),
+        "/oauth2/sessions/logout" => logout(&mut lock(state), req),
+        "/oauth2/revoke" => revoke(&mut lock(state), req),
         _ => oauth_error(StatusCode::NOT_FOUND, "not_found", "Not Found"),
-    })
+    }
 }
 
 fn get_only(req: &Req, f: impl FnOnce() -> Resp) -> Resp {
@@ -1991,6 +2170,1136 @@ fn revoke(state: &mut State, req: &Req) -> Resp {
         }
     }
     Response::new(Full::new(Bytes::new()))
+}
+
+// ---------------------------------------------------------------------------------------
+// Directory API: JumpCloud's console host, served on the same listener and state
+// ---------------------------------------------------------------------------------------
+
+/// A directory API key, sent as `x-api-key`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiKey {
+    pub key: String,
+    /// The key of a Read Only administrator: write methods get 403.
+    pub read_only: bool,
+    /// `Some` for a multi-tenant (MTP) administrator: the organisations it may choose with
+    /// `x-org-id`, which it must send. Every organisation sees this fake's one directory.
+    pub org_ids: Option<Vec<String>>,
+}
+
+impl ApiKey {
+    /// A fresh random read-only key (40 hex digits, like JumpCloud's).
+    pub fn read_only() -> ApiKey {
+        ApiKey {
+            key: random_api_key(),
+            read_only: true,
+            org_ids: None,
+        }
+    }
+
+    /// A fresh random key of an administrator with write access.
+    pub fn admin() -> ApiKey {
+        ApiKey {
+            read_only: false,
+            ..ApiKey::read_only()
+        }
+    }
+
+    /// A fresh random read-only MTP key for these organisations.
+    pub fn mtp(org_ids: &[&str]) -> ApiKey {
+        ApiKey {
+            org_ids: Some(org_ids.iter().map(|o| (*o).to_owned()).collect()),
+            ..ApiKey::read_only()
+        }
+    }
+}
+
+fn random_api_key() -> String {
+    rand::random::<[u8; 20]>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A response body sent in `chunk`-byte pieces with `pause` before each one; the headers
+/// (with the full `Content-Length`) go out at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlowBody {
+    pub chunk: usize,
+    pub pause: Duration,
+}
+
+/// A change to the directory between two pages of `GET /api/systemusers`.
+pub enum DirectoryMutation {
+    /// An id is assigned if empty.
+    AddUser(User),
+    /// By id, with its memberships ([`State::remove_user`]).
+    RemoveUser(String),
+    /// Anything else. It runs under the state lock, so it must not call [`FakeJumpCloud`].
+    Run(Box<dyn FnOnce(&mut State) + Send>),
+}
+
+impl std::fmt::Debug for DirectoryMutation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DirectoryMutation::AddUser(u) => write!(f, "AddUser({})", u.username),
+            DirectoryMutation::RemoveUser(id) => write!(f, "RemoveUser({id})"),
+            DirectoryMutation::Run(_) => f.write_str("Run(..)"),
+        }
+    }
+}
+
+/// Applies `mutation` once, right after the `after_page`-th `GET /api/systemusers` page
+/// (a 200 answer, counted since the fake started:
+/// [`FakeJumpCloud::systemusers_pages_served`]) is built, so that page still shows the
+/// directory before the change.
+#[derive(Debug)]
+pub struct PageMutation {
+    pub after_page: u64,
+    pub mutation: DirectoryMutation,
+}
+
+/// Directory API switches and injected faults.
+///
+/// Request numbers count the directory requests (`/api/...`) since the fake started, from
+/// 1: [`LoggedRequest::directory_seq`], [`FakeJumpCloud::directory_request_count`].
+/// Injected answers come before the API key is checked, as from an edge rate limiter; a
+/// 429 wins over an injected status. The request log marks each one
+/// ([`LoggedRequest::fault`]).
+#[derive(Debug, Default)]
+pub struct DirectoryFaults {
+    /// `limit` above 100 is clamped to 100 instead of answered with 400.
+    pub clamp_limit: bool,
+    /// A v1 filter whose operator lacks the `$` (`email:eq:x`, "undefined behaviour") is
+    /// ignored, so the results are unfiltered, instead of answered with 400.
+    pub lenient_v1_filter: bool,
+    /// 429 for these request numbers.
+    pub rate_limit_on: Vec<u64>,
+    /// 429 for the next this-many requests (counts down).
+    pub rate_limit_next: u32,
+    /// 429 for every request received in `[start, end)`.
+    pub rate_limit_window: Option<(Instant, Instant)>,
+    /// `Retry-After: <secs>` on injected 429s; `None` sends no `Retry-After`.
+    pub retry_after: Option<u64>,
+    /// (request number, status): that request gets the status (500, 502, 503, 504, 403...).
+    pub status_on: Vec<(u64, u16)>,
+    /// (path prefix, status): every request whose path starts with the prefix.
+    pub status_for_prefix: Vec<(String, u16)>,
+    /// Added before every directory response, injected ones included.
+    pub delay: Duration,
+    /// Every directory response body trickles.
+    pub slow_body: Option<SlowBody>,
+    pub mutations: Vec<PageMutation>,
+    /// Users (by id) served with `"email": null`.
+    pub null_email: Vec<String>,
+    /// (user id, state): served as the user's `state` instead of the real one, e.g.
+    /// `"LOCKED"`, outside the documented enum.
+    pub state_override: Vec<(String, String)>,
+    /// (record id or `"*"`, field, value): an extra field in the matching user, user
+    /// group and application records.
+    pub extra_fields: Vec<(String, String, Value)>,
+}
+
+impl DirectoryFaults {
+    /// 429 for every request received during the next `d`.
+    pub fn rate_limit_for(&mut self, d: Duration) {
+        let now = Instant::now();
+        self.rate_limit_window = Some((now, now + d));
+    }
+
+    /// `status` for every request whose path starts with `prefix`.
+    pub fn fail_prefix(&mut self, prefix: &str, status: u16) {
+        self.status_for_prefix.push((prefix.to_owned(), status));
+    }
+
+    /// `mutation` right after the `page`-th `GET /api/systemusers` page.
+    pub fn mutate_after_page(&mut self, page: u64, mutation: DirectoryMutation) {
+        self.mutations.push(PageMutation {
+            after_page: page,
+            mutation,
+        });
+    }
+}
+
+/// Directory counters and indexes.
+#[derive(Default)]
+struct DirRuntime {
+    /// Directory requests received.
+    requests: u64,
+    /// `GET /api/systemusers` pages served.
+    user_pages: u64,
+    /// Indices into `State::users` in id order; checked on use, rebuilt when stale.
+    by_id: Vec<usize>,
+}
+
+impl State {
+    /// Indices of `users` in `_id` order. The cached order is checked in O(n) (tests may
+    /// change `users` directly) and only re-sorted when the users changed.
+    fn users_by_id(&mut self) -> &[usize] {
+        let users = &self.users;
+        let by_id = &self.dir.by_id;
+        let valid = by_id.len() == users.len()
+            && by_id.windows(2).all(|w| users[w[0]].id <= users[w[1]].id);
+        if !valid {
+            let mut order: Vec<usize> = (0..users.len()).collect();
+            order.sort_by(|a, b| users[*a].id.cmp(&users[*b].id));
+            self.dir.by_id = order;
+        }
+        &self.dir.by_id
+    }
+}
+
+/// A directory request: (response, injected fault, slow body).
+async fn directory(
+    state: &Mutex<State>,
+    req: &Req,
+    seq: u64,
+) -> (Resp, Option<String>, Option<SlowBody>) {
+    let delay = lock(state).directory_faults.delay;
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let mut guard = lock(state);
+    let s = &mut *guard;
+    let slow = s.directory_faults.slow_body;
+    if let Some((resp, fault)) = injected(&mut s.directory_faults, req, seq) {
+        return (resp, Some(fault), slow);
+    }
+    let resp = match check_key(s, req) {
+        Ok(()) => directory_route(s, req).unwrap_or_else(|e| e),
+        Err(e) => e,
+    };
+    (resp, None, slow)
+}
+
+fn injected(f: &mut DirectoryFaults, req: &Req, seq: u64) -> Option<(Resp, String)> {
+    let now = Instant::now();
+    let next = f.rate_limit_next > 0;
+    if next {
+        f.rate_limit_next -= 1;
+    }
+    let limited = next
+        || f.rate_limit_on.contains(&seq)
+        || f.rate_limit_window
+            .is_some_and(|(start, end)| start <= now && now < end);
+    if limited {
+        let mut resp = api_error(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests");
+        if let Some(secs) = f.retry_after {
+            resp.headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        return Some((resp, "429".to_owned()));
+    }
+    let status = f
+        .status_on
+        .iter()
+        .find(|(n, _)| *n == seq)
+        .map(|(_, c)| *c)
+        .or_else(|| {
+            f.status_for_prefix
+                .iter()
+                .find(|(p, _)| req.path.starts_with(p.as_str()))
+                .map(|(_, c)| *c)
+        })?;
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let resp = match code.as_u16() {
+        // What a load balancer in front says: not JSON.
+        502 | 504 => html(
+            code,
+            &format!(
+                "<html><head><title>{0}</title></head><body><center><h1>{0}</h1></center></body></html>",
+                code
+            ),
+        ),
+        403 => api_error(
+            code,
+            "Forbidden: your IP address has been blocked due to suspected abuse",
+        ),
+        _ => api_error(code, code.canonical_reason().unwrap_or("Error")),
+    };
+    Some((resp, format!("status {}", code.as_u16())))
+}
+
+/// `x-api-key`, `x-org-id` and the key's role.
+fn check_key(s: &State, req: &Req) -> Result<(), Resp> {
+    let unauthorized = || api_error(StatusCode::UNAUTHORIZED, "Unauthorized");
+    let Some(key) = req
+        .header("x-api-key")
+        .and_then(|k| s.api_keys.iter().find(|a| a.key == k))
+    else {
+        return Err(unauthorized());
+    };
+    let org = req
+        .header("x-org-id")
+        .map(str::trim)
+        .filter(|o| !o.is_empty());
+    match (&key.org_ids, org) {
+        (Some(_), None) => return Err(unauthorized()),
+        (_, Some(o)) if !is_object_id(o) => {
+            return Err(bad_request("Bad Request: invalid x-org-id header"))
+        }
+        (Some(orgs), Some(o)) if !orgs.iter().any(|x| x == o) => {
+            return Err(api_error(
+                StatusCode::NOT_FOUND,
+                "Not Found: organization not found",
+            ))
+        }
+        (None, Some(o)) if o != s.org_id => {
+            return Err(bad_request(
+                "Bad Request: x-org-id does not match the API key's organization",
+            ))
+        }
+        _ => {}
+    }
+    if req.method != Method::GET && req.method != Method::HEAD {
+        return Err(if key.read_only {
+            api_error(StatusCode::FORBIDDEN, "Forbidden")
+        } else {
+            // The fake serves reads only.
+            api_error(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
+        });
+    }
+    Ok(())
+}
+
+fn is_object_id(s: &str) -> bool {
+    s.len() == 24 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn api_error(status: StatusCode, message: &str) -> Resp {
+    json_response(
+        status,
+        &json!({
+            "code": status.as_u16(),
+            "message": message,
+            "status": status.canonical_reason().unwrap_or(""),
+        }),
+    )
+}
+
+fn bad_request(message: &str) -> Resp {
+    api_error(StatusCode::BAD_REQUEST, message)
+}
+
+fn not_found() -> Resp {
+    api_error(StatusCode::NOT_FOUND, "Not Found")
+}
+
+type ApiResult = Result<Resp, Resp>;
+
+fn directory_route(s: &mut State, req: &Req) -> ApiResult {
+    let segments: Vec<&str> = req.path.trim_end_matches('/').split('/').skip(1).collect();
+    match segments.as_slice() {
+        ["api", "systemusers"] => list_systemusers(s, req),
+        ["api", "systemusers", id] => get_systemuser(s, req, id),
+        ["api", "applications"] => list_applications(s, req),
+        ["api", "v2", "usergroups"] => list_usergroups(s, req),
+        ["api", "v2", "usergroups", id] => get_usergroup(s, id),
+        ["api", "v2", "usergroups", id, "members"] => group_members(s, req, id),
+        ["api", "v2", "usergroups", id, "membership"] => group_membership(s, req, id),
+        ["api", "v2", "users", id, "memberof"] => user_memberof(s, req, id),
+        ["api", "v2", "applications", id, "usergroups"] => app_usergroups(s, req, id),
+        ["api", "v2", "applications", id, "users"] => app_users(s, req, id),
+        ["api", "v2", "applications", id, "associations"] => app_associations(s, req, id),
+        _ => Err(not_found()),
+    }
+}
+
+// --- Query parameters ---
+
+struct Paging {
+    limit: usize,
+    skip: usize,
+}
+
+impl Paging {
+    /// `limit` (default 10, at most 100) and `skip` (default 0).
+    fn parse(s: &State, req: &Req) -> Result<Paging, Resp> {
+        let number = |name: &str, default: usize| match req.q(name).map(str::trim) {
+            None | Some("") => Ok(default),
+            Some(v) => v.parse::<usize>().map_err(|_| {
+                bad_request(&format!(
+                    "Bad Request: {name} must be a non-negative integer"
+                ))
+            }),
+        };
+        let mut limit = number("limit", 10)?;
+        if limit == 0 {
+            limit = 10;
+        }
+        if limit > 100 {
+            if !s.directory_faults.clamp_limit {
+                return Err(bad_request(
+                    "Bad Request: limit must be less than or equal to 100",
+                ));
+            }
+            limit = 100;
+        }
+        Ok(Paging {
+            limit,
+            skip: number("skip", 0)?,
+        })
+    }
+
+    fn window(&self, len: usize) -> std::ops::Range<usize> {
+        let start = self.skip.min(len);
+        start..start.saturating_add(self.limit).min(len)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    Eq,
+    Ne,
+    Gt,
+    Ge,
+    Lt,
+    Le,
+    In,
+    Search,
+}
+
+struct Cond {
+    field: String,
+    op: Op,
+    value: String,
+}
+
+impl Cond {
+    /// v1 `field:$op:value` or v2 `field:op:value`.
+    fn parse(s: &str, v1: bool) -> Result<Cond, String> {
+        let mut parts = s.splitn(3, ':');
+        let (Some(field), Some(op), Some(value)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(format!(
+                "Bad Request: invalid filter {s:?}, expected field:op:value"
+            ));
+        };
+        let op = match (v1, op) {
+            (true, "$eq") | (false, "eq") => Op::Eq,
+            (true, "$ne") | (false, "ne") => Op::Ne,
+            (true, "$gt") | (false, "gt") => Op::Gt,
+            (true, "$gte") | (false, "ge") => Op::Ge,
+            (true, "$lt") | (false, "lt") => Op::Lt,
+            (true, "$lte") | (false, "le") => Op::Le,
+            (true, "$in") | (false, "in") => Op::In,
+            (false, "search") => Op::Search,
+            _ => return Err(format!("Bad Request: invalid filter operator {op:?}")),
+        };
+        Ok(Cond {
+            field: field.to_owned(),
+            op,
+            value: value.to_owned(),
+        })
+    }
+
+    /// Case-sensitive string comparison; a missing or null field only matches `ne`.
+    fn matches(&self, v: Option<&str>) -> bool {
+        let want = self.value.as_str();
+        match (self.op, v) {
+            (Op::Ne, v) => v != Some(want),
+            (_, None) => false,
+            (Op::Eq, Some(v)) => v == want,
+            (Op::Gt, Some(v)) => v > want,
+            (Op::Ge, Some(v)) => v >= want,
+            (Op::Lt, Some(v)) => v < want,
+            (Op::Le, Some(v)) => v <= want,
+            (Op::In, Some(v)) => want.split('|').any(|x| x == v),
+            (Op::Search, Some(v)) => v.to_lowercase().contains(&want.to_lowercase()),
+        }
+    }
+}
+
+/// `filter`, `filter[N]` (all must hold) and `filter[or][N]` (one must hold).
+#[derive(Default)]
+struct Filters {
+    all: Vec<Cond>,
+    any: Vec<Cond>,
+}
+
+impl Filters {
+    fn parse(req: &Req, v1: bool, lenient: bool) -> Result<Filters, Resp> {
+        let mut filters = Filters::default();
+        for (k, v) in &req.query {
+            let or = if k.starts_with("filter[or]") {
+                true
+            } else if k == "filter" || k.starts_with("filter[") {
+                false
+            } else {
+                continue;
+            };
+            if v.is_empty() {
+                continue;
+            }
+            match Cond::parse(v, v1) {
+                Ok(c) if or => filters.any.push(c),
+                Ok(c) => filters.all.push(c),
+                Err(_)
+                    if v1
+                        && lenient
+                        && v.split(':').nth(1).is_some_and(|op| !op.starts_with('$')) => {}
+                Err(e) => return Err(bad_request(&e)),
+            }
+        }
+        Ok(filters)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.all.is_empty() && self.any.is_empty()
+    }
+
+    fn matches(&self, get: impl Fn(&str) -> Option<String>) -> bool {
+        self.all.iter().all(|c| c.matches(get(&c.field).as_deref()))
+            && (self.any.is_empty() || self.any.iter().any(|c| c.matches(get(&c.field).as_deref())))
+    }
+}
+
+struct SortKey {
+    field: String,
+    desc: bool,
+}
+
+/// v1: space-separated; v2: comma-separated; `-` for descending.
+fn parse_sort(s: Option<&str>, v1: bool) -> Vec<SortKey> {
+    let s = s.unwrap_or("");
+    let parts: Vec<&str> = if v1 {
+        s.split_whitespace().collect()
+    } else {
+        s.split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .collect()
+    };
+    parts
+        .into_iter()
+        .map(|p| match p.strip_prefix('-') {
+            Some(f) => SortKey {
+                field: f.to_owned(),
+                desc: true,
+            },
+            None => SortKey {
+                field: p.to_owned(),
+                desc: false,
+            },
+        })
+        .collect()
+}
+
+/// A stable sort of `order` by the keys; ties keep the (unstable) base order, as
+/// JumpCloud warns for non-unique sort fields. Missing values sort first.
+fn sort_indices(
+    order: &mut Vec<usize>,
+    keys: &[SortKey],
+    get: impl Fn(usize, &str) -> Option<String>,
+) {
+    if keys.is_empty() {
+        return;
+    }
+    let mut keyed: Vec<(Vec<Option<String>>, usize)> = order
+        .iter()
+        .map(|&i| (keys.iter().map(|k| get(i, &k.field)).collect(), i))
+        .collect();
+    keyed.sort_by(|a, b| {
+        for (n, k) in keys.iter().enumerate() {
+            let o = a.0[n].cmp(&b.0[n]);
+            let o = if k.desc { o.reverse() } else { o };
+            if o != std::cmp::Ordering::Equal {
+                return o;
+            }
+        }
+        std::cmp::Ordering::Equal
+    });
+    *order = keyed.into_iter().map(|(_, i)| i).collect();
+}
+
+/// A field of a rendered record by dotted path, as a string (`object_id` is `id`).
+fn json_field(v: &Value, path: &str) -> Option<String> {
+    let path = if path == "object_id" { "id" } else { path };
+    let mut cur = v;
+    for part in path.split('.') {
+        cur = cur.get(part)?;
+    }
+    match cur {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+/// Filters (v1 or v2 syntax), sorts and pages rendered records: (matching count, page).
+fn list_values(
+    records: Vec<Value>,
+    req: &Req,
+    paging: &Paging,
+    v1: bool,
+    lenient: bool,
+) -> Result<(usize, Vec<Value>), Resp> {
+    let filters = Filters::parse(req, v1, lenient)?;
+    let sort = parse_sort(req.q("sort"), v1);
+    let mut order: Vec<usize> = (0..records.len())
+        .filter(|&i| filters.matches(|f| json_field(&records[i], f)))
+        .collect();
+    sort_indices(&mut order, &sort, |i, f| json_field(&records[i], f));
+    let total = order.len();
+    let mut records: Vec<Option<Value>> = records.into_iter().map(Some).collect();
+    let page = order[paging.window(total)]
+        .iter()
+        .filter_map(|&i| records[i].take())
+        .collect();
+    Ok((total, page))
+}
+
+/// A v2 list: a bare array. Records are rendered only for the page unless there is a
+/// filter or a sort.
+fn v2_list<T>(items: &[T], req: &Req, s: &State, render: impl Fn(&T) -> Value) -> ApiResult {
+    let paging = Paging::parse(s, req)?;
+    let plain = req.q("sort").is_none_or(|v| v.trim().is_empty())
+        && Filters::parse(req, false, false)?.is_empty();
+    let page: Vec<Value> = if plain {
+        items[paging.window(items.len())]
+            .iter()
+            .map(render)
+            .collect()
+    } else {
+        list_values(
+            items.iter().map(render).collect(),
+            req,
+            &paging,
+            false,
+            false,
+        )?
+        .1
+    };
+    Ok(json_response(StatusCode::OK, &Value::Array(page)))
+}
+
+/// The `fields` projection (space-separated; `_id` always stays).
+fn projection(req: &Req) -> Option<Vec<String>> {
+    req.q("fields")
+        .filter(|f| !f.trim().is_empty())
+        .map(|f| f.split_whitespace().map(str::to_owned).collect())
+}
+
+fn project(v: Value, fields: &Option<Vec<String>>) -> Value {
+    match (v, fields) {
+        (Value::Object(m), Some(fields)) => Value::Object(
+            m.into_iter()
+                .filter(|(k, _)| k == "_id" || fields.iter().any(|f| f == k))
+                .collect(),
+        ),
+        (v, _) => v,
+    }
+}
+
+/// v1 `search`: a term, or `{"searchTerm": term or [terms], "fields": [...]}`; matched
+/// case-insensitively as a substring of username, email, firstname, lastname or
+/// displayname (or the given fields).
+struct Search {
+    terms: Vec<String>,
+    fields: Vec<String>,
+}
+
+impl Search {
+    fn parse(s: Option<&str>) -> Option<Search> {
+        let s = s.map(str::trim).filter(|s| !s.is_empty())?;
+        let default_fields = || {
+            ["username", "email", "firstname", "lastname", "displayname"]
+                .map(str::to_owned)
+                .to_vec()
+        };
+        let parsed: Option<Value> = serde_json::from_str(s).ok().filter(Value::is_object);
+        Some(match parsed {
+            Some(v) => {
+                let terms = match &v["searchTerm"] {
+                    Value::String(t) => vec![t.to_lowercase()],
+                    Value::Array(a) => a
+                        .iter()
+                        .filter_map(|t| t.as_str().map(str::to_lowercase))
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                let fields: Vec<String> = v["fields"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|f| f.as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                Search {
+                    terms,
+                    fields: if fields.is_empty() {
+                        default_fields()
+                    } else {
+                        fields
+                    },
+                }
+            }
+            None => Search {
+                terms: vec![s.to_lowercase()],
+                fields: default_fields(),
+            },
+        })
+    }
+
+    fn matches(&self, get: impl Fn(&str) -> Option<String>) -> bool {
+        self.fields.iter().any(|f| {
+            get(f).is_some_and(|v| {
+                let v = v.to_lowercase();
+                self.terms.iter().any(|t| v.contains(t.as_str()))
+            })
+        })
+    }
+}
+
+// --- Records ---
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+fn served_state(u: &User, f: &DirectoryFaults) -> String {
+    f.state_override
+        .iter()
+        .find(|(id, _)| *id == u.id)
+        .map(|(_, s)| s.clone())
+        .unwrap_or_else(|| u.state.as_str().to_owned())
+}
+
+/// A user field as filters and sorts see it.
+fn user_value(u: &User, field: &str, f: &DirectoryFaults) -> Option<String> {
+    let flag = |b: bool| Some(b.to_string());
+    match field {
+        "_id" | "id" => Some(u.id.clone()),
+        "email" if f.null_email.contains(&u.id) => None,
+        "username" | "email" | "firstname" | "middlename" | "lastname" | "displayname" => {
+            u.field(field)
+        }
+        "state" => Some(served_state(u, f)),
+        "activated" => flag(u.activated),
+        "suspended" => flag(u.suspended),
+        "account_locked" => flag(u.account_locked),
+        "password_expired" => flag(u.password_expired),
+        "password_never_expires" => flag(u.password_never_expires),
+        "totp_enabled" => flag(u.totp_enabled),
+        "mfa.configured" => flag(u.mfa_configured),
+        "mfa.exclusion" | "externally_managed" => flag(false),
+        "created" => Some(rfc3339(u.created)),
+        _ => None,
+    }
+}
+
+fn add_extra_fields(m: &mut Map<String, Value>, id: &str, f: &DirectoryFaults) {
+    for (target, field, value) in &f.extra_fields {
+        if target == "*" || target == id {
+            m.insert(field.clone(), value.clone());
+        }
+    }
+}
+
+/// A v1 `systemuserreturn`, with both `_id` and `id`.
+fn user_json(u: &User, f: &DirectoryFaults) -> Value {
+    let enrolled = if u.totp_enabled {
+        "ENROLLED"
+    } else {
+        "NOT_ENROLLED"
+    };
+    let email = if f.null_email.contains(&u.id) {
+        Value::Null
+    } else {
+        u.email.clone().into()
+    };
+    let attributes: Vec<Value> = u
+        .attributes
+        .iter()
+        .map(|(n, v)| json!({"name": n, "value": v}))
+        .collect();
+    let mut m = Map::new();
+    m.insert("_id".into(), u.id.clone().into());
+    m.insert("id".into(), u.id.clone().into());
+    m.insert("username".into(), u.username.clone().into());
+    m.insert("email".into(), email);
+    m.insert("firstname".into(), u.firstname.clone().into());
+    m.insert("middlename".into(), u.middlename.clone().into());
+    m.insert("lastname".into(), u.lastname.clone().into());
+    m.insert("displayname".into(), u.display_name().into());
+    m.insert("activated".into(), u.activated.into());
+    m.insert("state".into(), served_state(u, f).into());
+    m.insert("suspended".into(), u.suspended.into());
+    m.insert("account_locked".into(), u.account_locked.into());
+    m.insert("account_locked_date".into(), Value::Null);
+    m.insert("password_expired".into(), u.password_expired.into());
+    m.insert(
+        "password_never_expires".into(),
+        u.password_never_expires.into(),
+    );
+    m.insert(
+        "mfa".into(),
+        json!({"configured": u.mfa_configured, "exclusion": false}),
+    );
+    m.insert(
+        "mfaEnrollment".into(),
+        json!({
+            "overallStatus": enrolled,
+            "totpStatus": enrolled,
+            "webAuthnStatus": "NOT_ENROLLED",
+            "pushStatus": "NOT_ENROLLED",
+        }),
+    );
+    m.insert("totp_enabled".into(), u.totp_enabled.into());
+    m.insert("externally_managed".into(), false.into());
+    m.insert("attributes".into(), attributes.into());
+    m.insert("created".into(), rfc3339(u.created).into());
+    add_extra_fields(&mut m, &u.id, f);
+    Value::Object(m)
+}
+
+/// A v2 `UserGroup`.
+fn group_json(g: &Group, f: &DirectoryFaults) -> Value {
+    let mut m = Map::new();
+    m.insert("id".into(), g.id.clone().into());
+    m.insert("name".into(), g.name.clone().into());
+    m.insert("type".into(), "user_group".into());
+    m.insert("attributes".into(), g.attributes.clone());
+    m.insert("description".into(), g.description.clone().into());
+    m.insert("email".into(), g.email.clone().into());
+    m.insert(
+        "membershipMethod".into(),
+        g.membership_method.clone().into(),
+    );
+    add_extra_fields(&mut m, &g.id, f);
+    Value::Object(m)
+}
+
+/// A v1 application.
+fn app_json(a: &App, s: &State) -> Value {
+    let mut m = Map::new();
+    m.insert("_id".into(), a.id.clone().into());
+    // The catalogue entry of a custom OIDC app: a guess, the reference marks it [I].
+    m.insert("name".into(), "oidc".into());
+    m.insert("displayName".into(), "Custom OIDC App".into());
+    m.insert("displayLabel".into(), a.display_label.clone().into());
+    m.insert("description".into(), "".into());
+    m.insert("organization".into(), s.org_id.clone().into());
+    m.insert("active".into(), true.into());
+    m.insert("beta".into(), false.into());
+    m.insert("ssoUrl".into(), "".into());
+    m.insert("learnMore".into(), "".into());
+    m.insert("sso".into(), json!({"type": "oidc"}));
+    m.insert("config".into(), json!({}));
+    add_extra_fields(&mut m, &a.id, &s.directory_faults);
+    Value::Object(m)
+}
+
+/// A `GraphConnection` to an object.
+fn edge(kind: &str, id: &str) -> Value {
+    json!({"attributes": null, "to": {"attributes": null, "id": id, "type": kind}})
+}
+
+/// The `compiledAttributes` of a group: its attributes, `{}` when it has none.
+fn compiled_attributes(g: &Group) -> Value {
+    match &g.attributes {
+        Value::Object(_) => g.attributes.clone(),
+        _ => json!({}),
+    }
+}
+
+/// A `GraphObjectWithPaths` for a user group reached by a one-edge path.
+fn group_graph_object(g: &Group) -> Value {
+    json!({
+        "id": g.id,
+        "type": "user_group",
+        "compiledAttributes": compiled_attributes(g),
+        "paths": [[edge("user_group", &g.id)]],
+    })
+}
+
+// --- Endpoints ---
+
+fn list_systemusers(s: &mut State, req: &Req) -> ApiResult {
+    let paging = Paging::parse(s, req)?;
+    let filters = Filters::parse(req, true, s.directory_faults.lenient_v1_filter)?;
+    let sort = parse_sort(req.q("sort"), true);
+    let fields = projection(req);
+    let search = Search::parse(req.q("search"));
+    // `_id` first: the cached id order. Otherwise the base order is the unstable one,
+    // newest first, which shifts whenever a user is added or removed.
+    let by_id = sort
+        .first()
+        .filter(|k| k.field == "_id" || k.field == "id")
+        .map(|k| k.desc);
+    let mut order: Vec<usize> = match by_id {
+        Some(false) => s.users_by_id().to_vec(),
+        Some(true) => s.users_by_id().iter().rev().copied().collect(),
+        None => (0..s.users.len()).rev().collect(),
+    };
+    let users = &s.users;
+    let f = &s.directory_faults;
+    if !filters.is_empty() || search.is_some() {
+        order.retain(|&i| {
+            let get = |field: &str| user_value(&users[i], field, f);
+            filters.matches(get) && search.as_ref().is_none_or(|q| q.matches(get))
+        });
+    }
+    if by_id.is_none() {
+        sort_indices(&mut order, &sort, |i, field| {
+            user_value(&users[i], field, f)
+        });
+    }
+    let total = order.len();
+    let results: Vec<Value> = order[paging.window(total)]
+        .iter()
+        .map(|&i| project(user_json(&users[i], f), &fields))
+        .collect();
+    s.dir.user_pages += 1;
+    apply_mutations(s);
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"totalCount": total, "results": results}),
+    ))
+}
+
+fn apply_mutations(s: &mut State) {
+    let served = s.dir.user_pages;
+    let (due, rest): (Vec<PageMutation>, Vec<PageMutation>) =
+        std::mem::take(&mut s.directory_faults.mutations)
+            .into_iter()
+            .partition(|m| m.after_page <= served);
+    s.directory_faults.mutations = rest;
+    for m in due {
+        match m.mutation {
+            DirectoryMutation::AddUser(mut u) => {
+                if u.id.is_empty() {
+                    u.id = object_id();
+                }
+                s.users.push(u);
+            }
+            DirectoryMutation::RemoveUser(id) => {
+                s.remove_user(&id);
+            }
+            DirectoryMutation::Run(f) => f(s),
+        }
+    }
+}
+
+fn get_systemuser(s: &State, req: &Req, id: &str) -> ApiResult {
+    let user = s.user(id).ok_or_else(not_found)?;
+    Ok(json_response(
+        StatusCode::OK,
+        &project(user_json(user, &s.directory_faults), &projection(req)),
+    ))
+}
+
+fn list_applications(s: &State, req: &Req) -> ApiResult {
+    let paging = Paging::parse(s, req)?;
+    let records: Vec<Value> = s.apps.iter().rev().map(|a| app_json(a, s)).collect();
+    let (total, page) = list_values(
+        records,
+        req,
+        &paging,
+        true,
+        s.directory_faults.lenient_v1_filter,
+    )?;
+    let fields = projection(req);
+    let results: Vec<Value> = page.into_iter().map(|v| project(v, &fields)).collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"totalCount": total, "results": results}),
+    ))
+}
+
+fn list_usergroups(s: &State, req: &Req) -> ApiResult {
+    // Unstable without `sort`, like the users: newest first.
+    let groups: Vec<&Group> = s.groups.iter().rev().collect();
+    v2_list(&groups, req, s, |g| group_json(g, &s.directory_faults))
+}
+
+fn find_group<'a>(s: &'a State, id: &str) -> Result<&'a Group, Resp> {
+    s.group(id).ok_or_else(not_found)
+}
+
+fn get_usergroup(s: &State, id: &str) -> ApiResult {
+    let g = find_group(s, id)?;
+    Ok(json_response(
+        StatusCode::OK,
+        &group_json(g, &s.directory_faults),
+    ))
+}
+
+fn group_members(s: &State, req: &Req, id: &str) -> ApiResult {
+    let g = find_group(s, id)?;
+    v2_list(&g.members, req, s, |m| edge("user", m))
+}
+
+fn group_membership(s: &State, req: &Req, id: &str) -> ApiResult {
+    let g = find_group(s, id)?;
+    v2_list(
+        &g.members,
+        req,
+        s,
+        |m| json!({"id": m, "type": "user", "paths": [[edge("user", m)]]}),
+    )
+}
+
+fn user_memberof(s: &State, req: &Req, id: &str) -> ApiResult {
+    s.user(id).ok_or_else(not_found)?;
+    let groups: Vec<&Group> = s
+        .groups
+        .iter()
+        .filter(|g| g.members.iter().any(|m| m == id))
+        .collect();
+    v2_list(&groups, req, s, |g| group_graph_object(g))
+}
+
+fn find_app<'a>(s: &'a State, id: &str) -> Result<&'a App, Resp> {
+    s.apps.iter().find(|a| a.id == id).ok_or_else(not_found)
+}
+
+fn app_usergroups(s: &State, req: &Req, id: &str) -> ApiResult {
+    let app = find_app(s, id)?;
+    let groups: Vec<&Group> = app.bound_groups.iter().filter_map(|g| s.group(g)).collect();
+    v2_list(&groups, req, s, |g| group_graph_object(g))
+}
+
+fn app_users<'a>(s: &'a State, req: &Req, id: &str) -> ApiResult {
+    let app = find_app(s, id)?;
+    // Every user bound directly or through a bound group, with every path.
+    let mut users: Vec<(&str, Vec<Value>)> = Vec::new();
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    let mut add = |user: &'a str, path: Value| match index.get(user) {
+        Some(&i) => users[i].1.push(path),
+        None => {
+            index.insert(user, users.len());
+            users.push((user, vec![path]));
+        }
+    };
+    if app.bind_everyone {
+        for u in &s.users {
+            add(&u.id, json!([edge("user", &u.id)]));
+        }
+    }
+    for u in &app.bound_users {
+        add(u, json!([edge("user", u)]));
+    }
+    for g in app.bound_groups.iter().filter_map(|g| s.group(g)) {
+        for m in &g.members {
+            add(m, json!([edge("user_group", &g.id), edge("user", m)]));
+        }
+    }
+    v2_list(
+        &users,
+        req,
+        s,
+        |(u, paths)| json!({"id": u, "type": "user", "paths": paths}),
+    )
+}
+
+const GRAPH_TARGETS: [&str; 12] = [
+    "active_directory",
+    "application",
+    "command",
+    "g_suite",
+    "ldap_server",
+    "office_365",
+    "policy",
+    "radius_server",
+    "system",
+    "system_group",
+    "user",
+    "user_group",
+];
+
+fn app_associations(s: &State, req: &Req, id: &str) -> ApiResult {
+    let app = find_app(s, id)?;
+    let targets: Vec<&str> = req
+        .query
+        .iter()
+        .filter(|(k, _)| k == "targets" || k.starts_with("targets["))
+        .flat_map(|(_, v)| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .collect();
+    if targets.is_empty() {
+        return Err(bad_request("Bad Request: targets is required"));
+    }
+    if let Some(t) = targets.iter().find(|t| !GRAPH_TARGETS.contains(t)) {
+        return Err(bad_request(&format!("Bad Request: invalid target {t:?}")));
+    }
+    let mut connections = Vec::new();
+    for t in targets {
+        match t {
+            "user_group" => connections.extend(
+                app.bound_groups
+                    .iter()
+                    .filter(|g| s.group(g).is_some())
+                    .map(|g| edge("user_group", g)),
+            ),
+            "user" => connections.extend(app.bound_users.iter().map(|u| edge("user", u))),
+            _ => {}
+        }
+    }
+    v2_list(&connections, req, s, Value::clone)
+}
+
+// --- Slow bodies ---
+
+/// Converts a response for the connection, trickling its body if asked to.
+async fn finish(resp: Resp, slow: Option<SlowBody>) -> Response<Body> {
+    let Some(slow) = slow else {
+        return resp.map(|b| b.boxed_unsync());
+    };
+    let (parts, body) = resp.into_parts();
+    let bytes = match body.collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(never) => match never {},
+    };
+    let body = Trickle {
+        rest: bytes,
+        chunk: slow.chunk.max(1),
+        pause: slow.pause,
+        sleep: None,
+    };
+    Response::from_parts(parts, body.boxed_unsync())
+}
+
+struct Trickle {
+    rest: Bytes,
+    chunk: usize,
+    pause: Duration,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl http_body::Body for Trickle {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = &mut *self;
+        if this.rest.is_empty() {
+            return Poll::Ready(None);
+        }
+        let pause = this.pause;
+        let sleep = this
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(pause)));
+        if sleep.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        this.sleep = None;
+        let n = this.chunk.min(this.rest.len());
+        Poll::Ready(Some(Ok(Frame::data(this.rest.split_to(n)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.rest.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.rest.len() as u64)
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -1,11 +1,13 @@
-//! Reading the sign-in tables: `[oidc]`, `[session]`, `[identity]` and a site's `[site.headers]`.
+//! Reading the sign-in and access tables: `[oidc]`, `[session]`, `[identity]`, `[directory]`,
+//! and a site's or route's `[site.headers]`, `allow_groups` and `allow_users`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{Entry, Reader};
 use crate::config::{
-    ClientAuth, IdentityConfig, IdentityHeaders, OidcConfig, SecretSource, SessionConfig, StoreKind,
+    Allow, ClientAuth, DirectoryConfig, IdentityConfig, IdentityHeaders, OidcConfig, SecretSource,
+    SessionConfig, StoreKind,
 };
 
 /// The prefix every gateway endpoint lives under.
@@ -337,6 +339,147 @@ fn is_forbidden_header(name: &str) -> bool {
     ) || name.starts_with("x-forwarded-")
 }
 
+fn string_list(e: &Entry<'_>, what: &str) -> Option<Vec<String>> {
+    let items = e.array(&format!("an array of {what}"))?;
+    let mut out = Vec::new();
+    let mut ok = true;
+    for item in items {
+        match item.str(what) {
+            Some(s) if !s.trim().is_empty() => out.push(s.trim().to_owned()),
+            Some(_) => {
+                item.report(format!("empty entry; expected {what}"));
+                ok = false;
+            }
+            None => ok = false,
+        }
+    }
+    ok.then_some(out)
+}
+
+/// `allow_groups` and `allow_users`: `Some(None)` when neither is set.
+pub(super) fn read_allow(r: &mut Reader<'_>) -> Option<Option<Allow>> {
+    let groups = r
+        .get("allow_groups")
+        .map(|e| string_list(&e, "JumpCloud user group names or ids"));
+    let users = r
+        .get("allow_users")
+        .map(|e| string_list(&e, "JumpCloud user ids or emails"));
+    match (groups, users) {
+        (None, None) => Some(None),
+        (g, u) => Some(Some(Allow {
+            groups: g.unwrap_or(Some(Vec::new()))?,
+            users: u.unwrap_or(Some(Vec::new()))?,
+        })),
+    }
+}
+
+pub(super) fn read_directory(mut r: Reader<'_>, state_dir: &Path) -> Option<DirectoryConfig> {
+    let provider =
+        r.need("provider", "\"jumpcloud\"")
+            .and_then(|e| match e.str("\"jumpcloud\"")? {
+                "jumpcloud" => Some(()),
+                other => {
+                    e.report(format!(
+                        "\"{other}\" is not a supported directory; expected \"jumpcloud\""
+                    ));
+                    None
+                }
+            });
+    let api_url = default_or(
+        &mut r,
+        "api_url",
+        "https://console.jumpcloud.com".to_owned(),
+        |e| {
+            let s = e.str("the console URL, such as \"https://console.jumpcloud.com\"")?;
+            let ok = s.parse::<http::Uri>().is_ok_and(|u| {
+                let host = u.host().unwrap_or("");
+                let loopback = host == "localhost"
+                    || host
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback());
+                (u.scheme_str() == Some("https") || (u.scheme_str() == Some("http") && loopback))
+                    && !host.is_empty()
+                    && matches!(u.path(), "" | "/")
+                    && u.query().is_none()
+            });
+            if !ok {
+                e.report(format!(
+                "\"{s}\" must be an https:// origin without a path, such as \"https://console.jumpcloud.com\" or \"https://console.eu.jumpcloud.com\""
+            ));
+                return None;
+            }
+            Some(s.trim_end_matches('/').to_owned())
+        },
+    );
+    let api_key = secret(&mut r, "api_key_file", "api_key_env");
+    let org_id = default_or(&mut r, "org_id", None, |e| {
+        let s = e.str("an organization id (24 hex characters)")?;
+        if s.len() != 24 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            e.report(format!(
+                "\"{s}\" is not an organization id; expected 24 hex characters"
+            ));
+            return None;
+        }
+        Some(Some(s.to_owned()))
+    });
+    let sync_interval = default_or(&mut r, "sync_interval", Duration::from_secs(300), |e| {
+        e.duration(false)
+    });
+    let max_staleness = default_or(&mut r, "max_staleness", Duration::from_secs(3600), |e| {
+        e.duration(false)
+    });
+    let cache_file = default_or(
+        &mut r,
+        "cache_file",
+        state_dir.join("directory.json"),
+        |e| e.path(),
+    );
+    let application_id = default_or(&mut r, "application_id", None, |e| {
+        e.str("the JumpCloud application id")
+            .map(|s| Some(s.to_owned()))
+    });
+    let request_interval = default_or(
+        &mut r,
+        "request_interval",
+        Duration::from_millis(100),
+        |e| e.duration(true),
+    );
+    let request_timeout = default_or(&mut r, "request_timeout", Duration::from_secs(30), |e| {
+        e.duration(false)
+    });
+    let max_retries = default_or(&mut r, "max_retries", 6, |e| {
+        e.int_in(0..=20).map(|n| n as u32)
+    });
+    let retry_backoff = default_or(&mut r, "retry_backoff", Duration::from_secs(1), |e| {
+        e.duration(false)
+    });
+    if let (Some(i), Some(s)) = (&sync_interval, &max_staleness) {
+        if s < i {
+            let key = r.key_path("max_staleness");
+            r.cx.report(
+                r.line,
+                key,
+                "is shorter than sync_interval, so protected routes would fail closed between syncs; expected at least sync_interval",
+            );
+        }
+    }
+    r.finish();
+    provider?;
+    Some(DirectoryConfig {
+        api_url: api_url?,
+        api_key: api_key?,
+        org_id: org_id?,
+        sync_interval: sync_interval?,
+        max_staleness: max_staleness?,
+        cache_file: cache_file?,
+        application_id: application_id?,
+        request_interval: request_interval?,
+        request_timeout: request_timeout?,
+        max_retries: max_retries?,
+        retry_backoff: retry_backoff?,
+    })
+}
+
 /// The state directory: `server.state_dir`, else `state/` beside the config file.
 pub(super) fn state_dir(e: Option<Entry<'_>>, base: &Path) -> Option<PathBuf> {
     match e {
@@ -459,6 +602,48 @@ mod tests {
         );
         assert!(
             p.iter().any(|m| m.starts_with("site[0].headers.nope:")),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn directory_and_allow_lists() {
+        let c = parse(
+            &format!("{BASE}allow_groups = [\"Admins\"]\n  [[site.route]]\n  path = \"/x\"\n  allow_users = [\"Bob@Example.com\"]\n[directory]\nprovider = \"jumpcloud\"\napi_key_env = \"K\"\n"),
+            Path::new("/etc/jg/g.toml"),
+        )
+        .unwrap();
+        let d = c.directory.unwrap();
+        assert_eq!(d.api_url, "https://console.jumpcloud.com");
+        assert_eq!(d.cache_file, Path::new("/etc/jg/state/directory.json"));
+        assert_eq!(c.sites[0].allow.groups, vec!["Admins"]);
+        assert_eq!(
+            c.sites[0].routes[0].allow.as_ref().unwrap().users,
+            vec!["Bob@Example.com"]
+        );
+        let p = problems("allow_groups = [\"Admins\"]\n");
+        assert!(
+            p.iter()
+                .any(|m| m.starts_with("site[0].allow_groups:") && m.contains("[directory]")),
+            "{p:?}"
+        );
+        let p = problems("[directory]\nprovider = \"ldap\"\napi_key_env = \"K\"\napi_url = \"http://console.example.com\"\nsync_interval = \"2h\"\n");
+        assert!(
+            p.iter().any(|m| m.starts_with("directory.provider:")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter().any(|m| m.starts_with("directory.api_url:")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter().any(|m| m.starts_with("directory.max_staleness:")),
+            "{p:?}"
+        );
+        let p = problems("[directory]\nprovider = \"jumpcloud\"\n");
+        assert!(
+            p.iter()
+                .any(|m| m.starts_with("directory.api_key_file: missing")),
             "{p:?}"
         );
     }
