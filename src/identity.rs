@@ -46,6 +46,8 @@ pub struct HeaderNames {
     pub groups: HeaderName,
     /// Assertion.
     pub assertion: HeaderName,
+    /// Last step-up time.
+    pub step_up_time: HeaderName,
 }
 
 impl HeaderNames {
@@ -61,17 +63,19 @@ impl HeaderNames {
             username: n(&h.username),
             groups: n(&h.groups),
             assertion: n(&h.assertion),
+            step_up_time: n(&h.step_up_time),
         }
     }
 
     /// All of them, for stripping what clients send.
-    pub fn all(&self) -> [&HeaderName; 5] {
+    pub fn all(&self) -> [&HeaderName; 6] {
         [
             &self.user,
             &self.email,
             &self.username,
             &self.groups,
             &self.assertion,
+            &self.step_up_time,
         ]
     }
 }
@@ -90,6 +94,8 @@ struct Claims<'a> {
     exp: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     auth_time: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    step_up_time: Option<i64>,
 }
 
 /// Signs assertions and publishes the verification key.
@@ -158,17 +164,28 @@ impl Signer {
     }
 
     /// The assertion for `session`, from its cache unless it expires within a minute or was
-    /// made from another directory snapshot. `directory` is the snapshot version and the
-    /// user's group names there; without it, groups come from the sign-in token.
+    /// made from another directory snapshot or step-up. `directory` is the snapshot version
+    /// and the user's group names there; without it, groups come from the sign-in token.
+    /// `step_up_time` is set when the request passed a step-up check.
     pub fn assertion(
         &self,
         session: &Session,
         directory: Option<(u64, &[String])>,
+        step_up_time: Option<i64>,
         now: i64,
     ) -> Option<HeaderValue> {
         let version = directory.map_or(0, |(v, _)| v);
-        if let Some(cached) = session.assertion.load().as_ref() {
-            if cached.version == version && cached.exp - now > RESIGN_MARGIN {
+        // Step-up routes and ordinary ones alternate in a session; each keeps its own slot.
+        let slot = if step_up_time.is_some() {
+            &session.assertion_step_up
+        } else {
+            &session.assertion
+        };
+        if let Some(cached) = slot.load().as_ref() {
+            if cached.version == version
+                && cached.step_up_time == step_up_time
+                && cached.exp - now > RESIGN_MARGIN
+            {
                 return Some(cached.value.clone());
             }
         }
@@ -184,18 +201,18 @@ impl Signer {
             iat: now,
             exp,
             auth_time: session.auth_time,
+            step_up_time,
         };
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(self.kid.clone());
         let token = jsonwebtoken::encode(&header, &claims, &self.key).ok()?;
         let value = HeaderValue::from_str(&token).ok()?;
-        session
-            .assertion
-            .store(Some(std::sync::Arc::new(CachedAssertion {
-                exp,
-                version,
-                value: value.clone(),
-            })));
+        slot.store(Some(std::sync::Arc::new(CachedAssertion {
+            exp,
+            version,
+            step_up_time,
+            value: value.clone(),
+        })));
         Some(value)
     }
 }
@@ -208,6 +225,7 @@ pub fn set_headers(
     session: &Session,
     directory_groups: Option<Option<&HeaderValue>>,
     assertion: Option<HeaderValue>,
+    step_up_time: Option<i64>,
 ) {
     let v = &session.values;
     headers.insert(names.user.clone(), v.user.clone());
@@ -223,5 +241,8 @@ pub fn set_headers(
     }
     if let Some(a) = assertion {
         headers.insert(names.assertion.clone(), a);
+    }
+    if let Some(t) = step_up_time {
+        headers.insert(names.step_up_time.clone(), HeaderValue::from(t));
     }
 }

@@ -173,6 +173,9 @@ pub async fn run(
     ];
     if let Some(auth) = &auth {
         background.push(tokio::spawn(auth.oidc.clone().discover_until_ready()));
+        if let Some(step_up) = &auth.step_up {
+            background.push(tokio::spawn(step_up.oidc.clone().discover_until_ready()));
+        }
     }
     if let Some((syncer, directory)) = syncer {
         background.push(tokio::spawn(syncer.run(directory)));
@@ -252,11 +255,22 @@ fn build_auth(
     if created {
         tracing::info!(path = %config.identity.signing_key_file.display(), "generated a new assertion signing key");
     }
+    let step_up = match &oidc_config.step_up {
+        Some(su) => {
+            let secret = secret::load(&su.client_secret, "oidc.step_up.client_secret")?;
+            Some(proxy::auth::StepUp {
+                oidc: Arc::new(oidc::Oidc::for_step_up(oidc_config, su, secret)?),
+                config: su.clone(),
+            })
+        }
+        None => None,
+    };
     Ok(Some(Arc::new(proxy::auth::Auth {
         oidc,
         sessions: session::Sessions::new(&config.session, key),
         signer,
         public_port,
+        step_up,
     })))
 }
 

@@ -377,3 +377,64 @@ fn three_problems_reported_at_once() {
         run.stderr
     );
 }
+
+/// The ready-made Defguard configuration validates (file existence aside: it points at
+/// production paths), and routes as documented.
+#[test]
+fn defguard_config_parses_and_routes_as_documented() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/defguard.toml");
+    let config = jumpgate::config::Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let routes = jumpgate::policy::Routes::compile(&config);
+    let dash = routes.site("defguard.example.net").unwrap();
+    use jumpgate::config::Access;
+    let cases = [
+        ("/api/v1/health", Access::Public, false),
+        ("/api/v1/healthz", Access::Protected, false),
+        ("/auth/callback", Access::Public, false),
+        ("/api/v1/settings/smtp", Access::Protected, true),
+        ("/api/v1/user/bob/password", Access::Protected, true),
+        ("/api/v1/oauth/token", Access::Public, false),
+        ("/api/v1/oauth/client-1", Access::Protected, true),
+        ("/api/v1/ssh_authorized_keys", Access::Deny, false),
+        ("/", Access::Protected, false),
+    ];
+    for (path, access, step_up) in cases {
+        let r = dash.find(path);
+        assert_eq!(r.access, access, "{path}");
+        assert_eq!(r.step_up.is_some(), step_up, "{path}");
+    }
+    let enroll = routes.site("enroll.example.net").unwrap();
+    for path in [
+        "/api/v1/enrollment/start",
+        "/api/v1/password-reset/request",
+        "/api/v1/client-mfa/remote",
+        "/api/v1/mfa-flow/remote",
+        "/api/v1/poll",
+        "/",
+    ] {
+        assert_eq!(enroll.find(path).access, Access::Public, "{path}");
+    }
+    assert_eq!(
+        enroll
+            .find("/api/v1/mfa-flow/remote")
+            .tunnel_idle_timeout
+            .as_secs(),
+        150
+    );
+    // `jumpgate check` accepts it apart from the production files it names.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_jumpgate"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for line in stderr.lines() {
+        assert!(
+            line.contains("tls_cert")
+                || line.contains("tls_key")
+                || line.contains("client_secret_file")
+                || line.contains("api_key_file"),
+            "unexpected problem: {line}"
+        );
+    }
+}

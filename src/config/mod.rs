@@ -131,6 +131,23 @@ pub struct OidcConfig {
     /// `oidc.post_logout_redirect_uri`: registered at the provider; omitted when unset
     /// (JumpCloud refuses the whole logout for an unregistered one).
     pub post_logout_redirect_uri: Option<String>,
+    /// `[oidc.step_up]`: the second application used for fresh multi-factor sign-ins.
+    pub step_up: Option<StepUpConfig>,
+}
+
+/// `[oidc.step_up]`: a second SSO application whose access policy requires MFA.
+#[derive(Debug, Clone)]
+pub struct StepUpConfig {
+    /// `client_id` of the step-up application.
+    pub client_id: String,
+    /// `client_secret_file` / `client_secret_env`.
+    pub client_secret: SecretSource,
+    /// `callback_path`, under `/.jumpgate/`.
+    pub callback_path: String,
+    /// `acr_values`: requested, and then required in the token's `acr`.
+    pub acr_values: Option<String>,
+    /// `require_amr`: every one of these must be in the token's `amr`.
+    pub require_amr: Vec<String>,
 }
 
 /// Which session store is used.
@@ -324,6 +341,8 @@ pub struct IdentityHeaders {
     pub groups: String,
     /// `assertion`: the signed JWT.
     pub assertion: String,
+    /// `step_up_time`: when the last step-up happened (seconds since the epoch).
+    pub step_up_time: String,
 }
 
 impl Default for IdentityHeaders {
@@ -334,6 +353,7 @@ impl Default for IdentityHeaders {
             username: "x-jumpgate-username".to_owned(),
             groups: "x-jumpgate-groups".to_owned(),
             assertion: "x-jumpgate-assertion".to_owned(),
+            step_up_time: "x-jumpgate-step-up-time".to_owned(),
         }
     }
 }
@@ -351,6 +371,10 @@ pub struct RouteConfig {
     pub upstream_response_timeout: Option<Duration>,
     /// `allow_groups` / `allow_users`: when either is set, replaces the site's lists.
     pub allow: Option<Allow>,
+    /// `step_up`: the longest age of the last step-up the route accepts.
+    pub step_up: Option<Duration>,
+    /// `step_up_methods`: only these methods need the step-up (default: all).
+    pub step_up_methods: Vec<http::Method>,
 }
 
 /// An upstream origin.

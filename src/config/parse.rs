@@ -83,6 +83,21 @@ pub fn check_files(config: &Config) -> Vec<Problem> {
                 path,
             ));
         }
+        if let Some(super::StepUpConfig {
+            client_secret: super::SecretSource::File(path),
+            ..
+        }) = &oidc.step_up
+        {
+            wanted.push((
+                "oidc.step_up.client_secret_file".to_owned(),
+                vec![
+                    KeyStep::Key("oidc"),
+                    KeyStep::Key("step_up"),
+                    KeyStep::Key("client_secret_file"),
+                ],
+                path,
+            ));
+        }
         if let Some(ca) = &oidc.ca_file {
             wanted.push((
                 "oidc.ca_file".to_owned(),
@@ -90,6 +105,17 @@ pub fn check_files(config: &Config) -> Vec<Problem> {
                 ca,
             ));
         }
+    }
+    if let Some(super::DirectoryConfig {
+        api_key: super::SecretSource::File(path),
+        ..
+    }) = &config.directory
+    {
+        wanted.push((
+            "directory.api_key_file".to_owned(),
+            vec![KeyStep::Key("directory"), KeyStep::Key("api_key_file")],
+            path,
+        ));
     }
     for (i, site) in config.sites.iter().enumerate() {
         if let Some(ca) = &site.upstream.ca_file {
@@ -681,6 +707,20 @@ fn read_config(root: &mut Reader<'_>, file: &Path) -> Option<Config> {
             .map(Some),
         None => Some(None),
     };
+    if let (Some(oidc), Some(sites)) = (&oidc, &sites) {
+        let step_up_configured = oidc.as_ref().is_some_and(|o| o.step_up.is_some());
+        for (i, site) in sites.iter().enumerate() {
+            for (j, route) in site.routes.iter().enumerate() {
+                if route.step_up.is_some() && !step_up_configured {
+                    root.cx.report(
+                        None,
+                        format!("site[{i}].route[{j}].step_up"),
+                        "needs an [oidc.step_up] application to send users to; add [oidc.step_up] or remove step_up",
+                    );
+                }
+            }
+        }
+    }
     if let (Some(None), Some(sites)) = (&directory, &sites) {
         // Group and user lists are checked against the directory; without one they could
         // only be ignored, which would let everyone in.
@@ -1186,6 +1226,7 @@ fn read_routes(readers: Vec<Reader<'_>>) -> Option<Vec<RouteConfig>> {
         let tunnel_idle_timeout = opt_duration(&mut r, "tunnel_idle_timeout");
         let upstream_response_timeout = opt_duration(&mut r, "upstream_response_timeout");
         let allow = auth::read_allow(&mut r);
+        let step_up = auth::read_route_step_up(&mut r);
         r.finish();
         match (
             path,
@@ -1193,6 +1234,7 @@ fn read_routes(readers: Vec<Reader<'_>>) -> Option<Vec<RouteConfig>> {
             tunnel_idle_timeout,
             upstream_response_timeout,
             allow,
+            step_up,
         ) {
             (
                 Some(path),
@@ -1200,6 +1242,7 @@ fn read_routes(readers: Vec<Reader<'_>>) -> Option<Vec<RouteConfig>> {
                 Some(tunnel_idle_timeout),
                 Some(upstream_response_timeout),
                 Some(allow),
+                Some((step_up, step_up_methods)),
             ) => {
                 routes.push(RouteConfig {
                     path,
@@ -1207,6 +1250,8 @@ fn read_routes(readers: Vec<Reader<'_>>) -> Option<Vec<RouteConfig>> {
                     tunnel_idle_timeout,
                     upstream_response_timeout,
                     allow,
+                    step_up,
+                    step_up_methods,
                 });
             }
             _ => ok = false,
@@ -1411,6 +1456,8 @@ route = [{ path = "/" , access = "protected" }]
                     tunnel_idle_timeout: None,
                     upstream_response_timeout: None,
                     allow: None,
+                    step_up: None,
+                    step_up_methods: vec![],
                 },
                 RouteConfig {
                     path: "/admin".to_owned(),
@@ -1418,6 +1465,8 @@ route = [{ path = "/" , access = "protected" }]
                     tunnel_idle_timeout: Some(Duration::from_secs(150)),
                     upstream_response_timeout: Some(Duration::from_secs(12 * 3600)),
                     allow: None,
+                    step_up: None,
+                    step_up_methods: vec![],
                 },
             ]
         );
@@ -1565,6 +1614,12 @@ route = [{ path = "/" , access = "protected" }]
             "retry_backoff",
             "allow_groups",
             "allow_users",
+            "[oidc.step_up]",
+            "acr_values",
+            "require_amr",
+            "step_up",
+            "step_up_methods",
+            "step_up_time",
             "[[site.route]]",
             "path",
         ] {

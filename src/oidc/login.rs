@@ -44,8 +44,9 @@ pub struct PendingLogin {
     pub binding: [u8; 32],
     /// When the login started (seconds since the epoch).
     pub started: i64,
-    /// Ask the provider for a fresh authentication (`prompt=login`, `max_age=0`).
-    pub prompt_login: bool,
+    /// A step-up: completed only at the step-up callback, with a fresh authentication
+    /// (`prompt=login`, `max_age=0`) from the step-up application.
+    pub step_up: bool,
 }
 
 impl PendingLogin {
@@ -55,7 +56,7 @@ impl PendingLogin {
         return_to: String,
         redirect_uri: String,
         binding: [u8; 32],
-        prompt_login: bool,
+        step_up: bool,
     ) -> PendingLogin {
         PendingLogin {
             state: random_token(),
@@ -66,7 +67,7 @@ impl PendingLogin {
             redirect_uri,
             binding,
             started: super::now(),
-            prompt_login,
+            step_up,
         }
     }
 

@@ -85,6 +85,8 @@ pub fn now() -> i64 {
 #[derive(Debug)]
 pub struct Oidc {
     config: OidcConfig,
+    /// `acr_values` requested in every authorization request (step-up only).
+    acr_values: Option<String>,
     secret: Secret,
     client: IdpClient,
     discovered: ArcSwapOption<(Provider, Jwks)>,
@@ -96,10 +98,29 @@ impl Oidc {
         let client = IdpClient::new(config.ca_file.as_deref(), Duration::from_secs(10))?;
         Ok(Oidc {
             config,
+            acr_values: None,
             secret,
             client,
             discovered: ArcSwapOption::empty(),
         })
+    }
+
+    /// A client for the step-up application: same provider, the step-up client id and
+    /// callback, scope `openid` only, and its `acr_values`.
+    pub fn for_step_up(
+        base: &OidcConfig,
+        step_up: &crate::config::StepUpConfig,
+        secret: Secret,
+    ) -> Result<Oidc, TlsError> {
+        let mut config = base.clone();
+        config.client_id = step_up.client_id.clone();
+        config.client_secret = step_up.client_secret.clone();
+        config.callback_path = step_up.callback_path.clone();
+        config.scopes = vec!["openid".to_owned()];
+        config.step_up = Some(step_up.clone());
+        let mut oidc = Oidc::new(config, secret)?;
+        oidc.acr_values = step_up.acr_values.clone();
+        Ok(oidc)
     }
 
     /// The configuration.
@@ -157,8 +178,12 @@ impl Oidc {
             urlencode(&login.nonce),
             urlencode(&login.challenge()),
         );
-        if login.prompt_login {
+        if login.step_up {
             url.push_str("&prompt=login&max_age=0");
+        }
+        if let Some(acr) = &self.acr_values {
+            url.push_str("&acr_values=");
+            url.push_str(&urlencode(acr));
         }
         Ok(url)
     }

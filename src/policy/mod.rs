@@ -5,6 +5,8 @@ pub mod routes;
 
 use std::sync::Arc;
 
+use http::Method;
+
 use crate::config::Access;
 use crate::directory::{Snapshot, Unavailable, UserEntry};
 use crate::session::Session;
@@ -17,12 +19,18 @@ pub use routes::{Allowed, Route, Routes, Site};
 pub struct Permit {
     session: Option<Arc<Session>>,
     user: Option<(Arc<Snapshot>, u32)>,
+    step_up_time: Option<i64>,
 }
 
 impl Permit {
     /// The signed-in session the permit was granted to (none on public routes).
     pub fn session(&self) -> Option<&Arc<Session>> {
         self.session.as_ref()
+    }
+
+    /// The step-up time the request was checked against, when its route required one.
+    pub fn step_up_time(&self) -> Option<i64> {
+        self.step_up_time
     }
 
     /// The directory user the permit was checked against, and the snapshot it is from.
@@ -76,6 +84,11 @@ pub enum Decision {
     Deny(DenyReason),
     /// The directory is too old (or was never read) to decide: fail closed.
     Unavailable(Unavailable),
+    /// Allowed only after a fresh multi-factor sign-in no older than `max_age` seconds.
+    StepUp {
+        /// The route's limit, in seconds.
+        max_age: i64,
+    },
 }
 
 /// Whether the directory lets `user` through a protected route with `allow`: active, bound
@@ -104,14 +117,17 @@ pub fn admits(snapshot: &Snapshot, user: &UserEntry, allow: &Allowed) -> Result<
 /// when a directory is configured, its snapshot (or why there is none fresh enough).
 pub fn decide(
     route: &Route,
+    method: &Method,
     session: Option<Arc<Session>>,
     directory: Option<Result<Arc<Snapshot>, Unavailable>>,
+    now: i64,
 ) -> Decision {
     match route.access {
         Access::Public => {
             return Decision::Allow(Permit {
                 session: None,
                 user: None,
+                step_up_time: None,
             })
         }
         Access::Deny => return Decision::Deny(DenyReason::Route),
@@ -121,29 +137,49 @@ pub fn decide(
         return Decision::SignIn;
     };
     let snapshot = match directory {
-        None => {
-            return Decision::Allow(Permit {
-                session: Some(session),
-                user: None,
-            })
-        }
+        None => None,
         Some(Err(why)) => return Decision::Unavailable(why),
-        Some(Ok(snapshot)) => snapshot,
+        Some(Ok(snapshot)) => Some(snapshot),
     };
-    let identity = &session.identity;
-    let Some(index) = snapshot.user_index(&identity.sub, identity.email.as_deref()) else {
-        return Decision::Deny(DenyReason::UnknownUser);
+    // The directory is consulted before any step-up, so a step-up never gets an inactive or
+    // unauthorized user past group policy.
+    let user = match snapshot {
+        None => None,
+        Some(snapshot) => match admitted_user(&snapshot, &session, &route.allow) {
+            Ok(index) => Some((snapshot, index)),
+            Err(reason) => return Decision::Deny(reason),
+        },
     };
-    let Some(user) = snapshot.user_at(index) else {
-        return Decision::Deny(DenyReason::UnknownUser);
+    let step_up_time = match &route.step_up {
+        Some(rule) if rule.applies_to(method) => match session.step_up_time() {
+            Some(t) if now - t <= rule.max_age => Some(t),
+            _ => {
+                return Decision::StepUp {
+                    max_age: rule.max_age,
+                }
+            }
+        },
+        _ => None,
     };
-    if let Err(reason) = admits(&snapshot, user, &route.allow) {
-        return Decision::Deny(reason);
-    }
     Decision::Allow(Permit {
         session: Some(session),
-        user: Some((snapshot, index)),
+        user,
+        step_up_time,
     })
+}
+
+fn admitted_user(
+    snapshot: &Snapshot,
+    session: &Session,
+    allow: &Allowed,
+) -> Result<u32, DenyReason> {
+    let identity = &session.identity;
+    let index = snapshot
+        .user_index(&identity.sub, identity.email.as_deref())
+        .ok_or(DenyReason::UnknownUser)?;
+    let user = snapshot.user_at(index).ok_or(DenyReason::UnknownUser)?;
+    admits(snapshot, user, allow)?;
+    Ok(index)
 }
 
 #[cfg(test)]
@@ -151,6 +187,14 @@ mod tests {
     use super::*;
     use crate::directory::snapshot::{RawDirectory, RawGroup, RawUser};
     use std::time::Duration;
+
+    fn d(
+        route: &Route,
+        session: Option<Arc<Session>>,
+        dir: Option<Result<Arc<Snapshot>, Unavailable>>,
+    ) -> Decision {
+        decide(route, &Method::GET, session, dir, 1_000)
+    }
 
     fn route(access: Access, groups: Vec<usize>, users: Vec<&str>) -> Route {
         Route {
@@ -162,6 +206,7 @@ mod tests {
                 groups,
                 users: users.into_iter().map(str::to_owned).collect(),
             }),
+            step_up: None,
         }
     }
 
@@ -254,6 +299,7 @@ mod tests {
             Decision::SignIn => "sign-in".into(),
             Decision::Deny(r) => format!("deny:{}", r.as_str()),
             Decision::Unavailable(u) => format!("unavailable:{u:?}"),
+            Decision::StepUp { max_age } => format!("step-up:{max_age}"),
         }
     }
 
@@ -269,12 +315,12 @@ mod tests {
         let cases: Vec<(&str, Decision, &str)> = vec![
             (
                 "public, no session",
-                decide(&route(Access::Public, vec![], vec![]), None, None),
+                d(&route(Access::Public, vec![], vec![]), None, None),
                 "allow:-",
             ),
             (
                 "public ignores a stale directory",
-                decide(
+                d(
                     &route(Access::Public, vec![], vec![]),
                     s("gone"),
                     Some(Err(Unavailable::Stale)),
@@ -283,82 +329,78 @@ mod tests {
             ),
             (
                 "deny route",
-                decide(&route(Access::Deny, vec![], vec![]), s("admin"), snap()),
+                d(&route(Access::Deny, vec![], vec![]), s("admin"), snap()),
                 "deny:route_denies",
             ),
-            (
-                "protected, no session",
-                decide(&anyone, None, snap()),
-                "sign-in",
-            ),
+            ("protected, no session", d(&anyone, None, snap()), "sign-in"),
             (
                 "no directory configured",
-                decide(&anyone, s("whoever"), None),
+                d(&anyone, s("whoever"), None),
                 "allow:-",
             ),
             (
                 "directory never synced",
-                decide(&anyone, s("admin"), Some(Err(Unavailable::NeverSynced))),
+                d(&anyone, s("admin"), Some(Err(Unavailable::NeverSynced))),
                 "unavailable:NeverSynced",
             ),
             (
                 "directory stale",
-                decide(&anyone, s("admin"), Some(Err(Unavailable::Stale))),
+                d(&anyone, s("admin"), Some(Err(Unavailable::Stale))),
                 "unavailable:Stale",
             ),
             (
                 "unknown user",
-                decide(&anyone, s("stranger"), snap()),
+                d(&anyone, s("stranger"), snap()),
                 "deny:unknown_user",
             ),
             (
                 "suspended user",
-                decide(&anyone, s("gone"), snap()),
+                d(&anyone, s("gone"), snap()),
                 "deny:inactive_user",
             ),
             (
                 "suspended even in the allowed group",
-                decide(&admins, s("gone"), snap()),
+                d(&admins, s("gone"), snap()),
                 "deny:inactive_user",
             ),
             (
                 "any active user",
-                decide(&anyone, s("none"), snap()),
+                d(&anyone, s("none"), snap()),
                 "allow:none",
             ),
             (
                 "group by name",
-                decide(&admins, s("admin"), snap()),
+                d(&admins, s("admin"), snap()),
                 "allow:admin",
             ),
             (
                 "not in group",
-                decide(&admins, s("staff"), snap()),
+                d(&admins, s("staff"), snap()),
                 "deny:not_in_allowed_groups",
             ),
             (
                 "group by id",
-                decide(&staff_by_id, s("staff"), snap()),
+                d(&staff_by_id, s("staff"), snap()),
                 "allow:staff",
             ),
             (
                 "missing group allows no one",
-                decide(&ghost, s("admin"), snap()),
+                d(&ghost, s("admin"), snap()),
                 "deny:not_in_allowed_groups",
             ),
             (
                 "user by email",
-                decide(&by_email, s("none"), snap()),
+                d(&by_email, s("none"), snap()),
                 "allow:none",
             ),
             (
                 "user list excludes others",
-                decide(&by_email, s("admin"), snap()),
+                d(&by_email, s("admin"), snap()),
                 "deny:not_in_allowed_groups",
             ),
             (
                 "not bound to app",
-                decide(
+                d(
                     &anyone,
                     s("none"),
                     Some(Ok(snapshot(Some(vec!["g-staff"])))),
@@ -367,7 +409,7 @@ mod tests {
             ),
             (
                 "bound to app",
-                decide(
+                d(
                     &anyone,
                     s("staff"),
                     Some(Ok(snapshot(Some(vec!["g-staff"])))),
@@ -379,5 +421,84 @@ mod tests {
             assert_eq!(verdict(got), want, "{name}");
         }
         assert!(DenyReason::Inactive.ends_session() && !DenyReason::NotAllowed.ends_session());
+    }
+
+    #[test]
+    fn step_up_table() {
+        let mut r = route(Access::Protected, vec![0], vec![]);
+        r.step_up = Some(Arc::new(routes::StepUpRule {
+            max_age: 900,
+            methods: vec![Method::POST, Method::DELETE],
+        }));
+        let snap = || Some(Ok(snapshot(None)));
+        let at = |t: i64| {
+            let s = session("admin", "admin@example.com");
+            if t > 0 {
+                s.record_step_up(t);
+            }
+            s
+        };
+        let case = |method: Method, s: Arc<Session>, dir, now| {
+            verdict(decide(&r, &method, Some(s), dir, now))
+        };
+        assert_eq!(
+            case(Method::POST, at(0), snap(), 10_000),
+            "step-up:900",
+            "never stepped up"
+        );
+        assert_eq!(
+            case(Method::POST, at(9_500), snap(), 10_000),
+            "allow:admin",
+            "fresh"
+        );
+        assert_eq!(
+            case(Method::POST, at(9_100), snap(), 10_000),
+            "allow:admin",
+            "exactly at the limit"
+        );
+        assert_eq!(
+            case(Method::POST, at(9_099), snap(), 10_000),
+            "step-up:900",
+            "too old"
+        );
+        assert_eq!(
+            case(Method::GET, at(0), snap(), 10_000),
+            "allow:admin",
+            "GET is not scoped"
+        );
+        assert_eq!(case(Method::DELETE, at(0), snap(), 10_000), "step-up:900");
+        assert_eq!(
+            case(
+                Method::POST,
+                session("gone", "gone@example.com"),
+                snap(),
+                10_000
+            ),
+            "deny:inactive_user",
+            "the directory is checked before the step-up"
+        );
+        assert_eq!(
+            case(
+                Method::POST,
+                session("staff", "staff@example.com"),
+                snap(),
+                10_000
+            ),
+            "deny:not_in_allowed_groups"
+        );
+        let mut public = route(Access::Public, vec![], vec![]);
+        public.step_up = r.step_up.clone();
+        assert_eq!(
+            verdict(decide(&public, &Method::POST, None, None, 10_000)),
+            "allow:-",
+            "a public route never asks"
+        );
+        let s = at(5_000);
+        s.record_step_up(4_000);
+        assert_eq!(
+            s.step_up_time(),
+            Some(5_000),
+            "an older step-up never replaces a newer one"
+        );
     }
 }

@@ -23,6 +23,24 @@ pub struct Route {
     pub upstream_response_timeout: Duration,
     /// Who may pass on a protected route.
     pub allow: Arc<Allowed>,
+    /// A fresh multi-factor sign-in this route requires, if any.
+    pub step_up: Option<Arc<StepUpRule>>,
+}
+
+/// A route's step-up requirement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepUpRule {
+    /// The longest accepted age of the last step-up, in seconds.
+    pub max_age: i64,
+    /// Methods that need it; empty means all.
+    pub methods: Vec<http::Method>,
+}
+
+impl StepUpRule {
+    /// Whether a request with `method` needs the step-up.
+    pub fn applies_to(&self, method: &http::Method) -> bool {
+        self.methods.is_empty() || self.methods.contains(method)
+    }
 }
 
 /// A compiled allow list: group references as indices into [`Routes::group_refs`], users
@@ -137,6 +155,7 @@ fn compile_site(
         label: Arc::from("*"),
         access: site.access,
         allow: site_allow.clone(),
+        step_up: None,
         tunnel_idle_timeout: tunnel,
         upstream_response_timeout: response,
     };
@@ -155,6 +174,12 @@ fn compile_site(
                     Some(a) => compile_allow(a, refs),
                     None => site_allow.clone(),
                 },
+                step_up: route.step_up.map(|d| {
+                    Arc::new(StepUpRule {
+                        max_age: d.as_secs() as i64,
+                        methods: route.step_up_methods.clone(),
+                    })
+                }),
             },
         );
     }
@@ -231,6 +256,8 @@ mod tests {
                     tunnel_idle_timeout: None,
                     upstream_response_timeout: None,
                     allow: None,
+                    step_up: None,
+                    step_up_methods: vec![],
                 })
                 .collect(),
         };

@@ -31,6 +31,17 @@ pub struct Auth {
     pub signer: Signer,
     /// The port browsers use to reach the gateway.
     pub public_port: u16,
+    /// The step-up application, when `[oidc.step_up]` is configured.
+    pub step_up: Option<StepUp>,
+}
+
+/// The step-up application and its requirements.
+#[derive(Debug)]
+pub struct StepUp {
+    /// Its client.
+    pub oidc: Arc<Oidc>,
+    /// Its configuration.
+    pub config: crate::config::StepUpConfig,
 }
 
 impl Auth {
@@ -43,34 +54,28 @@ impl Auth {
         }
     }
 
-    /// Our callback URL on `site`.
-    pub fn redirect_uri(&self, site: &Site) -> String {
-        format!("{}{}", self.origin(site), self.oidc.config().callback_path)
-    }
-
-    /// Starts a sign-in on `site` that returns to `return_to` and answers with the redirect
-    /// to the provider.
+    /// Starts a sign-in (or, with `step_up`, a step-up) on `site` that returns to
+    /// `return_to`, and answers with the redirect to the provider.
     pub fn start(
         &self,
         site: &Site,
         headers: &HeaderMap,
         return_to: &str,
-        prompt_login: bool,
+        step_up: bool,
     ) -> Result<Response<ResponseBody>, Rejection> {
-        if !self.oidc.is_ready() {
+        let oidc = match (step_up, &self.step_up) {
+            (false, _) => &self.oidc,
+            (true, Some(s)) => &s.oidc,
+            (true, None) => return Err(Rejection::Forbidden),
+        };
+        if !oidc.is_ready() {
             return Err(Rejection::IdpUnavailable);
         }
         let return_to = safe_return_to(return_to).unwrap_or_else(|| "/".to_owned());
         let (binding, set_binding) = self.sessions.binding(headers);
-        let login = PendingLogin::new(
-            site.host.clone(),
-            return_to,
-            self.redirect_uri(site),
-            binding,
-            prompt_login,
-        );
-        let url = self
-            .oidc
+        let redirect_uri = format!("{}{}", self.origin(site), oidc.config().callback_path);
+        let login = PendingLogin::new(site.host.clone(), return_to, redirect_uri, binding, step_up);
+        let url = oidc
             .authorize_url(&login)
             .map_err(|_| Rejection::IdpUnavailable)?;
         self.sessions.start_login(login);
@@ -154,6 +159,52 @@ pub fn sign_in_required(
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static("Cookie realm=\"jumpgate\""),
     );
+    Ok(response)
+}
+
+/// What a signed-in client gets on a route that needs a fresher multi-factor sign-in: a
+/// redirect into the step-up for navigations; for everything else 401 with an RFC 9470
+/// challenge and the URL that starts the step-up (a request body is never replayed; the
+/// client retries after the step-up).
+pub fn step_up_required(
+    auth: &Auth,
+    site: &Site,
+    method: &Method,
+    headers: &HeaderMap,
+    return_to: &str,
+    json: bool,
+    max_age: i64,
+) -> Result<Response<ResponseBody>, Rejection> {
+    let Some(step_up) = &auth.step_up else {
+        return Err(Rejection::Forbidden);
+    };
+    if is_navigation(method, headers, json) {
+        return auth.start(site, headers, return_to, true);
+    }
+    let url = format!(
+        "{}/.jumpgate/step-up?rd={}",
+        auth.origin(site),
+        urlencode(return_to)
+    );
+    let mut challenge = format!(
+        "Bearer error=\"insufficient_user_authentication\", error_description=\"A recent multi-factor sign-in is required\", max_age=\"{max_age}\""
+    );
+    if let Some(acr) = &step_up.config.acr_values {
+        challenge.push_str(&format!(", acr_values=\"{acr}\""));
+    }
+    let mut response = respond::json(
+        StatusCode::UNAUTHORIZED,
+        &serde_json::json!({
+            "error": "insufficient_user_authentication",
+            "status": 401,
+            "message": "A recent multi-factor sign-in is required. Open step_up_url, then retry the request.",
+            "max_age": max_age,
+            "step_up_url": url,
+        }),
+    );
+    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
     Ok(response)
 }
 

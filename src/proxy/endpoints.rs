@@ -42,9 +42,31 @@ pub async fn handle(
         )
         .await;
     }
+    if let Some(step_up) = auth
+        .step_up
+        .as_ref()
+        .filter(|s| path == s.config.callback_path)
+    {
+        return step_up_callback(
+            auth,
+            step_up,
+            site,
+            headers,
+            param("code"),
+            param("state"),
+            param("error"),
+        )
+        .await;
+    }
     match path {
         "/.jumpgate/sign-in" => auth.start(site, headers, param("rd").unwrap_or("/"), false),
         "/.jumpgate/logout" => logout(auth, site, method, headers),
+        "/.jumpgate/step-up" => {
+            let rd = param("rd").unwrap_or("/");
+            // A step-up proves more about a signed-in user; without a session, sign in first.
+            let step_up = auth.sessions.from_headers(headers, &site.host).is_some();
+            auth.start(site, headers, rd, step_up)
+        }
         "/.jumpgate/userinfo" => Ok(userinfo(auth, site, headers)),
         "/.jumpgate/jwks.json" => {
             let mut response = Response::new(ResponseBody::full(auth.signer.jwks()));
@@ -74,7 +96,10 @@ async fn callback(
     let login = state
         .and_then(|s| auth.sessions.take_login(s))
         .ok_or(Rejection::SignInExpired)?;
-    if *login.site != *site.host || !auth.sessions.has_binding(headers, &login.binding) {
+    if login.step_up
+        || *login.site != *site.host
+        || !auth.sessions.has_binding(headers, &login.binding)
+    {
         tracing::info!(site = %site.host, "sign-in callback from a different browser or site refused");
         return Err(Rejection::SignInExpired);
     }
@@ -103,6 +128,80 @@ async fn callback(
     Ok(respond::redirect(
         &login.return_to,
         &[set_session, cookie::clear(cookie::LOGIN)],
+    ))
+}
+
+/// Completes a step-up: the token must come from the step-up application (its `aud`), be
+/// for the session's user, carry an `auth_time` no earlier than the moment the step-up began
+/// (less the allowed skew), and satisfy `require_amr` / `acr_values` when set. Only then is the
+/// step-up time recorded in the session.
+async fn step_up_callback(
+    auth: &Auth,
+    step_up: &super::auth::StepUp,
+    site: &Site,
+    headers: &HeaderMap,
+    code: Option<&str>,
+    state: Option<&str>,
+    error: Option<&str>,
+) -> Result<Response<ResponseBody>, Rejection> {
+    let login = state
+        .and_then(|s| auth.sessions.take_login(s))
+        .ok_or(Rejection::SignInExpired)?;
+    if !login.step_up
+        || *login.site != *site.host
+        || !auth.sessions.has_binding(headers, &login.binding)
+    {
+        return Err(Rejection::SignInExpired);
+    }
+    let session = auth
+        .sessions
+        .from_headers(headers, &site.host)
+        .ok_or(Rejection::SignInExpired)?;
+    if let Some(error) = error {
+        tracing::info!(site = %site.host, user.sub = %session.identity.sub, idp.error = %error, "step-up refused by the identity provider");
+        return Err(Rejection::StepUpRefused);
+    }
+    let code = code
+        .filter(|c| !c.is_empty() && c.len() <= 2048)
+        .ok_or(Rejection::StepUpRefused)?;
+    let verified = step_up.oidc.exchange(code, &login).await.map_err(|e| {
+        tracing::warn!(site = %site.host, user.sub = %session.identity.sub, error = %e, "step-up token refused");
+        match e {
+            OidcError::Unavailable(_) | OidcError::NotReady => Rejection::IdpUnavailable,
+            _ => Rejection::StepUpRefused,
+        }
+    })?;
+    let c = &verified.claims;
+    let skew = step_up.oidc.config().clock_skew.as_secs() as i64;
+    let now = crate::oidc::now();
+    let refusal = if c.sub != session.identity.sub {
+        Some("the step-up sign-in was for another user")
+    } else if c.auth_time.is_none_or(|t| t < login.started - skew) {
+        Some("auth_time missing or older than the step-up request")
+    } else if c.auth_time.is_some_and(|t| t > now + skew) {
+        Some("auth_time in the future")
+    } else if !step_up.config.require_amr.iter().all(|a| c.amr.contains(a)) {
+        Some("required amr missing")
+    } else if step_up
+        .config
+        .acr_values
+        .as_deref()
+        .is_some_and(|acrs| !acrs.split(' ').any(|a| Some(a) == c.acr.as_deref()))
+    {
+        Some("acr does not match acr_values")
+    } else {
+        None
+    };
+    if let Some(why) = refusal {
+        tracing::warn!(site = %site.host, user.sub = %session.identity.sub, reason = why, "step-up refused");
+        return Err(Rejection::StepUpRefused);
+    }
+    let auth_time = c.auth_time.unwrap_or(now).min(now);
+    session.record_step_up(auth_time);
+    tracing::info!(site = %site.host, user.sub = %session.identity.sub, step_up_time = auth_time, "step-up completed");
+    Ok(respond::redirect(
+        &login.return_to,
+        &[cookie::clear(cookie::LOGIN)],
     ))
 }
 

@@ -129,7 +129,8 @@ async fn forward(
         (Some(d), Some(_)) => Some(d.fresh(crate::oidc::now())),
         _ => None,
     };
-    let permit = match policy::decide(route, session.clone(), directory) {
+    let now = crate::oidc::now();
+    let permit = match policy::decide(route, &parts.method, session.clone(), directory, now) {
         Decision::Allow(permit) => permit,
         Decision::SignIn => {
             let Some(auth) = &shared.auth else {
@@ -178,6 +179,24 @@ async fn forward(
                 .inc();
             return Err(Rejection::DirectoryUnavailable);
         }
+        Decision::StepUp { max_age } => {
+            let Some(auth) = &shared.auth else {
+                return Err(Rejection::Forbidden);
+            };
+            let return_to = match uri.query() {
+                Some(q) => format!("{path}?{q}"),
+                None => path.to_string(),
+            };
+            return auth::step_up_required(
+                auth,
+                site,
+                &parts.method,
+                &parts.headers,
+                &return_to,
+                json,
+                max_age,
+            );
+        }
     };
 
     // 5. Upstream request: hop-by-hop gone, forwarding headers ours, URI rewritten.
@@ -190,7 +209,8 @@ async fn forward(
         let assertion = auth.signer.assertion(
             session,
             user.map(|(snapshot, u)| (snapshot.version, u.group_names.as_slice())),
-            crate::oidc::now(),
+            permit.step_up_time(),
+            now,
         );
         identity::set_headers(
             &mut parts.headers,
@@ -198,6 +218,7 @@ async fn forward(
             session,
             user.map(|(_, u)| u.groups_header.as_ref()),
             assertion,
+            permit.step_up_time(),
         );
         auth.maybe_refresh(session);
     }

@@ -38,6 +38,8 @@ pub enum Rejection {
     CrossSite,
     /// The directory snapshot is missing or too old to decide a protected request.
     DirectoryUnavailable,
+    /// A step-up sign-in could not be accepted as a fresh multi-factor sign-in.
+    StepUpRefused,
 }
 
 impl Rejection {
@@ -57,6 +59,7 @@ impl Rejection {
             Rejection::SignInFailed => StatusCode::BAD_GATEWAY,
             Rejection::CrossSite => StatusCode::FORBIDDEN,
             Rejection::DirectoryUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Rejection::StepUpRefused => StatusCode::FORBIDDEN,
         }
     }
 
@@ -109,6 +112,10 @@ impl Rejection {
                 "Access cannot be checked",
                 "The gateway cannot confirm your access right now because its copy of the user directory is out of date. Try again in a few minutes; if this persists, tell your administrator.",
             ),
+            Rejection::StepUpRefused => (
+                "Additional sign-in not accepted",
+                "This action needs a recent sign-in with your second factor, and that sign-in could not be confirmed. Go back and try again.",
+            ),
         }
     }
 
@@ -128,6 +135,7 @@ impl Rejection {
             Rejection::SignInFailed => "sign_in_failed",
             Rejection::CrossSite => "cross_site",
             Rejection::DirectoryUnavailable => "directory_unavailable",
+            Rejection::StepUpRefused => "step_up_refused",
         }
     }
 }
@@ -267,6 +275,7 @@ mod tests {
             (Rejection::SignInFailed, 502),
             (Rejection::CrossSite, 403),
             (Rejection::DirectoryUnavailable, 503),
+            (Rejection::StepUpRefused, 403),
         ];
         for (r, code) in table {
             let resp = rejection(r, false);

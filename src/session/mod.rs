@@ -64,6 +64,8 @@ pub struct CachedAssertion {
     pub exp: i64,
     /// The directory snapshot version its groups came from (0: none).
     pub version: u64,
+    /// The step-up time it states, if any.
+    pub step_up_time: Option<i64>,
     /// The header value.
     pub value: HeaderValue,
 }
@@ -89,11 +91,27 @@ pub struct Session {
     refreshing: AtomicBool,
     /// After a failed refresh, no new attempt before this time.
     refresh_not_before: AtomicI64,
+    /// `auth_time` of the last verified step-up (0: none).
+    step_up_time: AtomicI64,
     /// The last assertion signed for this session.
     pub assertion: ArcSwapOption<CachedAssertion>,
+    /// The last assertion signed for a step-up route.
+    pub assertion_step_up: ArcSwapOption<CachedAssertion>,
 }
 
 impl Session {
+    /// When the user last proved a fresh multi-factor sign-in (the step-up token's
+    /// `auth_time`), if ever in this session.
+    pub fn step_up_time(&self) -> Option<i64> {
+        let t = self.step_up_time.load(Ordering::Acquire);
+        (t > 0).then_some(t)
+    }
+
+    /// Records a verified step-up; an older one never replaces a newer one.
+    pub fn record_step_up(&self, auth_time: i64) {
+        self.step_up_time.fetch_max(auth_time, Ordering::AcqRel);
+    }
+
     /// The ID token, for `id_token_hint` at logout.
     pub fn id_token(&self) -> Option<Secret> {
         self.tokens.lock().ok().map(|t| t.id_token.clone())
@@ -212,7 +230,9 @@ impl Sessions {
             }),
             refreshing: AtomicBool::new(false),
             refresh_not_before: AtomicI64::new(0),
+            step_up_time: AtomicI64::new(0),
             assertion: ArcSwapOption::empty(),
+            assertion_step_up: ArcSwapOption::empty(),
         });
         self.sessions.insert(id, session.clone());
         let cookie = cookie::set(

@@ -170,3 +170,57 @@ pub async fn idp_get(url: &str) -> Reply {
     let addr: SocketAddr = authority.parse().unwrap();
     collect(plain_request(addr, if path.is_empty() { "/" } else { path }, authority).await).await
 }
+
+impl Browser {
+    /// The value of cookie `name`, if this browser holds it.
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        self.cookies.get(name).map(|(v, _)| v.clone())
+    }
+
+    /// Sets or replaces cookie `name` by hand, as a tampering client would.
+    pub fn set_cookie(&mut self, name: &str, value: &str) {
+        self.cookies.insert(
+            name.to_owned(),
+            (value.to_owned(), "Path=/; Secure; HttpOnly".to_owned()),
+        );
+    }
+
+    /// Starts at `path` and lets the provider answer; returns the provider's reply (normally
+    /// the redirect back to the callback), without following it.
+    pub async fn authorize(&mut self, path: &str) -> Reply {
+        let first = self.get(path).await;
+        assert_eq!(
+            first.status,
+            302,
+            "expected a redirect to the provider: {}",
+            first.text()
+        );
+        let idp = idp_get(&location(&first)).await;
+        assert_eq!(
+            idp.status,
+            302,
+            "provider did not redirect back: {}",
+            idp.text()
+        );
+        idp
+    }
+}
+
+/// Every `Set-Cookie` line of a reply.
+pub fn set_cookies(reply: &Reply) -> Vec<String> {
+    reply
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Query parameter `name` of a URL or path, decoded.
+pub fn query_param(url: &str, name: &str) -> Option<String> {
+    let query = url.split_once('?')?.1;
+    super::jumpcloud::parse_query(query)
+        .into_iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
+}

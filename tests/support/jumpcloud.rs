@@ -793,7 +793,7 @@ struct Server {
     shutdown: watch::Sender<bool>,
 }
 
-/// A running fake JumpCloud OIDC provider.
+/// A running fake JumpCloud: OIDC provider and directory API on one listener.
 pub struct FakeJumpCloud {
     addr: SocketAddr,
     state: Arc<Mutex<State>>,
@@ -2230,6 +2230,7 @@ pub struct SlowBody {
 }
 
 /// A change to the directory between two pages of `GET /api/systemusers`.
+#[allow(clippy::large_enum_variant)]
 pub enum DirectoryMutation {
     /// An id is assigned if empty.
     AddUser(User),
@@ -2366,8 +2367,8 @@ async fn directory(
         return (resp, Some(fault), slow);
     }
     let resp = match check_key(s, req) {
-        Ok(()) => directory_route(s, req).unwrap_or_else(|e| e),
-        Err(e) => e,
+        Ok(()) => directory_route(s, req).unwrap_or_else(|e| e.response()),
+        Err(e) => e.response(),
     };
     (resp, None, slow)
 }
@@ -2421,8 +2422,8 @@ fn injected(f: &mut DirectoryFaults, req: &Req, seq: u64) -> Option<(Resp, Strin
 }
 
 /// `x-api-key`, `x-org-id` and the key's role.
-fn check_key(s: &State, req: &Req) -> Result<(), Resp> {
-    let unauthorized = || api_error(StatusCode::UNAUTHORIZED, "Unauthorized");
+fn check_key(s: &State, req: &Req) -> Result<(), ApiError> {
+    let unauthorized = || ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized");
     let Some(key) = req
         .header("x-api-key")
         .and_then(|k| s.api_keys.iter().find(|a| a.key == k))
@@ -2439,7 +2440,7 @@ fn check_key(s: &State, req: &Req) -> Result<(), Resp> {
             return Err(bad_request("Bad Request: invalid x-org-id header"))
         }
         (Some(orgs), Some(o)) if !orgs.iter().any(|x| x == o) => {
-            return Err(api_error(
+            return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 "Not Found: organization not found",
             ))
@@ -2453,10 +2454,10 @@ fn check_key(s: &State, req: &Req) -> Result<(), Resp> {
     }
     if req.method != Method::GET && req.method != Method::HEAD {
         return Err(if key.read_only {
-            api_error(StatusCode::FORBIDDEN, "Forbidden")
+            ApiError::new(StatusCode::FORBIDDEN, "Forbidden")
         } else {
             // The fake serves reads only.
-            api_error(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
         });
     }
     Ok(())
@@ -2477,15 +2478,34 @@ fn api_error(status: StatusCode, message: &str) -> Resp {
     )
 }
 
-fn bad_request(message: &str) -> Resp {
-    api_error(StatusCode::BAD_REQUEST, message)
+/// A directory error, answered as [`api_error`] does.
+struct ApiError {
+    status: StatusCode,
+    message: String,
 }
 
-fn not_found() -> Resp {
-    api_error(StatusCode::NOT_FOUND, "Not Found")
+impl ApiError {
+    fn new(status: StatusCode, message: &str) -> ApiError {
+        ApiError {
+            status,
+            message: message.to_owned(),
+        }
+    }
+
+    fn response(&self) -> Resp {
+        api_error(self.status, &self.message)
+    }
 }
 
-type ApiResult = Result<Resp, Resp>;
+fn bad_request(message: &str) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, message)
+}
+
+fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "Not Found")
+}
+
+type ApiResult = Result<Resp, ApiError>;
 
 fn directory_route(s: &mut State, req: &Req) -> ApiResult {
     let segments: Vec<&str> = req.path.trim_end_matches('/').split('/').skip(1).collect();
@@ -2514,7 +2534,7 @@ struct Paging {
 
 impl Paging {
     /// `limit` (default 10, at most 100) and `skip` (default 0).
-    fn parse(s: &State, req: &Req) -> Result<Paging, Resp> {
+    fn parse(s: &State, req: &Req) -> Result<Paging, ApiError> {
         let number = |name: &str, default: usize| match req.q(name).map(str::trim) {
             None | Some("") => Ok(default),
             Some(v) => v.parse::<usize>().map_err(|_| {
@@ -2618,7 +2638,7 @@ struct Filters {
 }
 
 impl Filters {
-    fn parse(req: &Req, v1: bool, lenient: bool) -> Result<Filters, Resp> {
+    fn parse(req: &Req, v1: bool, lenient: bool) -> Result<Filters, ApiError> {
         let mut filters = Filters::default();
         for (k, v) in &req.query {
             let or = if k.starts_with("filter[or]") {
@@ -2733,7 +2753,7 @@ fn list_values(
     paging: &Paging,
     v1: bool,
     lenient: bool,
-) -> Result<(usize, Vec<Value>), Resp> {
+) -> Result<(usize, Vec<Value>), ApiError> {
     let filters = Filters::parse(req, v1, lenient)?;
     let sort = parse_sort(req.q("sort"), v1);
     let mut order: Vec<usize> = (0..records.len())
@@ -3114,7 +3134,7 @@ fn list_usergroups(s: &State, req: &Req) -> ApiResult {
     v2_list(&groups, req, s, |g| group_json(g, &s.directory_faults))
 }
 
-fn find_group<'a>(s: &'a State, id: &str) -> Result<&'a Group, Resp> {
+fn find_group<'a>(s: &'a State, id: &str) -> Result<&'a Group, ApiError> {
     s.group(id).ok_or_else(not_found)
 }
 
@@ -3151,7 +3171,7 @@ fn user_memberof(s: &State, req: &Req, id: &str) -> ApiResult {
     v2_list(&groups, req, s, |g| group_graph_object(g))
 }
 
-fn find_app<'a>(s: &'a State, id: &str) -> Result<&'a App, Resp> {
+fn find_app<'a>(s: &'a State, id: &str) -> Result<&'a App, ApiError> {
     s.apps.iter().find(|a| a.id == id).ok_or_else(not_found)
 }
 

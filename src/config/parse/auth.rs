@@ -187,8 +187,14 @@ pub(super) fn read_oidc(mut r: Reader<'_>) -> Option<OidcConfig> {
             }
         }
     });
+    let step_up = default_or(&mut r, "step_up", None, |e| {
+        e.table("an [oidc.step_up] table")
+            .and_then(read_step_up)
+            .map(Some)
+    });
     r.finish();
     Some(OidcConfig {
+        step_up: step_up?,
         issuer: issuer?,
         client_id: client_id?,
         client_secret: client_secret?,
@@ -201,6 +207,64 @@ pub(super) fn read_oidc(mut r: Reader<'_>) -> Option<OidcConfig> {
         idp_logout: idp_logout?,
         post_logout_redirect_uri: post_logout_redirect_uri?,
     })
+}
+
+fn read_step_up(mut r: Reader<'_>) -> Option<crate::config::StepUpConfig> {
+    let client_id = r
+        .need("client_id", "the step-up application's client id")
+        .and_then(|e| e.str("a client id string").map(str::to_owned));
+    let client_secret = secret(&mut r, "client_secret_file", "client_secret_env");
+    let callback_path = default_or(
+        &mut r,
+        "callback_path",
+        "/.jumpgate/step-up/callback".to_owned(),
+        reserved_path,
+    );
+    let acr_values = default_or(&mut r, "acr_values", None, |e| {
+        e.str("space-separated acr values")
+            .map(|s| Some(s.to_owned()))
+    });
+    let require_amr = default_or(&mut r, "require_amr", Vec::new(), |e| {
+        string_list(e, "amr values such as \"mfa\"")
+    });
+    r.finish();
+    Some(crate::config::StepUpConfig {
+        client_id: client_id?,
+        client_secret: client_secret?,
+        callback_path: callback_path?,
+        acr_values: acr_values?,
+        require_amr: require_amr?,
+    })
+}
+
+/// `step_up` and `step_up_methods` on a route.
+pub(super) fn read_route_step_up(
+    r: &mut Reader<'_>,
+) -> Option<(Option<Duration>, Vec<http::Method>)> {
+    let max_age = default_or(r, "step_up", None, |e| e.duration(false).map(Some));
+    let methods = default_or(r, "step_up_methods", Vec::new(), |e| {
+        let list = string_list(e, "HTTP methods such as \"POST\"")?;
+        let mut out = Vec::new();
+        for m in list {
+            if !crate::canonical::method_ok(&m) {
+                e.report(format!("\"{m}\" is not an upper-case HTTP method"));
+                return None;
+            }
+            out.push(http::Method::from_bytes(m.as_bytes()).ok()?);
+        }
+        Some(out)
+    });
+    let (max_age, methods) = (max_age?, methods?);
+    if max_age.is_none() && !methods.is_empty() {
+        let key = r.key_path("step_up_methods");
+        r.cx.report(
+            r.line,
+            key,
+            "only applies with step_up; add step_up = \"15m\" or remove it",
+        );
+        return None;
+    }
+    Some((max_age, methods))
 }
 
 /// `[session]`, or its defaults when the table is absent.
@@ -315,6 +379,7 @@ pub(super) fn read_headers(mut r: Reader<'_>) -> Option<IdentityHeaders> {
     let username = one("username", d.username);
     let groups = one("groups", d.groups);
     let assertion = one("assertion", d.assertion);
+    let step_up_time = one("step_up_time", d.step_up_time);
     r.finish();
     Some(IdentityHeaders {
         user: user?,
@@ -322,6 +387,7 @@ pub(super) fn read_headers(mut r: Reader<'_>) -> Option<IdentityHeaders> {
         username: username?,
         groups: groups?,
         assertion: assertion?,
+        step_up_time: step_up_time?,
     })
 }
 

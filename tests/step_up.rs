@@ -1,0 +1,269 @@
+//! MFA step-up end to end against the fake JumpCloud's second application, the one whose
+//! access policy requires MFA: when it is asked for, what proves it, and what never does.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+use support::browser::{idp_get, location, Browser};
+use support::env::{Options, SignInEnv};
+use support::jumpcloud::{App, Tamper};
+use support::site;
+
+const STEP_UP_ID: &str = "jumpgate-step-up";
+const STEP_UP_SECRET: &str = "step-up-secret";
+
+struct StepUpEnv {
+    env: SignInEnv,
+    _secret_dir: tempfile::TempDir,
+}
+
+async fn start(step_up_extra: &str, admin_max_age: &str) -> StepUpEnv {
+    let secret_dir = tempfile::tempdir().unwrap();
+    let secret = secret_dir.path().join("step-up-secret");
+    std::fs::write(&secret, STEP_UP_SECRET).unwrap();
+    let echo = support::Echo::start().await;
+    let url = echo.url();
+    std::mem::forget(echo);
+    let sites = format!(
+        "{}  [[site.route]]\n  path = \"/admin\"\n  step_up = \"{admin_max_age}\"\n  [[site.route]]\n  path = \"/api\"\n  step_up = \"15m\"\n  step_up_methods = [\"POST\", \"DELETE\"]\n",
+        site("app.test", &url, "protected", &[("/public", "public")])
+    );
+    let env = SignInEnv::start_with(Options {
+        sites: Some(sites),
+        oidc: format!(
+            "\n[oidc.step_up]\nclient_id = \"{STEP_UP_ID}\"\nclient_secret_file = \"{}\"\n{step_up_extra}\n",
+            secret.display()
+        ),
+        ..Options::default()
+    })
+    .await;
+    let port = env.gw.addr.port();
+    let mut app = App::new(
+        STEP_UP_ID,
+        STEP_UP_SECRET,
+        &format!("https://app.test:{port}/.jumpgate/step-up/callback"),
+    );
+    app.require_mfa = true;
+    app.bind_everyone = true;
+    env.fake.add_app(app);
+    // The step-up client discovers the provider on its own; give it a moment.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    StepUpEnv {
+        env,
+        _secret_dir: secret_dir,
+    }
+}
+
+/// From a 302 into the step-up application to the reply of our step-up callback.
+async fn through_step_up(b: &mut Browser, challenge: &support::Reply) -> support::Reply {
+    assert_eq!(challenge.status, 302, "{}", challenge.text());
+    let to = location(challenge);
+    assert!(to.contains(&format!("client_id={STEP_UP_ID}")), "{to}");
+    assert!(
+        to.contains("prompt=login") && to.contains("max_age=0"),
+        "{to}"
+    );
+    let idp = idp_get(&to).await;
+    assert_eq!(idp.status, 302, "{}", idp.text());
+    b.follow(&idp).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_step_up_is_asked_for_accepted_reused_and_asked_again_when_old() {
+    let s = start("", "3s").await;
+    let mut b = s.env.browser();
+    assert_eq!(b.sign_in("/dashboard").await.status, 200);
+    assert_eq!(
+        b.get("/public/x").await.status,
+        200,
+        "a public route never asks"
+    );
+
+    let challenge = b.get("/admin/users?tab=1").await;
+    let back = through_step_up(&mut b, &challenge).await;
+    assert_eq!(back.status, 302, "{}", back.text());
+    assert_eq!(location(&back), "/admin/users?tab=1");
+    let page = b.follow(&back).await;
+    assert_eq!(page.status, 200, "{}", page.text());
+    let t: i64 = page
+        .upstream_header("x-jumpgate-step-up-time")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((t - jumpgate::oidc::now()).abs() < 60);
+    let assertion = page.upstream_header("x-jumpgate-assertion").unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::Engine::decode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            assertion.split('.').nth(1).unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["step_up_time"], t);
+    let issued = s.env.fake.issued();
+    assert!(
+        issued.iter().any(|i| i.client_id == STEP_UP_ID && i.mfa),
+        "the step-up went through the MFA app"
+    );
+
+    // Within the window: no new step-up; other routes do not get the step-up header.
+    assert_eq!(b.get("/admin/other").await.status, 200);
+    let plain = b.get("/dashboard").await;
+    assert_eq!(plain.upstream_header("x-jumpgate-step-up-time"), None);
+    // Past it: asked again.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let again = b.get("/admin/users").await;
+    assert_eq!(again.status, 302);
+    assert!(location(&again).contains(STEP_UP_ID));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_requests_get_the_rfc_9470_challenge_and_methods_scope_it() {
+    let s = start("", "15m").await;
+    let mut b = s.env.browser();
+    assert_eq!(b.sign_in("/dashboard").await.status, 200);
+    assert_eq!(
+        b.request("GET", "/api/v1/user", &[("accept", "application/json")])
+            .await
+            .status,
+        200,
+        "GET is not scoped"
+    );
+    let r = b
+        .request("POST", "/api/v1/user", &[("accept", "application/json")])
+        .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        r.headers["www-authenticate"],
+        "Bearer error=\"insufficient_user_authentication\", error_description=\"A recent multi-factor sign-in is required\", max_age=\"900\""
+    );
+    let body = r.json();
+    assert_eq!(body["error"], "insufficient_user_authentication");
+    let url = body["step_up_url"].as_str().unwrap().to_owned();
+    assert!(
+        url.ends_with("/.jumpgate/step-up?rd=%2Fapi%2Fv1%2Fuser"),
+        "{url}"
+    );
+    assert_eq!(b.request("DELETE", "/api/v1/user/1", &[]).await.status, 401);
+    // An XHR GET on a route that always needs it also gets the challenge, never a redirect.
+    let r = b
+        .request("GET", "/admin", &[("x-requested-with", "XMLHttpRequest")])
+        .await;
+    assert_eq!(r.status, 401);
+    // The front end opens step_up_url, then retries: now allowed.
+    let start_at = b.get(&support::browser::gateway_path(&url)).await;
+    let back = through_step_up(&mut b, &start_at).await;
+    assert_eq!(location(&back), "/api/v1/user");
+    let r = b
+        .request("POST", "/api/v1/user", &[("accept", "application/json")])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.upstream_header("x-jumpgate-step-up-time").is_some());
+}
+
+/// Runs a step-up whose token is altered by `tamper` (or by a fault set by `prepare`) and
+/// asserts it is refused and grants nothing.
+async fn refused(s: &StepUpEnv, prepare: impl FnOnce(&SignInEnv)) {
+    let mut b = s.env.browser();
+    assert_eq!(b.sign_in("/dashboard").await.status, 200);
+    let challenge = b.get("/admin").await;
+    prepare(&s.env);
+    let back = through_step_up(&mut b, &challenge).await;
+    assert_eq!(
+        back.status,
+        403,
+        "step-up should be refused: {}",
+        back.text()
+    );
+    assert!(back.text().contains("Additional sign-in not accepted"));
+    let after = b.get("/admin").await;
+    assert_eq!(after.status, 302, "a refused step-up must grant nothing");
+    assert!(location(&after).contains(STEP_UP_ID));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_that_do_not_prove_a_fresh_step_up_are_refused() {
+    let s = start("", "15m").await;
+    // A token for the ordinary client, not the MFA application.
+    refused(&s, |env| {
+        env.fake
+            .tamper_next_id_token(Tamper::claims(|c| c["aud"] = json!(["jumpgate-test"])));
+    })
+    .await;
+    // Another user's login.
+    refused(&s, |env| {
+        env.fake.tamper_next_id_token(Tamper::claims(|c| {
+            c["sub"] = json!("5f0000000000000000000000")
+        }));
+    })
+    .await;
+    // An old authentication (the provider reused a sign-in from 10 minutes ago).
+    refused(&s, |env| {
+        let old = jumpgate::oidc::now() - 600;
+        env.fake
+            .tamper_next_id_token(Tamper::claims(move |c| c["auth_time"] = json!(old)));
+    })
+    .await;
+    // No auth_time at all.
+    refused(&s, |env| {
+        env.fake.tamper_next_id_token(Tamper::claims(|c| {
+            c.as_object_mut().unwrap().remove("auth_time");
+        }));
+    })
+    .await;
+    // The user's MFA fails at the provider: JumpCloud answers access_denied.
+    refused(&s, |env| {
+        env.fake.update_user(&env.alice, |u| u.mfa_ok = false)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn required_amr_and_acr_are_enforced_whatever_the_browser_asks_for() {
+    let s = start("require_amr = [\"mfa\"]\nacr_values = \"phr\"\n", "15m").await;
+    // JumpCloud sends neither amr nor acr: refused.
+    refused(&s, |_| {}).await;
+    // amr present but acr wrong.
+    refused(&s, |env| {
+        env.fake.tamper_next_id_token(Tamper::claims(|c| {
+            c["amr"] = json!(["pwd", "mfa"]);
+            c["acr"] = json!("basic");
+        }));
+    })
+    .await;
+    // Both right: accepted. The browser editing acr_values in the URL changes nothing: only
+    // the token's claims count.
+    let mut b = s.env.browser();
+    assert_eq!(b.sign_in("/dashboard").await.status, 200);
+    let challenge = b.get("/admin").await;
+    let edited = location(&challenge).replace("acr_values=phr", "acr_values=none");
+    s.env.fake.tamper_next_id_token(Tamper::claims(|c| {
+        c["amr"] = json!(["pwd", "mfa"]);
+        c["acr"] = json!("phr");
+    }));
+    let idp = idp_get(&edited).await;
+    let back = b.follow(&idp).await;
+    assert_eq!(back.status, 302, "{}", back.text());
+    assert_eq!(b.follow(&back).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn step_up_callback_is_single_use_and_never_signs_anyone_in() {
+    let s = start("", "15m").await;
+    let mut b = s.env.browser();
+    assert_eq!(b.sign_in("/dashboard").await.status, 200);
+    let challenge = b.get("/admin").await;
+    let idp = idp_get(&location(&challenge)).await;
+    let callback = support::browser::gateway_path(&location(&idp));
+    // Another browser with no session cannot use the callback to get anything.
+    let mut other = Browser::new(s.env.gw.client(), "app.test");
+    let r = other.get(&callback).await;
+    assert_eq!(r.status, 400);
+    // The state was consumed by that attempt: the real browser must start again.
+    let r = b.get(&callback).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(b.get("/admin").await.status, 302);
+}
