@@ -16,6 +16,7 @@ pub struct Readiness {
     listening: AtomicBool,
     oidc: Option<Arc<crate::oidc::Oidc>>,
     directory: Option<Arc<crate::directory::Directory>>,
+    redis: Option<Arc<crate::session::redis::RedisStore>>,
 }
 
 impl Readiness {
@@ -23,11 +24,13 @@ impl Readiness {
     pub fn new(
         oidc: Option<Arc<crate::oidc::Oidc>>,
         directory: Option<Arc<crate::directory::Directory>>,
+        redis: Option<Arc<crate::session::redis::RedisStore>>,
     ) -> Readiness {
         Readiness {
             listening: AtomicBool::new(false),
             oidc,
             directory,
+            redis,
         }
     }
 
@@ -43,6 +46,9 @@ impl Readiness {
         }
         if self.oidc.as_ref().is_some_and(|o| !o.is_ready()) {
             return Some("identity provider not discovered yet".to_owned());
+        }
+        if let Some(reason) = self.redis.as_ref().and_then(|r| r.not_ready_reason()) {
+            return Some(reason);
         }
         self.directory
             .as_ref()

@@ -80,6 +80,9 @@ pub enum StartError {
     /// The assertion signing key could not be loaded or created.
     #[error(transparent)]
     SigningKey(#[from] identity::IdentityError),
+    /// The Redis settings are unusable.
+    #[error(transparent)]
+    Redis(#[from] session::StoreError),
 }
 
 /// The sockets the gateway serves on. Tests bind `127.0.0.1:0` themselves.
@@ -160,9 +163,11 @@ pub async fn run(
         None => None,
     };
     let shared = Arc::new(shared);
+    let redis = auth.as_ref().and_then(|a| a.sessions.shared().cloned());
     let readiness = Arc::new(Readiness::new(
         auth.as_ref().map(|a| a.oidc.clone()),
         shared.directory.clone(),
+        redis.clone(),
     ));
     let (stop, stopped) = shutdown::channel();
     let limits = config.server.limits.clone();
@@ -177,8 +182,22 @@ pub async fn run(
             background.push(tokio::spawn(step_up.oidc.clone().discover_until_ready()));
         }
     }
-    if let Some((syncer, directory)) = syncer {
-        background.push(tokio::spawn(syncer.run(directory)));
+    if let (Some(store), Some(auth)) = (&redis, &auth) {
+        let auth = auth.clone();
+        let notify = store.clone();
+        background.push(tokio::spawn(store.clone().run(move |event| {
+            if let session::redis::Event::Snapshot(_) = event {
+                notify.snapshot_published.notify_waiters();
+            }
+            auth.sessions.apply(&event);
+        })));
+    }
+    match (syncer, &redis) {
+        (Some((syncer, directory)), Some(store)) => {
+            background.push(tokio::spawn(syncer.run_shared(directory, store.clone())));
+        }
+        (Some((syncer, directory)), None) => background.push(tokio::spawn(syncer.run(directory))),
+        (None, _) => {}
     }
 
     let mut listeners_done = Vec::new();
@@ -265,9 +284,19 @@ fn build_auth(
         }
         None => None,
     };
+    let shared = match &config.session.redis {
+        Some(rc) if config.session.store == config::StoreKind::Redis => {
+            let password = match &rc.password {
+                Some(source) => Some(secret::load(source, "session.redis_password")?),
+                None => None,
+            };
+            Some(session::redis::RedisStore::new(rc, password)?)
+        }
+        _ => None,
+    };
     Ok(Some(Arc::new(proxy::auth::Auth {
         oidc,
-        sessions: session::Sessions::new(&config.session, key),
+        sessions: session::Sessions::with_shared(&config.session, key, shared),
         signer,
         public_port,
         step_up,

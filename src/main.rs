@@ -37,6 +37,11 @@ enum Command {
         #[command(subcommand)]
         command: DirectoryCommand,
     },
+    /// Sessions shared in Redis (session.store = "redis").
+    Sessions {
+        #[command(subcommand)]
+        command: SessionsCommand,
+    },
     /// Write a development CA and a localhost server certificate.
     DevCert {
         /// Directory to write dev-ca.pem, gateway.pem and gateway.key into.
@@ -55,6 +60,22 @@ enum DirectoryCommand {
         /// Report only; leave the cache file as it is.
         #[arg(long)]
         dry_run: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum SessionsCommand {
+    /// List a user's live sessions.
+    List {
+        /// The user id (the token's sub; JumpCloud's user id).
+        #[arg(long)]
+        user: String,
+    },
+    /// End every session of a user, on every instance.
+    Revoke {
+        /// The user id.
+        #[arg(long)]
+        user: String,
     },
 }
 
@@ -108,6 +129,22 @@ fn main() -> ExitCode {
                 Err(e) => fail(&e),
             }
         }
+        Command::Sessions { command } => {
+            let Ok(config) = load(&cli.config) else {
+                return ExitCode::from(EXIT_CONFIG);
+            };
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => return fail(&e),
+            };
+            match runtime.block_on(jumpgate::session::admin::run(&config, command.into())) {
+                Ok(out) => {
+                    print!("{out}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
         Command::Run => {
             let Ok(mut config) = load(&cli.config) else {
                 return ExitCode::from(EXIT_CONFIG);
@@ -129,6 +166,15 @@ fn main() -> ExitCode {
                     jumpgate::run(config, listeners, jumpgate::shutdown::signal()).await
                 })
                 .map_or_else(|e| fail(&e), |()| ExitCode::SUCCESS)
+        }
+    }
+}
+
+impl From<SessionsCommand> for jumpgate::session::admin::Command {
+    fn from(c: SessionsCommand) -> Self {
+        match c {
+            SessionsCommand::List { user } => jumpgate::session::admin::Command::List(user),
+            SessionsCommand::Revoke { user } => jumpgate::session::admin::Command::Revoke(user),
         }
     }
 }

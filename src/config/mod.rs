@@ -155,6 +155,25 @@ pub struct StepUpConfig {
 pub enum StoreKind {
     /// In process (moka); sessions end when the process does.
     Memory,
+    /// Shared through Redis by every instance, with a small in-process cache in front.
+    Redis,
+}
+
+/// How to reach Redis, when `session.store = "redis"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    /// `session.redis_url`: `redis://` or `rediss://` (TLS), host, port, database.
+    pub url: String,
+    /// `session.redis_password_file` / `session.redis_password_env`.
+    pub password: Option<SecretSource>,
+    /// `session.key_prefix`: every key and channel starts with it.
+    pub key_prefix: String,
+    /// `session.local_cache_ttl`: how long a session read from Redis is reused locally while
+    /// invalidations arrive.
+    pub local_cache_ttl: Duration,
+    /// `session.redis_grace`: how long cached sessions keep working while Redis is
+    /// unreachable.
+    pub grace: Duration,
 }
 
 /// `[session]`.
@@ -172,6 +191,8 @@ pub struct SessionConfig {
     pub login_timeout: Duration,
     /// `session.max_sessions`: capacity of the in-memory store.
     pub max_sessions: u64,
+    /// Redis settings, when `store = "redis"`.
+    pub redis: Option<RedisConfig>,
 }
 
 /// `[identity]`.

@@ -130,10 +130,37 @@ pub fn check_files(config: &Config) -> Vec<Problem> {
             ));
         }
     }
-    let failed: Vec<(String, Vec<KeyStep>, String)> = wanted
+    let mut failed: Vec<(String, Vec<KeyStep>, String)> = wanted
         .into_iter()
         .filter_map(|(key, steps, path)| unusable(path).map(|why| (key, steps, why)))
         .collect();
+    // Instances that share sessions must share the keys that sign cookies and assertions;
+    // a key generated per instance would make every other instance's cookies invalid.
+    if config.session.store == super::StoreKind::Redis {
+        for (key, steps, path) in [
+            (
+                "session.key_file",
+                vec![KeyStep::Key("session"), KeyStep::Key("key_file")],
+                &config.session.key_file,
+            ),
+            (
+                "identity.signing_key_file",
+                vec![KeyStep::Key("identity"), KeyStep::Key("signing_key_file")],
+                &config.identity.signing_key_file,
+            ),
+        ] {
+            if !path.exists() {
+                failed.push((
+                    key.to_owned(),
+                    steps,
+                    format!(
+                        "{} does not exist, so each instance would generate its own; with store = \"redis\" every instance must use the same key: start one instance to generate it, then copy it to the others",
+                        path.display()
+                    ),
+                ));
+            }
+        }
+    }
     if failed.is_empty() {
         return Vec::new();
     }

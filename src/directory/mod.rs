@@ -237,7 +237,7 @@ impl Syncer {
     }
 
     /// One sync: read, publish, persist. On failure the snapshot in service stays.
-    pub async fn sync_once(&self, directory: &Directory) -> Result<Arc<Snapshot>, SyncError> {
+    pub async fn sync_once(&self, directory: &Directory) -> Result<RawDirectory, SyncError> {
         let started = Instant::now();
         let (raw, fetched) = self.read().await?;
         let snapshot = directory.publish(&raw);
@@ -257,7 +257,69 @@ impl Syncer {
         if let Err(e) = store_cache(&self.config.cache_file, &raw) {
             tracing::error!(error = %e, "could not write the directory cache; the new snapshot is in service but will not survive a restart");
         }
-        Ok(snapshot)
+        Ok(raw)
+    }
+
+    /// The cluster variant of [`Syncer::run`]: one instance at a time holds a lease in Redis
+    /// and syncs, then publishes the complete snapshot there; the others load it when told
+    /// (or when they next look). The lease lasts two thirds of a sync interval and is renewed
+    /// every third, so when the leader dies another instance leads within one interval.
+    pub async fn run_shared(self, directory: Arc<Directory>, store: Arc<crate::session::redis::RedisStore>) {
+        let interval = self.config.sync_interval;
+        let period = (interval / 3).max(Duration::from_millis(100));
+        let lease = (interval * 2 / 3).max(Duration::from_millis(200));
+        let mut last_sync: Option<Instant> = None;
+        let mut loaded_version: i64 = 0;
+        loop {
+            match store.hold_lease(lease).await {
+                Ok(true) => {
+                    if last_sync.is_none_or(|t| t.elapsed() >= interval) {
+                        last_sync = Some(Instant::now());
+                        match self.sync_once(&directory).await {
+                            Ok(raw) => {
+                                let version = crate::oidc::now_ms();
+                                match serde_json::to_vec(&raw) {
+                                    Ok(json) => match store.publish_snapshot(version, &json).await {
+                                        Ok(()) => loaded_version = version,
+                                        Err(e) => tracing::warn!(error = %e, "could not publish the directory snapshot to redis"),
+                                    },
+                                    Err(e) => tracing::error!(error = %e, "could not serialize the directory snapshot"),
+                                }
+                            }
+                            Err(e) => {
+                                self.metrics.directory_sync_failures.inc();
+                                tracing::warn!(error = %e, "directory sync failed; keeping the last good snapshot");
+                            }
+                        }
+                    }
+                }
+                Ok(false) => {
+                    last_sync = None;
+                    match store.snapshot_newer_than(loaded_version).await {
+                        Ok(Some((version, json))) => match serde_json::from_slice::<RawDirectory>(&json) {
+                            Ok(raw) => {
+                                let s = directory.publish(&raw);
+                                self.metrics.directory_last_success.set(raw.taken_at);
+                                self.metrics.directory_users.set(s.user_count() as i64);
+                                loaded_version = version;
+                                tracing::info!(users = s.user_count(), "directory snapshot loaded from redis");
+                                if let Err(e) = store_cache(&self.config.cache_file, &raw) {
+                                    tracing::error!(error = %e, "could not write the directory cache");
+                                }
+                            }
+                            Err(e) => tracing::error!(error = %e, "directory snapshot in redis unreadable; ignored"),
+                        },
+                        Ok(None) => {}
+                        Err(e) => tracing::debug!(error = %e, "could not read the directory snapshot from redis"),
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "directory lease unavailable (redis down)"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(crate::oidc::jitter(period)) => {}
+                () = store.snapshot_published.notified() => {}
+            }
+        }
     }
 
     /// Syncs every `sync_interval` forever, keeping the last good snapshot on failure.

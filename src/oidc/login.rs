@@ -71,6 +71,21 @@ impl PendingLogin {
         }
     }
 
+    /// A copy (the verifier is a secret and not `Clone` by accident elsewhere).
+    pub fn duplicate(&self) -> PendingLogin {
+        PendingLogin {
+            state: self.state.clone(),
+            nonce: self.nonce.clone(),
+            verifier: self.verifier.clone(),
+            return_to: self.return_to.clone(),
+            site: self.site.clone(),
+            redirect_uri: self.redirect_uri.clone(),
+            binding: self.binding,
+            started: self.started,
+            step_up: self.step_up,
+        }
+    }
+
     /// The PKCE S256 challenge for the verifier.
     pub fn challenge(&self) -> String {
         let digest = ring::digest::digest(&ring::digest::SHA256, self.verifier.expose().as_bytes());

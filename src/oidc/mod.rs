@@ -74,6 +74,11 @@ struct TokenError {
     error: String,
 }
 
+/// Milliseconds since the epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
 /// Seconds since the epoch.
 pub fn now() -> i64 {
     SystemTime::now()

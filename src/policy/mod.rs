@@ -218,6 +218,7 @@ mod tests {
             idle_timeout: Duration::from_secs(60),
             login_timeout: Duration::from_secs(60),
             max_sessions: 10,
+            redis: None,
         };
         let sessions = crate::session::Sessions::new(
             &config,
@@ -242,7 +243,10 @@ mod tests {
             id_token: crate::secret::Secret::new("t".into()),
             refresh_token: None,
         };
-        sessions.create(Arc::from("site"), login).0
+        futures_util::FutureExt::now_or_never(sessions.create(Arc::from("site"), login))
+            .expect("the memory store never waits")
+            .expect("the memory store never fails")
+            .0
     }
 
     fn user(id: &str, state: &str) -> RawUser {

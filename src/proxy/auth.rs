@@ -56,7 +56,7 @@ impl Auth {
 
     /// Starts a sign-in (or, with `step_up`, a step-up) on `site` that returns to
     /// `return_to`, and answers with the redirect to the provider.
-    pub fn start(
+    pub async fn start(
         &self,
         site: &Site,
         headers: &HeaderMap,
@@ -78,7 +78,10 @@ impl Auth {
         let url = oidc
             .authorize_url(&login)
             .map_err(|_| Rejection::IdpUnavailable)?;
-        self.sessions.start_login(login);
+        if let Err(e) = self.sessions.start_login(login).await {
+            tracing::warn!(error = %e, "session store unavailable; sign-in not started");
+            return Err(Rejection::IdpUnavailable);
+        }
         let cookies: Vec<HeaderValue> = set_binding.into_iter().collect();
         Ok(respond::redirect(&url, &cookies))
     }
@@ -99,10 +102,10 @@ impl Auth {
                 .refresh(&refresh_token, &session.identity.sub)
                 .await
             {
-                Ok(login) => session.refreshed(login),
+                Ok(login) => auth.sessions.refreshed(&session, login).await,
                 Err(OidcError::Rejected(code)) => {
                     tracing::info!(user.sub = %session.identity.sub, error = %code, "refresh refused by the provider; session ended");
-                    auth.sessions.remove(&session.id);
+                    auth.sessions.remove(&session).await;
                 }
                 Err(e) => {
                     tracing::warn!(user.sub = %session.identity.sub, error = %e, "token refresh failed; session kept");
@@ -130,7 +133,7 @@ pub fn is_navigation(method: &Method, headers: &HeaderMap, json: bool) -> bool {
 
 /// What a client without a session gets on a protected route: a redirect into the sign-in
 /// for navigations, 401 JSON with the URL that starts it for everything else.
-pub fn sign_in_required(
+pub async fn sign_in_required(
     auth: &Auth,
     site: &Site,
     method: &Method,
@@ -139,7 +142,7 @@ pub fn sign_in_required(
     json: bool,
 ) -> Result<Response<ResponseBody>, Rejection> {
     if is_navigation(method, headers, json) {
-        return auth.start(site, headers, return_to, false);
+        return auth.start(site, headers, return_to, false).await;
     }
     let url = format!(
         "{}/.jumpgate/sign-in?rd={}",
@@ -166,7 +169,7 @@ pub fn sign_in_required(
 /// redirect into the step-up for navigations; for everything else 401 with an RFC 9470
 /// challenge and the URL that starts the step-up (a request body is never replayed; the
 /// client retries after the step-up).
-pub fn step_up_required(
+pub async fn step_up_required(
     auth: &Auth,
     site: &Site,
     method: &Method,
@@ -179,7 +182,7 @@ pub fn step_up_required(
         return Err(Rejection::Forbidden);
     };
     if is_navigation(method, headers, json) {
-        return auth.start(site, headers, return_to, true);
+        return auth.start(site, headers, return_to, true).await;
     }
     let url = format!(
         "{}/.jumpgate/step-up?rd={}",

@@ -59,15 +59,15 @@ pub async fn handle(
         .await;
     }
     match path {
-        "/.jumpgate/sign-in" => auth.start(site, headers, param("rd").unwrap_or("/"), false),
-        "/.jumpgate/logout" => logout(auth, site, method, headers),
+        "/.jumpgate/sign-in" => auth.start(site, headers, param("rd").unwrap_or("/"), false).await,
+        "/.jumpgate/logout" => logout(auth, site, method, headers).await,
         "/.jumpgate/step-up" => {
             let rd = param("rd").unwrap_or("/");
             // A step-up proves more about a signed-in user; without a session, sign in first.
-            let step_up = auth.sessions.from_headers(headers, &site.host).is_some();
-            auth.start(site, headers, rd, step_up)
+            let step_up = auth.sessions.from_headers(headers, &site.host).await.is_some();
+            auth.start(site, headers, rd, step_up).await
         }
-        "/.jumpgate/userinfo" => Ok(userinfo(auth, site, headers)),
+        "/.jumpgate/userinfo" => Ok(userinfo(auth, site, headers).await),
         "/.jumpgate/jwks.json" => {
             let mut response = Response::new(ResponseBody::full(auth.signer.jwks()));
             response.headers_mut().insert(
@@ -93,9 +93,7 @@ async fn callback(
     error: Option<&str>,
 ) -> Result<Response<ResponseBody>, Rejection> {
     // The state is consumed whatever happens next: a callback URL works once.
-    let login = state
-        .and_then(|s| auth.sessions.take_login(s))
-        .ok_or(Rejection::SignInExpired)?;
+    let login = take_login(auth, state).await?;
     if login.step_up
         || *login.site != *site.host
         || !auth.sessions.has_binding(headers, &login.binding)
@@ -124,10 +122,18 @@ async fn callback(
         }
     })?;
     tracing::info!(site = %site.host, user.sub = %verified.claims.sub, "signed in");
-    let (_, set_session) = auth.sessions.create(site.host.clone(), verified);
+    let (_, set_session) = auth
+        .sessions
+        .create(site.host.clone(), verified)
+        .await
+        .map_err(|e| {
+            tracing::warn!(site = %site.host, error = %e, "session store unavailable; sign-in refused");
+            Rejection::IdpUnavailable
+        })?;
+    // The login cookie stays: other tabs of this browser may be signing in at the same time.
     Ok(respond::redirect(
         &login.return_to,
-        &[set_session, cookie::clear(cookie::LOGIN)],
+        &[set_session],
     ))
 }
 
@@ -144,9 +150,7 @@ async fn step_up_callback(
     state: Option<&str>,
     error: Option<&str>,
 ) -> Result<Response<ResponseBody>, Rejection> {
-    let login = state
-        .and_then(|s| auth.sessions.take_login(s))
-        .ok_or(Rejection::SignInExpired)?;
+    let login = take_login(auth, state).await?;
     if !login.step_up
         || *login.site != *site.host
         || !auth.sessions.has_binding(headers, &login.binding)
@@ -156,6 +160,7 @@ async fn step_up_callback(
     let session = auth
         .sessions
         .from_headers(headers, &site.host)
+        .await
         .ok_or(Rejection::SignInExpired)?;
     if let Some(error) = error {
         tracing::info!(site = %site.host, user.sub = %session.identity.sub, idp.error = %error, "step-up refused by the identity provider");
@@ -198,11 +203,23 @@ async fn step_up_callback(
     }
     let auth_time = c.auth_time.unwrap_or(now).min(now);
     session.record_step_up(auth_time);
+    auth.sessions.save(&session).await;
     tracing::info!(site = %site.host, user.sub = %session.identity.sub, step_up_time = auth_time, "step-up completed");
-    Ok(respond::redirect(
-        &login.return_to,
-        &[cookie::clear(cookie::LOGIN)],
-    ))
+    Ok(respond::redirect(&login.return_to, &[]))
+}
+
+/// Takes the pending sign-in named by `state`; unknown, used, expired → "sign-in expired";
+/// a store outage → "sign-in unavailable".
+async fn take_login(auth: &Auth, state: Option<&str>) -> Result<crate::oidc::login::PendingLogin, Rejection> {
+    let state = state.ok_or(Rejection::SignInExpired)?;
+    match auth.sessions.take_login(state).await {
+        Ok(Some(login)) => Ok(login),
+        Ok(None) => Err(Rejection::SignInExpired),
+        Err(e) => {
+            tracing::warn!(error = %e, "session store unavailable; sign-in callback refused");
+            Err(Rejection::IdpUnavailable)
+        }
+    }
 }
 
 /// Whether a state-changing request comes from our own site: browsers send
@@ -219,7 +236,7 @@ fn same_origin(auth: &Auth, site: &Site, headers: &HeaderMap) -> bool {
     }
 }
 
-fn logout(
+async fn logout(
     auth: &Auth,
     site: &Site,
     method: &Method,
@@ -231,10 +248,10 @@ fn logout(
     if !same_origin(auth, site, headers) {
         return Err(Rejection::CrossSite);
     }
-    let session = auth.sessions.from_headers(headers, &site.host);
+    let session = auth.sessions.from_headers(headers, &site.host).await;
     let id_token = session.as_ref().and_then(|s| s.id_token());
     if let Some(s) = &session {
-        auth.sessions.remove(&s.id);
+        auth.sessions.remove(s).await;
         tracing::info!(site = %site.host, user.sub = %s.identity.sub, "signed out");
     }
     let clear = cookie::clear(cookie::SESSION);
@@ -252,8 +269,8 @@ fn logout(
     Ok(response)
 }
 
-fn userinfo(auth: &Auth, site: &Site, headers: &HeaderMap) -> Response<ResponseBody> {
-    let Some(s) = auth.sessions.from_headers(headers, &site.host) else {
+async fn userinfo(auth: &Auth, site: &Site, headers: &HeaderMap) -> Response<ResponseBody> {
+    let Some(s) = auth.sessions.from_headers(headers, &site.host).await else {
         return respond::json(
             StatusCode::UNAUTHORIZED,
             &serde_json::json!({"error": "sign_in_required", "status": 401}),

@@ -122,7 +122,7 @@ async fn forward(
 
     // 4. Policy, on the request's session when the route needs one.
     let session = match (route.access, &shared.auth) {
-        (Access::Protected, Some(auth)) => auth.sessions.from_headers(&parts.headers, &site.host),
+        (Access::Protected, Some(auth)) => auth.sessions.from_headers(&parts.headers, &site.host).await,
         _ => None,
     };
     let directory = match (&shared.directory, &session) {
@@ -147,7 +147,7 @@ async fn forward(
                 &parts.headers,
                 &return_to,
                 json,
-            );
+            ).await;
         }
         Decision::Deny(reason) => {
             let user = session
@@ -163,8 +163,10 @@ async fn forward(
                 })
                 .inc();
             if let (true, Some(s), Some(auth)) = (reason.ends_session(), &session, &shared.auth) {
-                // The user may use nothing any more: this session ends now, not at expiry.
-                auth.sessions.remove(&s.id);
+                // The user may use nothing any more: every one of their sessions ends now,
+                // on every instance, not at expiry.
+                auth.sessions.revoke_user(&s.identity.sub).await;
+                auth.sessions.remove(s).await;
             }
             return Err(Rejection::Forbidden);
         }
@@ -195,7 +197,7 @@ async fn forward(
                 &return_to,
                 json,
                 max_age,
-            );
+            ).await;
         }
     };
 

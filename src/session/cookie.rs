@@ -18,9 +18,10 @@ pub const LOGIN: &str = "__Host-jumpgate-login";
 
 /// Length of a sealed value: 43 characters of id, `.`, 43 of tag.
 const SEALED_LEN: usize = 87;
-/// Longest `Cookie` header the gateway will look into; anything longer is treated as no
-/// session rather than parsed.
-pub const MAX_COOKIE_HEADER: usize = 8 * 1024;
+/// Longest cookie value the gateway will look at; a longer `__Host-jumpgate*` value is
+/// treated as absent. The limit is per value, not per header, so an upstream's own large
+/// cookies on the same host never hide the gateway's.
+pub const MAX_COOKIE_VALUE: usize = 256;
 
 /// Why the cookie key could not be loaded or created.
 #[derive(Debug, thiserror::Error)]
@@ -157,18 +158,17 @@ impl CookieKey {
     }
 }
 
-/// Every value of cookie `name` in the request, in order. Oversized `Cookie` headers yield
-/// nothing.
+/// Every value of cookie `name` in the request, in order; oversized values are skipped.
 pub fn values<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
     headers
         .get_all(header::COOKIE)
         .iter()
-        .filter(|v| v.len() <= MAX_COOKIE_HEADER)
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(move |pair| {
             let (k, v) = pair.split_once('=')?;
-            (k.trim() == name).then(|| v.trim().trim_matches('"'))
+            let v = v.trim().trim_matches('"');
+            (k.trim() == name && v.len() <= MAX_COOKIE_VALUE).then_some(v)
         })
 }
 
@@ -224,10 +224,10 @@ mod tests {
         );
         let v: Vec<_> = values(&h, SESSION).collect();
         assert_eq!(v, vec!["xyz", "second"]);
-        let big = format!("__Host-jumpgate={}", "a".repeat(MAX_COOKIE_HEADER));
+        let big = format!("__Host-jumpgate={}; other={}; __Host-jumpgate=ok", "a".repeat(MAX_COOKIE_VALUE + 1), "b".repeat(20_000));
         let mut h = HeaderMap::new();
         h.insert(header::COOKIE, HeaderValue::from_str(&big).unwrap());
-        assert_eq!(values(&h, SESSION).count(), 0);
+        assert_eq!(values(&h, SESSION).collect::<Vec<_>>(), vec!["ok"]);
     }
 
     #[test]

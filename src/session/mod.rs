@@ -2,7 +2,9 @@
 //! identity, tokens and timestamps stay here, in memory (moka) with an absolute lifetime and
 //! an idle timeout.
 
+pub mod admin;
 pub mod cookie;
+pub mod redis;
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,6 +19,7 @@ use crate::config::SessionConfig;
 use crate::oidc::login::{random_bytes, PendingLogin};
 use crate::oidc::VerifiedLogin;
 use crate::secret::Secret;
+use self::redis::{Event, LoginRecord, RedisStore, SessionRecord};
 
 const SESSION_PURPOSE: &str = "session";
 const LOGIN_PURPOSE: &str = "login";
@@ -75,6 +78,8 @@ pub struct CachedAssertion {
 pub struct Session {
     /// The id in the cookie.
     pub id: [u8; 32],
+    /// The SHA-256 of the id: the store key.
+    pub key: [u8; 32],
     /// The site it was created on; it is valid there only.
     pub site: Arc<str>,
     /// Who.
@@ -93,6 +98,10 @@ pub struct Session {
     refresh_not_before: AtomicI64,
     /// `auth_time` of the last verified step-up (0: none).
     step_up_time: AtomicI64,
+    /// When this copy was read from the shared store (ms since the epoch).
+    fetched_ms: AtomicI64,
+    /// When its shared TTL was last extended (ms since the epoch).
+    touched_ms: AtomicI64,
     /// The last assertion signed for this session.
     pub assertion: ArcSwapOption<CachedAssertion>,
     /// The last assertion signed for a step-up route.
@@ -110,6 +119,33 @@ impl Session {
     /// Records a verified step-up; an older one never replaces a newer one.
     pub fn record_step_up(&self, auth_time: i64) {
         self.step_up_time.fetch_max(auth_time, Ordering::AcqRel);
+    }
+
+    /// The session as stored in a shared store.
+    pub fn record(&self) -> SessionRecord {
+        let (id_token, refresh_token, id_token_exp) = match self.tokens.lock() {
+            Ok(t) => (
+                t.id_token.expose().to_owned(),
+                t.refresh_token.as_ref().map(|r| r.expose().to_owned()),
+                t.id_token_exp,
+            ),
+            Err(_) => (String::new(), None, 0),
+        };
+        SessionRecord {
+            site: self.site.to_string(),
+            sub: self.identity.sub.clone(),
+            email: self.identity.email.clone(),
+            username: self.identity.username.clone(),
+            name: self.identity.name.clone(),
+            groups: self.identity.groups.clone(),
+            auth_time: self.auth_time,
+            created: self.created,
+            expires: self.expires,
+            id_token,
+            refresh_token,
+            id_token_exp,
+            step_up_time: self.step_up_time.load(Ordering::Acquire),
+        }
     }
 
     /// The ID token, for `id_token_hint` at logout.
@@ -136,18 +172,6 @@ impl Session {
             .map(|_| refresh)
     }
 
-    /// Stores refreshed tokens.
-    pub fn refreshed(&self, login: VerifiedLogin) {
-        if let Ok(mut t) = self.tokens.lock() {
-            t.id_token = login.id_token;
-            t.id_token_exp = login.claims.exp;
-            if login.refresh_token.is_some() {
-                t.refresh_token = login.refresh_token;
-            }
-        }
-        self.refreshing.store(false, Ordering::Release);
-    }
-
     /// Releases the refresh claim after a transient failure; a request after `retry_at`
     /// tries again.
     pub fn refresh_failed(&self, retry_at: i64) {
@@ -160,54 +184,84 @@ fn header_value(s: &str) -> Option<HeaderValue> {
     HeaderValue::from_str(s).ok()
 }
 
-/// The session and sign-in store.
+/// The SHA-256 of a session id: the key a session is stored under, so the store never holds
+/// a value that would work as a cookie.
+pub fn key_of(id: &[u8; 32]) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, id);
+    let mut k = [0u8; 32];
+    k.copy_from_slice(d.as_ref());
+    k
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Why a session or sign-in could not be stored.
+pub use self::redis::StoreError;
+
+/// The session and sign-in store: in memory, or in Redis with a local cache in front.
 #[derive(Debug)]
 pub struct Sessions {
     key: CookieKey,
-    sessions: Cache<[u8; 32], Arc<Session>>,
+    local: Cache<[u8; 32], Arc<Session>>,
     pending: Cache<String, Arc<PendingLogin>>,
+    shared: Option<Arc<RedisStore>>,
     lifetime: Duration,
+    idle_timeout: Duration,
     login_timeout: Duration,
 }
 
 impl Sessions {
-    /// An empty store.
+    /// An empty store; with `shared`, sessions live in Redis and `local` only caches them.
     pub fn new(config: &SessionConfig, key: CookieKey) -> Sessions {
+        Self::with_shared(config, key, None)
+    }
+
+    /// A store backed by Redis when `shared` is given.
+    pub fn with_shared(config: &SessionConfig, key: CookieKey, shared: Option<Arc<RedisStore>>) -> Sessions {
         Sessions {
             key,
-            sessions: Cache::builder()
+            local: Cache::builder()
                 .max_capacity(config.max_sessions)
                 .time_to_live(config.lifetime)
                 .time_to_idle(config.idle_timeout)
+                .support_invalidation_closures()
                 .build(),
             pending: Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(config.login_timeout)
                 .build(),
+            shared,
             lifetime: config.lifetime,
+            idle_timeout: config.idle_timeout,
             login_timeout: config.login_timeout,
         }
     }
 
-    /// Creates a session for a verified login on `site`; returns it and its `Set-Cookie`.
-    pub fn create(&self, site: Arc<str>, login: VerifiedLogin) -> (Arc<Session>, HeaderValue) {
-        let id = random_bytes();
-        let now = crate::oidc::now();
-        let c = &login.claims;
+    /// The Redis store, when sessions are shared.
+    pub fn shared(&self) -> Option<&Arc<RedisStore>> {
+        self.shared.as_ref()
+    }
+
+    fn build(&self, id: [u8; 32], site: Arc<str>, r: SessionRecord) -> Arc<Session> {
         let identity = Identity {
-            sub: c.sub.clone(),
-            email: c.email.clone(),
-            username: c.username.clone(),
-            name: c.name.clone(),
-            groups: c.groups.clone(),
+            sub: r.sub,
+            email: r.email,
+            username: r.username,
+            name: r.name,
+            groups: r.groups,
         };
         let values = IdentityValues {
-            user: header_value(&c.sub).unwrap_or_else(|| HeaderValue::from_static("")),
-            email: c.email.as_deref().and_then(header_value),
-            username: c.username.as_deref().and_then(header_value),
-            groups: (!c.groups.is_empty())
+            user: header_value(&identity.sub).unwrap_or_else(|| HeaderValue::from_static("")),
+            email: identity.email.as_deref().and_then(header_value),
+            username: identity.username.as_deref().and_then(header_value),
+            groups: (!identity.groups.is_empty())
                 .then(|| {
-                    c.groups
+                    identity
+                        .groups
                         .iter()
                         .map(|g| g.replace(',', " "))
                         .collect::<Vec<_>>()
@@ -215,71 +269,227 @@ impl Sessions {
                 })
                 .and_then(|s| header_value(&s)),
         };
-        let session = Arc::new(Session {
+        Arc::new(Session {
             id,
+            key: key_of(&id),
             site,
             identity,
             values,
-            auth_time: c.auth_time,
-            created: now,
-            expires: now + self.lifetime.as_secs() as i64,
+            auth_time: r.auth_time,
+            created: r.created,
+            expires: r.expires,
             tokens: Mutex::new(Tokens {
-                id_token: login.id_token,
-                refresh_token: login.refresh_token,
-                id_token_exp: c.exp,
+                id_token: Secret::new(r.id_token),
+                refresh_token: r.refresh_token.map(Secret::new),
+                id_token_exp: r.id_token_exp,
             }),
             refreshing: AtomicBool::new(false),
             refresh_not_before: AtomicI64::new(0),
-            step_up_time: AtomicI64::new(0),
+            step_up_time: AtomicI64::new(r.step_up_time),
+            fetched_ms: AtomicI64::new(now_ms()),
+            touched_ms: AtomicI64::new(now_ms()),
             assertion: ArcSwapOption::empty(),
             assertion_step_up: ArcSwapOption::empty(),
-        });
-        self.sessions.insert(id, session.clone());
-        let cookie = cookie::set(
-            cookie::SESSION,
-            &self.key.seal(SESSION_PURPOSE, &id),
-            self.lifetime.as_secs(),
-        );
-        (session, cookie)
+        })
+    }
+
+    fn ttl_for(&self, expires: i64) -> u64 {
+        let left = (expires - crate::oidc::now()).max(1) as u64;
+        left.min(self.idle_timeout.as_secs().max(1))
+    }
+
+    /// Creates a session for a verified login on `site`; returns it and its `Set-Cookie`.
+    pub async fn create(&self, site: Arc<str>, login: VerifiedLogin) -> Result<(Arc<Session>, HeaderValue), StoreError> {
+        let id = random_bytes();
+        let now = crate::oidc::now();
+        let c = login.claims;
+        let record = SessionRecord {
+            site: site.to_string(),
+            sub: c.sub,
+            email: c.email,
+            username: c.username,
+            name: c.name,
+            groups: c.groups,
+            auth_time: c.auth_time,
+            created: now,
+            expires: now + self.lifetime.as_secs() as i64,
+            id_token: login.id_token.expose().to_owned(),
+            refresh_token: login.refresh_token.map(|t| t.expose().to_owned()),
+            id_token_exp: c.exp,
+            step_up_time: 0,
+        };
+        let session = self.build(id, site, record.clone());
+        if let Some(shared) = &self.shared {
+            shared
+                .put_session(&redis::hex(&session.key), &record, self.ttl_for(record.expires))
+                .await?;
+        }
+        self.local.insert(session.key, session.clone());
+        let cookie = cookie::set(cookie::SESSION, &self.key.seal(SESSION_PURPOSE, &id), self.lifetime.as_secs());
+        Ok((session, cookie))
     }
 
     /// The live session named by the request's cookie for `site`, if any. Tampered, unknown,
     /// expired or foreign-site cookies are simply no session.
-    pub fn from_headers(&self, headers: &HeaderMap, site: &str) -> Option<Arc<Session>> {
-        cookie::values(headers, cookie::SESSION)
-            .filter_map(|v| self.key.open(SESSION_PURPOSE, v))
-            .filter_map(|id| self.sessions.get(&id))
-            .find(|s| &*s.site == site)
+    pub async fn from_headers(&self, headers: &HeaderMap, site: &str) -> Option<Arc<Session>> {
+        for v in cookie::values(headers, cookie::SESSION) {
+            let Some(id) = self.key.open(SESSION_PURPOSE, v) else { continue };
+            if let Some(s) = self.lookup(id).await.filter(|s| &*s.site == site) {
+                return Some(s);
+            }
+        }
+        None
     }
 
-    /// Ends a session.
-    pub fn remove(&self, id: &[u8; 32]) {
-        self.sessions.invalidate(id);
+    async fn lookup(&self, id: [u8; 32]) -> Option<Arc<Session>> {
+        let key = key_of(&id);
+        let cached = self.local.get(&key);
+        let Some(shared) = &self.shared else {
+            return cached;
+        };
+        let fresh_enough = |s: &Session| {
+            shared.subscribed() && now_ms() - s.fetched_ms.load(Ordering::Relaxed) < shared.config.local_cache_ttl.as_millis() as i64
+        };
+        if let Some(s) = &cached {
+            if fresh_enough(s) {
+                self.touch(shared, s);
+                return cached;
+            }
+        }
+        match shared.get_session(&redis::hex(&key)).await {
+            Ok(Some(record)) => {
+                let site: Arc<str> = match &cached {
+                    Some(c) if *c.site == *record.site => c.site.clone(),
+                    _ => Arc::from(record.site.as_str()),
+                };
+                let s = self.build(id, site, record);
+                self.local.insert(key, s.clone());
+                Some(s)
+            }
+            Ok(None) => {
+                self.local.invalidate(&key);
+                None
+            }
+            // Redis is down: cached sessions keep working for the grace period only, so a
+            // revocation that could not reach us is honoured within it.
+            Err(e) => {
+                tracing::debug!(error = %e, "session lookup in redis failed");
+                cached.filter(|_| shared.within_grace())
+            }
+        }
     }
 
-    /// Number of live sessions (approximate; for metrics).
+    /// Extends a shared session's idle TTL, at most every tenth of the idle timeout.
+    fn touch(&self, shared: &Arc<RedisStore>, s: &Arc<Session>) {
+        let every = (self.idle_timeout.as_millis() as i64 / 10).max(1000);
+        let now = now_ms();
+        let last = s.touched_ms.load(Ordering::Relaxed);
+        if now - last < every || s.touched_ms.compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+            return;
+        }
+        let shared = shared.clone();
+        let hash = redis::hex(&s.key);
+        let ttl = self.ttl_for(s.expires);
+        tokio::spawn(async move {
+            let _ = shared.touch(&hash, ttl).await;
+        });
+    }
+
+    /// Ends a session, everywhere when shared.
+    pub async fn remove(&self, s: &Session) {
+        self.local.invalidate(&s.key);
+        if let Some(shared) = &self.shared {
+            if let Err(e) = shared.delete_session(&redis::hex(&s.key), &s.identity.sub).await {
+                tracing::warn!(error = %e, "could not delete the session in redis; it ends here and expires there");
+            }
+        }
+    }
+
+    /// Ends every session of `sub`, everywhere when shared. Returns how many were found.
+    pub async fn revoke_user(&self, sub: &str) -> usize {
+        let owned = sub.to_owned();
+        let _ = self.local.invalidate_entries_if(move |_, s| s.identity.sub == owned);
+        match &self.shared {
+            Some(shared) => shared.revoke_user(sub).await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, user.sub = %sub, "could not revoke the user's sessions in redis");
+                0
+            }),
+            None => 0,
+        }
+    }
+
+    /// Replaces a session after a refresh: new tokens and, from the verified refreshed ID
+    /// token, the identity (a user removed from a group at the provider loses it upstream
+    /// now, not at the end of the session). Step-up time and lifetime carry over.
+    pub async fn refreshed(&self, old: &Session, login: VerifiedLogin) {
+        let mut record = old.record();
+        let c = login.claims;
+        record.email = c.email.or(record.email);
+        record.username = c.username.or(record.username);
+        record.name = c.name.or(record.name);
+        record.groups = c.groups;
+        record.id_token = login.id_token.expose().to_owned();
+        if let Some(r) = login.refresh_token {
+            record.refresh_token = Some(r.expose().to_owned());
+        }
+        record.id_token_exp = c.exp;
+        let new = self.build(old.id, old.site.clone(), record.clone());
+        self.local.insert(new.key, new.clone());
+        if let Some(shared) = &self.shared {
+            if let Err(e) = shared.update_session(&redis::hex(&new.key), &record).await {
+                tracing::warn!(error = %e, "could not update the refreshed session in redis");
+            }
+        }
+        old.refreshing.store(false, Ordering::Release);
+    }
+
+    /// Persists a session's changed tokens or step-up time, when shared.
+    pub async fn save(&self, s: &Session) {
+        if let Some(shared) = &self.shared {
+            if let Err(e) = shared.update_session(&redis::hex(&s.key), &s.record()).await {
+                tracing::warn!(error = %e, "could not update the session in redis");
+            }
+        }
+    }
+
+    /// Applies an invalidation published by another instance.
+    pub fn apply(&self, event: &Event) {
+        match event {
+            Event::Session(hash) => {
+                let mut key = [0u8; 32];
+                if hash.len() == 64 {
+                    for (i, b) in key.iter_mut().enumerate() {
+                        *b = u8::from_str_radix(&hash[2 * i..2 * i + 2], 16).unwrap_or(0);
+                    }
+                    self.local.invalidate(&key);
+                }
+            }
+            Event::User(sub) if sub.is_empty() => self.local.invalidate_all(),
+            Event::User(sub) => {
+                let sub = sub.clone();
+                let _ = self.local.invalidate_entries_if(move |_, s| s.identity.sub == sub);
+            }
+            Event::Snapshot(_) => {}
+        }
+    }
+
+    /// Number of sessions held locally (approximate; for metrics).
     pub fn len(&self) -> u64 {
-        self.sessions.entry_count()
+        self.local.entry_count()
     }
 
-    /// Whether no session is live.
+    /// Whether no session is held locally.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// The browser binding from the login cookie, or a new one with its `Set-Cookie`.
     pub fn binding(&self, headers: &HeaderMap) -> ([u8; 32], Option<HeaderValue>) {
-        if let Some(b) =
-            cookie::values(headers, cookie::LOGIN).find_map(|v| self.key.open(LOGIN_PURPOSE, v))
-        {
+        if let Some(b) = cookie::values(headers, cookie::LOGIN).find_map(|v| self.key.open(LOGIN_PURPOSE, v)) {
             return (b, None);
         }
         let b = random_bytes();
-        let set = cookie::set(
-            cookie::LOGIN,
-            &self.key.seal(LOGIN_PURPOSE, &b),
-            self.login_timeout.as_secs(),
-        );
+        let set = cookie::set(cookie::LOGIN, &self.key.seal(LOGIN_PURPOSE, &b), self.login_timeout.as_secs());
         (b, Some(set))
     }
 
@@ -291,17 +501,54 @@ impl Sessions {
     }
 
     /// Keeps a sign-in until its callback, at most `session.login_timeout`.
-    pub fn start_login(&self, login: PendingLogin) -> Arc<PendingLogin> {
-        let login = Arc::new(login);
-        self.pending.insert(login.state.clone(), login.clone());
-        login
+    pub async fn start_login(&self, login: PendingLogin) -> Result<(), StoreError> {
+        if let Some(shared) = &self.shared {
+            let record = LoginRecord {
+                state: login.state.clone(),
+                nonce: login.nonce.clone(),
+                verifier: login.verifier.expose().to_owned(),
+                return_to: login.return_to.clone(),
+                site: login.site.to_string(),
+                redirect_uri: login.redirect_uri.clone(),
+                binding: redis::hex(&login.binding),
+                started: login.started,
+                step_up: login.step_up,
+            };
+            return shared.put_login(&record, self.login_timeout.as_secs()).await;
+        }
+        self.pending.insert(login.state.clone(), Arc::new(login));
+        Ok(())
     }
 
-    /// Takes a sign-in by its `state`; a second call with the same state finds nothing.
-    pub fn take_login(&self, state: &str) -> Option<Arc<PendingLogin>> {
+    /// Takes a sign-in by its `state`: once, and only within `session.login_timeout`.
+    pub async fn take_login(&self, state: &str) -> Result<Option<PendingLogin>, StoreError> {
         if state.is_empty() || state.len() > 128 {
-            return None;
+            return Ok(None);
         }
-        self.pending.remove(state)
+        let login = match &self.shared {
+            Some(shared) => shared.take_login(state).await?.and_then(|r| {
+                let mut binding = [0u8; 32];
+                if r.binding.len() != 64 {
+                    return None;
+                }
+                for (i, b) in binding.iter_mut().enumerate() {
+                    *b = u8::from_str_radix(&r.binding[2 * i..2 * i + 2], 16).ok()?;
+                }
+                Some(PendingLogin {
+                    state: r.state,
+                    nonce: r.nonce,
+                    verifier: Secret::new(r.verifier),
+                    return_to: r.return_to,
+                    site: Arc::from(r.site.as_str()),
+                    redirect_uri: r.redirect_uri,
+                    binding,
+                    started: r.started,
+                    step_up: r.step_up,
+                })
+            }),
+            None => self.pending.remove(state).map(|l| Arc::try_unwrap(l).unwrap_or_else(|a| a.duplicate())),
+        };
+        // A cache's expiry is housekeeping; the deadline itself is checked here.
+        Ok(login.filter(|l| crate::oidc::now() - l.started < self.login_timeout.as_secs() as i64))
     }
 }

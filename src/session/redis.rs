@@ -1,0 +1,476 @@
+//! Sessions, sign-ins in progress and the directory snapshot shared through Redis, so several
+//! gateways behave as one: a session created on one instance works on all, and a logout or
+//! revocation on one is published so every instance drops its cached copy within a second.
+//!
+//! Keys (all under `session.key_prefix`): `s:<sha256(id)>` a session (TTL = idle timeout,
+//! capped by its lifetime), `u:<sub>` the set of a user's session keys, `l:<state>` a pending
+//! sign-in, `dir:lease` / `dir:snapshot` / `dir:version` the directory leader's lease and its
+//! published snapshot; channel `events` carries invalidations and snapshot notices. Session
+//! ids never appear in Redis, only their hashes.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use futures_util::StreamExt;
+use redis::aio::ConnectionManager;
+use redis::AsyncCommands;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use crate::config::RedisConfig;
+use crate::secret::Secret;
+
+/// Why a Redis operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Not connected yet, or the connection is down.
+    #[error("redis unavailable: {0}")]
+    Unavailable(String),
+    /// A stored value could not be read.
+    #[error("redis value unreadable: {0}")]
+    Corrupt(String),
+}
+
+impl From<redis::RedisError> for StoreError {
+    fn from(e: redis::RedisError) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+/// A session as stored in Redis.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// Site the session is valid on.
+    pub site: String,
+    /// Subject.
+    pub sub: String,
+    /// Email.
+    pub email: Option<String>,
+    /// Username.
+    pub username: Option<String>,
+    /// Display name.
+    pub name: Option<String>,
+    /// Groups from the token.
+    pub groups: Vec<String>,
+    /// Provider authentication time.
+    pub auth_time: Option<i64>,
+    /// Created at.
+    pub created: i64,
+    /// Absolute end.
+    pub expires: i64,
+    /// ID token (for logout).
+    pub id_token: String,
+    /// Refresh token.
+    pub refresh_token: Option<String>,
+    /// ID token expiry.
+    pub id_token_exp: i64,
+    /// Last step-up time (0: none).
+    pub step_up_time: i64,
+}
+
+/// A pending sign-in as stored in Redis.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoginRecord {
+    /// `state`.
+    pub state: String,
+    /// `nonce`.
+    pub nonce: String,
+    /// PKCE verifier.
+    pub verifier: String,
+    /// Return path.
+    pub return_to: String,
+    /// Site.
+    pub site: String,
+    /// Callback URL.
+    pub redirect_uri: String,
+    /// Browser binding, hex.
+    pub binding: String,
+    /// Started at.
+    pub started: i64,
+    /// Step-up or sign-in.
+    pub step_up: bool,
+}
+
+/// Something another instance did that this one must know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// One session ended or changed (its key hash, hex).
+    Session(String),
+    /// Every session of a user ended.
+    User(String),
+    /// A new directory snapshot was published.
+    Snapshot(i64),
+}
+
+fn parse_event(s: &str) -> Option<Event> {
+    let (kind, arg) = s.split_once(' ')?;
+    match kind {
+        "session" => Some(Event::Session(arg.to_owned())),
+        "user" => Some(Event::User(arg.to_owned())),
+        "snapshot" => arg.parse().ok().map(Event::Snapshot),
+        _ => None,
+    }
+}
+
+/// Hex encoding of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The shared store.
+pub struct RedisStore {
+    client: redis::Client,
+    conn: ArcSwapOption<ConnectionManager>,
+    prefix: String,
+    /// This instance's id (for the directory lease).
+    pub instance: String,
+    last_ok_ms: AtomicI64,
+    pubsub_up: AtomicBool,
+    /// The configuration.
+    pub config: RedisConfig,
+    /// Woken when another instance publishes a directory snapshot.
+    pub snapshot_published: Notify,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore").field("prefix", &self.prefix).field("instance", &self.instance).finish()
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl RedisStore {
+    /// A store for `config`; nothing is connected until [`RedisStore::run`].
+    pub fn new(config: &RedisConfig, password: Option<Secret>) -> Result<Arc<RedisStore>, StoreError> {
+        let mut info = redis::IntoConnectionInfo::into_connection_info(config.url.as_str())
+            .map_err(|e| StoreError::Unavailable(format!("session.redis_url: {e}")))?;
+        if let Some(p) = password {
+            info.redis.password = Some(p.expose().to_owned());
+        }
+        let client = redis::Client::open(info).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(Arc::new(RedisStore {
+            client,
+            conn: ArcSwapOption::empty(),
+            prefix: config.key_prefix.clone(),
+            instance: crate::oidc::login::random_token(),
+            last_ok_ms: AtomicI64::new(0),
+            pubsub_up: AtomicBool::new(false),
+            config: config.clone(),
+            snapshot_published: Notify::new(),
+        }))
+    }
+
+    fn key(&self, kind: &str, id: &str) -> String {
+        format!("{}{kind}:{id}", self.prefix)
+    }
+
+    fn channel(&self) -> String {
+        format!("{}events", self.prefix)
+    }
+
+    /// Connects once (for commands run from the command line).
+    pub async fn connect(&self) -> Result<(), StoreError> {
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Duration::from_secs(2))
+            .set_response_timeout(Duration::from_secs(2))
+            .set_number_of_retries(1);
+        let manager = ConnectionManager::new_with_config(self.client.clone(), config).await?;
+        self.conn.store(Some(Arc::new(manager)));
+        self.ok();
+        Ok(())
+    }
+
+    /// Keeps the command connection and the invalidation subscription up, reconnecting with
+    /// backoff, and hands every event to `on_event`.
+    pub async fn run(self: Arc<Self>, on_event: impl Fn(Event) + Send + Sync + 'static) {
+        let on_event = Arc::new(on_event);
+        let mut delay = Duration::from_millis(200);
+        loop {
+            if self.conn.load().is_none() {
+                match self.connect().await {
+                    Ok(()) => tracing::info!("connected to redis"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, retry_in = ?delay, "redis connection failed");
+                        tokio::time::sleep(crate::oidc::jitter(delay)).await;
+                        delay = (delay * 2).min(Duration::from_secs(10));
+                        continue;
+                    }
+                }
+            }
+            match self.client.get_async_pubsub().await {
+                Ok(mut pubsub) => {
+                    if let Err(e) = pubsub.subscribe(self.channel()).await {
+                        tracing::warn!(error = %e, "redis subscribe failed");
+                    } else {
+                        delay = Duration::from_millis(200);
+                        self.pubsub_up.store(true, Ordering::Release);
+                        // Anything published while we were not listening is unknown: treat
+                        // every cached session as needing a fresh read.
+                        on_event(Event::User(String::new()));
+                        let mut stream = pubsub.on_message();
+                        while let Some(msg) = stream.next().await {
+                            self.ok();
+                            if let Some(event) = msg.get_payload::<String>().ok().as_deref().and_then(parse_event) {
+                                on_event(event);
+                            }
+                        }
+                    }
+                    self.pubsub_up.store(false, Ordering::Release);
+                    tracing::warn!("redis subscription lost; reconnecting");
+                }
+                Err(e) => tracing::warn!(error = %e, "redis subscription failed"),
+            }
+            tokio::time::sleep(crate::oidc::jitter(delay)).await;
+            delay = (delay * 2).min(Duration::from_secs(10));
+        }
+    }
+
+    fn ok(&self) {
+        self.last_ok_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// Whether invalidations are being received.
+    pub fn subscribed(&self) -> bool {
+        self.pubsub_up.load(Ordering::Acquire)
+    }
+
+    /// Whether Redis answered within the grace period: cached sessions may still be used.
+    pub fn within_grace(&self) -> bool {
+        now_ms() - self.last_ok_ms.load(Ordering::Relaxed) <= self.config.grace.as_millis() as i64
+    }
+
+    /// Why `/readyz` should fail, if it should.
+    pub fn not_ready_reason(&self) -> Option<String> {
+        if self.conn.load().is_none() {
+            return Some("redis not connected".to_owned());
+        }
+        if !self.subscribed() {
+            return Some("redis invalidation channel not subscribed".to_owned());
+        }
+        None
+    }
+
+    async fn conn(&self) -> Result<ConnectionManager, StoreError> {
+        let conn = self.conn.load_full().ok_or_else(|| StoreError::Unavailable("not connected".to_owned()))?;
+        Ok((*conn).clone())
+    }
+
+    async fn track<T>(&self, r: Result<T, redis::RedisError>) -> Result<T, StoreError> {
+        match r {
+            Ok(v) => {
+                self.ok();
+                Ok(v)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Stores a session for `ttl` seconds and indexes it under its user.
+    pub async fn put_session(&self, hash: &str, record: &SessionRecord, ttl: u64) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        let json = serde_json::to_string(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let user_key = self.key("u", &record.sub);
+        let lifetime = (record.expires - crate::oidc::now()).max(1);
+        let r = redis::pipe()
+            .atomic()
+            .set_ex(self.key("s", hash), json, ttl.max(1))
+            .ignore()
+            .sadd(&user_key, hash)
+            .ignore()
+            .expire(&user_key, lifetime)
+            .ignore()
+            .query_async::<()>(&mut c)
+            .await;
+        self.track(r).await
+    }
+
+    /// Rewrites a session keeping its TTL, and tells other instances to re-read it.
+    pub async fn update_session(&self, hash: &str, record: &SessionRecord) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        let json = serde_json::to_string(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let r = redis::cmd("SET")
+            .arg(self.key("s", hash))
+            .arg(json)
+            .arg("KEEPTTL")
+            .arg("XX")
+            .query_async::<()>(&mut c)
+            .await;
+        self.track(r).await?;
+        self.publish(&format!("session {hash}")).await
+    }
+
+    /// Reads a session.
+    pub async fn get_session(&self, hash: &str) -> Result<Option<SessionRecord>, StoreError> {
+        let mut c = self.conn().await?;
+        let r: Result<Option<String>, _> = c.get(self.key("s", hash)).await;
+        match self.track(r).await? {
+            None => Ok(None),
+            Some(json) => serde_json::from_str(&json).map(Some).map_err(|e| StoreError::Corrupt(e.to_string())),
+        }
+    }
+
+    /// Extends a session's idle TTL.
+    pub async fn touch(&self, hash: &str, ttl: u64) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        let r: Result<(), _> = c.expire(self.key("s", hash), ttl.max(1) as i64).await;
+        self.track(r).await
+    }
+
+    async fn publish(&self, event: &str) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        let r: Result<(), _> = c.publish(self.channel(), event).await;
+        self.track(r).await
+    }
+
+    /// Ends one session everywhere.
+    pub async fn delete_session(&self, hash: &str, sub: &str) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        let r = redis::pipe()
+            .atomic()
+            .del(self.key("s", hash))
+            .ignore()
+            .srem(self.key("u", sub), hash)
+            .ignore()
+            .publish(self.channel(), format!("session {hash}"))
+            .ignore()
+            .query_async::<()>(&mut c)
+            .await;
+        self.track(r).await
+    }
+
+    /// Ends every session of `sub` everywhere; returns how many there were.
+    pub async fn revoke_user(&self, sub: &str) -> Result<usize, StoreError> {
+        let mut c = self.conn().await?;
+        let user_key = self.key("u", sub);
+        let hashes: Vec<String> = self.track(c.smembers(&user_key).await).await?;
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for h in &hashes {
+            pipe.del(self.key("s", h)).ignore();
+        }
+        pipe.del(&user_key).ignore();
+        pipe.publish(self.channel(), format!("user {sub}")).ignore();
+        let r = pipe.query_async::<()>(&mut c).await;
+        self.track(r).await?;
+        Ok(hashes.len())
+    }
+
+    /// The live sessions of `sub`: (key hash, record).
+    pub async fn list_user(&self, sub: &str) -> Result<Vec<(String, SessionRecord)>, StoreError> {
+        let mut c = self.conn().await?;
+        let hashes: Vec<String> = self.track(c.smembers(self.key("u", sub)).await).await?;
+        let mut out = Vec::new();
+        for h in hashes {
+            if let Some(r) = self.get_session(&h).await? {
+                out.push((h, r));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Keeps a pending sign-in for `ttl` seconds.
+    pub async fn put_login(&self, login: &LoginRecord, ttl: u64) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        let json = serde_json::to_string(login).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let r: Result<(), _> = c.set_ex(self.key("l", &login.state), json, ttl.max(1)).await;
+        self.track(r).await
+    }
+
+    /// Takes a pending sign-in: atomic, so a state works once across every instance.
+    pub async fn take_login(&self, state: &str) -> Result<Option<LoginRecord>, StoreError> {
+        let mut c = self.conn().await?;
+        let r: Result<Option<String>, _> = redis::cmd("GETDEL").arg(self.key("l", state)).query_async(&mut c).await;
+        match self.track(r).await? {
+            None => Ok(None),
+            Some(json) => serde_json::from_str(&json).map(Some).map_err(|e| StoreError::Corrupt(e.to_string())),
+        }
+    }
+
+    /// Takes or renews the directory lease for `ttl`; true when this instance holds it.
+    pub async fn hold_lease(&self, ttl: Duration) -> Result<bool, StoreError> {
+        let mut c = self.conn().await?;
+        // Set if free, or extend if ours: one atomic step, so two instances never both lead.
+        let script = redis::Script::new(
+            r"local v = redis.call('GET', KEYS[1])
+              if not v then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end
+              if v == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
+              return 0",
+        );
+        let r: Result<i64, _> = script
+            .key(self.key("dir", "lease"))
+            .arg(&self.instance)
+            .arg(ttl.as_millis() as u64)
+            .invoke_async(&mut c)
+            .await;
+        Ok(self.track(r).await? == 1)
+    }
+
+    /// Gives the lease up (on shutdown), if held.
+    pub async fn release_lease(&self) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        let script = redis::Script::new(
+            r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+        );
+        let r: Result<i64, _> = script.key(self.key("dir", "lease")).arg(&self.instance).invoke_async(&mut c).await;
+        self.track(r).await.map(|_| ())
+    }
+
+    /// Publishes a complete snapshot (gzip-compressed JSON) under `version`.
+    pub async fn publish_snapshot(&self, version: i64, json: &[u8]) -> Result<(), StoreError> {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(json).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let packed = gz.finish().map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut c = self.conn().await?;
+        let r = redis::pipe()
+            .atomic()
+            .set(self.key("dir", "snapshot"), packed)
+            .ignore()
+            .set(self.key("dir", "version"), version)
+            .ignore()
+            .publish(self.channel(), format!("snapshot {version}"))
+            .ignore()
+            .query_async::<()>(&mut c)
+            .await;
+        self.track(r).await
+    }
+
+    /// The published snapshot if it is newer than `than`: (version, JSON).
+    pub async fn snapshot_newer_than(&self, than: i64) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
+        use std::io::Read;
+        let mut c = self.conn().await?;
+        let version: Option<i64> = self.track(c.get(self.key("dir", "version")).await).await?;
+        let Some(version) = version.filter(|v| *v > than) else {
+            return Ok(None);
+        };
+        let packed: Option<Vec<u8>> = self.track(c.get(self.key("dir", "snapshot")).await).await?;
+        let Some(packed) = packed else { return Ok(None) };
+        let mut json = Vec::new();
+        flate2::read::GzDecoder::new(&packed[..])
+            .take(512 * 1024 * 1024)
+            .read_to_end(&mut json)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(Some((version, json)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events() {
+        assert_eq!(parse_event("session abc"), Some(Event::Session("abc".into())));
+        assert_eq!(parse_event("user 5f00"), Some(Event::User("5f00".into())));
+        assert_eq!(parse_event("snapshot 12"), Some(Event::Snapshot(12)));
+        assert_eq!(parse_event("snapshot x"), None);
+        assert_eq!(parse_event("bogus"), None);
+    }
+}
