@@ -133,7 +133,10 @@ fn main() -> ExitCode {
             let Ok(config) = load(&cli.config) else {
                 return ExitCode::from(EXIT_CONFIG);
             };
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => return fail(&e),
             };

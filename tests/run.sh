@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v cargo >/dev/null || { echo "tests/run.sh: cargo (Rust toolchain) is required" >&2; exit 1; }
 command -v cc >/dev/null || need_apt+=(gcc)
+command -v redis-server >/dev/null || need_apt+=(redis-server)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
@@ -15,5 +16,16 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   fi
 fi
 
+# The Redis tests use a real Redis on 127.0.0.1:6379 (their own key prefix, cleaned up);
+# start one when none answers. It keeps nothing on disk.
+if ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+    --dir "${TMPDIR:-/tmp}" --logfile "${TMPDIR:-/tmp}/jumpgate-test-redis.log"
+  for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null && break; sleep 0.1; done
+fi
+
 cargo build --locked --all-targets
 cargo test --locked --all-targets -- --test-threads="${JUMPGATE_TEST_THREADS:-4}"
+
+# Browser tests: headless Chromium through the gateway (see README, "Browser tests").
+bash tests/e2e/run.sh

@@ -264,7 +264,11 @@ impl Syncer {
     /// and syncs, then publishes the complete snapshot there; the others load it when told
     /// (or when they next look). The lease lasts two thirds of a sync interval and is renewed
     /// every third, so when the leader dies another instance leads within one interval.
-    pub async fn run_shared(self, directory: Arc<Directory>, store: Arc<crate::session::redis::RedisStore>) {
+    pub async fn run_shared(
+        self,
+        directory: Arc<Directory>,
+        store: Arc<crate::session::redis::RedisStore>,
+    ) {
         let interval = self.config.sync_interval;
         let period = (interval / 3).max(Duration::from_millis(100));
         let lease = (interval * 2 / 3).max(Duration::from_millis(200));
@@ -279,11 +283,17 @@ impl Syncer {
                             Ok(raw) => {
                                 let version = crate::oidc::now_ms();
                                 match serde_json::to_vec(&raw) {
-                                    Ok(json) => match store.publish_snapshot(version, &json).await {
-                                        Ok(()) => loaded_version = version,
-                                        Err(e) => tracing::warn!(error = %e, "could not publish the directory snapshot to redis"),
-                                    },
-                                    Err(e) => tracing::error!(error = %e, "could not serialize the directory snapshot"),
+                                    Ok(json) => {
+                                        match store.publish_snapshot(version, &json).await {
+                                            Ok(()) => loaded_version = version,
+                                            Err(e) => {
+                                                tracing::warn!(error = %e, "could not publish the directory snapshot to redis")
+                                            }
+                                        }
+                                    }
+                                    Err(e) => {
+                                        tracing::error!(error = %e, "could not serialize the directory snapshot")
+                                    }
                                 }
                             }
                             Err(e) => {
@@ -296,21 +306,30 @@ impl Syncer {
                 Ok(false) => {
                     last_sync = None;
                     match store.snapshot_newer_than(loaded_version).await {
-                        Ok(Some((version, json))) => match serde_json::from_slice::<RawDirectory>(&json) {
-                            Ok(raw) => {
-                                let s = directory.publish(&raw);
-                                self.metrics.directory_last_success.set(raw.taken_at);
-                                self.metrics.directory_users.set(s.user_count() as i64);
-                                loaded_version = version;
-                                tracing::info!(users = s.user_count(), "directory snapshot loaded from redis");
-                                if let Err(e) = store_cache(&self.config.cache_file, &raw) {
-                                    tracing::error!(error = %e, "could not write the directory cache");
+                        Ok(Some((version, json))) => {
+                            match serde_json::from_slice::<RawDirectory>(&json) {
+                                Ok(raw) => {
+                                    let s = directory.publish(&raw);
+                                    self.metrics.directory_last_success.set(raw.taken_at);
+                                    self.metrics.directory_users.set(s.user_count() as i64);
+                                    loaded_version = version;
+                                    tracing::info!(
+                                        users = s.user_count(),
+                                        "directory snapshot loaded from redis"
+                                    );
+                                    if let Err(e) = store_cache(&self.config.cache_file, &raw) {
+                                        tracing::error!(error = %e, "could not write the directory cache");
+                                    }
+                                }
+                                Err(e) => {
+                                    tracing::error!(error = %e, "directory snapshot in redis unreadable; ignored")
                                 }
                             }
-                            Err(e) => tracing::error!(error = %e, "directory snapshot in redis unreadable; ignored"),
-                        },
+                        }
                         Ok(None) => {}
-                        Err(e) => tracing::debug!(error = %e, "could not read the directory snapshot from redis"),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "could not read the directory snapshot from redis")
+                        }
                     }
                 }
                 Err(e) => tracing::debug!(error = %e, "directory lease unavailable (redis down)"),

@@ -59,12 +59,19 @@ pub async fn handle(
         .await;
     }
     match path {
-        "/.jumpgate/sign-in" => auth.start(site, headers, param("rd").unwrap_or("/"), false).await,
+        "/.jumpgate/sign-in" => {
+            auth.start(site, headers, param("rd").unwrap_or("/"), false)
+                .await
+        }
         "/.jumpgate/logout" => logout(auth, site, method, headers).await,
         "/.jumpgate/step-up" => {
             let rd = param("rd").unwrap_or("/");
             // A step-up proves more about a signed-in user; without a session, sign in first.
-            let step_up = auth.sessions.from_headers(headers, &site.host).await.is_some();
+            let step_up = auth
+                .sessions
+                .from_headers(headers, &site.host)
+                .await
+                .is_some();
             auth.start(site, headers, rd, step_up).await
         }
         "/.jumpgate/userinfo" => Ok(userinfo(auth, site, headers).await),
@@ -131,10 +138,7 @@ async fn callback(
             Rejection::IdpUnavailable
         })?;
     // The login cookie stays: other tabs of this browser may be signing in at the same time.
-    Ok(respond::redirect(
-        &login.return_to,
-        &[set_session],
-    ))
+    Ok(respond::redirect(&login.return_to, &[set_session]))
 }
 
 /// Completes a step-up: the token must come from the step-up application (its `aud`), be
@@ -210,7 +214,10 @@ async fn step_up_callback(
 
 /// Takes the pending sign-in named by `state`; unknown, used, expired → "sign-in expired";
 /// a store outage → "sign-in unavailable".
-async fn take_login(auth: &Auth, state: Option<&str>) -> Result<crate::oidc::login::PendingLogin, Rejection> {
+async fn take_login(
+    auth: &Auth,
+    state: Option<&str>,
+) -> Result<crate::oidc::login::PendingLogin, Rejection> {
     let state = state.ok_or(Rejection::SignInExpired)?;
     match auth.sessions.take_login(state).await {
         Ok(Some(login)) => Ok(login),

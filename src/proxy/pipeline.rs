@@ -122,7 +122,9 @@ async fn forward(
 
     // 4. Policy, on the request's session when the route needs one.
     let session = match (route.access, &shared.auth) {
-        (Access::Protected, Some(auth)) => auth.sessions.from_headers(&parts.headers, &site.host).await,
+        (Access::Protected, Some(auth)) => {
+            auth.sessions.from_headers(&parts.headers, &site.host).await
+        }
         _ => None,
     };
     let directory = match (&shared.directory, &session) {
@@ -147,7 +149,8 @@ async fn forward(
                 &parts.headers,
                 &return_to,
                 json,
-            ).await;
+            )
+            .await;
         }
         Decision::Deny(reason) => {
             let user = session
@@ -197,7 +200,8 @@ async fn forward(
                 &return_to,
                 json,
                 max_age,
-            ).await;
+            )
+            .await;
         }
     };
 

@@ -53,7 +53,11 @@ pub async fn run(config: &Config, command: Command) -> Result<String, AdminError
                     r.site,
                     r.created,
                     r.expires,
-                    if r.step_up_time > 0 { r.step_up_time.to_string() } else { "-".to_owned() }
+                    if r.step_up_time > 0 {
+                        r.step_up_time.to_string()
+                    } else {
+                        "-".to_owned()
+                    }
                 );
             }
         }

@@ -224,7 +224,11 @@ mod tests {
         );
         let v: Vec<_> = values(&h, SESSION).collect();
         assert_eq!(v, vec!["xyz", "second"]);
-        let big = format!("__Host-jumpgate={}; other={}; __Host-jumpgate=ok", "a".repeat(MAX_COOKIE_VALUE + 1), "b".repeat(20_000));
+        let big = format!(
+            "__Host-jumpgate={}; other={}; __Host-jumpgate=ok",
+            "a".repeat(MAX_COOKIE_VALUE + 1),
+            "b".repeat(20_000)
+        );
         let mut h = HeaderMap::new();
         h.insert(header::COOKIE, HeaderValue::from_str(&big).unwrap());
         assert_eq!(values(&h, SESSION).collect::<Vec<_>>(), vec!["ok"]);

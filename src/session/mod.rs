@@ -15,11 +15,11 @@ use http::header::{HeaderMap, HeaderValue};
 use moka::sync::Cache;
 
 use self::cookie::CookieKey;
+use self::redis::{Event, LoginRecord, RedisStore, SessionRecord};
 use crate::config::SessionConfig;
 use crate::oidc::login::{random_bytes, PendingLogin};
 use crate::oidc::VerifiedLogin;
 use crate::secret::Secret;
-use self::redis::{Event, LoginRecord, RedisStore, SessionRecord};
 
 const SESSION_PURPOSE: &str = "session";
 const LOGIN_PURPOSE: &str = "login";
@@ -221,7 +221,11 @@ impl Sessions {
     }
 
     /// A store backed by Redis when `shared` is given.
-    pub fn with_shared(config: &SessionConfig, key: CookieKey, shared: Option<Arc<RedisStore>>) -> Sessions {
+    pub fn with_shared(
+        config: &SessionConfig,
+        key: CookieKey,
+        shared: Option<Arc<RedisStore>>,
+    ) -> Sessions {
         Sessions {
             key,
             local: Cache::builder()
@@ -299,7 +303,11 @@ impl Sessions {
     }
 
     /// Creates a session for a verified login on `site`; returns it and its `Set-Cookie`.
-    pub async fn create(&self, site: Arc<str>, login: VerifiedLogin) -> Result<(Arc<Session>, HeaderValue), StoreError> {
+    pub async fn create(
+        &self,
+        site: Arc<str>,
+        login: VerifiedLogin,
+    ) -> Result<(Arc<Session>, HeaderValue), StoreError> {
         let id = random_bytes();
         let now = crate::oidc::now();
         let c = login.claims;
@@ -321,11 +329,19 @@ impl Sessions {
         let session = self.build(id, site, record.clone());
         if let Some(shared) = &self.shared {
             shared
-                .put_session(&redis::hex(&session.key), &record, self.ttl_for(record.expires))
+                .put_session(
+                    &redis::hex(&session.key),
+                    &record,
+                    self.ttl_for(record.expires),
+                )
                 .await?;
         }
         self.local.insert(session.key, session.clone());
-        let cookie = cookie::set(cookie::SESSION, &self.key.seal(SESSION_PURPOSE, &id), self.lifetime.as_secs());
+        let cookie = cookie::set(
+            cookie::SESSION,
+            &self.key.seal(SESSION_PURPOSE, &id),
+            self.lifetime.as_secs(),
+        );
         Ok((session, cookie))
     }
 
@@ -333,7 +349,9 @@ impl Sessions {
     /// expired or foreign-site cookies are simply no session.
     pub async fn from_headers(&self, headers: &HeaderMap, site: &str) -> Option<Arc<Session>> {
         for v in cookie::values(headers, cookie::SESSION) {
-            let Some(id) = self.key.open(SESSION_PURPOSE, v) else { continue };
+            let Some(id) = self.key.open(SESSION_PURPOSE, v) else {
+                continue;
+            };
             if let Some(s) = self.lookup(id).await.filter(|s| &*s.site == site) {
                 return Some(s);
             }
@@ -348,7 +366,9 @@ impl Sessions {
             return cached;
         };
         let fresh_enough = |s: &Session| {
-            shared.subscribed() && now_ms() - s.fetched_ms.load(Ordering::Relaxed) < shared.config.local_cache_ttl.as_millis() as i64
+            shared.subscribed()
+                && now_ms() - s.fetched_ms.load(Ordering::Relaxed)
+                    < shared.config.local_cache_ttl.as_millis() as i64
         };
         if let Some(s) = &cached {
             if fresh_enough(s) {
@@ -384,7 +404,11 @@ impl Sessions {
         let every = (self.idle_timeout.as_millis() as i64 / 10).max(1000);
         let now = now_ms();
         let last = s.touched_ms.load(Ordering::Relaxed);
-        if now - last < every || s.touched_ms.compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+        if now - last < every
+            || s.touched_ms
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+        {
             return;
         }
         let shared = shared.clone();
@@ -399,7 +423,10 @@ impl Sessions {
     pub async fn remove(&self, s: &Session) {
         self.local.invalidate(&s.key);
         if let Some(shared) = &self.shared {
-            if let Err(e) = shared.delete_session(&redis::hex(&s.key), &s.identity.sub).await {
+            if let Err(e) = shared
+                .delete_session(&redis::hex(&s.key), &s.identity.sub)
+                .await
+            {
                 tracing::warn!(error = %e, "could not delete the session in redis; it ends here and expires there");
             }
         }
@@ -408,7 +435,9 @@ impl Sessions {
     /// Ends every session of `sub`, everywhere when shared. Returns how many were found.
     pub async fn revoke_user(&self, sub: &str) -> usize {
         let owned = sub.to_owned();
-        let _ = self.local.invalidate_entries_if(move |_, s| s.identity.sub == owned);
+        let _ = self
+            .local
+            .invalidate_entries_if(move |_, s| s.identity.sub == owned);
         match &self.shared {
             Some(shared) => shared.revoke_user(sub).await.unwrap_or_else(|e| {
                 tracing::warn!(error = %e, user.sub = %sub, "could not revoke the user's sessions in redis");
@@ -446,7 +475,10 @@ impl Sessions {
     /// Persists a session's changed tokens or step-up time, when shared.
     pub async fn save(&self, s: &Session) {
         if let Some(shared) = &self.shared {
-            if let Err(e) = shared.update_session(&redis::hex(&s.key), &s.record()).await {
+            if let Err(e) = shared
+                .update_session(&redis::hex(&s.key), &s.record())
+                .await
+            {
                 tracing::warn!(error = %e, "could not update the session in redis");
             }
         }
@@ -467,7 +499,9 @@ impl Sessions {
             Event::User(sub) if sub.is_empty() => self.local.invalidate_all(),
             Event::User(sub) => {
                 let sub = sub.clone();
-                let _ = self.local.invalidate_entries_if(move |_, s| s.identity.sub == sub);
+                let _ = self
+                    .local
+                    .invalidate_entries_if(move |_, s| s.identity.sub == sub);
             }
             Event::Snapshot(_) => {}
         }
@@ -485,11 +519,17 @@ impl Sessions {
 
     /// The browser binding from the login cookie, or a new one with its `Set-Cookie`.
     pub fn binding(&self, headers: &HeaderMap) -> ([u8; 32], Option<HeaderValue>) {
-        if let Some(b) = cookie::values(headers, cookie::LOGIN).find_map(|v| self.key.open(LOGIN_PURPOSE, v)) {
+        if let Some(b) =
+            cookie::values(headers, cookie::LOGIN).find_map(|v| self.key.open(LOGIN_PURPOSE, v))
+        {
             return (b, None);
         }
         let b = random_bytes();
-        let set = cookie::set(cookie::LOGIN, &self.key.seal(LOGIN_PURPOSE, &b), self.login_timeout.as_secs());
+        let set = cookie::set(
+            cookie::LOGIN,
+            &self.key.seal(LOGIN_PURPOSE, &b),
+            self.login_timeout.as_secs(),
+        );
         (b, Some(set))
     }
 
@@ -514,7 +554,9 @@ impl Sessions {
                 started: login.started,
                 step_up: login.step_up,
             };
-            return shared.put_login(&record, self.login_timeout.as_secs()).await;
+            return shared
+                .put_login(&record, self.login_timeout.as_secs())
+                .await;
         }
         self.pending.insert(login.state.clone(), Arc::new(login));
         Ok(())
@@ -546,7 +588,10 @@ impl Sessions {
                     step_up: r.step_up,
                 })
             }),
-            None => self.pending.remove(state).map(|l| Arc::try_unwrap(l).unwrap_or_else(|a| a.duplicate())),
+            None => self
+                .pending
+                .remove(state)
+                .map(|l| Arc::try_unwrap(l).unwrap_or_else(|a| a.duplicate())),
         };
         // A cache's expiry is housekeeping; the deadline itself is checked here.
         Ok(login.filter(|l| crate::oidc::now() - l.started < self.login_timeout.as_secs() as i64))

@@ -136,7 +136,10 @@ pub struct RedisStore {
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisStore").field("prefix", &self.prefix).field("instance", &self.instance).finish()
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.prefix)
+            .field("instance", &self.instance)
+            .finish()
     }
 }
 
@@ -148,13 +151,17 @@ fn now_ms() -> i64 {
 
 impl RedisStore {
     /// A store for `config`; nothing is connected until [`RedisStore::run`].
-    pub fn new(config: &RedisConfig, password: Option<Secret>) -> Result<Arc<RedisStore>, StoreError> {
+    pub fn new(
+        config: &RedisConfig,
+        password: Option<Secret>,
+    ) -> Result<Arc<RedisStore>, StoreError> {
         let mut info = redis::IntoConnectionInfo::into_connection_info(config.url.as_str())
             .map_err(|e| StoreError::Unavailable(format!("session.redis_url: {e}")))?;
         if let Some(p) = password {
             info.redis.password = Some(p.expose().to_owned());
         }
-        let client = redis::Client::open(info).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let client =
+            redis::Client::open(info).map_err(|e| StoreError::Unavailable(e.to_string()))?;
         Ok(Arc::new(RedisStore {
             client,
             conn: ArcSwapOption::empty(),
@@ -217,7 +224,12 @@ impl RedisStore {
                         let mut stream = pubsub.on_message();
                         while let Some(msg) = stream.next().await {
                             self.ok();
-                            if let Some(event) = msg.get_payload::<String>().ok().as_deref().and_then(parse_event) {
+                            if let Some(event) = msg
+                                .get_payload::<String>()
+                                .ok()
+                                .as_deref()
+                                .and_then(parse_event)
+                            {
                                 on_event(event);
                             }
                         }
@@ -258,7 +270,10 @@ impl RedisStore {
     }
 
     async fn conn(&self) -> Result<ConnectionManager, StoreError> {
-        let conn = self.conn.load_full().ok_or_else(|| StoreError::Unavailable("not connected".to_owned()))?;
+        let conn = self
+            .conn
+            .load_full()
+            .ok_or_else(|| StoreError::Unavailable("not connected".to_owned()))?;
         Ok((*conn).clone())
     }
 
@@ -273,7 +288,12 @@ impl RedisStore {
     }
 
     /// Stores a session for `ttl` seconds and indexes it under its user.
-    pub async fn put_session(&self, hash: &str, record: &SessionRecord, ttl: u64) -> Result<(), StoreError> {
+    pub async fn put_session(
+        &self,
+        hash: &str,
+        record: &SessionRecord,
+        ttl: u64,
+    ) -> Result<(), StoreError> {
         let mut c = self.conn().await?;
         let json = serde_json::to_string(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let user_key = self.key("u", &record.sub);
@@ -292,7 +312,11 @@ impl RedisStore {
     }
 
     /// Rewrites a session keeping its TTL, and tells other instances to re-read it.
-    pub async fn update_session(&self, hash: &str, record: &SessionRecord) -> Result<(), StoreError> {
+    pub async fn update_session(
+        &self,
+        hash: &str,
+        record: &SessionRecord,
+    ) -> Result<(), StoreError> {
         let mut c = self.conn().await?;
         let json = serde_json::to_string(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let r = redis::cmd("SET")
@@ -312,7 +336,9 @@ impl RedisStore {
         let r: Result<Option<String>, _> = c.get(self.key("s", hash)).await;
         match self.track(r).await? {
             None => Ok(None),
-            Some(json) => serde_json::from_str(&json).map(Some).map_err(|e| StoreError::Corrupt(e.to_string())),
+            Some(json) => serde_json::from_str(&json)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt(e.to_string())),
         }
     }
 
@@ -379,17 +405,24 @@ impl RedisStore {
     pub async fn put_login(&self, login: &LoginRecord, ttl: u64) -> Result<(), StoreError> {
         let mut c = self.conn().await?;
         let json = serde_json::to_string(login).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let r: Result<(), _> = c.set_ex(self.key("l", &login.state), json, ttl.max(1)).await;
+        let r: Result<(), _> = c
+            .set_ex(self.key("l", &login.state), json, ttl.max(1))
+            .await;
         self.track(r).await
     }
 
     /// Takes a pending sign-in: atomic, so a state works once across every instance.
     pub async fn take_login(&self, state: &str) -> Result<Option<LoginRecord>, StoreError> {
         let mut c = self.conn().await?;
-        let r: Result<Option<String>, _> = redis::cmd("GETDEL").arg(self.key("l", state)).query_async(&mut c).await;
+        let r: Result<Option<String>, _> = redis::cmd("GETDEL")
+            .arg(self.key("l", state))
+            .query_async(&mut c)
+            .await;
         match self.track(r).await? {
             None => Ok(None),
-            Some(json) => serde_json::from_str(&json).map(Some).map_err(|e| StoreError::Corrupt(e.to_string())),
+            Some(json) => serde_json::from_str(&json)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt(e.to_string())),
         }
     }
 
@@ -418,7 +451,11 @@ impl RedisStore {
         let script = redis::Script::new(
             r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
         );
-        let r: Result<i64, _> = script.key(self.key("dir", "lease")).arg(&self.instance).invoke_async(&mut c).await;
+        let r: Result<i64, _> = script
+            .key(self.key("dir", "lease"))
+            .arg(&self.instance)
+            .invoke_async(&mut c)
+            .await;
         self.track(r).await.map(|_| ())
     }
 
@@ -426,8 +463,11 @@ impl RedisStore {
     pub async fn publish_snapshot(&self, version: i64, json: &[u8]) -> Result<(), StoreError> {
         use std::io::Write;
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        gz.write_all(json).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let packed = gz.finish().map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        gz.write_all(json)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let packed = gz
+            .finish()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let mut c = self.conn().await?;
         let r = redis::pipe()
             .atomic()
@@ -443,7 +483,10 @@ impl RedisStore {
     }
 
     /// The published snapshot if it is newer than `than`: (version, JSON).
-    pub async fn snapshot_newer_than(&self, than: i64) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
+    pub async fn snapshot_newer_than(
+        &self,
+        than: i64,
+    ) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
         use std::io::Read;
         let mut c = self.conn().await?;
         let version: Option<i64> = self.track(c.get(self.key("dir", "version")).await).await?;
@@ -451,7 +494,9 @@ impl RedisStore {
             return Ok(None);
         };
         let packed: Option<Vec<u8>> = self.track(c.get(self.key("dir", "snapshot")).await).await?;
-        let Some(packed) = packed else { return Ok(None) };
+        let Some(packed) = packed else {
+            return Ok(None);
+        };
         let mut json = Vec::new();
         flate2::read::GzDecoder::new(&packed[..])
             .take(512 * 1024 * 1024)
@@ -467,7 +512,10 @@ mod tests {
 
     #[test]
     fn events() {
-        assert_eq!(parse_event("session abc"), Some(Event::Session("abc".into())));
+        assert_eq!(
+            parse_event("session abc"),
+            Some(Event::Session("abc".into()))
+        );
         assert_eq!(parse_event("user 5f00"), Some(Event::User("5f00".into())));
         assert_eq!(parse_event("snapshot 12"), Some(Event::Snapshot(12)));
         assert_eq!(parse_event("snapshot x"), None);

@@ -61,6 +61,18 @@ impl SignInEnv {
         Self::start_custom(opts, Custom::default()).await
     }
 
+    /// Starts another gateway instance with the same settings (and `replace` applied to its
+    /// config text), as a second instance behind a load balancer would be.
+    pub async fn another_gateway(&self, replace: &[(&str, &str)]) -> Gateway {
+        let mut rest = self.rest.clone();
+        for (from, to) in replace {
+            rest = rest.replace(from, to);
+        }
+        let gw = Gateway::start_with(&rest, &self.server, "").await;
+        register_redirects(&self.fake, gw.addr.port());
+        gw
+    }
+
     /// Replaces the gateway with a new one (new process state, same config and key files),
     /// as a restart would, and waits until it is ready.
     pub async fn restart_gateway(&mut self) {

@@ -1,0 +1,361 @@
+//! Several gateways side by side against a real Redis (127.0.0.1:6379, or
+//! `JUMPGATE_TEST_REDIS`): sessions work on every instance, logouts and revocations reach all
+//! of them within a second, one instance syncs the directory for all, and a Redis outage
+//! neither crashes anything nor lets a session live past the grace period.
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::browser::Browser;
+use support::env::{Options, SignInEnv};
+use support::jumpcloud::ApiKey;
+use support::Gateway;
+
+fn redis_url() -> String {
+    std::env::var("JUMPGATE_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".to_owned())
+}
+
+/// A key prefix of this test's own, removed at the end.
+struct Prefix(String, String);
+
+impl Prefix {
+    fn new(url: &str) -> Prefix {
+        let rand: String = jumpgate::oidc::login::random_token()
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(12)
+            .collect();
+        Prefix(format!("jgtest:{rand}:"), url.to_owned())
+    }
+}
+
+impl Drop for Prefix {
+    fn drop(&mut self) {
+        if let Ok(client) = redis::Client::open(self.1.as_str()) {
+            if let Ok(mut c) = client.get_connection_with_timeout(Duration::from_secs(1)) {
+                let keys: Vec<String> = redis::cmd("KEYS")
+                    .arg(format!("{}*", self.0))
+                    .query(&mut c)
+                    .unwrap_or_default();
+                for k in keys {
+                    let _: Result<(), _> = redis::cmd("DEL").arg(k).query(&mut c);
+                }
+            }
+        }
+    }
+}
+
+fn session_keys(url: &str, prefix: &str, extra: &str) -> String {
+    format!("store = \"redis\"\nredis_url = \"{url}\"\nkey_prefix = \"{prefix}\"\nredis_grace = \"2s\"\n{extra}")
+}
+
+async fn eventually(limit: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// A browser on gateway `gw` carrying `from`'s cookies.
+fn same_browser_on(gw: &Gateway, from: &Browser) -> Browser {
+    let mut b = Browser::new(gw.client(), "app.test");
+    b.cookies = from.cookies.clone();
+    b
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_works_on_every_instance_and_a_logout_ends_it_everywhere() {
+    let prefix = Prefix::new(&redis_url());
+    let env = SignInEnv::start_with(Options {
+        session: session_keys(&redis_url(), &prefix.0, ""),
+        ..Options::default()
+    })
+    .await;
+    let b_gw = env.another_gateway(&[]).await;
+    let mut on_a = env.browser();
+    assert_eq!(on_a.sign_in("/a").await.status, 200);
+    let mut on_b = same_browser_on(&b_gw, &on_a);
+    let r = on_b.get("/b").await;
+    assert_eq!(
+        r.status,
+        200,
+        "signed in on A, must be signed in on B: {}",
+        r.text()
+    );
+    assert_eq!(
+        r.upstream_header("x-jumpgate-user").as_deref(),
+        Some(env.alice.as_str())
+    );
+
+    // Logout on B: refused on A within a second (A had the session cached).
+    assert_eq!(on_a.get("/a").await.status, 200);
+    let out = on_b.get("/.jumpgate/logout").await;
+    assert_eq!(out.status, 302);
+    let mut stale = same_browser_on(&env.gw, &on_a);
+    let start = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(1), async || stale
+            .get("/a")
+            .await
+            .status
+            == 302)
+        .await,
+        "the logout on B did not reach A within a second"
+    );
+    assert!(start.elapsed() < Duration::from_millis(1100));
+
+    // Pending sign-ins are shared too: started on A, completed on B.
+    let mut tab = env.browser();
+    let idp = tab.authorize("/x").await;
+    let mut tab_b = same_browser_on(&b_gw, &tab);
+    let back = tab_b.follow(&idp).await;
+    assert_eq!(back.status, 302, "{}", back.text());
+    // And used once only, across instances.
+    let again = tab.follow(&idp).await;
+    assert_eq!(again.status, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_revoke_a_user_everywhere_and_suspensions_reach_every_instance() {
+    let prefix = Prefix::new(&redis_url());
+    let env = SignInEnv::start_with(Options {
+        session: session_keys(&redis_url(), &prefix.0, ""),
+        directory: Some(String::new()),
+        ..Options::default()
+    })
+    .await;
+    // The second instance uses its own API key, so the request log tells who syncs.
+    let key_b = ApiKey::read_only();
+    let key_b_value = key_b.key.clone();
+    env.fake.add_api_key(key_b);
+    let key_b_file = env.dir.path().join("api-key-b");
+    std::fs::write(&key_b_file, &key_b_value).unwrap();
+    let key_a_file = env.dir.path().join("api-key");
+    let b_gw = env
+        .another_gateway(&[(
+            &key_a_file.display().to_string(),
+            &key_b_file.display().to_string(),
+        )])
+        .await;
+
+    let mut on_a = env.browser();
+    assert_eq!(on_a.sign_in("/a").await.status, 200);
+    let mut on_b = same_browser_on(&b_gw, &on_a);
+    assert_eq!(on_b.get("/b").await.status, 200);
+
+    // `jumpgate sessions list|revoke` against the same Redis.
+    let jumpgate = env!("CARGO_BIN_EXE_jumpgate");
+    let out = Command::new(jumpgate)
+        .args(["sessions", "list", "--user", &env.alice, "--config"])
+        .arg(&env.gw.config_path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.starts_with("1 live session(s)"), "{text}");
+    let out = Command::new(jumpgate)
+        .args(["sessions", "revoke", "--user", &env.alice, "--config"])
+        .arg(&env.gw.config_path)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("revoked 1 session(s)"));
+    assert!(
+        eventually(Duration::from_secs(1), async || on_a.get("/a").await.status
+            == 302)
+        .await
+    );
+    assert!(
+        eventually(Duration::from_secs(1), async || on_b.get("/b").await.status
+            == 302)
+        .await
+    );
+
+    // Signed in again; then suspended in JumpCloud: refused on both after one sync, and the
+    // directory was read by one instance only.
+    let mut on_a = env.browser();
+    assert_eq!(on_a.sign_in("/a").await.status, 200);
+    let mut on_b = same_browser_on(&b_gw, &on_a);
+    assert_eq!(on_b.get("/b").await.status, 200);
+    let since = env.fake.directory_requests().len();
+    env.fake.update_user(&env.alice, |u| u.suspend());
+    assert!(
+        eventually(Duration::from_secs(5), async || on_a.get("/a").await.status
+            == 403)
+        .await
+    );
+    assert!(
+        eventually(Duration::from_secs(3), async || {
+            let s = on_b.get("/b").await.status;
+            s == 403 || s == 302
+        })
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let callers: std::collections::BTreeSet<String> = env.fake.directory_requests()[since..]
+        .iter()
+        .filter_map(|r| r.header("x-api-key").map(str::to_owned))
+        .collect();
+    assert_eq!(
+        callers.len(),
+        1,
+        "JumpCloud must be called by one instance only"
+    );
+
+    // The leader dies: the other takes the lease and syncs within one interval.
+    let leader_is_b = callers.contains(&key_b_value);
+    env.fake.update_user(&env.alice, |u| u.reactivate());
+    let mut env = env;
+    let survivor_key = if leader_is_b {
+        b_gw.shutdown().await.unwrap().unwrap();
+        std::fs::read_to_string(&key_a_file).unwrap()
+    } else {
+        env.gw.shutdown().await.unwrap().unwrap();
+        key_b_value.clone()
+    };
+    let env_ref = &env;
+    let mark = env_ref.fake.directory_requests().len();
+    assert!(
+        eventually(Duration::from_secs(3), async || {
+            env_ref.fake.directory_requests()[mark..]
+                .iter()
+                .any(|r| r.header("x-api-key") == Some(survivor_key.as_str()))
+        })
+        .await,
+        "no instance took over the directory sync"
+    );
+}
+
+/// A Redis of this test's own, which it can stop and start.
+struct OwnRedis {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl OwnRedis {
+    fn start() -> OwnRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut r = OwnRedis {
+            port,
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+        };
+        r.up();
+        r
+    }
+
+    fn up(&mut self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &self.port.to_string(),
+                "--appendonly",
+                "yes",
+                "--save",
+                "",
+            ])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (tests/run.sh installs it)");
+        self.child = Some(child);
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server did not start");
+    }
+
+    fn down(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_keeps_cached_sessions_for_the_grace_period_only() {
+    let mut redis = OwnRedis::start();
+    let env = SignInEnv::start_with(Options {
+        session: session_keys(&redis.url(), "jg:", ""),
+        ..Options::default()
+    })
+    .await;
+    let mut b = env.browser();
+    assert_eq!(b.sign_in("/a").await.status, 200);
+    assert_eq!(env.gw.admin_get("/readyz").await.0, 200);
+
+    redis.down();
+    // Within the grace period the cached session still works.
+    assert_eq!(b.get("/a").await.status, 200);
+    // New sign-ins are refused with the 503 page; the gateway reports Redis.
+    let mut newcomer = env.browser();
+    let r = newcomer.get("/a").await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.text().contains("Sign-in unavailable"));
+    assert!(
+        eventually(Duration::from_secs(3), async || env
+            .gw
+            .admin_get("/readyz")
+            .await
+            .0
+            == 503)
+        .await
+    );
+    // After the grace period nothing is served from the cache.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let r = b.get("/a").await;
+    assert_ne!(
+        r.status, 200,
+        "a session was served past the grace period without Redis"
+    );
+
+    // Redis back (with its data): the gateway reconnects by itself and the session works.
+    redis.up();
+    assert!(
+        eventually(Duration::from_secs(15), async || b.get("/a").await.status
+            == 200)
+        .await,
+        "the gateway did not recover after Redis came back"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), async || env
+            .gw
+            .admin_get("/readyz")
+            .await
+            .0
+            == 200)
+        .await
+    );
+}
