@@ -152,6 +152,7 @@ impl Bound {
             public: self.public,
             admin: Some(self.admin),
             redirect: None,
+            verify: None,
         };
         let mut stop = stop.clone();
         tokio::spawn(jumpgate::run(config, listeners, async move {

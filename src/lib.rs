@@ -94,6 +94,8 @@ pub struct Listeners {
     pub redirect: Option<TcpListener>,
     /// Admin listener (health, readiness, metrics).
     pub admin: Option<TcpListener>,
+    /// Forward-auth listener (plain HTTP, for a proxy on the same host or network).
+    pub verify: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -113,6 +115,10 @@ impl Listeners {
             },
             admin: match server.admin_listen {
                 Some(addr) => Some(one("server.admin_listen", addr).await?),
+                None => None,
+            },
+            verify: match server.verify_listen {
+                Some(addr) => Some(one("server.verify_listen", addr).await?),
                 None => None,
             },
         })
@@ -210,6 +216,30 @@ pub async fn run(
             limits.clone(),
             stopped.clone().wait(),
             move |req| admin::handle(&req, &readiness, &metrics),
+        )));
+    }
+    if let Some(listener) = listeners.verify {
+        log_listening("forward-auth", &listener);
+        let shared = shared.clone();
+        listeners_done.push(tokio::spawn(server::serve_plain_async(
+            listener,
+            limits.clone(),
+            stopped.clone().wait(),
+            move |req, peer| {
+                let shared = shared.clone();
+                async move {
+                    let json = proxy::respond::wants_json(req.headers());
+                    if req.uri().path() != proxy::verify::VERIFY_PATH {
+                        return proxy::respond::rejection(
+                            proxy::respond::Rejection::NotFound,
+                            json,
+                        );
+                    }
+                    let mut headers = req.headers().clone();
+                    headers::mark_sensitive(&mut headers);
+                    proxy::verify::verify(&shared, peer.ip(), &headers, json).await
+                }
+            },
         )));
     }
     let https_port = listeners

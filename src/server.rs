@@ -279,6 +279,23 @@ pub async fn serve_plain<F>(
 ) where
     F: Fn(Request<Incoming>) -> Response<ResponseBody> + Send + Sync + Clone + 'static,
 {
+    serve_plain_async(listener, limits, shutdown, move |req, _peer| {
+        let resp = handler(req);
+        async move { resp }
+    })
+    .await;
+}
+
+/// Like [`serve_plain`], for handlers that wait (forward-auth) and need the peer address.
+pub async fn serve_plain_async<F, Fut>(
+    listener: TcpListener,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+    handler: F,
+) where
+    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = Response<ResponseBody>> + Send + 'static,
+{
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -302,8 +319,8 @@ pub async fn serve_plain<F>(
         let conn = builder.serve_connection(
             TokioIo::new(stream),
             hyper::service::service_fn(move |req| {
-                let resp = handler(req);
-                async move { Ok::<_, std::convert::Infallible>(resp) }
+                let resp = handler(req, peer);
+                async move { Ok::<_, std::convert::Infallible>(resp.await) }
             }),
         );
         let fut = graceful.watch(conn);

@@ -137,7 +137,7 @@ async fn operators_revoke_a_user_everywhere_and_suspensions_reach_every_instance
     let key_b_file = env.dir.path().join("api-key-b");
     std::fs::write(&key_b_file, &key_b_value).unwrap();
     let key_a_file = env.dir.path().join("api-key");
-    let b_gw = env
+    let mut b_gw = env
         .another_gateway(&[(
             &key_a_file.display().to_string(),
             &key_b_file.display().to_string(),

@@ -219,6 +219,8 @@ pub struct ServerConfig {
     pub http_redirect_listen: Option<SocketAddr>,
     /// `server.admin_listen`: optional listener for /healthz, /readyz and /metrics.
     pub admin_listen: Option<SocketAddr>,
+    /// `server.verify_listen`: optional plain-HTTP listener answering forward-auth calls.
+    pub verify_listen: Option<SocketAddr>,
     /// `server.trusted_proxies`: peers whose `X-Forwarded-*` headers are believed.
     pub trusted_proxies: Vec<IpNet>,
     /// `server.shutdown_grace`: how long in-flight requests may run after SIGTERM/SIGINT.

@@ -793,6 +793,7 @@ fn read_server(mut r: Reader<'_>) -> Option<ServerConfig> {
         .and_then(|e| e.path());
     let redirect = r.get("http_redirect_listen").map(|e| (e.addr(), e.line));
     let admin = r.get("admin_listen").map(|e| (e.addr(), e.line));
+    let verify = r.get("verify_listen").map(|e| (e.addr(), e.line));
     let trusted_proxies = match r.get("trusted_proxies") {
         Some(e) => read_proxies(&e),
         None => Some(Vec::new()),
@@ -818,6 +819,7 @@ fn read_server(mut r: Reader<'_>) -> Option<ServerConfig> {
         ("listen", listen),
         ("http_redirect_listen", redirect),
         ("admin_listen", admin),
+        ("verify_listen", verify),
     ] {
         let Some((Some(addr), line)) = found else {
             continue;
@@ -848,6 +850,10 @@ fn read_server(mut r: Reader<'_>) -> Option<ServerConfig> {
         Some((a, _)) => Some(a?),
         None => None,
     };
+    let verify = match verify {
+        Some((a, _)) => Some(a?),
+        None => None,
+    };
     if clashes {
         return None;
     }
@@ -857,6 +863,7 @@ fn read_server(mut r: Reader<'_>) -> Option<ServerConfig> {
         tls_key: tls_key?,
         http_redirect_listen: redirect,
         admin_listen: admin,
+        verify_listen: verify,
         trusted_proxies: trusted_proxies?,
         shutdown_grace: shutdown_grace?,
         public_port: public_port?,
@@ -1601,6 +1608,7 @@ route = [{ path = "/" , access = "protected" }]
             "upstream_ca_file",
             "public_port",
             "state_dir",
+            "verify_listen",
             "[oidc]",
             "issuer",
             "client_id",

@@ -12,6 +12,7 @@ pub mod pipeline;
 pub mod respond;
 pub mod tunnel;
 pub mod upstream;
+pub mod verify;
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};

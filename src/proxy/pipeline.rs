@@ -109,6 +109,9 @@ async fn forward(
             // Another spelling of the gateway's namespace (case, `;params`): never forwarded.
             return Err(Rejection::NotFound);
         }
+        if path == super::verify::VERIFY_PATH {
+            return Ok(super::verify::verify(shared, conn.peer_ip(), &parts.headers, json).await);
+        }
         return endpoints::handle(
             shared.auth.as_deref(),
             site,
@@ -302,7 +305,7 @@ async fn forward(
 
 /// Whether a canonical path is in the gateway's namespace in any spelling a server might
 /// treat as equal (case, `;` parameters).
-fn is_reserved(path: &str) -> bool {
+pub fn is_reserved(path: &str) -> bool {
     let key = crate::policy::routes::match_key(path);
     key.starts_with(RESERVED_PREFIX) || key == RESERVED_PREFIX.trim_end_matches('/')
 }

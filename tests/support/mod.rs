@@ -52,6 +52,8 @@ pub struct Gateway {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
     pub redirect: SocketAddr,
+    /// The plain-HTTP forward-auth listener.
+    pub verify: SocketAddr,
     pub certs: Certs,
     pub config_path: PathBuf,
     stop: Option<oneshot::Sender<()>>,
@@ -80,6 +82,8 @@ impl Gateway {
         let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let redirect = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let verify = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let verify_addr = verify.local_addr().unwrap();
         let addr = public.local_addr().unwrap();
         let admin_addr = admin.local_addr().unwrap();
         let redirect_addr = redirect.local_addr().unwrap();
@@ -87,6 +91,7 @@ impl Gateway {
             public,
             admin: Some(admin),
             redirect: Some(redirect),
+            verify: Some(verify),
         };
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(jumpgate::run(config, listeners, async move {
@@ -96,6 +101,7 @@ impl Gateway {
             addr,
             admin: admin_addr,
             redirect: redirect_addr,
+            verify: verify_addr,
             certs,
             config_path,
             stop: Some(tx),
