@@ -19,6 +19,7 @@
 )]
 
 pub mod admin;
+pub mod audit;
 pub mod canonical;
 pub mod config;
 pub mod devcert;
@@ -80,6 +81,13 @@ pub enum StartError {
     /// The assertion signing key could not be loaded or created.
     #[error(transparent)]
     SigningKey(#[from] identity::IdentityError),
+    /// The audit log file could not be opened.
+    #[error("audit.output: {source}")]
+    Audit {
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
     /// The Redis settings are unusable.
     #[error(transparent)]
     Redis(#[from] session::StoreError),
@@ -143,8 +151,15 @@ pub async fn run(
             .map(|a| a.port())
             .unwrap_or(443)
     });
-    let auth = build_auth(&config, public_port)?;
+    let audit = match &config.audit {
+        Some(output) => Some(Arc::new(
+            audit::Audit::start(output).map_err(|source| StartError::Audit { source })?,
+        )),
+        None => None,
+    };
+    let auth = build_auth(&config, public_port, &audit)?;
     let mut shared = Shared::new(&config, auth.clone(), metrics.clone(), tunnel_rx.receiver())?;
+    shared.audit = audit;
     let syncer = match &config.directory {
         Some(dc) => {
             let directory = Arc::new(directory::Directory::new(
@@ -290,6 +305,7 @@ pub async fn run(
 fn build_auth(
     config: &Config,
     public_port: u16,
+    audit: &Option<Arc<audit::Audit>>,
 ) -> Result<Option<Arc<proxy::auth::Auth>>, StartError> {
     let Some(oidc_config) = &config.oidc else {
         return Ok(None);
@@ -325,6 +341,7 @@ fn build_auth(
         _ => None,
     };
     Ok(Some(Arc::new(proxy::auth::Auth {
+        audit: audit.clone(),
         oidc,
         sessions: session::Sessions::with_shared(&config.session, key, shared),
         signer,

@@ -41,6 +41,8 @@ pub struct Config {
     pub identity: IdentityConfig,
     /// `[directory]`: the JumpCloud directory every protected request is checked against.
     pub directory: Option<DirectoryConfig>,
+    /// `[audit] output`: where the audit log goes, when enabled.
+    pub audit: Option<crate::audit::Output>,
 }
 
 /// `[directory]`.
@@ -255,6 +257,9 @@ pub struct Limits {
     pub upstream_idle_timeout: Duration,
     /// `tunnel_idle_timeout`: how long an upgraded (WebSocket) connection may carry no bytes.
     pub tunnel_idle_timeout: Duration,
+    /// `sign_in_rate`: sign-in, callback and forward-auth requests allowed per client IP per
+    /// minute.
+    pub sign_in_rate: u32,
 }
 
 impl Default for Limits {
@@ -268,6 +273,7 @@ impl Default for Limits {
             upstream_response_timeout: Duration::from_secs(60),
             upstream_idle_timeout: Duration::from_secs(60),
             tunnel_idle_timeout: Duration::from_secs(300),
+            sign_in_rate: 60,
         }
     }
 }

@@ -727,6 +727,22 @@ fn read_config(root: &mut Reader<'_>, file: &Path) -> Option<Config> {
             .and_then(|r| auth::read_identity(Some(r), &state_dir)),
         None => auth::read_identity(None, &state_dir),
     };
+    let audit = match root.get("audit") {
+        Some(e) => e
+            .table("an [audit] table")
+            .and_then(|mut r| {
+                let out = r.need("output", "\"stdout\" or a file path").and_then(|e| {
+                    match e.str("\"stdout\" or a file path")? {
+                        "stdout" => Some(crate::audit::Output::Stdout),
+                        _ => e.path().map(crate::audit::Output::File),
+                    }
+                });
+                r.finish();
+                out
+            })
+            .map(Some),
+        None => Some(None),
+    };
     let directory = match root.get("directory") {
         Some(e) => e
             .table("a [directory] table")
@@ -778,6 +794,7 @@ fn read_config(root: &mut Reader<'_>, file: &Path) -> Option<Config> {
         session: session?,
         identity: identity?,
         directory: directory?,
+        audit: audit?,
     })
 }
 
@@ -939,6 +956,7 @@ fn read_limits(mut r: Reader<'_>) -> Option<Limits> {
         d.max_header_bytes,
     );
     let max_headers = int(&mut r, "max_headers", 8..=1000, d.max_headers);
+    let sign_in_rate = int(&mut r, "sign_in_rate", 1..=100_000, d.sign_in_rate as usize) as u32;
     let mut dur = |r: &mut Reader<'_>, key: &'static str, default: Duration| match r.get(key) {
         Some(e) => e.duration(false).unwrap_or_else(|| {
             ok = false;
@@ -963,6 +981,7 @@ fn read_limits(mut r: Reader<'_>) -> Option<Limits> {
         ),
         upstream_idle_timeout: dur(&mut r, "upstream_idle_timeout", d.upstream_idle_timeout),
         tunnel_idle_timeout: dur(&mut r, "tunnel_idle_timeout", d.tunnel_idle_timeout),
+        sign_in_rate,
     };
     r.finish();
     ok.then_some(limits)
@@ -1457,6 +1476,7 @@ route = [{ path = "/" , access = "protected" }]
                 upstream_response_timeout: Duration::from_secs(90),
                 upstream_idle_timeout: Duration::from_secs(30),
                 tunnel_idle_timeout: Duration::from_secs(600),
+                sign_in_rate: 60,
             }
         );
         assert_eq!(
@@ -1608,6 +1628,9 @@ route = [{ path = "/" , access = "protected" }]
             "upstream_ca_file",
             "public_port",
             "state_dir",
+            "sign_in_rate",
+            "[audit]",
+            "output",
             "verify_listen",
             "[oidc]",
             "issuer",

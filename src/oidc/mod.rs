@@ -20,7 +20,7 @@ use serde::Deserialize;
 use self::http::{urlencode, FetchError, IdpClient};
 use self::login::PendingLogin;
 use self::provider::{Jwks, Provider, ProviderError};
-use self::verify::{Expect, IdClaims, VerifyError};
+use self::verify::{Expect, IdClaims, LogoutClaims, LogoutExpect, VerifyError};
 use crate::config::{ClientAuth, OidcConfig};
 use crate::secret::Secret;
 use crate::tls::TlsError;
@@ -97,18 +97,29 @@ pub struct Oidc {
     secret: Secret,
     client: IdpClient,
     discovered: ArcSwapOption<(Provider, Jwks)>,
+    /// `jti` values of logout tokens accepted here, kept while the token could still be used.
+    logout_jtis: moka::sync::Cache<String, ()>,
 }
 
 impl Oidc {
     /// A client for `config`; call [`Oidc::discover_until_ready`] before use.
     pub fn new(config: OidcConfig, secret: Secret) -> Result<Oidc, TlsError> {
         let client = IdpClient::new(config.ca_file.as_deref(), Duration::from_secs(10))?;
+        // A logout token is refused once it is older than its maximum age (plus the skew),
+        // and may have been issued up to the skew in the future: remember its jti that long.
+        let replay_window = Duration::from_secs(verify::LOGOUT_TOKEN_MAX_AGE as u64)
+            + config.clock_skew * 2
+            + Duration::from_secs(1);
         Ok(Oidc {
             config,
             acr_values: None,
             secret,
             client,
             discovered: ArcSwapOption::empty(),
+            logout_jtis: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(replay_window)
+                .build(),
         })
     }
 
@@ -319,6 +330,40 @@ impl Oidc {
             id_token: Secret::new(id_token),
             refresh_token: tokens.refresh_token.map(Secret::new),
         })
+    }
+
+    /// Verifies a back-channel logout token: signed by the provider like an ID token (its
+    /// asymmetric algorithms and published keys only), `iss` its issuer exactly, `aud`
+    /// containing our client id, `iat` neither in the future nor older than
+    /// [`verify::LOGOUT_TOKEN_MAX_AGE`] (beyond the clock skew), the back-channel logout
+    /// event, `sub` and/or `sid`, a `jti`, and no `nonce`. A `jti` already accepted by this
+    /// instance is refused as a replay; other instances are the caller's to ask.
+    pub async fn verify_logout_token(&self, token: &str) -> Result<LogoutClaims, VerifyError> {
+        let discovered = self.provider().ok_or(VerifyError::NotReady)?;
+        let expect = LogoutExpect {
+            client_id: &self.config.client_id,
+            now: now(),
+            skew: self.config.clock_skew.as_secs() as i64,
+        };
+        let claims =
+            verify::verify_logout(token, &discovered.0, &discovered.1, &self.client, &expect)
+                .await?;
+        // Atomic: of two deliveries racing here, one is fresh and the other a replay.
+        if !self
+            .logout_jtis
+            .entry(claims.jti.clone())
+            .or_insert(())
+            .is_fresh()
+        {
+            return Err(VerifyError::Replayed);
+        }
+        Ok(claims)
+    }
+
+    /// Forgets an accepted logout token's `jti`, so that the provider may deliver the token
+    /// again after a logout that could not be completed.
+    pub fn forget_logout_jti(&self, jti: &str) {
+        self.logout_jtis.invalidate(jti);
     }
 
     /// The provider's logout URL for a session, when it has one and logout there is enabled.

@@ -33,6 +33,37 @@ pub struct Auth {
     pub public_port: u16,
     /// The step-up application, when `[oidc.step_up]` is configured.
     pub step_up: Option<StepUp>,
+    /// The audit log, when configured.
+    pub audit: Option<Arc<crate::audit::Audit>>,
+}
+
+impl Auth {
+    /// Writes an audit line about the current request.
+    pub fn audit(
+        &self,
+        event: &'static str,
+        site: &str,
+        user: Option<(&str, Option<&str>)>,
+        decision: &'static str,
+        reason: Option<&str>,
+    ) {
+        let (Some(audit), Some(ctx)) = (&self.audit, crate::audit::current()) else {
+            return;
+        };
+        audit.record(&crate::audit::Record {
+            event,
+            user: user.map(|u| u.0),
+            email: user.and_then(|u| u.1),
+            site,
+            route: None,
+            method: None,
+            path: None,
+            decision,
+            reason,
+            client_ip: ctx.client_ip,
+            request_id: Some(&ctx.request_id),
+        });
+    }
 }
 
 /// The step-up application and its requirements.

@@ -74,6 +74,8 @@ pub async fn handle(
                 .is_some();
             auth.start(site, headers, rd, step_up).await
         }
+        // A POST is answered, with its body, by `backchannel::handle` before this point.
+        super::backchannel::PATH => Ok(super::backchannel::method_not_allowed()),
         "/.jumpgate/userinfo" => Ok(userinfo(auth, site, headers).await),
         "/.jumpgate/jwks.json" => {
             let mut response = Response::new(ResponseBody::full(auth.signer.jwks()));
@@ -129,6 +131,13 @@ async fn callback(
         }
     })?;
     tracing::info!(site = %site.host, user.sub = %verified.claims.sub, "signed in");
+    auth.audit(
+        "sign_in",
+        &site.host,
+        Some((&verified.claims.sub, verified.claims.email.as_deref())),
+        "ok",
+        None,
+    );
     let (_, set_session) = auth
         .sessions
         .create(site.host.clone(), verified)
@@ -203,12 +212,26 @@ async fn step_up_callback(
     };
     if let Some(why) = refusal {
         tracing::warn!(site = %site.host, user.sub = %session.identity.sub, reason = why, "step-up refused");
+        auth.audit(
+            "step_up",
+            &site.host,
+            Some((&session.identity.sub, session.identity.email.as_deref())),
+            "refused",
+            Some(why),
+        );
         return Err(Rejection::StepUpRefused);
     }
     let auth_time = c.auth_time.unwrap_or(now).min(now);
     session.record_step_up(auth_time);
     auth.sessions.save(&session).await;
     tracing::info!(site = %site.host, user.sub = %session.identity.sub, step_up_time = auth_time, "step-up completed");
+    auth.audit(
+        "step_up",
+        &site.host,
+        Some((&session.identity.sub, session.identity.email.as_deref())),
+        "ok",
+        None,
+    );
     Ok(respond::redirect(&login.return_to, &[]))
 }
 
@@ -260,6 +283,13 @@ async fn logout(
     if let Some(s) = &session {
         auth.sessions.remove(s).await;
         tracing::info!(site = %site.host, user.sub = %s.identity.sub, "signed out");
+        auth.audit(
+            "logout",
+            &site.host,
+            Some((&s.identity.sub, s.identity.email.as_deref())),
+            "ok",
+            None,
+        );
     }
     let clear = cookie::clear(cookie::SESSION);
     if session.is_some() {

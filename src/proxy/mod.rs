@@ -5,6 +5,7 @@
 //! connections; [`respond`] renders every response the gateway makes itself.
 
 pub mod auth;
+pub mod backchannel;
 pub mod body;
 pub mod endpoints;
 pub mod log;
@@ -53,6 +54,12 @@ pub struct Shared {
     pub auth: Option<Arc<Auth>>,
     /// The directory, when `[directory]` is configured.
     pub directory: Option<Arc<crate::directory::Directory>>,
+    /// The audit log, when `[audit]` is configured.
+    pub audit: Option<Arc<crate::audit::Audit>>,
+    /// Request ids.
+    pub request_ids: crate::audit::RequestIds,
+    /// Rate limits on sign-in, callback and forward-auth.
+    pub rate_limit: crate::audit::RateLimiter,
     /// Metrics registry.
     pub metrics: Arc<Metrics>,
     /// Whether to write access-log lines.
@@ -92,6 +99,9 @@ impl Shared {
             identity_headers,
             auth,
             directory: None,
+            audit: None,
+            request_ids: crate::audit::RequestIds::default(),
+            rate_limit: crate::audit::RateLimiter::new(config.server.limits.sign_in_rate),
             metrics,
             access_log: config.log.access,
             shutdown,

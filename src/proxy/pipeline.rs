@@ -43,10 +43,22 @@ pub async fn handle(
         bytes: 0,
         client: headers::client_ip(req.headers(), conn.peer_ip(), &shared.trusted_proxies),
     };
-    let response = match forward(shared, conn, req, &mut log, json).await {
+    let request_id = request_id(shared, conn, req.headers());
+    let context = crate::audit::RequestContext {
+        client_ip: log.client,
+        request_id: request_id.clone(),
+    };
+    let forwarded = crate::audit::REQUEST.scope(
+        context,
+        forward(shared, conn, req, &mut log, json, &request_id),
+    );
+    let mut response = match forwarded.await {
         Ok(response) => response,
         Err(rejection) => respond::rejection(rejection, json),
     };
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(X_REQUEST_ID.clone(), v);
+    }
     log.status = response.status();
     shared
         .metrics
@@ -79,6 +91,7 @@ async fn forward(
     req: Request<Incoming>,
     log: &mut AccessLog,
     json: bool,
+    request_id: &str,
 ) -> Result<Response<ResponseBody>, Rejection> {
     // 1. Canonical method, host and path: everything after this reads only these.
     if !canonical::method_ok(req.method().as_str()) {
@@ -109,6 +122,11 @@ async fn forward(
             // Another spelling of the gateway's namespace (case, `;params`): never forwarded.
             return Err(Rejection::NotFound);
         }
+        if is_rate_limited_endpoint(&path, shared) {
+            if let Err(wait) = shared.rate_limit.check(log.client) {
+                return Ok(too_many(wait, json));
+            }
+        }
         if path == super::verify::VERIFY_PATH {
             return Ok(super::verify::verify(shared, conn.peer_ip(), &parts.headers, json).await);
         }
@@ -138,9 +156,22 @@ async fn forward(
     let permit = match policy::decide(route, &parts.method, session.clone(), directory, now) {
         Decision::Allow(permit) => permit,
         Decision::SignIn => {
+            audit_access(
+                shared,
+                site,
+                route,
+                &parts.method,
+                &path,
+                None,
+                "sign_in",
+                None,
+            );
             let Some(auth) = &shared.auth else {
                 return Err(Rejection::SignInRequired);
             };
+            if let Err(wait) = shared.rate_limit.check(log.client) {
+                return Ok(too_many(wait, json));
+            }
             let return_to = match uri.query() {
                 Some(q) => format!("{path}?{q}"),
                 None => path.to_string(),
@@ -156,6 +187,16 @@ async fn forward(
             .await;
         }
         Decision::Deny(reason) => {
+            audit_access(
+                shared,
+                site,
+                route,
+                &parts.method,
+                &path,
+                session.as_deref(),
+                "deny",
+                Some(reason.as_str()),
+            );
             let user = session
                 .as_ref()
                 .map(|s| s.identity.sub.as_str())
@@ -172,11 +213,28 @@ async fn forward(
                 // The user may use nothing any more: every one of their sessions ends now,
                 // on every instance, not at expiry.
                 auth.sessions.revoke_user(&s.identity.sub).await;
+                auth.audit(
+                    "revocation",
+                    &site.host,
+                    Some((&s.identity.sub, s.identity.email.as_deref())),
+                    "ok",
+                    Some(reason.as_str()),
+                );
                 auth.sessions.remove(s).await;
             }
             return Err(Rejection::Forbidden);
         }
         Decision::Unavailable(why) => {
+            audit_access(
+                shared,
+                site,
+                route,
+                &parts.method,
+                &path,
+                session.as_deref(),
+                "unavailable",
+                Some("directory_stale"),
+            );
             tracing::warn!(site = %site.host, route = %route.label, reason = ?why, "directory snapshot unavailable or too old; failing closed");
             shared
                 .metrics
@@ -188,6 +246,16 @@ async fn forward(
             return Err(Rejection::DirectoryUnavailable);
         }
         Decision::StepUp { max_age } => {
+            audit_access(
+                shared,
+                site,
+                route,
+                &parts.method,
+                &path,
+                session.as_deref(),
+                "step_up",
+                None,
+            );
             let Some(auth) = &shared.auth else {
                 return Err(Rejection::Forbidden);
             };
@@ -208,11 +276,25 @@ async fn forward(
         }
     };
 
+    audit_access(
+        shared,
+        site,
+        route,
+        &parts.method,
+        &path,
+        permit.session().map(|s| &**s),
+        "allow",
+        None,
+    );
+
     // 5. Upstream request: hop-by-hop gone, forwarding headers ours, URI rewritten.
     let upgrade = parts.version == Version::HTTP_11 && headers::is_upgrade(&parts.headers);
     let trusted = headers::is_trusted(conn.peer_ip(), &shared.trusted_proxies);
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
     headers::set_forwarded(&mut parts.headers, conn.peer_ip(), trusted, &host);
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        parts.headers.insert(X_REQUEST_ID.clone(), v);
+    }
     if let (Some(session), Some(auth)) = (permit.session(), &shared.auth) {
         let user = permit.user();
         let assertion = auth.signer.assertion(
@@ -308,6 +390,75 @@ async fn forward(
 pub fn is_reserved(path: &str) -> bool {
     let key = crate::policy::routes::match_key(path);
     key.starts_with(RESERVED_PREFIX) || key == RESERVED_PREFIX.trim_end_matches('/')
+}
+
+static X_REQUEST_ID: http::header::HeaderName =
+    http::header::HeaderName::from_static("x-request-id");
+
+/// The request's id: a trusted proxy's `X-Request-Id` when it sent a sane one, else ours.
+fn request_id(shared: &Shared, conn: &ConnInfo, headers: &http::HeaderMap) -> Arc<str> {
+    if headers::is_trusted(conn.peer_ip(), &shared.trusted_proxies) {
+        if let Some(v) = headers.get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()) {
+            if !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()) {
+                return Arc::from(v);
+            }
+        }
+    }
+    Arc::from(shared.request_ids.next())
+}
+
+/// Endpoints a flood would make expensive: sign-in starts, callbacks, forward-auth.
+fn is_rate_limited_endpoint(path: &str, shared: &Shared) -> bool {
+    if matches!(
+        path,
+        "/.jumpgate/sign-in" | "/.jumpgate/step-up" | super::verify::VERIFY_PATH
+    ) {
+        return true;
+    }
+    shared.auth.as_ref().is_some_and(|a| {
+        path == a.oidc.config().callback_path
+            || a.step_up
+                .as_ref()
+                .is_some_and(|s| path == s.config.callback_path)
+    })
+}
+
+/// 429 with `Retry-After`.
+fn too_many(wait: u64, json: bool) -> Response<ResponseBody> {
+    let mut r = respond::rejection(Rejection::TooManyRequests, json);
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(wait));
+    r
+}
+
+/// One audit line for an access decision, when the audit log is on.
+#[allow(clippy::too_many_arguments)]
+fn audit_access(
+    shared: &Shared,
+    site: &crate::policy::Site,
+    route: &crate::policy::Route,
+    method: &http::Method,
+    path: &str,
+    session: Option<&crate::session::Session>,
+    decision: &'static str,
+    reason: Option<&str>,
+) {
+    let (Some(audit), Some(ctx)) = (&shared.audit, crate::audit::current()) else {
+        return;
+    };
+    audit.record(&crate::audit::Record {
+        event: "access",
+        user: session.map(|s| s.identity.sub.as_str()),
+        email: session.and_then(|s| s.identity.email.as_deref()),
+        site: &site.host,
+        route: Some(&route.label),
+        method: Some(method.as_str()),
+        path: Some(path),
+        decision,
+        reason,
+        client_ip: ctx.client_ip,
+        request_id: Some(&ctx.request_id),
+    });
 }
 
 /// The request's host, canonical. `:authority` (HTTP/2, absolute-form) and `Host` must agree.

@@ -40,6 +40,8 @@ pub enum Rejection {
     DirectoryUnavailable,
     /// A step-up sign-in could not be accepted as a fresh multi-factor sign-in.
     StepUpRefused,
+    /// Too many sign-in or forward-auth requests from one client.
+    TooManyRequests,
 }
 
 impl Rejection {
@@ -60,6 +62,7 @@ impl Rejection {
             Rejection::CrossSite => StatusCode::FORBIDDEN,
             Rejection::DirectoryUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::StepUpRefused => StatusCode::FORBIDDEN,
+            Rejection::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -116,6 +119,10 @@ impl Rejection {
                 "Additional sign-in not accepted",
                 "This action needs a recent sign-in with your second factor, and that sign-in could not be confirmed. Go back and try again.",
             ),
+            Rejection::TooManyRequests => (
+                "Too many attempts",
+                "Too many sign-in attempts came from your address. Wait a minute, then try again.",
+            ),
         }
     }
 
@@ -136,6 +143,7 @@ impl Rejection {
             Rejection::CrossSite => "cross_site",
             Rejection::DirectoryUnavailable => "directory_unavailable",
             Rejection::StepUpRefused => "step_up_refused",
+            Rejection::TooManyRequests => "too_many_requests",
         }
     }
 }
@@ -276,6 +284,7 @@ mod tests {
             (Rejection::CrossSite, 403),
             (Rejection::DirectoryUnavailable, 503),
             (Rejection::StepUpRefused, 403),
+            (Rejection::TooManyRequests, 429),
         ];
         for (r, code) in table {
             let resp = rejection(r, false);

@@ -92,6 +92,9 @@ pub struct Session {
     pub created: i64,
     /// When it ends at the latest.
     pub expires: i64,
+    /// The provider session it was signed in through (the ID token's `sid`), when stated:
+    /// a back-channel logout for that provider session ends this session.
+    pub sid: Option<String>,
     tokens: Mutex<Tokens>,
     refreshing: AtomicBool,
     /// After a failed refresh, no new attempt before this time.
@@ -145,6 +148,7 @@ impl Session {
             refresh_token,
             id_token_exp,
             step_up_time: self.step_up_time.load(Ordering::Acquire),
+            sid: self.sid.clone(),
         }
     }
 
@@ -193,6 +197,18 @@ pub fn key_of(id: &[u8; 32]) -> [u8; 32] {
     k
 }
 
+/// A store key from its hex form, as published in invalidations.
+fn key_from_hex(hash: &str) -> Option<[u8; 32]> {
+    if hash.len() != 64 || !hash.is_ascii() {
+        return None;
+    }
+    let mut key = [0u8; 32];
+    for (i, b) in key.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hash[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(key)
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -208,6 +224,8 @@ pub struct Sessions {
     key: CookieKey,
     local: Cache<[u8; 32], Arc<Session>>,
     pending: Cache<String, Arc<PendingLogin>>,
+    /// Provider session id → keys of the sessions signed in through it, on this instance.
+    by_sid: Cache<String, Arc<Mutex<Vec<[u8; 32]>>>>,
     shared: Option<Arc<RedisStore>>,
     lifetime: Duration,
     idle_timeout: Duration,
@@ -237,6 +255,12 @@ impl Sessions {
             pending: Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(config.login_timeout)
+                .build(),
+            // Every session indexed here was built at most `lifetime` before the entry was
+            // last touched, so an idle entry outlives the sessions it names.
+            by_sid: Cache::builder()
+                .max_capacity(config.max_sessions)
+                .time_to_idle(config.lifetime)
                 .build(),
             shared,
             lifetime: config.lifetime,
@@ -273,15 +297,26 @@ impl Sessions {
                 })
                 .and_then(|s| header_value(&s)),
         };
+        let key = key_of(&id);
+        if let Some(sid) = &r.sid {
+            let entry = self.by_sid.get_with_by_ref(sid.as_str(), Default::default);
+            let mut keys = entry
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !keys.contains(&key) {
+                keys.push(key);
+            }
+        }
         Arc::new(Session {
             id,
-            key: key_of(&id),
+            key,
             site,
             identity,
             values,
             auth_time: r.auth_time,
             created: r.created,
             expires: r.expires,
+            sid: r.sid,
             tokens: Mutex::new(Tokens {
                 id_token: Secret::new(r.id_token),
                 refresh_token: r.refresh_token.map(Secret::new),
@@ -325,6 +360,7 @@ impl Sessions {
             refresh_token: login.refresh_token.map(|t| t.expose().to_owned()),
             id_token_exp: c.exp,
             step_up_time: 0,
+            sid: c.sid,
         };
         let session = self.build(id, site, record.clone());
         if let Some(shared) = &self.shared {
@@ -444,6 +480,103 @@ impl Sessions {
                 0
             }),
             None => 0,
+        }
+    }
+
+    /// Ends the sessions signed in through provider session `sid` (only `sub`'s, when
+    /// given), on every instance when shared: the back-channel logout of one provider
+    /// session. Other sessions of the same user stay. Returns how many ended.
+    pub async fn end_provider_session(
+        &self,
+        sid: &str,
+        sub: Option<&str>,
+    ) -> Result<usize, StoreError> {
+        let matches =
+            |s_sid: Option<&str>, s_sub: &str| s_sid == Some(sid) && sub.is_none_or(|u| u == s_sub);
+        // Here first, so this instance stops serving them even when Redis cannot be reached.
+        let keys = self
+            .by_sid
+            .get(sid)
+            .map(|entry| {
+                entry
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone()
+            })
+            .unwrap_or_default();
+        let mut ended = 0;
+        let mut dropped = Vec::new();
+        for key in keys {
+            match self.local.get(&key) {
+                Some(s) if !matches(s.sid.as_deref(), &s.identity.sub) => continue,
+                Some(_) => {
+                    self.local.invalidate(&key);
+                    ended += 1;
+                }
+                None => {}
+            }
+            dropped.push(key);
+        }
+        if let Some(entry) = self.by_sid.get(sid) {
+            let mut keys = entry
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            keys.retain(|key| !dropped.contains(key));
+        }
+        let Some(shared) = &self.shared else {
+            return Ok(ended);
+        };
+        // Then everywhere, through the same path as a logout: deleted and published.
+        let mut gone = Vec::new();
+        for (hash, record) in shared.sid_sessions(sid).await? {
+            if !matches(record.sid.as_deref(), &record.sub) {
+                continue;
+            }
+            if let Some(key) = key_from_hex(&hash) {
+                self.local.invalidate(&key);
+            }
+            shared.delete_session(&hash, &record.sub).await?;
+            gone.push(hash);
+        }
+        shared.unindex_sid(sid, &gone).await?;
+        Ok(gone.len())
+    }
+
+    /// Ends every session of `sub`, on every instance when shared, like
+    /// [`Sessions::revoke_user`] but reporting a store failure instead of logging it.
+    /// Returns how many ended.
+    pub async fn end_user(&self, sub: &str) -> Result<usize, StoreError> {
+        let here = self
+            .local
+            .iter()
+            .filter(|(_, s)| s.identity.sub == sub)
+            .count();
+        let owned = sub.to_owned();
+        let _ = self
+            .local
+            .invalidate_entries_if(move |_, s| s.identity.sub == owned);
+        match &self.shared {
+            Some(shared) => shared.revoke_user(sub).await,
+            None => Ok(here),
+        }
+    }
+
+    /// Records a back-channel logout token's `jti` for `ttl` seconds where every instance
+    /// sees it: false when one already did (a replay). Without a shared store the provider
+    /// client's own memory is all there is, and this is always true.
+    pub async fn claim_logout_jti(&self, jti: &str, ttl: u64) -> Result<bool, StoreError> {
+        match &self.shared {
+            Some(shared) => shared.claim_logout_jti(jti, ttl).await,
+            None => Ok(true),
+        }
+    }
+
+    /// Forgets a `jti` recorded by [`Sessions::claim_logout_jti`] (best effort).
+    pub async fn release_logout_jti(&self, jti: &str) {
+        if let Some(shared) = &self.shared {
+            if let Err(e) = shared.release_logout_jti(jti).await {
+                tracing::debug!(error = %e, "could not forget a logout token id in redis");
+            }
         }
     }
 

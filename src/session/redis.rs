@@ -3,8 +3,9 @@
 //! revocation on one is published so every instance drops its cached copy within a second.
 //!
 //! Keys (all under `session.key_prefix`): `s:<sha256(id)>` a session (TTL = idle timeout,
-//! capped by its lifetime), `u:<sub>` the set of a user's session keys, `l:<state>` a pending
-//! sign-in, `dir:lease` / `dir:snapshot` / `dir:version` the directory leader's lease and its
+//! capped by its lifetime), `u:<sub>` the set of a user's session keys, `sid:<sid>` the set of
+//! the session keys signed in through one provider session, `jti:<jti>` a back-channel logout
+//! token already used (until it is too old anyway), `l:<state>` a pending sign-in, `dir:lease` / `dir:snapshot` / `dir:version` the directory leader's lease and its
 //! published snapshot; channel `events` carries invalidations and snapshot notices. Session
 //! ids never appear in Redis, only their hashes.
 
@@ -68,6 +69,10 @@ pub struct SessionRecord {
     pub id_token_exp: i64,
     /// Last step-up time (0: none).
     pub step_up_time: i64,
+    /// The provider's session id (`sid` of the ID token), when it stated one. Absent in
+    /// records written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
 }
 
 /// A pending sign-in as stored in Redis.
@@ -287,7 +292,8 @@ impl RedisStore {
         }
     }
 
-    /// Stores a session for `ttl` seconds and indexes it under its user.
+    /// Stores a session for `ttl` seconds and indexes it under its user and, when it has
+    /// one, its provider session id.
     pub async fn put_session(
         &self,
         hash: &str,
@@ -298,16 +304,22 @@ impl RedisStore {
         let json = serde_json::to_string(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let user_key = self.key("u", &record.sub);
         let lifetime = (record.expires - crate::oidc::now()).max(1);
-        let r = redis::pipe()
-            .atomic()
+        let mut pipe = redis::pipe();
+        pipe.atomic()
             .set_ex(self.key("s", hash), json, ttl.max(1))
             .ignore()
             .sadd(&user_key, hash)
             .ignore()
             .expire(&user_key, lifetime)
-            .ignore()
-            .query_async::<()>(&mut c)
-            .await;
+            .ignore();
+        if let Some(sid) = &record.sid {
+            let sid_key = self.key("sid", sid);
+            pipe.sadd(&sid_key, hash)
+                .ignore()
+                .expire(&sid_key, lifetime)
+                .ignore();
+        }
+        let r = pipe.query_async::<()>(&mut c).await;
         self.track(r).await
     }
 
@@ -399,6 +411,62 @@ impl RedisStore {
             }
         }
         Ok(out)
+    }
+
+    /// The live sessions signed in through provider session `sid`: (key hash, record). Keys
+    /// of sessions that have ended meanwhile are dropped from the index.
+    pub async fn sid_sessions(
+        &self,
+        sid: &str,
+    ) -> Result<Vec<(String, SessionRecord)>, StoreError> {
+        let mut c = self.conn().await?;
+        let sid_key = self.key("sid", sid);
+        let hashes: Vec<String> = self.track(c.smembers(&sid_key).await).await?;
+        let mut out = Vec::new();
+        let mut gone = Vec::new();
+        for h in hashes {
+            match self.get_session(&h).await? {
+                Some(r) => out.push((h, r)),
+                None => gone.push(h),
+            }
+        }
+        if !gone.is_empty() {
+            let r: Result<(), _> = c.srem(&sid_key, &gone).await;
+            self.track(r).await?;
+        }
+        Ok(out)
+    }
+
+    /// Removes ended session keys from provider session `sid`'s index.
+    pub async fn unindex_sid(&self, sid: &str, hashes: &[String]) -> Result<(), StoreError> {
+        if hashes.is_empty() {
+            return Ok(());
+        }
+        let mut c = self.conn().await?;
+        let r: Result<(), _> = c.srem(self.key("sid", sid), hashes).await;
+        self.track(r).await
+    }
+
+    /// Records a back-channel logout token's `jti` for `ttl` seconds: true the first time,
+    /// false when any instance already recorded it (a replay).
+    pub async fn claim_logout_jti(&self, jti: &str, ttl: u64) -> Result<bool, StoreError> {
+        let mut c = self.conn().await?;
+        let r: Result<Option<String>, _> = redis::cmd("SET")
+            .arg(self.key("jti", jti))
+            .arg(1)
+            .arg("NX")
+            .arg("EX")
+            .arg(ttl.max(1))
+            .query_async(&mut c)
+            .await;
+        Ok(self.track(r).await?.is_some())
+    }
+
+    /// Forgets a recorded `jti`, so the token may be delivered again.
+    pub async fn release_logout_jti(&self, jti: &str) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        let r: Result<(), _> = c.del(self.key("jti", jti)).await;
+        self.track(r).await
     }
 
     /// Keeps a pending sign-in for `ttl` seconds.

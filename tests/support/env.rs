@@ -23,6 +23,8 @@ pub struct Options {
     pub session: String,
     /// Extra `[server]` keys.
     pub server: String,
+    /// `[server.limits]` keys.
+    pub limits: String,
     /// When set, a `[directory]` table pointing at the fake's directory API, with these
     /// extra keys (fast sync and retry settings are filled in unless given here).
     pub directory: Option<String>,
@@ -40,6 +42,7 @@ pub struct SignInEnv {
     /// The gateway's config (after `[server]`), to start another with the same settings.
     pub rest: String,
     pub server: String,
+    pub limits: String,
 }
 
 /// Registers the gateway's callback on every test host for `port`.
@@ -68,7 +71,7 @@ impl SignInEnv {
         for (from, to) in replace {
             rest = rest.replace(from, to);
         }
-        let gw = Gateway::start_with(&rest, &self.server, "").await;
+        let gw = Gateway::start_with(&rest, &self.server, &self.limits).await;
         register_redirects(&self.fake, gw.addr.port());
         gw
     }
@@ -78,7 +81,7 @@ impl SignInEnv {
     pub async fn restart_gateway(&mut self) {
         let task = self.gw.shutdown();
         let _ = task.await;
-        self.gw = Gateway::start_with(&self.rest, &self.server, "").await;
+        self.gw = Gateway::start_with(&self.rest, &self.server, &self.limits).await;
         register_redirects(&self.fake, self.gw.addr.port());
     }
 
@@ -189,7 +192,7 @@ impl SignInEnv {
         if custom.fake_down {
             fake.stop().await;
         }
-        let gw = Gateway::start_with(&rest, &opts.server, "").await;
+        let gw = Gateway::start_with(&rest, &opts.server, &opts.limits).await;
         register_redirects(&fake, gw.addr.port());
         let env = SignInEnv {
             fake,
@@ -199,6 +202,7 @@ impl SignInEnv {
             dir,
             rest,
             server: opts.server,
+            limits: opts.limits,
         };
         if !custom.fake_down {
             env.wait_ready().await;

@@ -1,0 +1,260 @@
+//! The audit log: one JSON line per access decision and per sign-in, step-up, logout and
+//! revocation, to its own file or to stdout. Lines are handed to a writer task so the request
+//! path never waits on the disk; nothing secret (cookies, tokens) is ever part of a line.
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+/// Where audit lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Standard output.
+    Stdout,
+    /// A file, appended to (created with mode 0600).
+    File(PathBuf),
+}
+
+/// One audit record.
+#[derive(Debug, Serialize)]
+pub struct Record<'a> {
+    /// What happened: `access`, `sign_in`, `step_up`, `logout`, `revocation`.
+    pub event: &'static str,
+    /// User id, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<&'a str>,
+    /// Email, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<&'a str>,
+    /// Site host.
+    pub site: &'a str,
+    /// Route label.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<&'a str>,
+    /// Method.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<&'a str>,
+    /// Canonical path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<&'a str>,
+    /// `allow`, `deny`, `sign_in`, `step_up`, `unavailable`, `ok`, `refused`.
+    pub decision: &'static str,
+    /// Why, when refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'a str>,
+    /// The client the request is attributed to.
+    pub client_ip: IpAddr,
+    /// The request id, also sent upstream as `X-Request-Id`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct Line<'a> {
+    time: String,
+    #[serde(flatten)]
+    record: &'a Record<'a>,
+}
+
+/// The audit log handle.
+#[derive(Debug)]
+pub struct Audit {
+    tx: mpsc::UnboundedSender<String>,
+    dropped: AtomicU64,
+}
+
+impl Audit {
+    /// Starts the writer task for `output`. Fails when the file cannot be opened.
+    pub fn start(output: &Output) -> std::io::Result<Audit> {
+        let mut sink: Box<dyn Write + Send> = match output {
+            Output::Stdout => Box::new(std::io::stdout()),
+            Output::File(path) => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)?;
+                }
+                let mut options = std::fs::OpenOptions::new();
+                options.create(true).append(true);
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::OpenOptionsExt;
+                    options.mode(0o600);
+                }
+                Box::new(options.open(path)?)
+            }
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+        // A blocking thread: file writes must not stall the runtime's workers.
+        std::thread::Builder::new()
+            .name("jumpgate-audit".into())
+            .spawn(move || {
+                while let Some(line) = rx.blocking_recv() {
+                    if sink
+                        .write_all(line.as_bytes())
+                        .and_then(|()| sink.flush())
+                        .is_err()
+                    {
+                        eprintln!("jumpgate: audit log write failed");
+                    }
+                }
+            })?;
+        Ok(Audit {
+            tx,
+            dropped: AtomicU64::new(0),
+        })
+    }
+
+    /// Writes one record.
+    pub fn record(&self, record: &Record<'_>) {
+        let line = Line {
+            time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            record,
+        };
+        match serde_json::to_string(&line) {
+            Ok(mut s) => {
+                s.push('\n');
+                if self.tx.send(s).is_err() {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Err(_) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Request ids: a random per-process prefix and a counter, cheap and unique.
+#[derive(Debug)]
+pub struct RequestIds {
+    prefix: String,
+    next: AtomicU64,
+}
+
+impl Default for RequestIds {
+    fn default() -> Self {
+        let b = crate::oidc::login::random_bytes();
+        RequestIds {
+            prefix: b[..6].iter().map(|x| format!("{x:02x}")).collect(),
+            next: AtomicU64::new(1),
+        }
+    }
+}
+
+impl RequestIds {
+    /// A new id.
+    pub fn next(&self) -> String {
+        format!(
+            "{}-{:x}",
+            self.prefix,
+            self.next.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+}
+
+/// What every audit line about the current request shares.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    /// The client the request is attributed to.
+    pub client_ip: IpAddr,
+    /// The request id.
+    pub request_id: std::sync::Arc<str>,
+}
+
+tokio::task_local! {
+    /// The request being handled, for audit lines written deep in the request path.
+    pub static REQUEST: RequestContext;
+}
+
+/// The current request's context, when called inside one.
+pub fn current() -> Option<RequestContext> {
+    REQUEST.try_with(Clone::clone).ok()
+}
+
+/// Fixed-window rate limiting per client IP, for the endpoints a flood would make expensive
+/// (sign-in starts, callbacks, forward-auth).
+#[derive(Debug)]
+pub struct RateLimiter {
+    per_minute: u32,
+    window: std::time::Duration,
+    windows: moka::sync::Cache<
+        IpAddr,
+        std::sync::Arc<(std::sync::atomic::AtomicU32, std::time::Instant)>,
+    >,
+}
+
+impl RateLimiter {
+    /// A limiter allowing `per_minute` requests per IP per minute.
+    pub fn new(per_minute: u32) -> RateLimiter {
+        Self::with_window(per_minute, std::time::Duration::from_secs(60))
+    }
+
+    /// A limiter allowing `limit` requests per IP per `window`.
+    pub fn with_window(limit: u32, window: std::time::Duration) -> RateLimiter {
+        RateLimiter {
+            per_minute: limit,
+            window,
+            windows: moka::sync::Cache::builder()
+                .max_capacity(1_000_000)
+                .time_to_live(window)
+                .build(),
+        }
+    }
+
+    /// `Ok` when `ip` may go on; else the seconds until its window ends.
+    pub fn check(&self, ip: IpAddr) -> Result<(), u64> {
+        let window = self.windows.get_with(ip, || {
+            std::sync::Arc::new((
+                std::sync::atomic::AtomicU32::new(0),
+                std::time::Instant::now(),
+            ))
+        });
+        let n = window.0.fetch_add(1, Ordering::Relaxed) + 1;
+        if n <= self.per_minute {
+            return Ok(());
+        }
+        Err(self
+            .window
+            .saturating_sub(window.1.elapsed())
+            .as_secs()
+            .max(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_per_ip() {
+        let r = RateLimiter::new(3);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        assert!(r.check(a).is_ok() && r.check(a).is_ok() && r.check(a).is_ok());
+        let wait = r.check(a).unwrap_err();
+        assert!((1..=60).contains(&wait));
+        assert!(r.check(b).is_ok(), "limits are per client");
+    }
+
+    #[test]
+    fn rate_limit_recovers_after_the_window() {
+        let r = RateLimiter::with_window(1, std::time::Duration::from_millis(200));
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        assert!(r.check(a).is_ok());
+        assert!(r.check(a).is_err());
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert!(r.check(a).is_ok(), "a new window starts");
+    }
+
+    #[test]
+    fn request_ids_are_unique() {
+        let ids = RequestIds::default();
+        let (x, y) = (ids.next(), ids.next());
+        assert_ne!(x, y);
+        assert!(x.starts_with(&y[..12]));
+    }
+}
