@@ -30,6 +30,7 @@ pub mod metrics;
 pub mod oidc;
 pub mod policy;
 pub mod proxy;
+pub mod reload;
 pub mod secret;
 pub mod server;
 pub mod session;
@@ -183,19 +184,32 @@ pub async fn run(
         }
         None => None,
     };
-    let shared = Arc::new(shared);
+    let directory_handle = shared.directory.clone();
+    let shared: Arc<proxy::Live> = Arc::new(arc_swap::ArcSwap::from_pointee(shared));
     let redis = auth.as_ref().and_then(|a| a.sessions.shared().cloned());
     let readiness = Arc::new(Readiness::new(
         auth.as_ref().map(|a| a.oidc.clone()),
-        shared.directory.clone(),
+        directory_handle,
         redis.clone(),
     ));
     let (stop, stopped) = shutdown::channel();
     let limits = config.server.limits.clone();
 
+    let reload_requested = Arc::new(tokio::sync::Notify::new());
     let mut background = vec![
         tokio::spawn(certs.clone().watch(CERT_POLL, metrics.clone())),
-        tokio::spawn(reload_on_sighup(certs, metrics.clone())),
+        tokio::spawn(reload_on_sighup(
+            certs,
+            metrics.clone(),
+            reload_requested.clone(),
+        )),
+        tokio::spawn(reload::watch(
+            config.source.clone(),
+            config.clone(),
+            shared.clone(),
+            metrics.clone(),
+            reload_requested,
+        )),
     ];
     if let Some(auth) = &auth {
         background.push(tokio::spawn(auth.oidc.clone().discover_until_ready()));
@@ -243,6 +257,7 @@ pub async fn run(
             move |req, peer| {
                 let shared = shared.clone();
                 async move {
+                    let shared = shared.load_full();
                     let json = proxy::respond::wants_json(req.headers());
                     if req.uri().path() != proxy::verify::VERIFY_PATH {
                         return proxy::respond::rejection(
@@ -357,7 +372,11 @@ fn log_listening(what: &str, listener: &TcpListener) {
 }
 
 /// Reloads the certificate on every SIGHUP.
-async fn reload_on_sighup(certs: Arc<CertStore>, metrics: Arc<Metrics>) {
+async fn reload_on_sighup(
+    certs: Arc<CertStore>,
+    metrics: Arc<Metrics>,
+    config: Arc<tokio::sync::Notify>,
+) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -365,6 +384,7 @@ async fn reload_on_sighup(certs: Arc<CertStore>, metrics: Arc<Metrics>) {
             return;
         };
         while hup.recv().await.is_some() {
+            config.notify_one();
             match certs.reload() {
                 Ok(()) => {
                     metrics
@@ -385,7 +405,7 @@ async fn reload_on_sighup(certs: Arc<CertStore>, metrics: Arc<Metrics>) {
     }
     #[cfg(not(unix))]
     {
-        let _ = (certs, metrics);
+        let _ = (certs, metrics, config);
         std::future::pending::<()>().await;
     }
 }

@@ -120,6 +120,10 @@ pub struct Metrics {
     pub directory_sync_failures: Counter,
     /// Access decisions refused, by reason.
     pub denials: Family<ReasonLabel, Counter>,
+    /// Configuration reloads by outcome.
+    pub config_reloads: Family<OutcomeLabel, Counter>,
+    /// Reloads that changed settings needing a restart.
+    pub config_restart_needed: Counter,
 }
 
 /// Labels holding a decision reason.
@@ -230,7 +234,21 @@ impl Metrics {
             "Protected requests refused, by reason",
             denials.clone(),
         );
+        let config_reloads = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Configuration reloads, by outcome",
+            config_reloads.clone(),
+        );
+        let config_restart_needed = Counter::default();
+        registry.register(
+            "config_restart_needed",
+            "Reloads that changed settings which only take effect after a restart",
+            config_restart_needed.clone(),
+        );
         Metrics {
+            config_reloads,
+            config_restart_needed,
             directory_last_success,
             directory_sync_duration_ms,
             directory_records,

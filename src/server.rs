@@ -23,7 +23,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::canonical;
 use crate::config::Limits;
 use crate::metrics::OutcomeLabel;
-use crate::proxy::{ConnInfo, Gateway, ResponseBody, Shared};
+use crate::proxy::{ConnInfo, Gateway, Live, ResponseBody, Shared};
 
 /// HTTP/1.1 and HTTP/2 server settings for the public listener. The protocol is chosen from
 /// ALPN, never by sniffing the first bytes: sniffing waits for the client without a deadline.
@@ -120,7 +120,7 @@ async fn drive<C: Drainable>(
 pub async fn serve_public(
     listener: TcpListener,
     acceptor: TlsAcceptor,
-    shared: Arc<Shared>,
+    shared: Arc<Live>,
     limits: Limits,
     grace: Duration,
     shutdown: impl Future<Output = ()>,
@@ -151,7 +151,7 @@ pub async fn serve_public(
         let done = done_tx.clone();
         let handshake_timeout = limits.tls_handshake_timeout;
         tokio::spawn(async move {
-            let metrics = shared.metrics.clone();
+            let metrics = shared.load().metrics.clone();
             let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
@@ -224,14 +224,14 @@ pub async fn serve_public(
 /// used to redirect anywhere else.
 pub async fn serve_redirect(
     listener: TcpListener,
-    shared: Arc<Shared>,
+    shared: Arc<Live>,
     https_port: u16,
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) {
     let service_shared = shared.clone();
     serve_plain(listener, limits, shutdown, move |req: Request<Incoming>| {
-        redirect_response(&service_shared, https_port, &req)
+        redirect_response(&service_shared.load(), https_port, &req)
     })
     .await;
 }

@@ -140,7 +140,10 @@ pub enum Unavailable {
 pub struct Directory {
     current: ArcSwapOption<Snapshot>,
     max_staleness: i64,
-    group_refs: Vec<String>,
+    group_refs: arc_swap::ArcSwap<Vec<String>>,
+    /// The data behind the snapshot in service, to rebuild it when the configuration's
+    /// group references change.
+    raw: ArcSwapOption<RawDirectory>,
     version: AtomicU64,
 }
 
@@ -150,7 +153,8 @@ impl Directory {
         Directory {
             current: ArcSwapOption::empty(),
             max_staleness: max_staleness.as_secs() as i64,
-            group_refs,
+            group_refs: arc_swap::ArcSwap::from_pointee(group_refs),
+            raw: ArcSwapOption::empty(),
             version: AtomicU64::new(0),
         }
     }
@@ -158,12 +162,25 @@ impl Directory {
     /// Builds a snapshot from `raw` and puts it in service.
     pub fn publish(&self, raw: &RawDirectory) -> Arc<Snapshot> {
         let version = self.version.fetch_add(1, Ordering::Relaxed) + 1;
-        let snapshot = Arc::new(Snapshot::build(raw, &self.group_refs, version));
+        let snapshot = Arc::new(Snapshot::build(raw, &self.group_refs.load(), version));
+        self.raw.store(Some(Arc::new(raw.clone())));
         for missing in &snapshot.missing {
             tracing::warn!(group = %missing, "a group named in the configuration does not exist in the directory; it allows no one");
         }
         self.current.store(Some(snapshot.clone()));
         snapshot
+    }
+
+    /// Resolves a reloaded configuration's group references, rebuilding the snapshot in
+    /// service from its data (its age is unchanged).
+    pub fn regroup(&self, group_refs: Vec<String>) {
+        if **self.group_refs.load() == group_refs {
+            return;
+        }
+        self.group_refs.store(Arc::new(group_refs));
+        if let Some(raw) = self.raw.load_full() {
+            self.publish(&raw);
+        }
     }
 
     /// The snapshot in service, whatever its age.

@@ -84,9 +84,16 @@ impl Routes {
     /// Compiles the configured sites; limits come from the server's defaults unless a site or
     /// route overrides them.
     pub fn compile(config: &Config) -> Routes {
+        Self::compile_extending(config, &[])
+    }
+
+    /// Like [`Routes::compile`], keeping the group references of a previous configuration at
+    /// their indices, so routes still in flight from it resolve groups correctly against a
+    /// directory snapshot built for the new one.
+    pub fn compile_extending(config: &Config, previous_refs: &[String]) -> Routes {
         let limits = &config.server.limits;
         let mut sites = HashMap::new();
-        let mut group_refs = Vec::new();
+        let mut group_refs = previous_refs.to_vec();
         for (index, site) in config.sites.iter().enumerate() {
             sites.insert(
                 site.host.clone(),

@@ -110,16 +110,12 @@ where
     if declared.is_some_and(|n| n > MAX_BODY as u64) {
         return Err("body too large");
     }
-    let bytes: Bytes = match tokio::time::timeout(
-        BODY_TIMEOUT,
-        Limited::new(body, MAX_BODY).collect(),
-    )
-    .await
-    {
-        Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(_)) => return Err("body too large or broken"),
-        Err(_) => return Err("body not sent in time"),
-    };
+    let bytes: Bytes =
+        match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, MAX_BODY).collect()).await {
+            Ok(Ok(collected)) => collected.to_bytes(),
+            Ok(Err(_)) => return Err("body too large or broken"),
+            Err(_) => return Err("body not sent in time"),
+        };
     let text = std::str::from_utf8(&bytes).map_err(|_| "body not UTF-8")?;
     let mut tokens = crate::oidc::http::parse_query(text)
         .into_iter()
@@ -136,7 +132,9 @@ async fn logout(oidc: &Oidc, sessions: &Sessions, token: &str) -> Response<Respo
     let claims = match oidc.verify_logout_token(token).await {
         Ok(claims) => claims,
         Err(VerifyError::NotReady) => {
-            tracing::warn!("back-channel logout before the identity provider was discovered; refused");
+            tracing::warn!(
+                "back-channel logout before the identity provider was discovered; refused"
+            );
             return error(StatusCode::BAD_REQUEST, "temporarily_unavailable");
         }
         Err(e) => {
@@ -148,10 +146,7 @@ async fn logout(oidc: &Oidc, sessions: &Sessions, token: &str) -> Response<Respo
     // This instance has not seen the jti; ask every other one.
     let skew = oidc.config().clock_skew.as_secs() as i64;
     let claimed = sessions
-        .claim_logout_jti(
-            &claims.jti,
-            claims.replay_window(crate::oidc::now(), skew),
-        )
+        .claim_logout_jti(&claims.jti, claims.replay_window(crate::oidc::now(), skew))
         .await;
     if let Ok(false) = claimed {
         tracing::info!(user.sub = %sub, "back-channel logout token replayed; refused");
@@ -380,7 +375,13 @@ mod tests {
 
     async fn post(oidc: &Oidc, sessions: &Sessions, token: &str) -> Response<ResponseBody> {
         let body = format!("logout_token={token}");
-        respond_to(oidc, sessions, Full::new(Bytes::from(body)), &form_headers()).await
+        respond_to(
+            oidc,
+            sessions,
+            Full::new(Bytes::from(body)),
+            &form_headers(),
+        )
+        .await
     }
 
     async fn body_json(r: Response<ResponseBody>) -> Value {
@@ -582,7 +583,10 @@ mod tests {
             )
             .await,
         ];
-        assert!(refused.iter().all(|s| *s == StatusCode::BAD_REQUEST), "{refused:?}");
+        assert!(
+            refused.iter().all(|s| *s == StatusCode::BAD_REQUEST),
+            "{refused:?}"
+        );
         assert!(live(&sessions, &cookie).await);
 
         let mut with_charset = HeaderMap::new();

@@ -109,6 +109,26 @@ impl Shared {
     }
 }
 
+/// The request-path state in force, replaced whole when the configuration is reloaded.
+pub type Live = arc_swap::ArcSwap<Shared>;
+
+impl Shared {
+    /// The state for a reloaded `config`: new sites, routes, upstreams, header names and
+    /// trusted proxies; sign-in, sessions, the directory, the audit log and metrics carry over.
+    pub fn rebuild(&self, config: &Config) -> Result<Shared, TlsError> {
+        let mut next = Shared::new(
+            config,
+            self.auth.clone(),
+            self.metrics.clone(),
+            self.shutdown.clone(),
+        )?;
+        next.routes = Routes::compile_extending(config, self.routes.group_refs());
+        next.directory = self.directory.clone();
+        next.audit = self.audit.clone();
+        Ok(next)
+    }
+}
+
 /// What the gateway knows about the connection a request arrived on.
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
@@ -128,14 +148,14 @@ impl ConnInfo {
 /// The hyper service for one client connection.
 #[derive(Debug, Clone)]
 pub struct Gateway {
-    shared: Arc<Shared>,
+    shared: Arc<Live>,
     conn: Arc<ConnInfo>,
     first_request: Arc<AtomicBool>,
 }
 
 impl Gateway {
     /// A service for a connection with `conn`'s properties.
-    pub fn new(shared: Arc<Shared>, conn: ConnInfo) -> Gateway {
+    pub fn new(shared: Arc<Live>, conn: ConnInfo) -> Gateway {
         Gateway {
             shared,
             conn: Arc::new(conn),
@@ -156,7 +176,9 @@ impl hyper::service::Service<Request<Incoming>> for Gateway {
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         self.first_request.store(true, Ordering::Release);
-        let shared = self.shared.clone();
+        // Each request takes the configuration in force when it arrives and keeps it to the
+        // end, so a reload never changes the rules under a request in flight.
+        let shared = self.shared.load_full();
         let conn = self.conn.clone();
         Box::pin(async move { Ok(pipeline::handle(&shared, &conn, req).await) })
     }
