@@ -161,6 +161,18 @@ pub async fn run(
     let auth = build_auth(&config, public_port, &audit)?;
     let mut shared = Shared::new(&config, auth.clone(), metrics.clone(), tunnel_rx.receiver())?;
     shared.audit = audit;
+    if !config.api_tokens.is_empty() {
+        let skew = config
+            .oidc
+            .as_ref()
+            .map_or(std::time::Duration::from_secs(120), |o| o.clock_skew);
+        let ca = config.oidc.as_ref().and_then(|o| o.ca_file.as_deref());
+        shared.api_tokens = Some(Arc::new(oidc::api_token::ApiTokens::new(
+            &config.api_tokens,
+            ca,
+            skew,
+        )?));
+    }
     let syncer = match &config.directory {
         Some(dc) => {
             let directory = Arc::new(directory::Directory::new(
@@ -216,6 +228,9 @@ pub async fn run(
         if let Some(step_up) = &auth.step_up {
             background.push(tokio::spawn(step_up.oidc.clone().discover_until_ready()));
         }
+    }
+    if let Some(tokens) = shared.load().api_tokens.clone() {
+        background.push(tokio::spawn(tokens.run()));
     }
     if let (Some(store), Some(auth)) = (&redis, &auth) {
         let auth = auth.clone();

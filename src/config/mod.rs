@@ -43,6 +43,19 @@ pub struct Config {
     pub directory: Option<DirectoryConfig>,
     /// `[audit] output`: where the audit log goes, when enabled.
     pub audit: Option<crate::audit::Output>,
+    /// `[[api_token]]`: issuers whose bearer JWTs sites with `api_tokens = true` accept.
+    pub api_tokens: Vec<ApiTokenIssuer>,
+}
+
+/// `[[api_token]]`: an issuer of bearer JWTs for API access without a browser.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiTokenIssuer {
+    /// `issuer`: the exact `iss`; its discovery document names the key set unless `jwks_uri`.
+    pub issuer: String,
+    /// `audience`: must be in the token's `aud`.
+    pub audience: String,
+    /// `jwks_uri`: the key set, when discovery is not used.
+    pub jwks_uri: Option<String>,
 }
 
 /// `[directory]`.
@@ -353,6 +366,9 @@ pub struct SiteConfig {
     pub headers: IdentityHeaders,
     /// `allow_groups` / `allow_users` for the site's protected paths.
     pub allow: Allow,
+    /// `api_tokens`: accept `Authorization: Bearer` JWTs from the `[[api_token]]` issuers on
+    /// protected routes.
+    pub api_tokens: bool,
     /// `[[site.route]]`, in file order.
     pub routes: Vec<RouteConfig>,
 }

@@ -743,6 +743,49 @@ fn read_config(root: &mut Reader<'_>, file: &Path) -> Option<Config> {
             .map(Some),
         None => Some(None),
     };
+    let api_tokens = match root.get("api_token") {
+        Some(e) => e.tables("[[api_token]] tables").and_then(|readers| {
+            let mut out = Vec::new();
+            let mut ok = true;
+            for mut r in readers {
+                let issuer = r.need("issuer", "the token issuer URL").and_then(|e| {
+                    let s = e.str("the token issuer URL")?;
+                    match s.parse::<http::Uri>() {
+                        Ok(u)
+                            if u.host().is_some()
+                                && matches!(u.scheme_str(), Some("https") | Some("http")) =>
+                        {
+                            Some(s.to_owned())
+                        }
+                        _ => {
+                            e.report(format!("\"{s}\" is not an issuer URL"));
+                            None
+                        }
+                    }
+                });
+                let audience = r
+                    .need("audience", "the audience the tokens must name")
+                    .and_then(|e| e.str("an audience string").map(str::to_owned));
+                let jwks_uri = match r.get("jwks_uri") {
+                    Some(e) => e.str("a key set URL").map(|s| Some(s.to_owned())),
+                    None => Some(None),
+                };
+                r.finish();
+                match (issuer, audience, jwks_uri) {
+                    (Some(issuer), Some(audience), Some(jwks_uri)) => {
+                        out.push(super::ApiTokenIssuer {
+                            issuer,
+                            audience,
+                            jwks_uri,
+                        })
+                    }
+                    _ => ok = false,
+                }
+            }
+            ok.then_some(out)
+        }),
+        None => Some(Vec::new()),
+    };
     let directory = match root.get("directory") {
         Some(e) => e
             .table("a [directory] table")
@@ -750,6 +793,17 @@ fn read_config(root: &mut Reader<'_>, file: &Path) -> Option<Config> {
             .map(Some),
         None => Some(None),
     };
+    if let (Some(tokens), Some(sites), Some(oidc)) = (&api_tokens, &sites, &oidc) {
+        for (i, site) in sites.iter().enumerate() {
+            if site.api_tokens && (tokens.is_empty() || oidc.is_none()) {
+                root.cx.report(
+                    None,
+                    format!("site[{i}].api_tokens"),
+                    "needs at least one [[api_token]] issuer and an [oidc] section; add them or remove api_tokens",
+                );
+            }
+        }
+    }
     if let (Some(oidc), Some(sites)) = (&oidc, &sites) {
         let step_up_configured = oidc.as_ref().is_some_and(|o| o.step_up.is_some());
         for (i, site) in sites.iter().enumerate() {
@@ -795,6 +849,7 @@ fn read_config(root: &mut Reader<'_>, file: &Path) -> Option<Config> {
         identity: identity?,
         directory: directory?,
         audit: audit?,
+        api_tokens: api_tokens?,
     })
 }
 
@@ -1131,6 +1186,10 @@ fn read_site(mut r: Reader<'_>) -> Option<SiteConfig> {
         None => Some(super::IdentityHeaders::default()),
     };
     let allow = auth::read_allow(&mut r).map(Option::unwrap_or_default);
+    let api_tokens = match r.get("api_tokens") {
+        Some(e) => e.bool(),
+        None => Some(false),
+    };
     let routes = match r.get("route") {
         Some(e) => e.tables("[[site.route]] tables").and_then(read_routes),
         None => Some(Vec::new()),
@@ -1147,6 +1206,7 @@ fn read_site(mut r: Reader<'_>) -> Option<SiteConfig> {
         upstream_response_timeout: upstream_response_timeout?,
         headers: headers?,
         allow: allow?,
+        api_tokens: api_tokens?,
         routes: routes?,
     })
 }
@@ -1629,6 +1689,10 @@ route = [{ path = "/" , access = "protected" }]
             "public_port",
             "state_dir",
             "sign_in_rate",
+            "[[api_token]]",
+            "audience",
+            "jwks_uri",
+            "api_tokens",
             "[audit]",
             "output",
             "verify_listen",

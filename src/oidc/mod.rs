@@ -4,6 +4,7 @@
 //! This module never writes cookies and never decides access; it turns a callback into a
 //! [`VerifiedLogin`] or an error, and the proxy's endpoints join it to the session store.
 
+pub mod api_token;
 pub mod http;
 pub mod login;
 pub mod provider;

@@ -71,6 +71,8 @@ pub struct Site {
     by_prefix: HashMap<String, Route>,
     /// Applies where no route matches.
     pub default: Route,
+    /// Whether bearer API tokens are accepted on protected routes.
+    pub api_tokens: bool,
 }
 
 /// All sites, by host.
@@ -195,6 +197,7 @@ fn compile_site(
         upstream: index,
         by_prefix,
         default,
+        api_tokens: site.api_tokens,
     }
 }
 
@@ -255,6 +258,7 @@ mod tests {
             upstream_response_timeout: None,
             headers: Default::default(),
             allow: Default::default(),
+            api_tokens: false,
             routes: routes
                 .iter()
                 .map(|(p, a)| RouteConfig {

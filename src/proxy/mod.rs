@@ -58,6 +58,8 @@ pub struct Shared {
     pub audit: Option<Arc<crate::audit::Audit>>,
     /// Request ids.
     pub request_ids: crate::audit::RequestIds,
+    /// Bearer token issuers, when `[[api_token]]` is configured.
+    pub api_tokens: Option<Arc<crate::oidc::api_token::ApiTokens>>,
     /// Rate limits on sign-in, callback and forward-auth.
     pub rate_limit: crate::audit::RateLimiter,
     /// Metrics registry.
@@ -100,6 +102,7 @@ impl Shared {
             auth,
             directory: None,
             audit: None,
+            api_tokens: None,
             request_ids: crate::audit::RequestIds::default(),
             rate_limit: crate::audit::RateLimiter::new(config.server.limits.sign_in_rate),
             metrics,
@@ -125,6 +128,7 @@ impl Shared {
         next.routes = Routes::compile_extending(config, self.routes.group_refs());
         next.directory = self.directory.clone();
         next.audit = self.audit.clone();
+        next.api_tokens = self.api_tokens.clone();
         Ok(next)
     }
 }

@@ -142,12 +142,17 @@ async fn forward(
     }
 
     // 4. Policy, on the request's session when the route needs one.
-    let session = match (route.access, &shared.auth) {
+    let mut session = match (route.access, &shared.auth) {
         (Access::Protected, Some(auth)) => {
             auth.sessions.from_headers(&parts.headers, &site.host).await
         }
         _ => None,
     };
+    if session.is_none() && route.access == Access::Protected && site.api_tokens {
+        if let Some(token) = bearer(&parts.headers) {
+            session = Some(api_token_session(shared, site, token).await?);
+        }
+    }
     let directory = match (&shared.directory, &session) {
         (Some(d), Some(_)) => Some(d.fresh(crate::oidc::now())),
         _ => None,
@@ -405,6 +410,35 @@ fn request_id(shared: &Shared, conn: &ConnInfo, headers: &http::HeaderMap) -> Ar
         }
     }
     Arc::from(shared.request_ids.next())
+}
+
+/// The token of an `Authorization: Bearer` header.
+fn bearer(headers: &http::HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// A per-request session from a verified API token; a bad token is 401 with
+/// `WWW-Authenticate: Bearer error="invalid_token"`, never a redirect to sign in.
+async fn api_token_session(
+    shared: &Shared,
+    site: &crate::policy::Site,
+    token: &str,
+) -> Result<Arc<crate::session::Session>, Rejection> {
+    let (Some(tokens), Some(auth)) = (&shared.api_tokens, &shared.auth) else {
+        return Err(Rejection::InvalidToken);
+    };
+    match tokens.verify(token).await {
+        Ok(claims) => Ok(auth.sessions.ephemeral(site.host.clone(), claims)),
+        Err(e) => {
+            tracing::info!(site = %site.host, error = %e, "API token refused");
+            Err(Rejection::InvalidToken)
+        }
+    }
 }
 
 /// Endpoints a flood would make expensive: sign-in starts, callbacks, forward-auth.

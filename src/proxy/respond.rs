@@ -42,6 +42,8 @@ pub enum Rejection {
     StepUpRefused,
     /// Too many sign-in or forward-auth requests from one client.
     TooManyRequests,
+    /// A bearer API token that did not verify.
+    InvalidToken,
 }
 
 impl Rejection {
@@ -63,6 +65,7 @@ impl Rejection {
             Rejection::DirectoryUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::StepUpRefused => StatusCode::FORBIDDEN,
             Rejection::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            Rejection::InvalidToken => StatusCode::UNAUTHORIZED,
         }
     }
 
@@ -123,6 +126,10 @@ impl Rejection {
                 "Too many attempts",
                 "Too many sign-in attempts came from your address. Wait a minute, then try again.",
             ),
+            Rejection::InvalidToken => (
+                "Invalid token",
+                "The access token was not accepted: it may have expired or was not issued for this service.",
+            ),
         }
     }
 
@@ -144,6 +151,7 @@ impl Rejection {
             Rejection::DirectoryUnavailable => "directory_unavailable",
             Rejection::StepUpRefused => "step_up_refused",
             Rejection::TooManyRequests => "too_many_requests",
+            Rejection::InvalidToken => "invalid_token",
         }
     }
 }
@@ -213,7 +221,14 @@ pub fn info_page(status: StatusCode, title: &str, text: &str) -> Response<Respon
 /// Turns a rejection into a response: JSON when the client asked for it (see [`wants_json`]),
 /// else an HTML page.
 pub fn rejection(r: Rejection, json: bool) -> Response<ResponseBody> {
-    page(r.status(), r.code(), r.words(), json)
+    let mut response = page(r.status(), r.code(), r.words(), json);
+    if r == Rejection::InvalidToken {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer error=\"invalid_token\", error_description=\"The access token is invalid or expired\""),
+        );
+    }
+    response
 }
 
 fn page(
@@ -285,6 +300,7 @@ mod tests {
             (Rejection::DirectoryUnavailable, 503),
             (Rejection::StepUpRefused, 403),
             (Rejection::TooManyRequests, 429),
+            (Rejection::InvalidToken, 401),
         ];
         for (r, code) in table {
             let resp = rejection(r, false);

@@ -332,6 +332,28 @@ impl Sessions {
         })
     }
 
+    /// A session for one request authenticated by a bearer token: never stored, no cookie.
+    pub fn ephemeral(&self, site: Arc<str>, c: crate::oidc::verify::IdClaims) -> Arc<Session> {
+        let now = crate::oidc::now();
+        let record = SessionRecord {
+            site: site.to_string(),
+            sub: c.sub,
+            email: c.email,
+            username: c.username,
+            name: c.name,
+            groups: c.groups,
+            auth_time: c.auth_time,
+            created: now,
+            expires: c.exp,
+            id_token: String::new(),
+            refresh_token: None,
+            id_token_exp: c.exp,
+            step_up_time: 0,
+            sid: None,
+        };
+        self.build(random_bytes(), site, record)
+    }
+
     fn ttl_for(&self, expires: i64) -> u64 {
         let left = (expires - crate::oidc::now()).max(1) as u64;
         left.min(self.idle_timeout.as_secs().max(1))
