@@ -34,6 +34,9 @@ pub enum PathError {
     /// A dot-segment carrying `;` parameters (`..;x`), which some servers collapse.
     #[error("dot-segment with parameters")]
     DotSegmentParams,
+    /// A segment of parameters only (`/;x/`), which parameter-stripping servers erase.
+    #[error("segment of parameters only")]
+    ParamsOnlySegment,
 }
 
 /// Whether `b` is an RFC 3986 unreserved character, which percent-decoding may reveal safely.
@@ -121,6 +124,7 @@ pub fn path(raw: &str) -> Result<Cow<'_, str>, PathError> {
                 i += 1;
             }
             b'\\' => return Err(PathError::Backslash),
+            b';' if bytes[i - 1] == b'/' => return Err(PathError::ParamsOnlySegment),
             0..=0x1f | 0x7f => return Err(PathError::Control),
             _ if is_pchar(b) => {
                 if b == b'.' {

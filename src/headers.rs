@@ -39,8 +39,12 @@ fn fixed_hop_by_hop() -> [&'static HeaderName; 8] {
 }
 
 /// Whether a request asks to switch protocols (`Connection: upgrade` plus `Upgrade`).
+/// Only WebSocket is tunneled: other protocols (h2c above all) would let a client speak to
+/// the upstream past every rule on the connection.
 pub fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE) && connection_has(headers, "upgrade")
+    let mut values = headers.get_all(header::UPGRADE).iter();
+    let websocket = matches!((values.next(), values.next()), (Some(v), None) if v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    websocket && connection_has(headers, "upgrade")
 }
 
 fn connection_has(headers: &HeaderMap, token: &str) -> bool {

@@ -58,7 +58,8 @@ pub fn original(headers: &HeaderMap) -> Result<Original, Rejection> {
             Method::from_bytes(m.as_bytes()).map_err(|_| Rejection::BadRequest)?
         }
         Some(_) => return Err(Rejection::BadRequest),
-        None => Method::GET,
+        // Without the original method, method-scoped rules cannot be applied: refuse.
+        None => return Err(Rejection::BadRequest),
     };
     let host = header_str(headers, &headers::X_FORWARDED_HOST)
         .or_else(|| header_str(headers, &header::HOST))
@@ -67,7 +68,7 @@ pub fn original(headers: &HeaderMap) -> Result<Original, Rejection> {
         .into_owned();
     let uri = header_str(headers, &X_FORWARDED_URI)
         .or_else(|| header_str(headers, &X_ORIGINAL_URI))
-        .unwrap_or("/");
+        .ok_or(Rejection::BadRequest)?;
     if uri.contains('#') {
         return Err(Rejection::BadRequest);
     }
@@ -234,9 +235,27 @@ mod tests {
                 query: Some("x=1".into())
             }
         );
-        let o = original(&h(&[("host", "app.test"), ("x-original-uri", "/%61pi")])).unwrap();
+        let o = original(&h(&[
+            ("host", "app.test"),
+            ("x-forwarded-method", "GET"),
+            ("x-original-uri", "/%61pi"),
+        ]))
+        .unwrap();
         assert_eq!((o.method, o.path.as_str()), (Method::GET, "/api"));
-        assert!(original(&h(&[("host", "a"), ("x-forwarded-uri", "/a%2Fb")])).is_err());
+        assert!(original(&h(&[
+            ("host", "a"),
+            ("x-forwarded-method", "GET"),
+            ("x-forwarded-uri", "/a%2Fb")
+        ]))
+        .is_err());
+        assert!(
+            original(&h(&[("host", "a"), ("x-forwarded-method", "GET")])).is_err(),
+            "no URI"
+        );
+        assert!(
+            original(&h(&[("host", "a"), ("x-forwarded-uri", "/x")])).is_err(),
+            "no method"
+        );
         assert!(original(&h(&[("host", "a"), ("x-forwarded-method", "get")])).is_err());
         assert!(original(&h(&[
             ("host", "a"),
