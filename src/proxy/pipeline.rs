@@ -130,6 +130,9 @@ async fn forward(
         if path == super::verify::VERIFY_PATH {
             return Ok(super::verify::verify(shared, conn.peer_ip(), &parts.headers, json).await);
         }
+        if let Some(auth) = super::backchannel::route(shared, &path, &parts.method) {
+            return Ok(super::backchannel::handle(auth, body, &parts.headers).await);
+        }
         return endpoints::handle(
             shared.auth.as_deref(),
             site,

@@ -3501,3 +3501,94 @@ pub fn object_id() -> String {
     b.extend_from_slice(&n.to_be_bytes()[1..]);
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
+
+// ---------------------------------------------------------------------------------------
+// Back-channel logout (OpenID Connect Back-Channel Logout 1.0)
+// ---------------------------------------------------------------------------------------
+
+/// The `events` member that makes a JWT a logout token.
+pub const BACKCHANNEL_LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+
+impl FakeJumpCloud {
+    /// The claims of a logout token for `client_id`, as a provider sends them when a session
+    /// ends: `iss`, `aud` (an array, like ID tokens), `iat` and `exp` (two minutes) on the
+    /// IdP clock, a fresh `jti`, the back-channel logout event, and `sub` and `sid` when
+    /// given. Edit the value to make a bad token, then sign it with
+    /// [`FakeJumpCloud::sign_logout_token`].
+    pub fn logout_token_claims(
+        &self,
+        client_id: &str,
+        sub: Option<&str>,
+        sid: Option<&str>,
+    ) -> Value {
+        let state = self.lock();
+        let now = state.now();
+        let mut claims = json!({
+            "iss": state.issuer(),
+            "aud": [client_id],
+            "iat": now,
+            "exp": now + 120,
+            "jti": uuid(),
+            "events": {BACKCHANNEL_LOGOUT_EVENT: {}},
+        });
+        if let Some(sub) = sub {
+            claims["sub"] = sub.into();
+        }
+        if let Some(sid) = sid {
+            claims["sid"] = sid.into();
+        }
+        claims
+    }
+
+    /// Signs `claims` as a logout token with the current key, header
+    /// `{"alg":"RS256","kid":…,"typ":"logout+jwt"}`; `tamper` then edits the claims or the
+    /// header and picks how it is signed, as for ID tokens.
+    pub fn sign_logout_token(&self, claims: Value, tamper: Option<Tamper>) -> String {
+        let key = self.lock().signing_key();
+        let Tamper {
+            claims: edit_claims,
+            header: edit_header,
+            sign,
+        } = tamper.unwrap_or_default();
+        let header: JsonEdit = Box::new(move |h: &mut Value| {
+            h["typ"] = "logout+jwt".into();
+            if let Some(f) = edit_header {
+                f(h);
+            }
+        });
+        sign_id_token(
+            claims,
+            &key,
+            Some(Tamper {
+                claims: edit_claims,
+                header: Some(header),
+                sign,
+            }),
+        )
+    }
+
+    /// The logout token the provider sends to `client_id` when `user_id`'s current IdP
+    /// session ends: with that user's `sub` and the session's `sid` (none without a
+    /// session).
+    pub fn logout_token(&self, client_id: &str, user_id: &str) -> String {
+        let sid = self.lock().session(user_id).map(|s| s.sid.clone());
+        let claims = self.logout_token_claims(client_id, Some(user_id), sid.as_deref());
+        self.sign_logout_token(claims, None)
+    }
+
+    /// The `sid` of `user_id`'s current IdP session, which the ID tokens issued now carry.
+    pub fn session_sid(&self, user_id: &str) -> Option<String> {
+        self.lock().session(user_id).map(|s| s.sid.clone())
+    }
+
+    /// Ends `user_id`'s IdP session, as a sign-out at JumpCloud does, so the next sign-in
+    /// starts a new one with a new `sid`. Returns the ended session's `sid`.
+    pub fn end_session(&self, user_id: &str) -> Option<String> {
+        let mut state = self.lock();
+        let ended = state.oidc.sessions.remove(user_id).map(|s| s.sid);
+        if ended.is_some() {
+            state.sessions_ended += 1;
+        }
+        ended
+    }
+}
