@@ -5,6 +5,8 @@
 
 mod support;
 
+use support::eventually;
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -71,17 +73,6 @@ async fn two_sessions(env: &SignInEnv) -> (Browser, String, Browser, String) {
     let sid2 = sign_in(env, &mut second).await;
     assert_ne!(sid1, sid2);
     (first, sid1, second, sid2)
-}
-
-async fn eventually(limit: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if f().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

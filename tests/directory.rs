@@ -4,7 +4,9 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use support::eventually;
+
+use std::time::Duration;
 
 use support::env::{Options, SignInEnv};
 use support::site;
@@ -28,18 +30,6 @@ async fn env_with(directory: &str) -> SignInEnv {
         ..Options::default()
     })
     .await
-}
-
-/// Polls until `f` is true or `limit` passes.
-async fn eventually(limit: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if f().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,6 +5,8 @@
 
 mod support;
 
+use support::eventually;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -47,18 +49,6 @@ async fn env_with_options(
     })
     .await;
     (env, echo)
-}
-
-/// Polls until `f` is true or `limit` passes.
-async fn eventually(limit: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if f().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
 }
 
 /// The admin listener's metrics text.

@@ -5,6 +5,8 @@
 
 mod support;
 
+use support::eventually;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -49,17 +51,6 @@ impl Drop for Prefix {
 
 fn session_keys(url: &str, prefix: &str, extra: &str) -> String {
     format!("store = \"redis\"\nredis_url = \"{url}\"\nkey_prefix = \"{prefix}\"\nredis_grace = \"2s\"\n{extra}")
-}
-
-async fn eventually(limit: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if f().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
 }
 
 /// A browser on gateway `gw` carrying `from`'s cookies.

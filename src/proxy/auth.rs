@@ -147,6 +147,43 @@ impl Auth {
     }
 }
 
+/// Where a sign-in or step-up returns to: the canonical path and the query as sent.
+pub fn return_to(path: &str, query: Option<&str>) -> String {
+    match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    }
+}
+
+/// Sets the identity headers and the assertion `permit` grants, on a request going upstream
+/// or on a forward-auth answer; nothing when the permit carries no session.
+pub fn set_identity(
+    headers: &mut HeaderMap,
+    auth: &Auth,
+    names: &crate::identity::HeaderNames,
+    permit: &crate::policy::Permit,
+    now: i64,
+) {
+    let Some(session) = permit.session() else {
+        return;
+    };
+    let user = permit.user();
+    let assertion = auth.signer.assertion(
+        session,
+        user.map(|(snapshot, u)| (snapshot.version, u.group_names.as_slice())),
+        permit.step_up_time(),
+        now,
+    );
+    crate::identity::set_headers(
+        headers,
+        names,
+        session,
+        user.map(|(_, u)| u.groups_header.as_ref()),
+        assertion,
+        permit.step_up_time(),
+    );
+}
+
 /// Whether a request is a browser navigation (which may be redirected) rather than an API
 /// call or a script's request (which must get a 401 it can handle).
 pub fn is_navigation(method: &Method, headers: &HeaderMap, json: bool) -> bool {

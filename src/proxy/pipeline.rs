@@ -17,7 +17,6 @@ use super::{auth, endpoints, tunnel, ConnInfo, Shared};
 use crate::canonical;
 use crate::config::Access;
 use crate::headers;
-use crate::identity;
 use crate::metrics::{ReasonLabel, RequestLabel, SiteLabel, UpstreamErrorLabel, UpstreamFailure};
 use crate::policy::{self, Decision};
 
@@ -180,10 +179,7 @@ async fn forward(
             if let Err(wait) = shared.rate_limit.check(log.client) {
                 return Ok(too_many(wait, json));
             }
-            let return_to = match uri.query() {
-                Some(q) => format!("{path}?{q}"),
-                None => path.to_string(),
-            };
+            let return_to = auth::return_to(&path, uri.query());
             return auth::sign_in_required(
                 auth,
                 site,
@@ -267,10 +263,7 @@ async fn forward(
             let Some(auth) = &shared.auth else {
                 return Err(Rejection::Forbidden);
             };
-            let return_to = match uri.query() {
-                Some(q) => format!("{path}?{q}"),
-                None => path.to_string(),
-            };
+            let return_to = auth::return_to(&path, uri.query());
             return auth::step_up_required(
                 auth,
                 site,
@@ -303,23 +296,17 @@ async fn forward(
     if let Ok(v) = HeaderValue::from_str(request_id) {
         parts.headers.insert(X_REQUEST_ID.clone(), v);
     }
-    if let (Some(session), Some(auth)) = (permit.session(), &shared.auth) {
-        let user = permit.user();
-        let assertion = auth.signer.assertion(
-            session,
-            user.map(|(snapshot, u)| (snapshot.version, u.group_names.as_slice())),
-            permit.step_up_time(),
+    if let Some(auth) = &shared.auth {
+        auth::set_identity(
+            &mut parts.headers,
+            auth,
+            &shared.identity_headers[site.upstream],
+            &permit,
             now,
         );
-        identity::set_headers(
-            &mut parts.headers,
-            &shared.identity_headers[site.upstream],
-            session,
-            user.map(|(_, u)| u.groups_header.as_ref()),
-            assertion,
-            permit.step_up_time(),
-        );
-        auth.maybe_refresh(session);
+        if let Some(session) = permit.session() {
+            auth.maybe_refresh(session);
+        }
     }
     if !parts.headers.contains_key(header::HOST) {
         // HTTP/2 carries the host in :authority; an HTTP/1.1 upstream needs it in Host.

@@ -17,7 +17,6 @@ use super::Shared;
 use crate::canonical;
 use crate::config::Access;
 use crate::headers;
-use crate::identity;
 use crate::oidc::http::urlencode;
 use crate::policy::{self, Decision};
 
@@ -119,10 +118,7 @@ async fn decide(
     if super::pipeline::is_reserved(&o.path) {
         return Err(reject(Rejection::NotFound));
     }
-    let return_to = match &o.query {
-        Some(q) => format!("{}?{q}", o.path),
-        None => o.path.clone(),
-    };
+    let return_to = auth::return_to(&o.path, o.query.as_deref());
     let session = match (route.access, &shared.auth) {
         (Access::Protected, Some(auth)) => auth.sessions.from_headers(headers, &site.host).await,
         _ => None,
@@ -183,21 +179,13 @@ async fn decide(
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let (Some(session), Some(auth)) = (permit.session(), &shared.auth) {
-        let user = permit.user();
-        let assertion = auth.signer.assertion(
-            session,
-            user.map(|(snapshot, u)| (snapshot.version, u.group_names.as_slice())),
-            permit.step_up_time(),
-            now,
-        );
-        identity::set_headers(
+    if let Some(auth) = &shared.auth {
+        auth::set_identity(
             response.headers_mut(),
+            auth,
             &shared.identity_headers[site.upstream],
-            session,
-            user.map(|(_, u)| u.groups_header.as_ref()),
-            assertion,
-            permit.step_up_time(),
+            &permit,
+            now,
         );
     }
     Ok(response)

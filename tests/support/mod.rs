@@ -305,6 +305,18 @@ pub async fn collect(resp: Response<Incoming>) -> Reply {
     }
 }
 
+/// Polls `f` until it is true or `limit` passes; whether it became true.
+pub async fn eventually(limit: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
 /// The status code of a raw HTTP/1.1 response text.
 pub fn raw_status(text: &str) -> Option<u16> {
     text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
