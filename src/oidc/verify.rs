@@ -43,6 +43,9 @@ pub enum VerifyError {
     /// `iat` is in the future (beyond the allowed skew).
     #[error("issued in the future")]
     IssuedInFuture,
+    /// `nbf` is in the future (beyond the allowed skew): the token is not valid yet.
+    #[error("not valid yet")]
+    NotYetValid,
     /// `nonce` is not the one this login sent.
     #[error("nonce mismatch")]
     Nonce,
@@ -245,6 +248,7 @@ fn check_claims(
     if iat > expect.now.saturating_add(expect.skew) {
         return Err(VerifyError::IssuedInFuture);
     }
+    check_not_before(c, expect.now, expect.skew)?;
     if let Some(nonce) = expect.nonce {
         let got = str_claim("nonce").ok_or(VerifyError::Nonce)?;
         if !bool::from(subtle::ConstantTimeEq::ct_eq(
@@ -294,6 +298,22 @@ fn check_claims(
         amr: c.get("amr").map(string_or_array).unwrap_or_default(),
         acr: str_claim("acr").map(str::to_owned),
     })
+}
+
+/// RFC 7519 §4.1.5: a token must not be accepted before its `nbf`. The claim is optional;
+/// present, it must be a number, or the token is refused rather than the claim ignored.
+fn check_not_before(c: &Map<String, Value>, now: i64, skew: i64) -> Result<(), VerifyError> {
+    let Some(nbf) = c.get("nbf") else {
+        return Ok(());
+    };
+    let nbf = nbf
+        .as_i64()
+        .or_else(|| nbf.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
+        .ok_or(VerifyError::Claim("nbf"))?;
+    if nbf > now.saturating_add(skew) {
+        return Err(VerifyError::NotYetValid);
+    }
+    Ok(())
 }
 
 /// `true`, `"true"`, `"1"` (any case) → true; `false`, `"false"`, `"0"` → false; else unknown.
@@ -426,6 +446,7 @@ fn check_logout_claims(
     if iat < expect.now - LOGOUT_TOKEN_MAX_AGE - expect.skew {
         return Err(VerifyError::Stale);
     }
+    check_not_before(c, expect.now, expect.skew)?;
     if c.contains_key("exp") {
         let exp = int_claim("exp").ok_or(VerifyError::Claim("exp"))?;
         if expect.now > exp.saturating_add(expect.skew) {
@@ -543,6 +564,17 @@ mod tests {
             check(json!({"iat": 1_000_500})),
             Err(VerifyError::IssuedInFuture)
         );
+        assert_eq!(
+            check(json!({"nbf": 1_000_500})),
+            Err(VerifyError::NotYetValid)
+        );
+        assert_eq!(
+            check(json!({"nbf": 1_000_100})).map(|_| ()),
+            Ok(()),
+            "nbf within skew"
+        );
+        assert_eq!(check(json!({"nbf": 999_000})).map(|_| ()), Ok(()));
+        assert_eq!(check(json!({"nbf": "0"})), Err(VerifyError::Claim("nbf")));
         assert_eq!(check(json!({"nonce": "other"})), Err(VerifyError::Nonce));
         assert_eq!(check(json!({"nonce": null})), Err(VerifyError::Nonce));
         assert_eq!(check(json!({"sub": ""})), Err(VerifyError::Claim("sub")));
@@ -606,6 +638,8 @@ mod tests {
             (json!({"iat": null}), VerifyError::Claim("iat")),
             (json!({"iat": "1000000"}), VerifyError::Claim("iat")),
             (json!({"iat": 1_000_500}), VerifyError::IssuedInFuture),
+            (json!({"nbf": 1_000_500}), VerifyError::NotYetValid),
+            (json!({"nbf": true}), VerifyError::Claim("nbf")),
             (json!({"iat": 999_000}), VerifyError::Stale),
             (json!({"exp": 999_000}), VerifyError::Expired),
             (json!({"exp": "soon"}), VerifyError::Claim("exp")),
