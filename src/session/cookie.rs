@@ -159,16 +159,23 @@ impl CookieKey {
 }
 
 /// Every value of cookie `name` in the request, in order; oversized values are skipped.
+///
+/// The header is split as bytes: another cookie in the same header may carry UTF-8 or other
+/// non-ASCII bytes (browsers send what a site or a sibling domain set), and that must not
+/// hide the gateway's cookies beside it.
 pub fn values<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
     headers
         .get_all(header::COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
+        .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
         .filter_map(move |pair| {
-            let (k, v) = pair.split_once('=')?;
-            let v = v.trim().trim_matches('"');
-            (k.trim() == name && v.len() <= MAX_COOKIE_VALUE).then_some(v)
+            let eq = pair.iter().position(|&b| b == b'=')?;
+            let (k, v) = (&pair[..eq], &pair[eq + 1..]);
+            if k.trim_ascii() != name.as_bytes() {
+                return None;
+            }
+            let v = std::str::from_utf8(v.trim_ascii()).ok()?.trim_matches('"');
+            (v.len() <= MAX_COOKIE_VALUE).then_some(v)
         })
 }
 
@@ -232,6 +239,18 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::COOKIE, HeaderValue::from_str(&big).unwrap());
         assert_eq!(values(&h, SESSION).collect::<Vec<_>>(), vec!["ok"]);
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_bytes("name=Zo\u{eb}; __Host-jumpgate=ok; x=\u{ff}".as_bytes())
+                .unwrap(),
+        );
+        assert_eq!(values(&h, SESSION).collect::<Vec<_>>(), vec!["ok"]);
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_bytes(b"__Host-jumpgate=o\xffk; __Host-jumpgate=two").unwrap(),
+        );
+        assert_eq!(values(&h, SESSION).collect::<Vec<_>>(), vec!["two"]);
     }
 
     #[test]
