@@ -249,33 +249,58 @@ pub fn method_ok(method: &str) -> bool {
         })
 }
 
-/// Lower-cases a host name and drops a port and a trailing dot. Returns `None` for a value
-/// that is not a plausible host (empty, bad characters, IPv6 literal without brackets).
+/// Lower-cases a host name and drops a port and one trailing dot. Returns `None` for a value
+/// that is not a plausible host: empty, bad characters, empty labels, more than one `:`
+/// outside brackets, a port that is not 1 to 5 digits, or a bracketed literal that is not
+/// an IPv6 address.
+///
+/// The result is a fixed point (`host(host(x)) == host(x)`): it is the key a site is
+/// selected by, so there must be exactly one spelling of it.
 pub fn host(raw: &str) -> Option<Cow<'_, str>> {
-    let name = if let Some(rest) = raw.strip_prefix('[') {
-        // IPv6 literal: keep the brackets, drop a port.
+    let (name, port) = if let Some(rest) = raw.strip_prefix('[') {
         let end = rest.find(']')?;
-        &raw[..end + 2]
+        rest[..end].parse::<std::net::Ipv6Addr>().ok()?;
+        let after = &rest[end + 1..];
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(p),
+            None if after.is_empty() => None,
+            None => return None,
+        };
+        (&raw[..end + 2], port)
     } else {
-        match raw.rsplit_once(':') {
-            Some((h, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => h,
-            Some(_) => return None,
-            None => raw,
+        match raw.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (raw, None),
         }
     };
-    let name = name.strip_suffix('.').unwrap_or(name);
-    if name.is_empty()
-        || name.len() > 253
-        || !name.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'[' | b']' | b':')
-        })
-    {
-        return None;
+    if let Some(port) = port {
+        if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
     }
+    if !name.starts_with('[') {
+        let name = name.strip_suffix('.').unwrap_or(name);
+        if name.is_empty()
+            || name.len() > 253
+            || name
+                .split('.')
+                .any(|label| label.is_empty() || label.len() > 63)
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+        {
+            return None;
+        }
+        return Some(lower(name));
+    }
+    Some(lower(name))
+}
+
+fn lower(name: &str) -> Cow<'_, str> {
     if name.bytes().any(|b| b.is_ascii_uppercase()) {
-        Some(Cow::Owned(name.to_ascii_lowercase()))
+        Cow::Owned(name.to_ascii_lowercase())
     } else {
-        Some(Cow::Borrowed(name))
+        Cow::Borrowed(name)
     }
 }
 
@@ -348,6 +373,31 @@ mod tests {
         assert_eq!(host("ex ample"), None);
         assert_eq!(host(""), None);
         assert_eq!(host("a:b"), None);
+        assert_eq!(
+            host("[::FFFF:1.2.3.4]").as_deref(),
+            Some("[::ffff:1.2.3.4]")
+        );
+        for bad in [
+            "a:b:443",
+            "app.test..",
+            ".app.test",
+            "app..test",
+            "app.test:",
+            "app.test:123456",
+            "[::1]x",
+            "[::1]:",
+            "[not-v6]",
+            "[::1",
+            "app.test:x:1",
+            "a:1:2",
+            ".",
+        ] {
+            assert_eq!(host(bad), None, "{bad}");
+        }
+        for raw in ["APP.test.:8443", "[::1]:1", "x_y.Z", "localhost"] {
+            let once = host(raw).unwrap();
+            assert_eq!(host(&once).as_deref(), Some(&*once), "{raw}");
+        }
     }
 
     #[test]

@@ -687,11 +687,14 @@ async fn host_authority_and_sni_must_agree_over_http1_and_http2() {
         ("app.test", "Host: other.test\r\n", 421, false),
         ("app.test", "Host: OTHER.test.\r\n", 421, false),
         ("app.test", "Host: other.test:443\r\n", 421, false),
-        ("app.test", "Host: app.test..\r\n", 421, false),
+        // Not a host name at all: refused as malformed.
+        ("app.test", "Host: app.test..\r\n", 400, false),
+        ("app.test", "Host: .app.test\r\n", 400, false),
         ("app.test", "Host: app.test.other.test\r\n", 421, false),
         ("app.test", "Host: app.test:\r\n", 400, false),
         ("app.test", "Host: app.test:x\r\n", 400, false),
-        ("app.test", "Host: app.test:443:443\r\n", 421, false),
+        ("app.test", "Host: app.test:443:443\r\n", 400, false),
+        ("app.test", "Host: app.test:4430000\r\n", 400, false),
         ("app.test", "Host: evil@app.test\r\n", 400, false),
         ("app.test", "Host: app.test/..\r\n", 400, false),
         ("app.test", "Host: app.test\\x\r\n", 400, false),
@@ -2578,7 +2581,6 @@ async fn a_non_ascii_cookie_beside_ours_does_not_hide_the_session() {
 
 /// `canonical::host` output is the site key; canonicalizing it again must not change it.
 #[test]
-#[ignore = "gateway bug: canonical::host accepts a colon outside brackets, so \"a:b:443\" becomes \"a:b\" (which it then refuses), and strips only one trailing dot, so \"app.test..\" becomes \"app.test.\"; neither can select a site, but the canonical form is not a fixed point"]
 fn canonical_host_is_a_fixed_point() {
     let mut failures = Vec::new();
     for raw in [
