@@ -224,6 +224,17 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, trusted_peer: bool, 
     }
 }
 
+/// The size of a request's header section as HTTP/1.1 carries it: the request line, and
+/// every field as `name: value` plus its line end. HTTP/2 requests are measured the same
+/// way, so one limit means the same on both.
+pub fn section_size(method: &http::Method, uri: &http::Uri, headers: &HeaderMap) -> usize {
+    let target = uri.path_and_query().map_or(1, |p| p.as_str().len());
+    let line = method.as_str().len() + 1 + target + " HTTP/1.1\r\n".len();
+    headers
+        .iter()
+        .fold(line + 2, |n, (k, v)| n + k.as_str().len() + 2 + v.len() + 2)
+}
+
 /// Marks credential-bearing headers sensitive so no formatter ever prints their values.
 pub fn mark_sensitive(headers: &mut HeaderMap) {
     for name in [
@@ -311,6 +322,14 @@ mod tests {
         ]);
         strip_inbound_identity(&mut h, &[]);
         assert_eq!(h.len(), 1);
+    }
+
+    #[test]
+    fn header_section_size() {
+        let h = map(&[("host", "app.test"), ("x-a", "12345")]);
+        let uri: http::Uri = "/p?q=1".parse().unwrap();
+        // "GET /p?q=1 HTTP/1.1\r\n" + "host: app.test\r\n" + "x-a: 12345\r\n" + "\r\n"
+        assert_eq!(section_size(&http::Method::GET, &uri, &h), 21 + 16 + 12 + 2);
     }
 
     #[test]

@@ -66,6 +66,9 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Whether to write access-log lines.
     pub access_log: bool,
+    /// `server.limits.max_header_bytes`, enforced on the parsed header section (hyper's
+    /// own limit bounds only its read buffer, which one TLS record can overshoot).
+    pub max_header_bytes: usize,
     /// Flips to `true` when the drain deadline has passed, ending tunnels.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -107,6 +110,7 @@ impl Shared {
             rate_limit: crate::audit::RateLimiter::new(config.server.limits.sign_in_rate),
             metrics,
             access_log: config.log.access,
+            max_header_bytes: config.server.limits.max_header_bytes,
             shutdown,
         })
     }

@@ -92,7 +92,10 @@ async fn forward(
     json: bool,
     request_id: &str,
 ) -> Result<Response<ResponseBody>, Rejection> {
-    // 1. Canonical method, host and path: everything after this reads only these.
+    // 1. Size, then canonical method, host and path: everything after this reads only these.
+    if headers::section_size(req.method(), req.uri(), req.headers()) > shared.max_header_bytes {
+        return Err(Rejection::HeadersTooLarge);
+    }
     if !canonical::method_ok(req.method().as_str()) {
         return Err(Rejection::BadRequest);
     }

@@ -44,6 +44,8 @@ pub enum Rejection {
     TooManyRequests,
     /// A bearer API token that did not verify.
     InvalidToken,
+    /// The request's header section is larger than `server.limits.max_header_bytes`.
+    HeadersTooLarge,
 }
 
 impl Rejection {
@@ -66,6 +68,7 @@ impl Rejection {
             Rejection::StepUpRefused => StatusCode::FORBIDDEN,
             Rejection::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             Rejection::InvalidToken => StatusCode::UNAUTHORIZED,
+            Rejection::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         }
     }
 
@@ -130,6 +133,10 @@ impl Rejection {
                 "Invalid token",
                 "The access token was not accepted: it may have expired or was not issued for this service.",
             ),
+            Rejection::HeadersTooLarge => (
+                "Request too large",
+                "The request's headers are too large. Clearing this site's cookies may help.",
+            ),
         }
     }
 
@@ -152,6 +159,7 @@ impl Rejection {
             Rejection::StepUpRefused => "step_up_refused",
             Rejection::TooManyRequests => "too_many_requests",
             Rejection::InvalidToken => "invalid_token",
+            Rejection::HeadersTooLarge => "request_header_fields_too_large",
         }
     }
 }
@@ -301,6 +309,7 @@ mod tests {
             (Rejection::StepUpRefused, 403),
             (Rejection::TooManyRequests, 429),
             (Rejection::InvalidToken, 401),
+            (Rejection::HeadersTooLarge, 431),
         ];
         for (r, code) in table {
             let resp = rejection(r, false);
