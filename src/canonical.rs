@@ -223,6 +223,13 @@ pub fn path(raw: &str) -> Result<Cow<'_, str>, PathError> {
     Ok(Cow::Owned(s))
 }
 
+/// Whether `method` echoes the request back (`TRACE`, and IIS's `TRACK`): the answer would
+/// carry the client's cookies and every header the gateway added to whoever reads it, so
+/// these are never forwarded, on any route.
+pub fn method_echoes(method: &str) -> bool {
+    matches!(method, "TRACE" | "TRACK")
+}
+
 /// Whether `method` is an upper-case token: the only spelling of a method the gateway forwards.
 pub fn method_ok(method: &str) -> bool {
     !method.is_empty()
@@ -407,5 +414,7 @@ mod tests {
         assert!(!method_ok("get"));
         assert!(!method_ok("Get"));
         assert!(!method_ok(""));
+        assert!(method_echoes("TRACE") && method_echoes("TRACK"));
+        assert!(!method_echoes("GET") && !method_echoes("trace"));
     }
 }

@@ -920,8 +920,10 @@ async fn methods_case_unknown_and_connect_never_escape_the_policy() {
         ("OPTIONS /secret HTTP/1.1".into(), &[401], false),
         ("OPTIONS /public/admin HTTP/1.1".into(), &[403], false),
         ("HEAD /secret HTTP/1.1".into(), &[401], false),
-        ("TRACE /secret HTTP/1.1".into(), &[401], false),
-        ("TRACK /secret HTTP/1.1".into(), &[401], false),
+        ("TRACE /secret HTTP/1.1".into(), &[405], false),
+        ("TRACK /secret HTTP/1.1".into(), &[405], false),
+        ("TRACE /public/x HTTP/1.1".into(), &[405], false),
+        ("TRACK /public/x HTTP/1.1".into(), &[405], false),
         ("DELETE /public/admin/x HTTP/1.1".into(), &[403], false),
         ("CONNECT app.test:443 HTTP/1.1".into(), &[400], false),
         ("CONNECT /secret HTTP/1.1".into(), &[400, 401], false),
@@ -967,7 +969,8 @@ async fn methods_case_unknown_and_connect_never_escape_the_policy() {
     // HTTP/2 carries any method token: the same rules apply.
     for (method, path, want) in [
         ("PURGE", "/secret", 401),
-        ("TRACE", "/public/admin", 403),
+        ("TRACE", "/public/admin", 405),
+        ("TRACE", "/public/x", 405),
         ("PROPFIND", "/public/x", 200),
         ("lowercase", "/public/x", 400),
     ] {

@@ -99,6 +99,9 @@ async fn forward(
     if !canonical::method_ok(req.method().as_str()) {
         return Err(Rejection::BadRequest);
     }
+    if canonical::method_echoes(req.method().as_str()) {
+        return Err(Rejection::MethodNotAllowed);
+    }
     let host = request_host(&req)?;
     if conn.sni.as_deref().is_some_and(|sni| sni != host) {
         return Err(Rejection::Misdirected);

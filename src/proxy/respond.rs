@@ -46,6 +46,9 @@ pub enum Rejection {
     InvalidToken,
     /// The request's header section is larger than `server.limits.max_header_bytes`.
     HeadersTooLarge,
+    /// A method the gateway never forwards (`TRACE`, `TRACK`: they echo the request,
+    /// credentials included, back to whoever can read the answer).
+    MethodNotAllowed,
 }
 
 impl Rejection {
@@ -69,6 +72,7 @@ impl Rejection {
             Rejection::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             Rejection::InvalidToken => StatusCode::UNAUTHORIZED,
             Rejection::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Rejection::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
 
@@ -137,6 +141,10 @@ impl Rejection {
                 "Request too large",
                 "The request's headers are too large. Clearing this site's cookies may help.",
             ),
+            Rejection::MethodNotAllowed => (
+                "Method not allowed",
+                "This gateway does not accept that request method.",
+            ),
         }
     }
 
@@ -160,6 +168,7 @@ impl Rejection {
             Rejection::TooManyRequests => "too_many_requests",
             Rejection::InvalidToken => "invalid_token",
             Rejection::HeadersTooLarge => "request_header_fields_too_large",
+            Rejection::MethodNotAllowed => "method_not_allowed",
         }
     }
 }
@@ -310,6 +319,7 @@ mod tests {
             (Rejection::TooManyRequests, 429),
             (Rejection::InvalidToken, 401),
             (Rejection::HeadersTooLarge, 431),
+            (Rejection::MethodNotAllowed, 405),
         ];
         for (r, code) in table {
             let resp = rejection(r, false);

@@ -53,6 +53,7 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> 
 /// Reads the original request from a trusted proxy's headers.
 pub fn original(headers: &HeaderMap) -> Result<Original, Rejection> {
     let method = match header_str(headers, &X_FORWARDED_METHOD) {
+        Some(m) if canonical::method_echoes(m) => return Err(Rejection::MethodNotAllowed),
         Some(m) if canonical::method_ok(m) => {
             Method::from_bytes(m.as_bytes()).map_err(|_| Rejection::BadRequest)?
         }
