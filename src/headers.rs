@@ -224,6 +224,62 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, trusted_peer: bool, 
     }
 }
 
+/// The prefix of every cookie the gateway sets (`__Host-jumpgate`, `__Host-jumpgate-login`).
+const GATEWAY_COOKIE_PREFIX: &[u8] = b"__host-jumpgate";
+
+fn is_gateway_cookie(pair: &[u8]) -> bool {
+    let name = pair
+        .split(|&b| b == b'=')
+        .next()
+        .unwrap_or(pair)
+        .trim_ascii();
+    name.len() >= GATEWAY_COOKIE_PREFIX.len()
+        && name[..GATEWAY_COOKIE_PREFIX.len()].eq_ignore_ascii_case(GATEWAY_COOKIE_PREFIX)
+}
+
+/// Removes the gateway's own cookies from a request going upstream, and joins what is left
+/// into one `Cookie` field.
+///
+/// The session cookie is a credential for the gateway alone: an upstream that logs, echoes
+/// or leaks request headers must not be able to hand it to anyone. HTTP/2 clients send one
+/// `cookie` field per cookie, which RFC 9113 §8.2.3 requires joined with `"; "` before they
+/// reach an HTTP/1.1 hop. Names are compared without case, as some servers read them.
+pub fn strip_gateway_cookies(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(header::COOKIE).iter();
+    let Some(first) = values.next() else {
+        return;
+    };
+    let single = values.next().is_none();
+    if single
+        && !first
+            .as_bytes()
+            .split(|&b| b == b';')
+            .any(is_gateway_cookie)
+    {
+        return;
+    }
+    let mut joined: Vec<u8> = Vec::new();
+    for value in headers.get_all(header::COOKIE) {
+        for pair in value.as_bytes().split(|&b| b == b';') {
+            let pair = pair.trim_ascii();
+            if pair.is_empty() || is_gateway_cookie(pair) {
+                continue;
+            }
+            if !joined.is_empty() {
+                joined.extend_from_slice(b"; ");
+            }
+            joined.extend_from_slice(pair);
+        }
+    }
+    headers.remove(header::COOKIE);
+    if let Ok(mut v) = HeaderValue::from_bytes(&joined) {
+        if !joined.is_empty() {
+            v.set_sensitive(true);
+            headers.insert(header::COOKIE, v);
+        }
+    }
+}
+
 /// The size of a request's header section as HTTP/1.1 carries it: the request line, and
 /// every field as `name: value` plus its line end. HTTP/2 requests are measured the same
 /// way, so one limit means the same on both.
@@ -322,6 +378,47 @@ mod tests {
         ]);
         strip_inbound_identity(&mut h, &[]);
         assert_eq!(h.len(), 1);
+    }
+
+    #[test]
+    fn gateway_cookies_never_go_upstream() {
+        let mut h = map(&[
+            ("cookie", "a=1; __Host-jumpgate=secret; b=2"),
+            ("cookie", "__Host-jumpgate-login=l"),
+            ("cookie", "__HOST-JUMPGATE=x;c=3"),
+            ("cookie", "jumpgate=kept"),
+        ]);
+        strip_gateway_cookies(&mut h);
+        let all: Vec<_> = h.get_all("cookie").iter().collect();
+        assert_eq!(all, ["a=1; b=2; c=3; jumpgate=kept"]);
+        assert!(all[0].is_sensitive());
+
+        let mut h = map(&[("cookie", "__Host-jumpgate=secret")]);
+        strip_gateway_cookies(&mut h);
+        assert!(h.get("cookie").is_none());
+
+        let mut h = map(&[("cookie", "a=1;b=2")]);
+        strip_gateway_cookies(&mut h);
+        assert_eq!(
+            h.get("cookie").unwrap(),
+            "a=1;b=2",
+            "untouched when none is ours"
+        );
+
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_bytes("name=Zo\u{eb}".as_bytes()).unwrap(),
+        );
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("__Host-jumpgate=s"),
+        );
+        strip_gateway_cookies(&mut h);
+        assert_eq!(
+            h.get("cookie").unwrap().as_bytes(),
+            "name=Zo\u{eb}".as_bytes()
+        );
     }
 
     #[test]

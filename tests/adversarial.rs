@@ -2582,6 +2582,86 @@ async fn a_non_ascii_cookie_beside_ours_does_not_hide_the_session() {
     report(failures);
 }
 
+/// The session and login cookies are credentials for the gateway alone: an upstream that
+/// logs or echoes request headers (a debug page, an error page, `TRACE`) must never be able
+/// to hand them to anyone. Other cookies reach the upstream intact, in one `Cookie` field
+/// (RFC 9113 §8.2.3), whether the client spoke HTTP/1.1 or HTTP/2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateways_cookies_never_reach_the_upstream() {
+    let env = SignInEnv::start_with(many_sign_ins()).await;
+    let mut b = env.browser();
+    assert_eq!(b.sign_in("/cookies").await.status, 200);
+    let real = b.cookie(SESSION).unwrap();
+    let mut failures = Vec::new();
+    let c = env.gw.client();
+    for path in ["/protected/x", "/public/x"] {
+        for (shape, fields) in [
+            (
+                "one field",
+                vec![format!("app=1; {SESSION}={real}; {SESSION}-login=l; theme=dark")],
+            ),
+            (
+                "a field per cookie",
+                vec![
+                    "app=1".to_owned(),
+                    format!("{SESSION}={real}"),
+                    format!("{SESSION}-login=l"),
+                    "theme=dark".to_owned(),
+                ],
+            ),
+            (
+                "other spellings",
+                vec![format!(
+                    "app=1; {SESSION}={real}; __host-jumpgate={real}; __HOST-JUMPGATE-LOGIN=x;theme=dark"
+                )],
+            ),
+        ] {
+            for h2 in [false, true] {
+                let mut req = Request::get(format!("https://app.test{path}"));
+                if !h2 {
+                    req = req.header("host", "app.test");
+                }
+                for f in &fields {
+                    req = req.header("cookie", f.as_str());
+                }
+                let req = req.body(Full::new(Bytes::new())).unwrap();
+                let r = if h2 {
+                    c.send_h2("app.test", req).await
+                } else {
+                    c.send("app.test", req).await
+                };
+                let what = format!("{path}, {shape}, h2 {h2}");
+                if r.status != 200 || !from_echo(&r) {
+                    failures.push(format!("{what}: {} {}", r.status, r.text()));
+                    continue;
+                }
+                let seen = r.upstream_header_all("cookie");
+                if seen != ["app=1; theme=dark"] {
+                    failures.push(format!("{what}: upstream saw cookies {seen:?}"));
+                }
+                if r.text().contains(&real) {
+                    failures.push(format!("{what}: the session id reached the upstream"));
+                }
+            }
+        }
+    }
+    // Only the gateway's cookies: no Cookie field at all upstream.
+    let req = Request::get("/protected/only")
+        .header("host", "app.test")
+        .header("cookie", format!("{SESSION}={real}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let r = c.send("app.test", req).await;
+    if r.status != 200 || !r.upstream_header_all("cookie").is_empty() {
+        failures.push(format!(
+            "session cookie only: {} upstream saw {:?}",
+            r.status,
+            r.upstream_header_all("cookie")
+        ));
+    }
+    report(failures);
+}
+
 /// `canonical::host` output is the site key; canonicalizing it again must not change it.
 #[test]
 fn canonical_host_is_a_fixed_point() {
@@ -3446,7 +3526,6 @@ async fn header_sections_over_max_header_bytes_are_refused() {
 /// them unless configured to) must get a refusal, not a decision about `/` or `GET`: the
 /// front proxy applies the answer to whatever the client really asked for.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "gateway bug: proxy::verify::original decides a missing X-Forwarded-Uri as \"/\" and a missing X-Forwarded-Method as GET, so behind a proxy that does not send them every path gets the answer for / (fail-open where / is public) and step_up_methods are skipped"]
 async fn forward_auth_without_the_original_uri_fails_closed() {
     let echo = Echo::start().await;
     let gw = Gateway::start_with(

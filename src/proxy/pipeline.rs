@@ -298,6 +298,7 @@ async fn forward(
     let upgrade = parts.version == Version::HTTP_11 && headers::is_upgrade(&parts.headers);
     let trusted = headers::is_trusted(conn.peer_ip(), &shared.trusted_proxies);
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+    headers::strip_gateway_cookies(&mut parts.headers);
     headers::set_forwarded(&mut parts.headers, conn.peer_ip(), trusted, &host);
     if let Ok(v) = HeaderValue::from_str(request_id) {
         parts.headers.insert(X_REQUEST_ID.clone(), v);
