@@ -81,10 +81,21 @@ async fn fresh_step_up_is_asked_for_accepted_reused_and_asked_again_when_old() {
         "a public route never asks"
     );
 
+    let before = b.cookie(jumpgate::session::cookie::SESSION).unwrap();
     let challenge = b.get("/admin/users?tab=1").await;
     let back = through_step_up(&mut b, &challenge).await;
     assert_eq!(back.status, 302, "{}", back.text());
     assert_eq!(location(&back), "/admin/users?tab=1");
+    // A privilege change gets a new session id; the old one no longer works at all.
+    let after = b.cookie(jumpgate::session::cookie::SESSION).unwrap();
+    assert_ne!(before, after, "the step-up rotated the session id");
+    let mut old = s.env.browser();
+    old.set_cookie(jumpgate::session::cookie::SESSION, &before);
+    assert_eq!(
+        old.get("/dashboard").await.status,
+        302,
+        "the old id is dead"
+    );
     let page = b.follow(&back).await;
     assert_eq!(page.status, 200, "{}", page.text());
     let t: i64 = page

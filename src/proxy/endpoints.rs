@@ -223,7 +223,10 @@ async fn step_up_callback(
     }
     let auth_time = c.auth_time.unwrap_or(now).min(now);
     session.record_step_up(auth_time);
-    auth.sessions.save(&session).await;
+    let (session, set_session) = auth.sessions.rotate(&session).await.map_err(|e| {
+        tracing::warn!(error = %e, "session store unavailable; step-up not recorded");
+        Rejection::IdpUnavailable
+    })?;
     tracing::info!(site = %site.host, user.sub = %session.identity.sub, step_up_time = auth_time, "step-up completed");
     auth.audit(
         "step_up",
@@ -232,7 +235,7 @@ async fn step_up_callback(
         "ok",
         None,
     );
-    Ok(respond::redirect(&login.return_to, &[]))
+    Ok(respond::redirect(&login.return_to, &[set_session]))
 }
 
 /// Takes the pending sign-in named by `state`; unknown, used, expired → "sign-in expired";

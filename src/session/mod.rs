@@ -403,6 +403,30 @@ impl Sessions {
         Ok((session, cookie))
     }
 
+    /// Replaces a session by the same one under a new id (after a step-up: a privilege
+    /// change must not keep an id that may have been seen before it). The old id stops
+    /// working everywhere; the new one keeps the session's end, identity, tokens and
+    /// step-up time. Returns the new session and its `Set-Cookie`.
+    pub async fn rotate(&self, old: &Session) -> Result<(Arc<Session>, HeaderValue), StoreError> {
+        let id = random_bytes();
+        let record = old.record();
+        let session = self.build(id, old.site.clone(), record.clone());
+        if let Some(shared) = &self.shared {
+            shared
+                .put_session(
+                    &redis::hex(&session.key),
+                    &record,
+                    self.ttl_for(record.expires),
+                )
+                .await?;
+        }
+        self.local.insert(session.key, session.clone());
+        self.remove(old).await;
+        let left = (record.expires - crate::oidc::now()).max(1) as u64;
+        let cookie = cookie::set(cookie::SESSION, &self.key.seal(SESSION_PURPOSE, &id), left);
+        Ok((session, cookie))
+    }
+
     /// The live session named by the request's cookie for `site`, if any. Tampered, unknown,
     /// expired or foreign-site cookies are simply no session.
     pub async fn from_headers(&self, headers: &HeaderMap, site: &str) -> Option<Arc<Session>> {
