@@ -144,6 +144,11 @@ async fn logout_ends_the_session_here_and_at_the_provider() {
         "the session cookie is cleared: {cleared:?}"
     );
     assert!(b.cookie(SESSION).is_none());
+    assert_eq!(
+        out.headers.get("clear-site-data").map(|v| v.as_bytes()),
+        Some(&b"\"cache\""[..]),
+        "pages seen while signed in are dropped from the browser's cache"
+    );
 
     // The provider accepts the hint and ends its own session.
     let ended = env.fake.sessions_ended();
@@ -167,6 +172,27 @@ async fn logout_ends_the_session_here_and_at_the_provider() {
 }
 
 type LogoutCase<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>);
+
+/// A page made for one signed-in user is marked `private`, so no shared cache in front of
+/// the gateway hands it to anyone else; an upstream that chose its own caching keeps it, and
+/// public pages are left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_in_pages_are_private_unless_the_upstream_says_otherwise() {
+    let env = SignInEnv::start().await;
+    let mut b = env.browser();
+    let page = b.sign_in("/mine").await;
+    assert_eq!(page.status, 200);
+    assert_eq!(page.headers.get("cache-control").unwrap(), "private");
+    let own = b.get("/cached/logo").await;
+    assert_eq!(own.status, 200);
+    assert_eq!(
+        own.headers.get("cache-control").unwrap(),
+        "public, max-age=60"
+    );
+    let public = b.get("/public/x").await;
+    assert_eq!(public.status, 200);
+    assert!(public.headers.get("cache-control").is_none());
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logout_from_another_site_is_refused_and_keeps_the_session() {

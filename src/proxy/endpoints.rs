@@ -295,17 +295,28 @@ async fn logout(
         );
     }
     let clear = cookie::clear(cookie::SESSION);
-    if session.is_some() {
-        if let Some(url) = auth.oidc.end_session_url(id_token.as_ref()) {
-            return Ok(respond::redirect(&url, &[clear]));
+    let mut response = match session
+        .is_some()
+        .then(|| auth.oidc.end_session_url(id_token.as_ref()))
+        .flatten()
+    {
+        Some(url) => respond::redirect(&url, &[clear]),
+        None => {
+            let mut r = respond::info_page(
+                StatusCode::OK,
+                "Signed out",
+                "You are signed out of this site.",
+            );
+            r.headers_mut().append(header::SET_COOKIE, clear);
+            r
         }
-    }
-    let mut response = respond::info_page(
-        StatusCode::OK,
-        "Signed out",
-        "You are signed out of this site.",
+    };
+    // Pages the user saw while signed in stay in the browser's cache and history; after a
+    // logout, Back must not show them again to whoever uses the browser next.
+    response.headers_mut().insert(
+        http::header::HeaderName::from_static("clear-site-data"),
+        HeaderValue::from_static("\"cache\""),
     );
-    response.headers_mut().append(header::SET_COOKIE, clear);
     Ok(response)
 }
 

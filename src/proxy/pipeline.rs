@@ -384,6 +384,13 @@ async fn forward(
     }
     let (mut parts, body) = response.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers, false);
+    if permit.session().is_some() && !parts.headers.contains_key(header::CACHE_CONTROL) {
+        // A page made for one signed-in user must never be kept by a shared cache in
+        // front of the gateway and handed to someone else; the upstream may say otherwise.
+        parts
+            .headers
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
+    }
     Ok(Response::from_parts(parts, ResponseBody::stream(body)))
 }
 

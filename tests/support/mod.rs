@@ -452,6 +452,10 @@ async fn echo(mut req: Request<Incoming>) -> Result<Response<EchoBody>, Infallib
         .insert("content-type", "application/json".parse().unwrap());
     resp.headers_mut()
         .insert("x-upstream", "echo".parse().unwrap());
+    if path.starts_with("/cached/") {
+        resp.headers_mut()
+            .insert("cache-control", "public, max-age=60".parse().unwrap());
+    }
     // Hop-by-hop headers the gateway must remove on the way back.
     resp.headers_mut()
         .insert("connection", "x-upstream-private".parse().unwrap());
