@@ -96,7 +96,19 @@ fn main() -> ExitCode {
         },
         Command::Check => match load(&cli.config) {
             Ok(config) => {
-                let problems = jumpgate::config::check_files(&config);
+                let mut problems = jumpgate::config::check_files(&config);
+                if problems.is_empty() && config.directory.is_some() {
+                    let runtime = match one_thread() {
+                        Ok(rt) => rt,
+                        Err(e) => return fail(&e),
+                    };
+                    let found = runtime.block_on(jumpgate::directory::check::groups(&config));
+                    found.warnings.iter().for_each(|w| eprintln!("{w}"));
+                    if let Some(why) = found.unchecked {
+                        eprintln!("note: group names not checked against the directory: {why}");
+                    }
+                    problems = found.problems;
+                }
                 if problems.is_empty() {
                     print!("{}", jumpgate::config::summary(&config));
                     ExitCode::SUCCESS
@@ -114,10 +126,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(EXIT_CONFIG);
             };
             jumpgate::telemetry::init(&config.log);
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
+            let runtime = match one_thread() {
                 Ok(rt) => rt,
                 Err(e) => return fail(&e),
             };
@@ -133,10 +142,7 @@ fn main() -> ExitCode {
             let Ok(config) = load(&cli.config) else {
                 return ExitCode::from(EXIT_CONFIG);
             };
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
+            let runtime = match one_thread() {
                 Ok(rt) => rt,
                 Err(e) => return fail(&e),
             };
@@ -180,6 +186,13 @@ impl From<SessionsCommand> for jumpgate::session::admin::Command {
             SessionsCommand::Revoke { user } => jumpgate::session::admin::Command::Revoke(user),
         }
     }
+}
+
+/// A runtime for the one-shot commands.
+fn one_thread() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
 }
 
 /// Loads the configuration, printing every problem on failure.

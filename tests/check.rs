@@ -6,6 +6,8 @@ use std::process::Command;
 
 use tempfile::TempDir;
 
+mod support;
+
 /// EX_USAGE from sysexits.h: the config file is wrong.
 const EXIT_BAD_CONFIG: i32 = 64;
 
@@ -437,4 +439,140 @@ fn defguard_config_parses_and_routes_as_documented() {
             "unexpected problem: {line}"
         );
     }
+}
+
+/// With a reachable directory, `check` names every `allow_groups` entry that admits no one:
+/// a group the directory lacks, or one not bound to `directory.application_id`. These are
+/// warnings (exit 0); a key the directory refuses is a problem (exit 64); an unreachable
+/// directory is a note and checks nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_compares_configured_groups_with_the_directory() {
+    let fake = support::jumpcloud::FakeJumpCloud::start().await;
+    let admins = fake.add_group("Admins");
+    let staff = fake.add_group("Staff");
+    let mut app = support::jumpcloud::App::new("dashboard", "secret", "https://unused.invalid/");
+    app.bound_groups = vec![admins.clone()];
+    let app_id = app.id.clone();
+    fake.add_app(app);
+
+    let dir = dir_with_certs();
+    let key = dir.path().join("api-key");
+    std::fs::write(&key, fake.api_key()).unwrap();
+    let text = |application: &str| {
+        format!(
+            r#"[server]
+listen = "0.0.0.0:8443"
+tls_cert = "gw.pem"
+tls_key = "gw.key"
+
+[[site]]
+host = "defguard.example.net"
+upstream = "http://127.0.0.1:8000"
+access = "protected"
+allow_groups = ["Admins", "admins", "{staff}"]
+
+  [[site.route]]
+  path = "/api/v1/settings"
+  allow_groups = ["{admins}", "Auditors"]
+
+[directory]
+provider = "jumpcloud"
+api_url = "{}"
+api_key_file = "api-key"
+request_timeout = "2s"
+retry_backoff = "10ms"
+{application}
+"#,
+            fake.base_url()
+        )
+    };
+    // Line map: 10 allow_groups (site), 14 allow_groups (route), 19 api_key_file,
+    // 22 application_id.
+    let file = dir.path().join("gateway.toml");
+    let check = |body: String| {
+        std::fs::write(&file, body).unwrap();
+        let file = file.clone();
+        async move {
+            tokio::task::spawn_blocking(move || run_check(&file))
+                .await
+                .unwrap()
+        }
+    };
+
+    // Without an application: only names and ids the directory lacks.
+    let run = check(text("")).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_problem(
+        &file,
+        &run,
+        Some(10),
+        "site[0].allow_groups",
+        "warning: group \"admins\" does not exist in the directory",
+    );
+    assert_problem(
+        &file,
+        &run,
+        Some(14),
+        "site[0].route[0].allow_groups",
+        "warning: group \"Auditors\" does not exist",
+    );
+    assert_eq!(problem_lines(&file, &run).len(), 2, "{}", run.stderr);
+    assert!(
+        run.stdout.contains("defguard.example.net"),
+        "the summary is printed"
+    );
+
+    // With one: a group that exists but is not bound to it admits no one either.
+    let run = check(text(&format!("application_id = \"{app_id}\""))).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_problem(
+        &file,
+        &run,
+        Some(10),
+        "site[0].allow_groups",
+        &format!("warning: group \"{staff}\" is not bound to application \"{app_id}\""),
+    );
+    assert_eq!(problem_lines(&file, &run).len(), 3, "{}", run.stderr);
+    assert!(
+        !run.stderr.contains("\"Admins\""),
+        "a bound group is fine: {}",
+        run.stderr
+    );
+
+    // An application the directory does not know is a problem.
+    let run = check(text("application_id = \"5f0000000000000000000000\"")).await;
+    assert_eq!(run.code, Some(EXIT_BAD_CONFIG), "{}", run.stderr);
+    assert_problem(
+        &file,
+        &run,
+        Some(22),
+        "directory.application_id",
+        "no such application",
+    );
+
+    // A key the directory refuses is a problem, and the key itself is never printed.
+    std::fs::write(&key, "not-the-key").unwrap();
+    let run = check(text("")).await;
+    assert_eq!(run.code, Some(EXIT_BAD_CONFIG), "{}", run.stderr);
+    assert_problem(
+        &file,
+        &run,
+        Some(19),
+        "directory.api_key_file",
+        "refused this key",
+    );
+    assert!(!run.stderr.contains("not-the-key") && !run.stdout.contains("not-the-key"));
+
+    // An unreachable directory checks nothing and says so; the configuration is still valid.
+    std::fs::write(&key, fake.api_key()).unwrap();
+    fake.stop().await;
+    let run = check(text("")).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("note: group names not checked against the directory"),
+        "{}",
+        run.stderr
+    );
+    assert!(problem_lines(&file, &run).is_empty(), "{}", run.stderr);
 }

@@ -16,8 +16,8 @@ use std::time::Duration;
 use http::Uri;
 use ipnet::IpNet;
 
-pub use parse::check_files;
 pub use parse::parse;
+pub use parse::{at_keys, check_files};
 pub use summary::summary;
 
 /// A validated gateway configuration.

@@ -63,47 +63,23 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
 /// `config.source` when it is still readable.
 #[must_use]
 pub fn check_files(config: &Config) -> Vec<Problem> {
-    let mut wanted: Vec<(String, Vec<KeyStep>, &Path)> = vec![
-        (
-            "server.tls_cert".to_owned(),
-            vec![KeyStep::Key("server"), KeyStep::Key("tls_cert")],
-            &config.server.tls_cert,
-        ),
-        (
-            "server.tls_key".to_owned(),
-            vec![KeyStep::Key("server"), KeyStep::Key("tls_key")],
-            &config.server.tls_key,
-        ),
+    let mut wanted: Vec<(String, &Path)> = vec![
+        ("server.tls_cert".to_owned(), &config.server.tls_cert),
+        ("server.tls_key".to_owned(), &config.server.tls_key),
     ];
     if let Some(oidc) = &config.oidc {
         if let super::SecretSource::File(path) = &oidc.client_secret {
-            wanted.push((
-                "oidc.client_secret_file".to_owned(),
-                vec![KeyStep::Key("oidc"), KeyStep::Key("client_secret_file")],
-                path,
-            ));
+            wanted.push(("oidc.client_secret_file".to_owned(), path));
         }
         if let Some(super::StepUpConfig {
             client_secret: super::SecretSource::File(path),
             ..
         }) = &oidc.step_up
         {
-            wanted.push((
-                "oidc.step_up.client_secret_file".to_owned(),
-                vec![
-                    KeyStep::Key("oidc"),
-                    KeyStep::Key("step_up"),
-                    KeyStep::Key("client_secret_file"),
-                ],
-                path,
-            ));
+            wanted.push(("oidc.step_up.client_secret_file".to_owned(), path));
         }
         if let Some(ca) = &oidc.ca_file {
-            wanted.push((
-                "oidc.ca_file".to_owned(),
-                vec![KeyStep::Key("oidc"), KeyStep::Key("ca_file")],
-                ca,
-            ));
+            wanted.push(("oidc.ca_file".to_owned(), ca));
         }
     }
     if let Some(super::DirectoryConfig {
@@ -111,48 +87,30 @@ pub fn check_files(config: &Config) -> Vec<Problem> {
         ..
     }) = &config.directory
     {
-        wanted.push((
-            "directory.api_key_file".to_owned(),
-            vec![KeyStep::Key("directory"), KeyStep::Key("api_key_file")],
-            path,
-        ));
+        wanted.push(("directory.api_key_file".to_owned(), path));
     }
     for (i, site) in config.sites.iter().enumerate() {
         if let Some(ca) = &site.upstream.ca_file {
-            wanted.push((
-                format!("site[{i}].upstream_ca_file"),
-                vec![
-                    KeyStep::Key("site"),
-                    KeyStep::Index(i),
-                    KeyStep::Key("upstream_ca_file"),
-                ],
-                ca,
-            ));
+            wanted.push((format!("site[{i}].upstream_ca_file"), ca));
         }
     }
-    let mut failed: Vec<(String, Vec<KeyStep>, String)> = wanted
+    let mut failed: Vec<(String, String)> = wanted
         .into_iter()
-        .filter_map(|(key, steps, path)| unusable(path).map(|why| (key, steps, why)))
+        .filter_map(|(key, path)| unusable(path).map(|why| (key, why)))
         .collect();
     // Instances that share sessions must share the keys that sign cookies and assertions;
     // a key generated per instance would make every other instance's cookies invalid.
     if config.session.store == super::StoreKind::Redis {
-        for (key, steps, path) in [
-            (
-                "session.key_file",
-                vec![KeyStep::Key("session"), KeyStep::Key("key_file")],
-                &config.session.key_file,
-            ),
+        for (key, path) in [
+            ("session.key_file", &config.session.key_file),
             (
                 "identity.signing_key_file",
-                vec![KeyStep::Key("identity"), KeyStep::Key("signing_key_file")],
                 &config.identity.signing_key_file,
             ),
         ] {
             if !path.exists() {
                 failed.push((
                     key.to_owned(),
-                    steps,
                     format!(
                         "{} does not exist, so each instance would generate its own; with store = \"redis\" every instance must use the same key: start one instance to generate it, then copy it to the others",
                         path.display()
@@ -161,7 +119,15 @@ pub fn check_files(config: &Config) -> Vec<Problem> {
             }
         }
     }
-    if failed.is_empty() {
+    at_keys(config, failed)
+}
+
+/// Turns `(dotted key, message)` findings about a valid config into [`Problem`]s, with the
+/// line of each key when `config.source` can still be read. Keys are spelled as in problems
+/// (`site[1].route[0].allow_groups`).
+#[must_use]
+pub fn at_keys(config: &Config, found: Vec<(String, String)>) -> Vec<Problem> {
+    if found.is_empty() {
         return Vec::new();
     }
     // Only now is the config re-read, and only to point at the offending lines.
@@ -170,17 +136,32 @@ pub fn check_files(config: &Config) -> Vec<Problem> {
         let doc = ImDocument::parse(text).ok()?;
         Some((doc, line_starts(text)))
     });
-    failed
+    found
         .into_iter()
-        .map(|(key, steps, message)| Problem {
+        .map(|(key, message)| Problem {
             file: config.source.clone(),
-            line: located
-                .as_ref()
-                .and_then(|(doc, starts)| Some(line_of(starts, key_line(doc.as_item(), &steps)?))),
+            line: located.as_ref().and_then(|(doc, starts)| {
+                Some(line_of(starts, key_line(doc.as_item(), &key_steps(&key))?))
+            }),
             key,
             message,
         })
         .collect()
+}
+
+/// The steps of a dotted key: `site[1].route[0].path` is site, 1, route, 0, path.
+fn key_steps(dotted: &str) -> Vec<KeyStep<'_>> {
+    let mut steps = Vec::new();
+    for part in dotted.split('.') {
+        let (name, rest) = part.split_once('[').unwrap_or((part, ""));
+        steps.push(KeyStep::Key(name));
+        for index in rest.split('[') {
+            if let Ok(n) = index.trim_end_matches(']').parse() {
+                steps.push(KeyStep::Index(n));
+            }
+        }
+    }
+    steps
 }
 
 /// Why the gateway could not use the file at `path`, if it could not.
@@ -214,13 +195,13 @@ fn io_reason(e: &std::io::Error) -> String {
     }
 }
 
-enum KeyStep {
-    Key(&'static str),
+enum KeyStep<'a> {
+    Key(&'a str),
     Index(usize),
 }
 
 /// Byte offset of the key (or value) reached by `steps`, for pointing back into the file.
-fn key_line(root: &Item, steps: &[KeyStep]) -> Option<usize> {
+fn key_line(root: &Item, steps: &[KeyStep<'_>]) -> Option<usize> {
     let mut at: &dyn TableLike = root.as_table_like()?;
     let mut item: Option<&Item> = None;
     let mut offset = None;

@@ -228,26 +228,33 @@ impl<'a> JumpCloud<'a> {
         Err(SyncError::Unstable(USER_LIST_ATTEMPTS))
     }
 
-    /// Every user group, with its members.
-    pub async fn groups(&mut self) -> Result<Vec<RawGroup>, SyncError> {
+    /// Every user group's id and name, without members.
+    pub async fn group_list(&mut self) -> Result<Vec<(String, String)>, SyncError> {
         let (records, _) = self
             .all("/api/v2/usergroups", "id", Value::as_array)
             .await?;
-        let mut groups = Vec::with_capacity(records.len());
-        for g in records {
-            let id = g
-                .get("id")
-                .and_then(Value::as_str)
-                .ok_or_else(|| SyncError::Shape {
-                    path: "/api/v2/usergroups".to_owned(),
-                    why: "group without id".to_owned(),
-                })?;
-            let name = g
-                .get("name")
-                .and_then(Value::as_str)
-                .unwrap_or(id)
-                .to_owned();
-            let path = format!("/api/v2/usergroups/{}/members", urlencode(id));
+        records
+            .iter()
+            .map(|g| {
+                let id = g
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| SyncError::Shape {
+                        path: "/api/v2/usergroups".to_owned(),
+                        why: "group without id".to_owned(),
+                    })?;
+                let name = g.get("name").and_then(Value::as_str).unwrap_or(id);
+                Ok((id.to_owned(), name.to_owned()))
+            })
+            .collect()
+    }
+
+    /// Every user group, with its members.
+    pub async fn groups(&mut self) -> Result<Vec<RawGroup>, SyncError> {
+        let list = self.group_list().await?;
+        let mut groups = Vec::with_capacity(list.len());
+        for (id, name) in list {
+            let path = format!("/api/v2/usergroups/{}/members", urlencode(&id));
             // A failed member fetch fails the whole sync: an empty group would silently
             // remove everyone's access through it.
             let (members, _) = self.all(&path, "id", Value::as_array).await?;
@@ -260,11 +267,7 @@ impl<'a> JumpCloud<'a> {
                         .flatten()
                 })
                 .collect();
-            groups.push(RawGroup {
-                id: id.to_owned(),
-                name,
-                members,
-            });
+            groups.push(RawGroup { id, name, members });
         }
         Ok(groups)
     }

@@ -4,6 +4,7 @@
 //! file, which is loaded at start-up so a restart during an outage still enforces the last
 //! good state.
 
+pub mod check;
 pub mod jumpcloud;
 pub mod report;
 pub mod snapshot;
