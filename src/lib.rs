@@ -282,7 +282,7 @@ pub async fn run(
                     }
                     let mut headers = req.headers().clone();
                     headers::mark_sensitive(&mut headers);
-                    proxy::verify::verify(&shared, peer.ip(), &headers, json).await
+                    proxy::verify::serve(&shared, peer.ip(), &headers, json).await
                 }
             },
         )));

@@ -33,6 +33,7 @@ async fn start() -> SignInEnv {
     let env = SignInEnv::start_with(Options {
         sites: Some(sites),
         directory: Some(String::new()),
+        server: "trusted_proxies = [\"127.0.0.1/32\"]".into(),
         session:
             "\n[[api_token]]\nissuer = \"https://issuer.invalid/\"\naudience = \"jumpgate-api\"\n"
                 .into(),
@@ -82,6 +83,15 @@ async fn bearer_tokens_are_verified_and_decided_like_users() {
         )
         .await;
     assert_eq!(r.status, 200);
+
+    // Forward-auth decides exactly as the reverse proxy does, bearer tokens included.
+    let asked = forward_auth(env, &format!("Bearer {good}")).await;
+    assert_eq!(asked.0, 200);
+    assert_eq!(
+        asked.1.get("x-jumpgate-user").map(|v| v.to_str().unwrap()),
+        Some(env.alice.as_str())
+    );
+    assert_eq!(forward_auth(env, "Bearer not-a-jwt").await.0, 401);
 
     let now = jumpgate::oidc::now();
     let bad: Vec<(&str, String)> = vec![
@@ -175,6 +185,27 @@ async fn bearer_tokens_are_verified_and_decided_like_users() {
         .status,
         403
     );
+}
+
+/// Asks the forward-auth listener about `GET /data` with this `Authorization` header.
+async fn forward_auth(env: &SignInEnv, authorization: &str) -> (u16, http::HeaderMap) {
+    let stream = tokio::net::TcpStream::connect(env.gw.verify).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("/.jumpgate/verify")
+        .header("host", "jumpgate.internal")
+        .header("x-forwarded-method", "GET")
+        .header("x-forwarded-host", "app.test")
+        .header("x-forwarded-uri", "/data")
+        .header("authorization", authorization)
+        .header("accept", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let r = sender.send_request(req).await.unwrap();
+    (r.status().as_u16(), r.headers().clone())
 }
 
 async fn start_with_issuer() -> SignInEnv {

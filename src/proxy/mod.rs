@@ -4,6 +4,7 @@
 //! path from top to bottom; [`upstream`] reaches upstreams; [`tunnel`] carries upgraded
 //! connections; [`respond`] renders every response the gateway makes itself.
 
+pub mod access;
 pub mod auth;
 pub mod backchannel;
 pub mod body;

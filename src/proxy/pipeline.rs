@@ -9,16 +9,15 @@ use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
+use super::access::{self, Verdict};
 use super::body::ResponseBody;
 use super::log::AccessLog;
 use super::respond::{self, Rejection};
 use super::upstream::UpstreamError;
 use super::{auth, endpoints, tunnel, ConnInfo, Shared};
 use crate::canonical;
-use crate::config::Access;
 use crate::headers;
-use crate::metrics::{ReasonLabel, RequestLabel, SiteLabel, UpstreamErrorLabel, UpstreamFailure};
-use crate::policy::{self, Decision};
+use crate::metrics::{RequestLabel, SiteLabel, UpstreamErrorLabel, UpstreamFailure};
 
 /// The gateway's own path prefix, reserved on every site.
 pub const RESERVED_PREFIX: &str = "/.jumpgate/";
@@ -129,7 +128,7 @@ async fn forward(
         }
         if is_rate_limited_endpoint(&path, shared) {
             if let Err(wait) = shared.rate_limit.check(log.client) {
-                return Ok(too_many(wait, json));
+                return Ok(respond::too_many(wait, json));
             }
         }
         if path == super::verify::VERIFY_PATH {
@@ -150,40 +149,22 @@ async fn forward(
     }
 
     // 4. Policy, on the request's session when the route needs one.
-    let mut session = match (route.access, &shared.auth) {
-        (Access::Protected, Some(auth)) => {
-            auth.sessions.from_headers(&parts.headers, &site.host).await
-        }
-        _ => None,
-    };
-    if session.is_none() && route.access == Access::Protected && site.api_tokens {
-        if let Some(token) = bearer(&parts.headers) {
-            session = Some(api_token_session(shared, site, token).await?);
-        }
-    }
-    let directory = match (&shared.directory, &session) {
-        (Some(d), Some(_)) => Some(d.fresh(crate::oidc::now())),
-        _ => None,
-    };
     let now = crate::oidc::now();
-    let permit = match policy::decide(route, &parts.method, session.clone(), directory, now) {
-        Decision::Allow(permit) => permit,
-        Decision::SignIn => {
-            audit_access(
-                shared,
-                site,
-                route,
-                &parts.method,
-                &path,
-                None,
-                "sign_in",
-                None,
-            );
+    let asked = access::Asked {
+        site,
+        route,
+        method: &parts.method,
+        path: &path,
+        headers: &parts.headers,
+    };
+    let permit = match access::decide(shared, asked, now).await? {
+        Verdict::Allow(permit) => permit,
+        Verdict::SignIn => {
             let Some(auth) = &shared.auth else {
                 return Err(Rejection::SignInRequired);
             };
             if let Err(wait) = shared.rate_limit.check(log.client) {
-                return Ok(too_many(wait, json));
+                return Ok(respond::too_many(wait, json));
             }
             let return_to = auth::return_to(&path, uri.query());
             return auth::sign_in_required(
@@ -196,76 +177,7 @@ async fn forward(
             )
             .await;
         }
-        Decision::Deny(reason) => {
-            audit_access(
-                shared,
-                site,
-                route,
-                &parts.method,
-                &path,
-                session.as_deref(),
-                "deny",
-                Some(reason.as_str()),
-            );
-            let user = session
-                .as_ref()
-                .map(|s| s.identity.sub.as_str())
-                .unwrap_or("-");
-            tracing::info!(site = %site.host, route = %route.label, path = %path, user.sub = %user, reason = reason.as_str(), "access denied");
-            shared
-                .metrics
-                .denials
-                .get_or_create(&ReasonLabel {
-                    reason: reason.as_str(),
-                })
-                .inc();
-            if let (true, Some(s), Some(auth)) = (reason.ends_session(), &session, &shared.auth) {
-                // The user may use nothing any more: every one of their sessions ends now,
-                // on every instance, not at expiry.
-                auth.sessions.revoke_user(&s.identity.sub).await;
-                auth.audit(
-                    "revocation",
-                    &site.host,
-                    Some((&s.identity.sub, s.identity.email.as_deref())),
-                    "ok",
-                    Some(reason.as_str()),
-                );
-                auth.sessions.remove(s).await;
-            }
-            return Err(Rejection::Forbidden);
-        }
-        Decision::Unavailable(why) => {
-            audit_access(
-                shared,
-                site,
-                route,
-                &parts.method,
-                &path,
-                session.as_deref(),
-                "unavailable",
-                Some("directory_stale"),
-            );
-            tracing::warn!(site = %site.host, route = %route.label, reason = ?why, "directory snapshot unavailable or too old; failing closed");
-            shared
-                .metrics
-                .denials
-                .get_or_create(&ReasonLabel {
-                    reason: "directory_unavailable",
-                })
-                .inc();
-            return Err(Rejection::DirectoryUnavailable);
-        }
-        Decision::StepUp { max_age } => {
-            audit_access(
-                shared,
-                site,
-                route,
-                &parts.method,
-                &path,
-                session.as_deref(),
-                "step_up",
-                None,
-            );
+        Verdict::StepUp { max_age } => {
             let Some(auth) = &shared.auth else {
                 return Err(Rejection::Forbidden);
             };
@@ -282,17 +194,6 @@ async fn forward(
             .await;
         }
     };
-
-    audit_access(
-        shared,
-        site,
-        route,
-        &parts.method,
-        &path,
-        permit.session().map(|s| &**s),
-        "allow",
-        None,
-    );
 
     // 5. Upstream request: hop-by-hop gone, forwarding headers ours, URI rewritten.
     let upgrade = parts.version == Version::HTTP_11 && headers::is_upgrade(&parts.headers);
@@ -416,35 +317,6 @@ fn request_id(shared: &Shared, conn: &ConnInfo, headers: &http::HeaderMap) -> Ar
     Arc::from(shared.request_ids.next())
 }
 
-/// The token of an `Authorization: Bearer` header.
-fn bearer(headers: &http::HeaderMap) -> Option<&str> {
-    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = v.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
-}
-
-/// A per-request session from a verified API token; a bad token is 401 with
-/// `WWW-Authenticate: Bearer error="invalid_token"`, never a redirect to sign in.
-async fn api_token_session(
-    shared: &Shared,
-    site: &crate::policy::Site,
-    token: &str,
-) -> Result<Arc<crate::session::Session>, Rejection> {
-    let (Some(tokens), Some(auth)) = (&shared.api_tokens, &shared.auth) else {
-        return Err(Rejection::InvalidToken);
-    };
-    match tokens.verify(token).await {
-        Ok(claims) => Ok(auth.sessions.ephemeral(site.host.clone(), claims)),
-        Err(e) => {
-            tracing::info!(site = %site.host, error = %e, "API token refused");
-            Err(Rejection::InvalidToken)
-        }
-    }
-}
-
 /// Endpoints a flood would make expensive: sign-in starts, callbacks, forward-auth.
 fn is_rate_limited_endpoint(path: &str, shared: &Shared) -> bool {
     if matches!(
@@ -459,44 +331,6 @@ fn is_rate_limited_endpoint(path: &str, shared: &Shared) -> bool {
                 .as_ref()
                 .is_some_and(|s| path == s.config.callback_path)
     })
-}
-
-/// 429 with `Retry-After`.
-fn too_many(wait: u64, json: bool) -> Response<ResponseBody> {
-    let mut r = respond::rejection(Rejection::TooManyRequests, json);
-    r.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(wait));
-    r
-}
-
-/// One audit line for an access decision, when the audit log is on.
-#[allow(clippy::too_many_arguments)]
-fn audit_access(
-    shared: &Shared,
-    site: &crate::policy::Site,
-    route: &crate::policy::Route,
-    method: &http::Method,
-    path: &str,
-    session: Option<&crate::session::Session>,
-    decision: &'static str,
-    reason: Option<&str>,
-) {
-    let (Some(audit), Some(ctx)) = (&shared.audit, crate::audit::current()) else {
-        return;
-    };
-    audit.record(&crate::audit::Record {
-        event: "access",
-        user: session.map(|s| s.identity.sub.as_str()),
-        email: session.and_then(|s| s.identity.email.as_deref()),
-        site: &site.host,
-        route: Some(&route.label),
-        method: Some(method.as_str()),
-        path: Some(path),
-        decision,
-        reason,
-        client_ip: ctx.client_ip,
-        request_id: Some(&ctx.request_id),
-    });
 }
 
 /// The request's host, canonical. `:authority` (HTTP/2, absolute-form) and `Host` must agree.

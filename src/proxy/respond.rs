@@ -202,6 +202,14 @@ pub fn wants_json(headers: &HeaderMap) -> bool {
     }
 }
 
+/// 429 with `Retry-After: wait` seconds.
+pub fn too_many(wait: u64, json: bool) -> Response<ResponseBody> {
+    let mut r = rejection(Rejection::TooManyRequests, json);
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(wait));
+    r
+}
+
 /// A `302 Found` to `location`, never cached, with extra `Set-Cookie` values.
 pub fn redirect(location: &str, cookies: &[HeaderValue]) -> Response<ResponseBody> {
     let mut response = Response::new(ResponseBody::empty());

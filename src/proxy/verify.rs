@@ -10,15 +10,14 @@ use std::net::IpAddr;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode};
 
+use super::access::{self, Verdict};
 use super::auth;
 use super::body::ResponseBody;
 use super::respond::{self, Rejection};
 use super::Shared;
 use crate::canonical;
-use crate::config::Access;
 use crate::headers;
 use crate::oidc::http::urlencode;
-use crate::policy::{self, Decision};
 
 /// Where forward-auth is answered, on every site and on `server.verify_listen`.
 pub const VERIFY_PATH: &str = "/.jumpgate/verify";
@@ -104,6 +103,27 @@ pub async fn verify(
     }
 }
 
+/// Answers one call on `server.verify_listen`: the same question as a site's
+/// `/.jumpgate/verify`, under the same per-client rate limit and with the same audit context.
+pub async fn serve(
+    shared: &Shared,
+    peer: IpAddr,
+    headers: &HeaderMap,
+    json: bool,
+) -> Response<ResponseBody> {
+    let client = headers::client_ip(headers, peer, &shared.trusted_proxies);
+    if let Err(wait) = shared.rate_limit.check(client) {
+        return respond::too_many(wait, json);
+    }
+    let context = crate::audit::RequestContext {
+        client_ip: client,
+        request_id: std::sync::Arc::from(shared.request_ids.next()),
+    };
+    crate::audit::REQUEST
+        .scope(context, verify(shared, peer, headers, json))
+        .await
+}
+
 async fn decide(
     shared: &Shared,
     headers: &HeaderMap,
@@ -120,18 +140,17 @@ async fn decide(
         return Err(reject(Rejection::NotFound));
     }
     let return_to = auth::return_to(&o.path, o.query.as_deref());
-    let session = match (route.access, &shared.auth) {
-        (Access::Protected, Some(auth)) => auth.sessions.from_headers(headers, &site.host).await,
-        _ => None,
-    };
-    let directory = match (&shared.directory, &session) {
-        (Some(d), Some(_)) => Some(d.fresh(crate::oidc::now())),
-        _ => None,
-    };
     let now = crate::oidc::now();
-    let permit = match policy::decide(route, &o.method, session.clone(), directory, now) {
-        Decision::Allow(permit) => permit,
-        Decision::SignIn => {
+    let asked = access::Asked {
+        site,
+        route,
+        method: &o.method,
+        path: &o.path,
+        headers,
+    };
+    let permit = match access::decide(shared, asked, now).await.map_err(reject)? {
+        Verdict::Allow(permit) => permit,
+        Verdict::SignIn => {
             let Some(auth) = &shared.auth else {
                 return Err(reject(Rejection::SignInRequired));
             };
@@ -149,15 +168,7 @@ async fn decide(
             }
             return Err(r);
         }
-        Decision::Deny(reason) => {
-            if let (true, Some(s), Some(auth)) = (reason.ends_session(), &session, &shared.auth) {
-                auth.sessions.revoke_user(&s.identity.sub).await;
-            }
-            tracing::info!(site = %site.host, route = %route.label, path = %o.path, reason = reason.as_str(), "forward-auth: access denied");
-            return Err(reject(Rejection::Forbidden));
-        }
-        Decision::Unavailable(_) => return Err(reject(Rejection::DirectoryUnavailable)),
-        Decision::StepUp { max_age } => {
+        Verdict::StepUp { max_age } => {
             let Some(auth) = &shared.auth else {
                 return Err(reject(Rejection::Forbidden));
             };

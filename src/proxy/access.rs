@@ -1,0 +1,189 @@
+//! The access decision both modes share: the request's session (cookie, or bearer token on
+//! sites that accept them), the directory snapshot, [`policy::decide`], and what a decision
+//! leaves behind (audit line, log line, metrics, revocation). Reverse proxy and forward-auth
+//! differ only in how they answer a decision, so they can never decide differently.
+
+use std::sync::Arc;
+
+use http::header::{self, HeaderMap};
+use http::Method;
+
+use super::respond::Rejection;
+use super::Shared;
+use crate::config::Access;
+use crate::metrics::ReasonLabel;
+use crate::policy::{self, Decision, Permit, Route, Site};
+use crate::session::Session;
+
+/// The request a decision is about, canonical.
+#[derive(Debug, Clone, Copy)]
+pub struct Asked<'a> {
+    /// Its site.
+    pub site: &'a Site,
+    /// Its route.
+    pub route: &'a Route,
+    /// Its method.
+    pub method: &'a Method,
+    /// Its canonical path.
+    pub path: &'a str,
+    /// Its headers (cookies, `Authorization`).
+    pub headers: &'a HeaderMap,
+}
+
+/// What the caller must answer.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Forward it (or say yes), with this permit.
+    Allow(Permit),
+    /// No session on a protected route: start a sign-in, or say how to.
+    SignIn,
+    /// A fresher multi-factor sign-in is needed, no older than `max_age` seconds.
+    StepUp {
+        /// The route's limit, in seconds.
+        max_age: i64,
+    },
+}
+
+/// Decides `asked` at `now`. `Err` is a refusal, already logged, audited and counted; a user
+/// the directory no longer admits has had every session ended.
+pub async fn decide(shared: &Shared, asked: Asked<'_>, now: i64) -> Result<Verdict, Rejection> {
+    let Asked {
+        site,
+        route,
+        method,
+        path,
+        headers,
+    } = asked;
+    let mut session = match (route.access, &shared.auth) {
+        (Access::Protected, Some(auth)) => auth.sessions.from_headers(headers, &site.host).await,
+        _ => None,
+    };
+    if session.is_none() && route.access == Access::Protected && site.api_tokens {
+        if let Some(token) = bearer(headers) {
+            session = Some(api_token_session(shared, site, token).await?);
+        }
+    }
+    let directory = match (&shared.directory, &session) {
+        (Some(d), Some(_)) => Some(d.fresh(now)),
+        _ => None,
+    };
+    match policy::decide(route, method, session.clone(), directory, now) {
+        Decision::Allow(permit) => {
+            audit(shared, asked, permit.session().map(|s| &**s), "allow", None);
+            Ok(Verdict::Allow(permit))
+        }
+        Decision::SignIn => {
+            audit(shared, asked, None, "sign_in", None);
+            Ok(Verdict::SignIn)
+        }
+        Decision::StepUp { max_age } => {
+            audit(shared, asked, session.as_deref(), "step_up", None);
+            Ok(Verdict::StepUp { max_age })
+        }
+        Decision::Deny(reason) => {
+            audit(
+                shared,
+                asked,
+                session.as_deref(),
+                "deny",
+                Some(reason.as_str()),
+            );
+            let user = session.as_ref().map_or("-", |s| s.identity.sub.as_str());
+            tracing::info!(site = %site.host, route = %route.label, path = %path, user.sub = %user, reason = reason.as_str(), "access denied");
+            shared
+                .metrics
+                .denials
+                .get_or_create(&ReasonLabel {
+                    reason: reason.as_str(),
+                })
+                .inc();
+            if let (true, Some(s), Some(auth)) = (reason.ends_session(), &session, &shared.auth) {
+                // The user may use nothing any more: every one of their sessions ends now,
+                // on every instance, not at expiry.
+                auth.sessions.revoke_user(&s.identity.sub).await;
+                auth.audit(
+                    "revocation",
+                    &site.host,
+                    Some((&s.identity.sub, s.identity.email.as_deref())),
+                    "ok",
+                    Some(reason.as_str()),
+                );
+                auth.sessions.remove(s).await;
+            }
+            Err(Rejection::Forbidden)
+        }
+        Decision::Unavailable(why) => {
+            audit(
+                shared,
+                asked,
+                session.as_deref(),
+                "unavailable",
+                Some("directory_stale"),
+            );
+            tracing::warn!(site = %site.host, route = %route.label, reason = ?why, "directory snapshot unavailable or too old; failing closed");
+            shared
+                .metrics
+                .denials
+                .get_or_create(&ReasonLabel {
+                    reason: "directory_unavailable",
+                })
+                .inc();
+            Err(Rejection::DirectoryUnavailable)
+        }
+    }
+}
+
+/// The token of an `Authorization: Bearer` header.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// A per-request session from a verified API token; a bad token is 401 with
+/// `WWW-Authenticate: Bearer error="invalid_token"`, never a redirect to sign in.
+async fn api_token_session(
+    shared: &Shared,
+    site: &Site,
+    token: &str,
+) -> Result<Arc<Session>, Rejection> {
+    let (Some(tokens), Some(auth)) = (&shared.api_tokens, &shared.auth) else {
+        return Err(Rejection::InvalidToken);
+    };
+    match tokens.verify(token).await {
+        Ok(claims) => Ok(auth.sessions.ephemeral(site.host.clone(), claims)),
+        Err(e) => {
+            tracing::info!(site = %site.host, error = %e, "API token refused");
+            Err(Rejection::InvalidToken)
+        }
+    }
+}
+
+/// One audit line for an access decision, when the audit log is on.
+fn audit(
+    shared: &Shared,
+    asked: Asked<'_>,
+    session: Option<&Session>,
+    decision: &'static str,
+    reason: Option<&str>,
+) {
+    let (Some(audit), Some(ctx)) = (&shared.audit, crate::audit::current()) else {
+        return;
+    };
+    audit.record(&crate::audit::Record {
+        event: "access",
+        user: session.map(|s| s.identity.sub.as_str()),
+        email: session.and_then(|s| s.identity.email.as_deref()),
+        site: &asked.site.host,
+        route: Some(&asked.route.label),
+        method: Some(asked.method.as_str()),
+        path: Some(asked.path),
+        decision,
+        reason,
+        client_ip: ctx.client_ip,
+        request_id: Some(&ctx.request_id),
+    });
+}
