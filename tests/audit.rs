@@ -113,3 +113,123 @@ async fn sign_in_endpoints_are_rate_limited_per_client() {
     assert_eq!(r.status, 302);
     assert_eq!(b.get("/public/x").await.status, 200);
 }
+
+/// Lines a file of JSON lines holds, once `pred` holds for one of them (audit lines are
+/// written as events happen, some from background tasks).
+async fn audit_lines(
+    log: &std::path::Path,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> Vec<serde_json::Value> {
+    let read = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    support::eventually(std::time::Duration::from_secs(5), async || {
+        read().iter().any(&pred)
+    })
+    .await;
+    read()
+}
+
+/// The events decided away from a page view are audited too: a forward-auth question (with
+/// the client the front proxy names), the revocation of a user the directory no longer
+/// admits, and a back-channel logout from the provider.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_auth_revocations_and_back_channel_logouts_are_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.jsonl");
+    let env = SignInEnv::start_with(Options {
+        server: "trusted_proxies = [\"127.0.0.1/32\"]".into(),
+        session: format!("\n[audit]\noutput = \"{}\"\n", log.display()),
+        directory: Some(String::new()),
+        ..Options::default()
+    })
+    .await;
+
+    // Forward-auth on server.verify_listen, for a client behind the front proxy.
+    let mut b = env.browser();
+    assert_eq!(b.sign_in("/x").await.status, 200);
+    let stream = tokio::net::TcpStream::connect(env.gw.verify).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("/.jumpgate/verify")
+        .header("host", "jumpgate.internal")
+        .header("x-forwarded-method", "GET")
+        .header("x-forwarded-host", "app.test")
+        .header("x-forwarded-uri", "/asked/by/nginx")
+        .header("x-forwarded-for", "198.51.100.7")
+        .header("cookie", b.cookie_header().unwrap())
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    assert_eq!(sender.send_request(req).await.unwrap().status(), 200);
+    let lines = audit_lines(&log, |l| l["path"] == "/asked/by/nginx").await;
+    let asked = lines
+        .iter()
+        .find(|l| l["path"] == "/asked/by/nginx")
+        .unwrap();
+    assert_eq!(asked["event"], "access");
+    assert_eq!(asked["decision"], "allow");
+    assert_eq!(asked["user"], env.alice.as_str());
+    assert_eq!(asked["client_ip"], "198.51.100.7");
+    assert!(asked["request_id"]
+        .as_str()
+        .is_some_and(|id| !id.is_empty()));
+
+    // Suspended: the next request is refused and every session of the user revoked.
+    env.fake.update_user(&env.alice, |u| u.suspend());
+    assert!(
+        support::eventually(std::time::Duration::from_secs(5), async || b
+            .get("/x")
+            .await
+            .status
+            == 403)
+        .await
+    );
+    let lines = audit_lines(&log, |l| l["event"] == "revocation").await;
+    let revoked = lines
+        .iter()
+        .find(|l| l["event"] == "revocation")
+        .expect("a revocation line");
+    assert_eq!(revoked["user"], env.alice.as_str());
+    assert_eq!(revoked["reason"], "inactive_user");
+    env.fake.update_user(&env.alice, |u| u.reactivate());
+
+    // A back-channel logout from the provider.
+    let bob = env.fake.add_user(support::jumpcloud::User::new("bob"));
+    let staff = env.group_id("Staff");
+    env.fake.add_member(&staff, &bob);
+    env.fake.set_next_login(Some(&bob));
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let mut b = env.browser();
+    assert_eq!(b.sign_in("/y").await.status, 200);
+    let sid = env.fake.issued().last().unwrap().sid.clone();
+    let claims = env
+        .fake
+        .logout_token_claims(support::env::CLIENT_ID, Some(&bob), Some(&sid));
+    let token = env.fake.sign_logout_token(claims, None);
+    let req = http::Request::post("/.jumpgate/backchannel-logout")
+        .header("host", "app.test")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(http_body_util::Full::new(bytes::Bytes::from(format!(
+            "logout_token={}",
+            support::jumpcloud::encode(&token)
+        ))))
+        .unwrap();
+    assert_eq!(env.gw.client().send("app.test", req).await.status, 200);
+    let lines = audit_lines(&log, |l| l["event"] == "backchannel_logout").await;
+    let out = lines
+        .iter()
+        .find(|l| l["event"] == "backchannel_logout")
+        .expect("a back-channel logout line");
+    assert_eq!(out["user"], bob.as_str());
+    assert_eq!(out["decision"], "ok");
+    assert_eq!(out["reason"], "provider_session");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains(&token), "the logout token is never written");
+}

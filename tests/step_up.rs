@@ -16,6 +16,8 @@ const STEP_UP_SECRET: &str = "step-up-secret";
 
 struct StepUpEnv {
     env: SignInEnv,
+    /// The audit log (JSON lines).
+    audit: std::path::PathBuf,
     _secret_dir: tempfile::TempDir,
 }
 
@@ -36,6 +38,10 @@ async fn start(step_up_extra: &str, admin_max_age: &str) -> StepUpEnv {
             "\n[oidc.step_up]\nclient_id = \"{STEP_UP_ID}\"\nclient_secret_file = \"{}\"\n{step_up_extra}\n",
             secret.display()
         ),
+        session: format!(
+            "\n[audit]\noutput = \"{}\"\n",
+            secret_dir.path().join("audit.jsonl").display()
+        ),
         ..Options::default()
     })
     .await;
@@ -52,6 +58,7 @@ async fn start(step_up_extra: &str, admin_max_age: &str) -> StepUpEnv {
     tokio::time::sleep(Duration::from_millis(300)).await;
     StepUpEnv {
         env,
+        audit: secret_dir.path().join("audit.jsonl"),
         _secret_dir: secret_dir,
     }
 }
@@ -118,6 +125,17 @@ async fn fresh_step_up_is_asked_for_accepted_reused_and_asked_again_when_old() {
     assert!(
         issued.iter().any(|i| i.client_id == STEP_UP_ID && i.mfa),
         "the step-up went through the MFA app"
+    );
+    let audit = std::fs::read_to_string(&s.audit).unwrap();
+    let line = audit
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|l| l["event"] == "step_up" && l["decision"] == "ok")
+        .unwrap_or_else(|| panic!("no step_up/ok audit line in:\n{audit}"));
+    assert_eq!(line["user"], s.env.alice.as_str());
+    assert!(
+        audit.contains("\"decision\":\"step_up\""),
+        "the challenge itself is an access line: {audit}"
     );
 
     // Within the window: no new step-up; other routes do not get the step-up header.

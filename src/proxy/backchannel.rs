@@ -53,7 +53,35 @@ pub fn route<'a>(shared: &'a Shared, path: &str, method: &Method) -> Option<&'a 
 /// then ends the sessions of the provider session `sid` (of its `sub` only, when both are
 /// given) or, without `sid`, every session of `sub`, on every instance.
 pub async fn handle(auth: &Auth, body: Incoming, headers: &HeaderMap) -> Response<ResponseBody> {
-    respond_to(&auth.oidc, &auth.sessions, body, headers).await
+    let (response, ended) = respond_to(&auth.oidc, &auth.sessions, body, headers).await;
+    if let Some(ended) = ended {
+        let reason = if ended.provider_session {
+            "provider_session"
+        } else {
+            "user"
+        };
+        auth.audit(
+            "backchannel_logout",
+            "-",
+            ended.sub.as_deref().map(|s| (s, None)),
+            if response.status().is_success() {
+                "ok"
+            } else {
+                "partial"
+            },
+            Some(reason),
+        );
+    }
+    response
+}
+
+/// What a verified logout token ended.
+#[derive(Debug)]
+struct Ended {
+    /// Its `sub`, when it named one.
+    sub: Option<String>,
+    /// Whether it named a provider session (`sid`) rather than every session of the user.
+    provider_session: bool,
 }
 
 /// The answer to any other method on [`PATH`]: 405, `POST` only.
@@ -70,7 +98,7 @@ async fn respond_to<B>(
     sessions: &Sessions,
     body: B,
     headers: &HeaderMap,
-) -> Response<ResponseBody>
+) -> (Response<ResponseBody>, Option<Ended>)
 where
     B: http_body::Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -79,7 +107,7 @@ where
         Ok(token) => token,
         Err(why) => {
             tracing::info!(reason = why, "back-channel logout request refused");
-            return error(StatusCode::BAD_REQUEST, "invalid_request");
+            return (error(StatusCode::BAD_REQUEST, "invalid_request"), None);
         }
     };
     logout(oidc, sessions, &token).await
@@ -128,18 +156,25 @@ where
     }
 }
 
-async fn logout(oidc: &Oidc, sessions: &Sessions, token: &str) -> Response<ResponseBody> {
+async fn logout(
+    oidc: &Oidc,
+    sessions: &Sessions,
+    token: &str,
+) -> (Response<ResponseBody>, Option<Ended>) {
     let claims = match oidc.verify_logout_token(token).await {
         Ok(claims) => claims,
         Err(VerifyError::NotReady) => {
             tracing::warn!(
                 "back-channel logout before the identity provider was discovered; refused"
             );
-            return error(StatusCode::BAD_REQUEST, "temporarily_unavailable");
+            return (
+                error(StatusCode::BAD_REQUEST, "temporarily_unavailable"),
+                None,
+            );
         }
         Err(e) => {
             tracing::info!(error = %e, "back-channel logout token refused");
-            return error(StatusCode::BAD_REQUEST, "invalid_request");
+            return (error(StatusCode::BAD_REQUEST, "invalid_request"), None);
         }
     };
     let sub = claims.sub.as_deref().unwrap_or("-");
@@ -150,7 +185,7 @@ async fn logout(oidc: &Oidc, sessions: &Sessions, token: &str) -> Response<Respo
         .await;
     if let Ok(false) = claimed {
         tracing::info!(user.sub = %sub, "back-channel logout token replayed; refused");
-        return error(StatusCode::BAD_REQUEST, "invalid_request");
+        return (error(StatusCode::BAD_REQUEST, "invalid_request"), None);
     }
     // Even when the shared store is down, what this instance holds ends now.
     let ended = match (&claims.sid, &claims.sub) {
@@ -158,7 +193,11 @@ async fn logout(oidc: &Oidc, sessions: &Sessions, token: &str) -> Response<Respo
         (None, Some(sub)) => sessions.end_user(sub).await,
         (None, None) => Ok(0),
     };
-    match (claimed, ended) {
+    let what = Ended {
+        sub: claims.sub.clone(),
+        provider_session: claims.sid.is_some(),
+    };
+    let response = match (claimed, ended) {
         (Ok(_), Ok(n)) => {
             tracing::info!(
                 user.sub = %sub,
@@ -189,7 +228,8 @@ async fn logout(oidc: &Oidc, sessions: &Sessions, token: &str) -> Response<Respo
             }
             error(StatusCode::GATEWAY_TIMEOUT, "temporarily_unavailable")
         }
-    }
+    };
+    (response, Some(what))
 }
 
 fn error(status: StatusCode, code: &str) -> Response<ResponseBody> {
@@ -382,6 +422,7 @@ mod tests {
             &form_headers(),
         )
         .await
+        .0
     }
 
     async fn body_json(r: Response<ResponseBody>) -> Value {
@@ -559,6 +600,7 @@ mod tests {
             async move {
                 respond_to(oidc, sessions, Full::new(Bytes::from(body)), &headers)
                     .await
+                    .0
                     .status()
             }
         };
