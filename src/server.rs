@@ -7,7 +7,6 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +22,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::canonical;
 use crate::config::Limits;
 use crate::metrics::OutcomeLabel;
-use crate::proxy::{ConnInfo, Gateway, Live, ResponseBody, Shared};
+use crate::proxy::{Activity, ConnInfo, Gateway, Live, ResponseBody, Shared};
 
 /// HTTP/1.1 and HTTP/2 server settings for the public listener. The protocol is chosen from
 /// ALPN, never by sniffing the first bytes: sniffing waits for the client without a deadline.
@@ -83,17 +82,22 @@ where
 
 /// Drives one connection: drops it (closing the socket) when no request has started within
 /// `deadline`, since a client that completes a handshake and then stays silent must not hold
-/// a connection; and drains it when `stop` is set. `None` means it was dropped as silent.
+/// a connection; drains it once it has had no request in flight for `idle` (HTTP/2, whose
+/// connections would otherwise stay open for as long as the client answers pings); and
+/// drains it when `stop` is set. `None` means it was dropped as silent.
 async fn drive<C: Drainable>(
     conn: C,
-    first_request: &AtomicBool,
+    activity: &Activity,
     deadline: Duration,
+    idle: Option<Duration>,
     mut stop: watch::Receiver<bool>,
 ) -> Option<Result<(), hyper::Error>> {
     tokio::pin!(conn);
     let silent = tokio::time::sleep(deadline);
     tokio::pin!(silent);
     let mut watching_silence = true;
+    let idle_check = tokio::time::sleep(idle.unwrap_or(Duration::MAX / 4));
+    tokio::pin!(idle_check);
     let mut draining = *stop.borrow();
     if draining {
         conn.as_mut().drain();
@@ -103,8 +107,21 @@ async fn drive<C: Drainable>(
             result = conn.as_mut() => return Some(result),
             () = &mut silent, if watching_silence => {
                 watching_silence = false;
-                if !first_request.load(Ordering::Acquire) {
+                if !activity.started() {
                     return None;
+                }
+            }
+            () = &mut idle_check, if idle.is_some() && !draining => {
+                let limit = idle.unwrap_or_default();
+                match activity.idle_for() {
+                    Some(quiet) if quiet >= limit => {
+                        draining = true;
+                        conn.as_mut().drain();
+                    }
+                    // Look again when the quiet time could first reach the limit.
+                    quiet => idle_check.as_mut().reset(
+                        tokio::time::Instant::now() + limit - quiet.unwrap_or_default(),
+                    ),
                 }
             }
             _ = stop.changed(), if !draining => {
@@ -183,18 +200,18 @@ pub async fn serve_public(
                 .map(|h| h.into_owned());
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
             let service = Gateway::new(shared, ConnInfo { peer, sni });
-            let first_request = service.first_request();
+            let activity = service.activity();
             metrics.open_connections.inc();
             let deadline = limits.header_read_timeout;
             let result = if h2 {
                 let conn = builders.h2.serve_connection(TokioIo::new(tls), service);
-                drive(conn, &first_request, deadline, stop).await
+                drive(conn, &activity, deadline, Some(limits.idle_timeout), stop).await
             } else {
                 let conn = builders
                     .h1
                     .serve_connection(TokioIo::new(tls), service)
                     .with_upgrades();
-                drive(conn, &first_request, deadline, stop).await
+                drive(conn, &activity, deadline, None, stop).await
             };
             match result {
                 Some(Err(e)) => {

@@ -198,6 +198,68 @@ async fn silent_client_after_tls_handshake_is_cut_off() {
     }
 }
 
+/// An HTTP/2 connection with no request in flight is closed after `idle_timeout` (keep-alive
+/// pings alone would keep it open for ever); one whose response is still being awaited or
+/// streamed is not, however long that takes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_http2_connections_are_closed_and_busy_ones_are_not() {
+    let echo = Echo::start().await;
+    let gw = Gateway::start_with(
+        &site("app.test", &echo.url(), "public", &[]),
+        "",
+        "idle_timeout = \"1s\"\n",
+    )
+    .await;
+    let h2 = |gw: &Gateway| {
+        let client = gw.client();
+        async move {
+            let tls = client.connect("app.test", &[b"h2"]).await;
+            let (sender, conn) = hyper::client::conn::http2::handshake(
+                hyper_util::rt::TokioExecutor::new(),
+                TokioIo::new(tls),
+            )
+            .await
+            .unwrap();
+            let ended = tokio::spawn(async move {
+                let _ = conn.await;
+                Instant::now()
+            });
+            (sender, ended)
+        }
+    };
+    let get = |path: &str| {
+        Request::get(format!("https://app.test{path}"))
+            .body(Empty::<Bytes>::new())
+            .unwrap()
+    };
+
+    // One request, then nothing: closed about a second after the response ended.
+    let (mut sender, ended) = h2(&gw).await;
+    let r = sender.send_request(get("/one")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let _ = r.into_body().collect().await.unwrap();
+    let done = Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(6), ended)
+        .await
+        .expect("an idle HTTP/2 connection still open 6 s in, with idle_timeout = 1s")
+        .unwrap();
+    let after = closed - done;
+    assert!(
+        after >= Duration::from_millis(900) && after < Duration::from_secs(4),
+        "closed {after:?} after the last response"
+    );
+
+    // A response that takes three idle timeouts to arrive keeps the connection, and the
+    // connection is still usable afterwards.
+    let (mut sender, ended) = h2(&gw).await;
+    let r = sender.send_request(get("/slow/3000")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let _ = r.into_body().collect().await.unwrap();
+    assert!(!ended.is_finished(), "closed while a request was in flight");
+    let r = sender.send_request(get("/two")).await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_without_tls_is_dropped_after_tls_handshake_timeout() {
     let up = Counting::start().await;

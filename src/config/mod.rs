@@ -270,6 +270,8 @@ pub struct Limits {
     pub upstream_idle_timeout: Duration,
     /// `tunnel_idle_timeout`: how long an upgraded (WebSocket) connection may carry no bytes.
     pub tunnel_idle_timeout: Duration,
+    /// `idle_timeout`: how long an HTTP/2 connection may stay open with no request in flight.
+    pub idle_timeout: Duration,
     /// `sign_in_rate`: sign-in, callback and forward-auth requests allowed per client IP per
     /// minute.
     pub sign_in_rate: u32,
@@ -286,6 +288,7 @@ impl Default for Limits {
             upstream_response_timeout: Duration::from_secs(60),
             upstream_idle_timeout: Duration::from_secs(60),
             tunnel_idle_timeout: Duration::from_secs(300),
+            idle_timeout: Duration::from_secs(120),
             sign_in_rate: 60,
         }
     }

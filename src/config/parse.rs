@@ -1017,6 +1017,7 @@ fn read_limits(mut r: Reader<'_>) -> Option<Limits> {
         ),
         upstream_idle_timeout: dur(&mut r, "upstream_idle_timeout", d.upstream_idle_timeout),
         tunnel_idle_timeout: dur(&mut r, "tunnel_idle_timeout", d.tunnel_idle_timeout),
+        idle_timeout: dur(&mut r, "idle_timeout", d.idle_timeout),
         sign_in_rate,
     };
     r.finish();
@@ -1460,6 +1461,7 @@ upstream_connect_timeout = "3s"
 upstream_response_timeout = "90s"
 upstream_idle_timeout = "30s"
 tunnel_idle_timeout = "10m"
+idle_timeout = "45s"
 
 [log]
 format = "json"
@@ -1517,6 +1519,7 @@ route = [{ path = "/" , access = "protected" }]
                 upstream_response_timeout: Duration::from_secs(90),
                 upstream_idle_timeout: Duration::from_secs(30),
                 tunnel_idle_timeout: Duration::from_secs(600),
+                idle_timeout: Duration::from_secs(45),
                 sign_in_rate: 60,
             }
         );

@@ -175,6 +175,7 @@ fn limits(l: &Limits) -> String {
             l.tunnel_idle_timeout,
             d.tunnel_idle_timeout,
         ),
+        ("idle_timeout", l.idle_timeout, d.idle_timeout),
     ];
     for (name, v, default) in durations {
         if v != default {

@@ -29,6 +29,7 @@ pin_project! {
         #[pin]
         inner: Inner,
         log: Option<Box<AccessLog>>,
+        in_flight: Option<super::InFlight>,
     }
 
     impl PinnedDrop for ResponseBody {
@@ -49,6 +50,7 @@ impl ResponseBody {
                 body: Full::new(bytes.into()),
             },
             log: None,
+            in_flight: None,
         }
     }
 
@@ -62,7 +64,15 @@ impl ResponseBody {
         ResponseBody {
             inner: Inner::Stream { body },
             log: None,
+            in_flight: None,
         }
+    }
+
+    /// Keeps the connection's request counted as in flight until the body is finished or
+    /// abandoned.
+    pub fn in_flight(mut self, guard: super::InFlight) -> Self {
+        self.in_flight = Some(guard);
+        self
     }
 
     /// Attaches the access-log record, emitted once the body is finished or abandoned.

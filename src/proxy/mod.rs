@@ -19,8 +19,9 @@ pub mod verify;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use http::header::HeaderName;
 use http::{Request, Response};
@@ -154,12 +155,66 @@ impl ConnInfo {
     }
 }
 
+/// What a connection is doing: whether a request ever arrived, how many are in flight (until
+/// their response bodies are finished or abandoned), and since when none has been.
+#[derive(Debug)]
+pub struct Activity {
+    started: AtomicBool,
+    in_flight: AtomicUsize,
+    /// Milliseconds after `epoch` when the last request in flight ended.
+    idle_since_ms: AtomicU64,
+    epoch: Instant,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            started: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Whether a request has arrived on the connection.
+    pub fn started(&self) -> bool {
+        self.started.load(Ordering::Acquire)
+    }
+
+    /// How long no request has been in flight, or `None` while one is.
+    pub fn idle_for(&self) -> Option<Duration> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let since = Duration::from_millis(self.idle_since_ms.load(Ordering::Acquire));
+        Some(self.epoch.elapsed().saturating_sub(since))
+    }
+
+    fn begin(self: &Arc<Self>) -> InFlight {
+        self.started.store(true, Ordering::Release);
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(self.clone())
+    }
+}
+
+/// One request in flight; dropped with its response body.
+#[derive(Debug)]
+pub struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let now = self.0.epoch.elapsed().as_millis() as u64;
+        self.0.idle_since_ms.fetch_max(now, Ordering::AcqRel);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// The hyper service for one client connection.
 #[derive(Debug, Clone)]
 pub struct Gateway {
     shared: Arc<Live>,
     conn: Arc<ConnInfo>,
-    first_request: Arc<AtomicBool>,
+    activity: Arc<Activity>,
 }
 
 impl Gateway {
@@ -168,13 +223,13 @@ impl Gateway {
         Gateway {
             shared,
             conn: Arc::new(conn),
-            first_request: Arc::new(AtomicBool::new(false)),
+            activity: Arc::new(Activity::new()),
         }
     }
 
-    /// Set once the connection's first request has arrived.
-    pub fn first_request(&self) -> Arc<AtomicBool> {
-        self.first_request.clone()
+    /// What the connection is doing, for its idle and silence deadlines.
+    pub fn activity(&self) -> Arc<Activity> {
+        self.activity.clone()
     }
 }
 
@@ -184,11 +239,14 @@ impl hyper::service::Service<Request<Incoming>> for Gateway {
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
-        self.first_request.store(true, Ordering::Release);
+        let in_flight = self.activity.begin();
         // Each request takes the configuration in force when it arrives and keeps it to the
         // end, so a reload never changes the rules under a request in flight.
         let shared = self.shared.load_full();
         let conn = self.conn.clone();
-        Box::pin(async move { Ok(pipeline::handle(&shared, &conn, req).await) })
+        Box::pin(async move {
+            let response = pipeline::handle(&shared, &conn, req).await;
+            Ok(response.map(|body| body.in_flight(in_flight)))
+        })
     }
 }
