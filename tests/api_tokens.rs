@@ -189,23 +189,17 @@ async fn bearer_tokens_are_verified_and_decided_like_users() {
 
 /// Asks the forward-auth listener about `GET /data` with this `Authorization` header.
 async fn forward_auth(env: &SignInEnv, authorization: &str) -> (u16, http::HeaderMap) {
-    let stream = tokio::net::TcpStream::connect(env.gw.verify).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    let req = http::Request::get("/.jumpgate/verify")
-        .header("host", "jumpgate.internal")
-        .header("x-forwarded-method", "GET")
-        .header("x-forwarded-host", "app.test")
-        .header("x-forwarded-uri", "/data")
-        .header("authorization", authorization)
-        .header("accept", "application/json")
-        .body(http_body_util::Full::new(bytes::Bytes::new()))
-        .unwrap();
-    let r = sender.send_request(req).await.unwrap();
-    (r.status().as_u16(), r.headers().clone())
+    support::ask_verify(
+        env.gw.verify,
+        &[
+            ("x-forwarded-method", "GET"),
+            ("x-forwarded-host", "app.test"),
+            ("x-forwarded-uri", "/data"),
+            ("authorization", authorization),
+            ("accept", "application/json"),
+        ],
+    )
+    .await
 }
 
 async fn start_with_issuer() -> SignInEnv {

@@ -152,22 +152,19 @@ async fn forward_auth_revocations_and_back_channel_logouts_are_audited() {
     // Forward-auth on server.verify_listen, for a client behind the front proxy.
     let mut b = env.browser();
     assert_eq!(b.sign_in("/x").await.status, 200);
-    let stream = tokio::net::TcpStream::connect(env.gw.verify).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    let req = http::Request::get("/.jumpgate/verify")
-        .header("host", "jumpgate.internal")
-        .header("x-forwarded-method", "GET")
-        .header("x-forwarded-host", "app.test")
-        .header("x-forwarded-uri", "/asked/by/nginx")
-        .header("x-forwarded-for", "198.51.100.7")
-        .header("cookie", b.cookie_header().unwrap())
-        .body(http_body_util::Full::new(bytes::Bytes::new()))
-        .unwrap();
-    assert_eq!(sender.send_request(req).await.unwrap().status(), 200);
+    let cookie = b.cookie_header().unwrap();
+    let (status, _) = support::ask_verify(
+        env.gw.verify,
+        &[
+            ("x-forwarded-method", "GET"),
+            ("x-forwarded-host", "app.test"),
+            ("x-forwarded-uri", "/asked/by/nginx"),
+            ("x-forwarded-for", "198.51.100.7"),
+            ("cookie", &cookie),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200);
     let lines = audit_lines(&log, |l| l["path"] == "/asked/by/nginx").await;
     let asked = lines
         .iter()

@@ -3,38 +3,23 @@
 
 mod support;
 
-use bytes::Bytes;
-use http::Request;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
 use support::browser::Browser;
 use support::env::{Options, SignInEnv};
 use support::site;
 
 /// Asks the gateway's plain-HTTP verify listener about (method, uri) on app.test.
 async fn verify(env: &SignInEnv, b: &Browser, method: &str, uri: &str) -> (u16, http::HeaderMap) {
-    let stream = tokio::net::TcpStream::connect(env.gw.verify).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let mut req = Request::get("/.jumpgate/verify")
-        .header("host", "jumpgate.internal")
-        .header("x-forwarded-method", method)
-        .header("x-forwarded-host", "app.test")
-        .header("x-forwarded-uri", uri)
-        .header("accept", "application/json");
-    if let Some(c) = b.cookie_header() {
-        req = req.header("cookie", c);
+    let cookie = b.cookie_header();
+    let mut headers = vec![
+        ("x-forwarded-method", method),
+        ("x-forwarded-host", "app.test"),
+        ("x-forwarded-uri", uri),
+        ("accept", "application/json"),
+    ];
+    if let Some(c) = &cookie {
+        headers.push(("cookie", c));
     }
-    let resp = sender
-        .send_request(req.body(Full::new(Bytes::new())).unwrap())
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let _ = resp.into_body().collect().await;
-    (status, headers)
+    support::ask_verify(env.gw.verify, &headers).await
 }
 
 fn sites(echo: &str) -> String {

@@ -384,22 +384,27 @@ impl Sessions {
             step_up_time: 0,
             sid: c.sid,
         };
+        self.store_new(id, site, record).await
+    }
+
+    /// Puts a new session in the stores and makes its `Set-Cookie`, valid until the
+    /// session's end.
+    async fn store_new(
+        &self,
+        id: [u8; 32],
+        site: Arc<str>,
+        record: SessionRecord,
+    ) -> Result<(Arc<Session>, HeaderValue), StoreError> {
+        let ttl = self.ttl_for(record.expires);
+        let left = (record.expires - crate::oidc::now()).max(1) as u64;
         let session = self.build(id, site, record.clone());
         if let Some(shared) = &self.shared {
             shared
-                .put_session(
-                    &redis::hex(&session.key),
-                    &record,
-                    self.ttl_for(record.expires),
-                )
+                .put_session(&redis::hex(&session.key), &record, ttl)
                 .await?;
         }
         self.local.insert(session.key, session.clone());
-        let cookie = cookie::set(
-            cookie::SESSION,
-            &self.key.seal(SESSION_PURPOSE, &id),
-            self.lifetime.as_secs(),
-        );
+        let cookie = cookie::set(cookie::SESSION, &self.key.seal(SESSION_PURPOSE, &id), left);
         Ok((session, cookie))
     }
 
@@ -408,23 +413,11 @@ impl Sessions {
     /// working everywhere; the new one keeps the session's end, identity, tokens and
     /// step-up time. Returns the new session and its `Set-Cookie`.
     pub async fn rotate(&self, old: &Session) -> Result<(Arc<Session>, HeaderValue), StoreError> {
-        let id = random_bytes();
-        let record = old.record();
-        let session = self.build(id, old.site.clone(), record.clone());
-        if let Some(shared) = &self.shared {
-            shared
-                .put_session(
-                    &redis::hex(&session.key),
-                    &record,
-                    self.ttl_for(record.expires),
-                )
-                .await?;
-        }
-        self.local.insert(session.key, session.clone());
+        let new = self
+            .store_new(random_bytes(), old.site.clone(), old.record())
+            .await?;
         self.remove(old).await;
-        let left = (record.expires - crate::oidc::now()).max(1) as u64;
-        let cookie = cookie::set(cookie::SESSION, &self.key.seal(SESSION_PURPOSE, &id), left);
-        Ok((session, cookie))
+        Ok(new)
     }
 
     /// The live session named by the request's cookie for `site`, if any. Tampered, unknown,

@@ -136,6 +136,29 @@ impl Drop for Gateway {
     }
 }
 
+/// Asks a forward-auth listener (`server.verify_listen`) a question, as a front proxy does:
+/// `GET /.jumpgate/verify` with `headers` (the `X-Forwarded-*` description of the request).
+/// Returns the status and headers of the answer.
+pub async fn ask_verify(addr: SocketAddr, headers: &[(&str, &str)]) -> (u16, http::HeaderMap) {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut req = Request::get("/.jumpgate/verify").header("host", "jumpgate.internal");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = sender
+        .send_request(req.body(Full::new(Bytes::new())).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let _ = resp.into_body().collect().await;
+    (status, headers)
+}
+
 /// GET over plain HTTP/1.1 (admin and redirect listeners).
 pub async fn plain_get(addr: SocketAddr, path: &str, host: &str) -> (u16, String) {
     let resp = plain_request(addr, path, host).await;
