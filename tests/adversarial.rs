@@ -11,11 +11,19 @@
 
 mod support;
 
+use support::browser::sets_session;
+use support::env::is_idp_redirect;
+use support::from_echo;
+use support::report;
+use support::unix_now;
+use support::LOGIN;
+use support::SESSION;
+
 use std::io::Read as _;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
@@ -34,58 +42,9 @@ use support::env::{Options, SignInEnv, CLIENT_ID, CLIENT_SECRET};
 use support::jumpcloud::{encode, DirectoryFaults, Sign, Tamper, User};
 use support::{parse_raw, raw_status, site, Client, Echo, Gateway, Reply};
 
-const SESSION: &str = "__Host-jumpgate";
-const LOGIN: &str = "__Host-jumpgate-login";
-
 // ---------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------
-
-/// Options for a test that signs in many times from one address: the per-address sign-in
-/// rate limit (tested elsewhere) is raised out of the way.
-fn many_sign_ins() -> Options {
-    Options {
-        limits: "sign_in_rate = 100000\n".into(),
-        ..Options::default()
-    }
-}
-
-fn report(failures: Vec<String>) {
-    assert!(
-        failures.is_empty(),
-        "{} failure(s):\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-/// Whether a reply came from the echo upstream.
-fn from_echo(r: &Reply) -> bool {
-    r.headers.get("x-upstream").is_some_and(|v| v == "echo")
-}
-
-fn is_idp_redirect(env: &SignInEnv, reply: &Reply) -> bool {
-    reply.status == 302
-        && reply
-            .headers
-            .get("location")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|l| l.starts_with(&format!("{}/oauth2/auth?", env.fake.base_url())))
-}
-
-fn sets_session(reply: &Reply) -> bool {
-    set_cookies(reply).iter().any(|c| {
-        c.strip_prefix(&format!("{SESSION}="))
-            .is_some_and(|rest| !rest.starts_with(';') && !rest.is_empty())
-    })
-}
 
 /// The value a `Set-Cookie` in `reply` gives cookie `name`, when it sets one.
 fn set_value(reply: &Reply, name: &str) -> Option<String> {
@@ -1839,7 +1798,7 @@ fn add_mallory(env: &SignInEnv) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replayed_state_nonce_and_injected_codes_are_refused() {
-    let env = SignInEnv::start_with(many_sign_ins()).await;
+    let env = SignInEnv::start().await;
     let mut failures = Vec::new();
 
     // A nonce from an earlier, completed sign-in in the same browser.
@@ -1930,7 +1889,7 @@ async fn replayed_state_nonce_and_injected_codes_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cookie_planted_before_sign_in_is_never_the_session_after_it() {
-    let env = SignInEnv::start_with(many_sign_ins()).await;
+    let env = SignInEnv::start().await;
     let mallory = add_mallory(&env);
     let mut failures = Vec::new();
     // Values an attacker can know: her own logged-out session, a random well-formed value,
@@ -2005,7 +1964,7 @@ async fn a_cookie_planted_before_sign_in_is_never_the_session_after_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cookies_are_host_only_and_tossed_cookies_neither_break_nor_hijack_a_session() {
-    let env = SignInEnv::start_with(many_sign_ins()).await;
+    let env = SignInEnv::start().await;
     let mallory = add_mallory(&env);
     let mut failures = Vec::new();
     // Every Set-Cookie of a whole sign-in, a page view and a logout.
@@ -2164,7 +2123,7 @@ async fn cookies_are_host_only_and_tossed_cookies_neither_break_nor_hijack_a_ses
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logout_refuses_cross_site_requests_and_keeps_the_session() {
-    let env = SignInEnv::start_with(many_sign_ins()).await;
+    let env = SignInEnv::start().await;
     let mut b = env.browser();
     assert_eq!(b.sign_in("/csrf").await.status, 200);
     let cookie = format!("{SESSION}={}", b.cookie(SESSION).unwrap());
@@ -2284,7 +2243,7 @@ fn jwks_fetches(env: &SignInEnv) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kid_injection_and_key_url_headers_never_choose_the_key() {
-    let env = SignInEnv::start_with(many_sign_ins()).await;
+    let env = SignInEnv::start().await;
     let base = env.fake.base_url();
     let kid = env.fake.current_kid();
     let mut failures = Vec::new();
@@ -2386,7 +2345,7 @@ async fn kid_injection_and_key_url_headers_never_choose_the_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn id_token_time_claims_at_and_beyond_the_allowed_skew() {
-    let env = SignInEnv::start_with(many_sign_ins()).await;
+    let env = SignInEnv::start().await;
     let mut failures = Vec::new();
     let now = unix_now();
     // (case, claim edit, accepted?) — the gateway allows 120 s of skew.
@@ -2466,7 +2425,7 @@ async fn id_token_time_claims_at_and_beyond_the_allowed_skew() {
 /// RFC 7519 §4.1.5: a JWT "MUST NOT be accepted for processing" before its `nbf`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_id_token_not_yet_valid_is_refused() {
-    let env = SignInEnv::start_with(many_sign_ins()).await;
+    let env = SignInEnv::start().await;
     let now = unix_now();
     env.fake
         .tamper_next_id_token(Tamper::claims(move |c| c["nbf"] = (now + 3600).into()));
@@ -2479,7 +2438,7 @@ async fn an_id_token_not_yet_valid_is_refused() {
 /// by a panic in the request task.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exp_at_the_integer_limit_is_refused_without_a_panic() {
-    let env = SignInEnv::start_with(many_sign_ins()).await;
+    let env = SignInEnv::start().await;
     let mut failures = Vec::new();
     for (name, exp) in [
         ("exp i64::MAX", json!(i64::MAX)),
@@ -2554,7 +2513,7 @@ async fn a_parameter_only_segment_cannot_hide_a_rule() {
 /// set a cookie on the parent domain locks every user out of sign-in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_non_ascii_cookie_beside_ours_does_not_hide_the_session() {
-    let env = SignInEnv::start_with(many_sign_ins()).await;
+    let env = SignInEnv::start().await;
     let mut b = env.browser();
     assert_eq!(b.sign_in("/utf8").await.status, 200);
     let real = b.cookie(SESSION).unwrap();
@@ -2588,7 +2547,7 @@ async fn a_non_ascii_cookie_beside_ours_does_not_hide_the_session() {
 /// (RFC 9113 §8.2.3), whether the client spoke HTTP/1.1 or HTTP/2.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateways_cookies_never_reach_the_upstream() {
-    let env = SignInEnv::start_with(many_sign_ins()).await;
+    let env = SignInEnv::start().await;
     let mut b = env.browser();
     assert_eq!(b.sign_in("/cookies").await.status, 200);
     let real = b.cookie(SESSION).unwrap();
@@ -2702,7 +2661,7 @@ fn raw_answer(text: &str) -> Option<u16> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_requests_before_sign_in_never_500_loop_or_forward() {
-    let env = SignInEnv::start_with(many_sign_ins()).await;
+    let env = SignInEnv::start().await;
     let c = env.gw.client();
     let mut failures = Vec::new();
     let big = "a".repeat(64 * 1024);
@@ -2802,7 +2761,7 @@ async fn oversized_requests_before_sign_in_never_500_loop_or_forward() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn huge_and_deeply_nested_id_tokens_fail_the_sign_in_cleanly() {
-    let env = SignInEnv::start_with(many_sign_ins()).await;
+    let env = SignInEnv::start().await;
     let mut failures = Vec::new();
     let cases: Vec<(&str, Tamper, &[u16])> = vec![
         (
@@ -2858,7 +2817,7 @@ async fn huge_and_deeply_nested_id_tokens_fail_the_sign_in_cleanly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deeply_nested_directory_json_fails_closed_and_recovers() {
     let env = SignInEnv::start_with(Options {
-        limits: many_sign_ins().limits,
+        limits: Options::default().limits,
         directory: Some("max_staleness = \"2s\"\n".into()),
         ..Options::default()
     })
@@ -3324,7 +3283,7 @@ fn leaks(where_: &str, text: &str, secrets: &[(String, String)]) -> Vec<String> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_never_reach_logs_error_pages_metrics_or_debug_output() {
     let env = SignInEnv::start_with(Options {
-        limits: many_sign_ins().limits,
+        limits: Options::default().limits,
         directory: Some(String::new()),
         ..Options::default()
     })

@@ -13,6 +13,10 @@
 
 mod support;
 
+use support::env::is_idp_redirect;
+use support::report;
+use support::SESSION;
+
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
@@ -21,26 +25,6 @@ use support::browser::{idp_get, location, Browser};
 use support::env::{Options, SignInEnv};
 use support::jumpcloud::{encode, parse_query};
 use support::Reply;
-
-const SESSION: &str = "__Host-jumpgate";
-
-/// Options for a test that signs in many times from one address: the per-address sign-in
-/// rate limit (tested elsewhere) is raised out of the way.
-fn many_sign_ins() -> Options {
-    Options {
-        limits: "sign_in_rate = 100000\n".into(),
-        ..Options::default()
-    }
-}
-
-fn report(failures: Vec<String>) {
-    assert!(
-        failures.is_empty(),
-        "{} failure(s):\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
-}
 
 // ---------------------------------------------------------------------------------------
 // The payload corpus
@@ -280,15 +264,6 @@ fn the_judge_refuses_what_it_should() {
 // Flows
 // ---------------------------------------------------------------------------------------
 
-fn is_idp_redirect(env: &SignInEnv, reply: &Reply) -> bool {
-    reply.status == 302
-        && reply
-            .headers
-            .get("location")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|l| l.starts_with(&format!("{}/oauth2/auth?", env.fake.base_url())))
-}
-
 /// From a reply that redirected to the provider, completes the sign-in and returns the
 /// callback's `Location` (raw bytes).
 async fn finish(b: &mut Browser, start: &Reply) -> Result<Vec<u8>, String> {
@@ -333,7 +308,7 @@ where
 /// and, where the request line allows, written raw.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rd_on_the_sign_in_entry_points_never_leads_off_site() {
-    let env = SignInEnv::start_with(many_sign_ins()).await;
+    let env = SignInEnv::start().await;
     let corpus = payloads();
     assert!(corpus.len() >= 200, "only {} payloads", corpus.len());
     let mut cases: Vec<(String, String)> = Vec::new();
@@ -388,7 +363,7 @@ async fn rd_on_the_sign_in_entry_points_never_leads_off_site() {
 /// its query, is where the browser is sent back after sign-in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn return_to_from_a_protected_navigation_never_leads_off_site() {
-    let env = SignInEnv::start_with(many_sign_ins()).await;
+    let env = SignInEnv::start().await;
     let mut targets: Vec<(String, String)> = Vec::new();
     for p in payloads() {
         let mut candidates = vec![format!("/next?to={p}"), format!("/{p}")];
@@ -623,7 +598,7 @@ async fn logout_cases(env: &SignInEnv, post_logout: Option<&str>, idp_logout: bo
 async fn logout_never_redirects_to_a_client_chosen_url() {
     let post_logout = "https://app.test/signed-out";
     let env = SignInEnv::start_with(Options {
-        limits: many_sign_ins().limits,
+        limits: Options::default().limits,
         oidc: format!("post_logout_redirect_uri = \"{post_logout}\"\n"),
         ..Options::default()
     })
@@ -635,7 +610,7 @@ async fn logout_never_redirects_to_a_client_chosen_url() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logout_without_provider_logout_is_always_a_local_page() {
     let env = SignInEnv::start_with(Options {
-        limits: many_sign_ins().limits,
+        limits: Options::default().limits,
         oidc: "idp_logout = false\n".into(),
         ..Options::default()
     })

@@ -4,7 +4,14 @@
 
 mod support;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use support::browser::sets_session;
+use support::env::is_idp_redirect;
+use support::report;
+use support::unix_now;
+use support::LOGIN;
+use support::SESSION;
+
+use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -13,40 +20,14 @@ use http::Request;
 use http_body_util::Full;
 use serde_json::{json, Value};
 
-use support::browser::{gateway_path, location, query_param, set_cookies, Browser};
+use support::browser::{gateway_path, location, query_param, Browser};
 use support::env::{Options, SignInEnv, CLIENT_ID};
 use support::jumpcloud::{encode, url_decode, FakeJumpCloud, Sign, Tamper};
 use support::{parse_raw, site, Reply};
 
-const SESSION: &str = "__Host-jumpgate";
-const LOGIN: &str = "__Host-jumpgate-login";
-
 // ---------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-fn is_idp_redirect(env: &SignInEnv, reply: &Reply) -> bool {
-    reply.status == 302
-        && reply
-            .headers
-            .get("location")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|l| l.starts_with(&format!("{}/oauth2/auth?", env.fake.base_url())))
-}
-
-fn sets_session(reply: &Reply) -> bool {
-    set_cookies(reply).iter().any(|c| {
-        c.strip_prefix(&format!("{SESSION}="))
-            .is_some_and(|rest| !rest.starts_with(';') && !rest.is_empty())
-    })
-}
 
 /// A refused callback: 400 "Sign-in expired" or 502 "Sign-in failed", and no session cookie.
 fn check_refused(reply: &Reply, want: u16, ctx: &str) -> Result<(), String> {
@@ -90,15 +71,6 @@ async fn check_no_session(env: &SignInEnv, b: &mut Browser, ctx: &str) -> Result
         ));
     }
     Ok(())
-}
-
-fn report(failures: Vec<String>) {
-    assert!(
-        failures.is_empty(),
-        "{} failure(s):\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
 }
 
 fn jwks_fetches(fake: &FakeJumpCloud) -> usize {

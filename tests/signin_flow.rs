@@ -4,7 +4,12 @@
 
 mod support;
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use support::browser::sets_session;
+use support::env::is_idp_redirect;
+use support::unix_now;
+use support::SESSION;
+
+use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -14,30 +19,11 @@ use serde_json::Value;
 use support::browser::{location, query_param, set_cookies, Browser};
 use support::env::{Custom, Options, SignInEnv, CLIENT_ID};
 use support::jumpcloud::{ClientAuth, EmailVerified, FakeJumpCloud};
-use support::{site, Reply};
-
-const SESSION: &str = "__Host-jumpgate";
+use support::site;
 
 // ---------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-/// Whether `reply` sends the browser to the provider's authorization endpoint.
-fn is_idp_redirect(env: &SignInEnv, reply: &Reply) -> bool {
-    reply.status == 302
-        && reply
-            .headers
-            .get("location")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|l| l.starts_with(&format!("{}/oauth2/auth?", env.fake.base_url())))
-}
 
 /// A protected navigation from `b` is sent to sign in: the browser has no session.
 async fn assert_no_session(env: &SignInEnv, b: &mut Browser, ctx: &str) {
@@ -60,14 +46,6 @@ async fn assert_signed_in(env: &SignInEnv, b: &mut Browser, path: &str, ctx: &st
         Some(env.alice.as_str()),
         "{ctx}"
     );
-}
-
-/// Whether a reply sets a non-empty session cookie.
-fn sets_session(reply: &Reply) -> bool {
-    set_cookies(reply).iter().any(|c| {
-        c.strip_prefix(&format!("{SESSION}="))
-            .is_some_and(|rest| !rest.starts_with(';') && !rest.is_empty())
-    })
 }
 
 async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {

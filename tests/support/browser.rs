@@ -224,3 +224,11 @@ pub fn query_param(url: &str, name: &str) -> Option<String> {
         .find(|(k, _)| k == name)
         .map(|(_, v)| v)
 }
+
+/// Whether a reply sets a non-empty session cookie.
+pub fn sets_session(reply: &Reply) -> bool {
+    set_cookies(reply).iter().any(|c| {
+        c.strip_prefix(&format!("{}=", super::SESSION))
+            .is_some_and(|rest| !rest.starts_with(';') && !rest.is_empty())
+    })
+}

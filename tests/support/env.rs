@@ -227,3 +227,13 @@ impl SignInEnv {
         })
     }
 }
+
+/// Whether `reply` sends the browser to the provider's authorization endpoint.
+pub fn is_idp_redirect(env: &SignInEnv, reply: &super::Reply) -> bool {
+    reply.status == 302
+        && reply
+            .headers
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|l| l.starts_with(&format!("{}/oauth2/auth?", env.fake.base_url())))
+}

@@ -189,6 +189,34 @@ pub struct Client {
     tls: Arc<rustls::ClientConfig>,
 }
 
+/// The gateway's session cookie.
+pub const SESSION: &str = "__Host-jumpgate";
+/// The cookie binding a sign-in in progress to its browser.
+pub const LOGIN: &str = "__Host-jumpgate-login";
+
+/// Seconds since the epoch, as the gateway's clock reads.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Fails the test with every failure a table of cases found, one per line.
+pub fn report(failures: Vec<String>) {
+    assert!(
+        failures.is_empty(),
+        "{} failure(s):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// Whether a reply came from the echo upstream.
+pub fn from_echo(r: &Reply) -> bool {
+    r.headers.get("x-upstream").is_some_and(|v| v == "echo")
+}
+
 /// A collected response.
 #[derive(Debug)]
 pub struct Reply {
