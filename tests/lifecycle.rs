@@ -260,6 +260,39 @@ async fn idle_http2_connections_are_closed_and_busy_ones_are_not() {
     assert_eq!(r.status(), 200);
 }
 
+/// A request body whose chunked framing breaks halfway is the client's fault: it is answered
+/// 400 (or the connection is closed), never 502, and never counted as an upstream error,
+/// which would page whoever watches the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_request_body_is_the_clients_fault_not_the_upstreams() {
+    let echo = Echo::start().await;
+    let gw = Gateway::start(&site("app.test", &echo.url(), "public", &[])).await;
+    for (what, body) in [
+        ("a bad chunk size", "5\r\nhello\r\nzz\r\nmore\r\n0\r\n\r\n"),
+        ("a chunk longer than announced", "3\r\nhello\r\n0\r\n\r\n"),
+    ] {
+        let raw = format!(
+            "POST /upload HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n{body}"
+        );
+        let text = send_oversized(&gw, raw).await;
+        let status = raw_status(&text);
+        assert!(
+            status == Some(400) || status.is_none(),
+            "{what}: want 400 or a closed connection, got {:?}",
+            text.lines().next()
+        );
+    }
+    let (_, metrics) = gw.admin_get("/metrics").await;
+    let errors: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("jumpgate_upstream_errors_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(errors, 0.0, "counted as upstream errors:\n{metrics}");
+    // The upstream itself is fine.
+    assert_eq!(gw.client().get("app.test", "/after").await.status, 200);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_without_tls_is_dropped_after_tls_handshake_timeout() {
     let up = Counting::start().await;

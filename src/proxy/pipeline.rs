@@ -240,10 +240,14 @@ async fn forward(
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let mut response = match upstream.forward(req, route.upstream_response_timeout).await {
         Ok(response) => response,
+        Err(e @ UpstreamError::ClientBody(_)) => {
+            tracing::debug!(site = %site.host, route = %route.label, error = %ErrorChain(&e), "request body from the client failed");
+            return Err(Rejection::BadRequest);
+        }
         Err(e) => {
             let kind = match e {
-                UpstreamError::Connect(_) => UpstreamFailure::Connect,
                 UpstreamError::Timeout(_) => UpstreamFailure::Timeout,
+                _ => UpstreamFailure::Connect,
             };
             tracing::warn!(site = %site.host, route = %route.label, error = %ErrorChain(&e), "upstream request failed");
             shared

@@ -26,6 +26,28 @@ pub enum UpstreamError {
     /// No response headers within the route's timeout.
     #[error("upstream did not answer within {0:?}")]
     Timeout(Duration),
+    /// The client's request body broke while it was being forwarded (malformed chunked
+    /// framing, a connection reset mid-upload): the client's fault, not the upstream's.
+    #[error("request body from the client failed: {0}")]
+    ClientBody(#[source] hyper_util::client::legacy::Error),
+}
+
+/// Whether a client error came from the request body we were streaming upstream: hyper
+/// reports a failed outgoing body as a user error whose cause is the body's own error,
+/// here the server side's `hyper::Error` for the client's connection.
+fn is_client_body(e: &hyper_util::client::legacy::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(h) = s.downcast_ref::<hyper::Error>() {
+            if h.is_user()
+                && std::error::Error::source(h).is_some_and(|c| c.is::<hyper::Error>())
+            {
+                return true;
+            }
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// A site's upstream: its origin and pooled client.
@@ -94,6 +116,7 @@ impl Upstream {
         *req.version_mut() = Version::HTTP_11;
         match tokio::time::timeout(timeout, self.client.request(req)).await {
             Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) if is_client_body(&e) => Err(UpstreamError::ClientBody(e)),
             Ok(Err(e)) => Err(UpstreamError::Connect(e)),
             Err(_) => Err(UpstreamError::Timeout(timeout)),
         }
