@@ -328,23 +328,20 @@ fn benches(r: &mut Runner<'_>, sizes: Sizes) {
     let user = snapshot
         .user(&session0.identity.sub, None)
         .expect("user in snapshot");
-    let groups = (snapshot.version, user.group_names.as_slice());
+    let groups = user.group_names.as_slice();
     let first = fx.signer.assertion(session0, Some(groups), None, now);
     assert!(first.is_some());
     r.run("assertion/cached", || {
         fx.signer
             .assertion(black_box(session0), Some(groups), None, now)
     });
-    let mut version = snapshot.version + 1_000_000;
+    let lists = [vec!["a".to_owned()], vec!["b".to_owned()]];
+    let mut turn = 0;
     r.run("assertion/resign_es256", || {
-        // A new snapshot version every time: the cache never matches.
-        version += 1;
-        fx.signer.assertion(
-            black_box(session0),
-            Some((version, user.group_names.as_slice())),
-            None,
-            now,
-        )
+        // Other groups every time: the cache never matches.
+        turn += 1;
+        fx.signer
+            .assertion(black_box(session0), Some(&lists[turn % 2]), None, now)
     });
     r.run_batched(
         "headers/set_identity",
@@ -417,7 +414,7 @@ fn benches(r: &mut Runner<'_>, sizes: Sizes) {
                 let user = permit.user();
                 let assertion = fx.signer.assertion(
                     session,
-                    user.map(|(s, u)| (s.version, u.group_names.as_slice())),
+                    user.map(|(_, u)| u.group_names.as_slice()),
                     None,
                     now,
                 );

@@ -163,18 +163,20 @@ impl Signer {
         self.jwks.clone()
     }
 
-    /// The assertion for `session`, from its cache unless it expires within a minute or was
-    /// made from another directory snapshot or step-up. `directory` is the snapshot version
-    /// and the user's group names there; without it, groups come from the sign-in token.
-    /// `step_up_time` is set when the request passed a step-up check.
+    /// The assertion for `session`, from its cache unless it expires within a minute or
+    /// states other groups or another step-up. `directory` is the user's group names in the
+    /// directory snapshot; without it, groups come from the sign-in token. `step_up_time` is
+    /// set when the request passed a step-up check.
+    ///
+    /// The cache is keyed on what the assertion says, not on the snapshot it came from: a
+    /// directory sync that changes nothing for a user costs that user no new signature.
     pub fn assertion(
         &self,
         session: &Session,
-        directory: Option<(u64, &[String])>,
+        directory: Option<&[String]>,
         step_up_time: Option<i64>,
         now: i64,
     ) -> Option<HeaderValue> {
-        let version = directory.map_or(0, |(v, _)| v);
         // Step-up routes and ordinary ones alternate in a session; each keeps its own slot.
         let slot = if step_up_time.is_some() {
             &session.assertion_step_up
@@ -182,7 +184,7 @@ impl Signer {
             &session.assertion
         };
         if let Some(cached) = slot.load().as_ref() {
-            if cached.version == version
+            if cached.groups.as_deref() == directory
                 && cached.step_up_time == step_up_time
                 && cached.exp - now > RESIGN_MARGIN
             {
@@ -197,7 +199,7 @@ impl Signer {
             sub: &id.sub,
             email: id.email.as_deref(),
             preferred_username: id.username.as_deref(),
-            groups: directory.map_or(&id.groups[..], |(_, g)| g),
+            groups: directory.unwrap_or(&id.groups[..]),
             iat: now,
             exp,
             auth_time: session.auth_time,
@@ -209,7 +211,7 @@ impl Signer {
         let value = HeaderValue::from_str(&token).ok()?;
         slot.store(Some(std::sync::Arc::new(CachedAssertion {
             exp,
-            version,
+            groups: directory.map(Into::into),
             step_up_time,
             value: value.clone(),
         })));
@@ -244,5 +246,84 @@ pub fn set_headers(
     }
     if let Some(t) = step_up_time {
         headers.insert(names.step_up_time.clone(), HeaderValue::from(t));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oidc::verify::IdClaims;
+
+    #[test]
+    fn the_assertion_cache_follows_what_it_states() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ntls_cert = \"c.pem\"\ntls_key = \"c.key\"\n[[site]]\nhost = \"a.test\"\nupstream = \"http://127.0.0.1:1\"\n[identity]\nsigning_key_file = \"{}\"\n",
+            dir.path().join("assertion.key").display()
+        );
+        let config = crate::config::parse(&text, Path::new("t.toml")).unwrap();
+        let (signer, _) = Signer::load_or_create(&config.identity).unwrap();
+        let sessions = crate::session::Sessions::new(
+            &config.session,
+            crate::session::cookie::CookieKey::from_bytes(&[1; 32]),
+        );
+        let now = crate::oidc::now();
+        let session = sessions.ephemeral(
+            "a.test".into(),
+            IdClaims {
+                sub: "5f0000000000000000000001".into(),
+                exp: now + 3600,
+                iat: now,
+                auth_time: Some(now),
+                email: None,
+                email_verified: None,
+                username: None,
+                name: None,
+                groups: vec!["from-token".into()],
+                sid: None,
+                amr: vec![],
+                acr: None,
+            },
+        );
+        let admins = vec!["Admins".to_owned(), "Staff".to_owned()];
+        let first = signer
+            .assertion(&session, Some(&admins), None, now)
+            .unwrap();
+        // The same groups from a newer snapshot: the same signature.
+        let again = admins.clone();
+        assert_eq!(
+            signer.assertion(&session, Some(&again), None, now),
+            Some(first.clone())
+        );
+        // Other groups, the token's groups, or a step-up: a new one.
+        let staff = vec!["Staff".to_owned()];
+        let other = signer.assertion(&session, Some(&staff), None, now).unwrap();
+        assert_ne!(other, first);
+        let token = signer.assertion(&session, None, None, now).unwrap();
+        assert_ne!(token, other);
+        assert_eq!(
+            signer.assertion(&session, None, None, now),
+            Some(token.clone())
+        );
+        let no_groups: Vec<String> = Vec::new();
+        assert_ne!(
+            signer.assertion(&session, Some(&no_groups), None, now),
+            Some(token),
+            "no directory groups is not the token's groups"
+        );
+        // Step-up routes keep their own slot beside the ordinary one.
+        let stepped = signer
+            .assertion(&session, Some(&staff), Some(now), now)
+            .unwrap();
+        let plain = signer.assertion(&session, Some(&staff), None, now).unwrap();
+        assert_ne!(stepped, plain);
+        assert_eq!(
+            signer.assertion(&session, Some(&staff), Some(now), now),
+            Some(stepped)
+        );
+        assert_eq!(
+            signer.assertion(&session, Some(&staff), None, now),
+            Some(plain)
+        );
     }
 }

@@ -170,7 +170,7 @@ pub fn set_identity(
     let user = permit.user();
     let assertion = auth.signer.assertion(
         session,
-        user.map(|(snapshot, u)| (snapshot.version, u.group_names.as_slice())),
+        user.map(|(_, u)| u.group_names.as_slice()),
         permit.step_up_time(),
         now,
     );

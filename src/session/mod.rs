@@ -65,8 +65,8 @@ struct Tokens {
 pub struct CachedAssertion {
     /// Its `exp`.
     pub exp: i64,
-    /// The directory snapshot version its groups came from (0: none).
-    pub version: u64,
+    /// The directory groups it states; `None` when its groups came from the sign-in token.
+    pub groups: Option<Box<[String]>>,
     /// The step-up time it states, if any.
     pub step_up_time: Option<i64>,
     /// The header value.
