@@ -316,13 +316,15 @@ fn benches(r: &mut Runner<'_>, sizes: Sizes) {
 
     // --- 5. Forwarding headers, the assertion and identity headers.
     let peer = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    // The gateway makes the peer's header value once per connection.
+    let peer_value = HeaderValue::from_str(&peer.to_string()).ok();
     r.run_batched(
         "headers/hop_by_hop_and_forwarded",
         || browser.clone(),
         |h| {
             headers::mark_sensitive(h);
             headers::strip_hop_by_hop(h, false);
-            headers::set_forwarded(h, peer, false, common::HOST);
+            headers::set_forwarded(h, peer, peer_value.as_ref(), false, common::HOST);
         },
     );
     let user = snapshot
@@ -409,7 +411,7 @@ fn benches(r: &mut Runner<'_>, sizes: Sizes) {
                 panic!("typical request refused");
             };
             headers::strip_hop_by_hop(h, false);
-            headers::set_forwarded(h, peer, false, &host);
+            headers::set_forwarded(h, peer, peer_value.as_ref(), false, &host);
             if let Some(session) = permit.session() {
                 let user = permit.user();
                 let assertion = fx.signer.assertion(

@@ -23,19 +23,92 @@ pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-h
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
+static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+static X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
+static X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
 /// Headers that describe one hop and never cross the gateway (RFC 9110 §7.6.1, plus the
-/// legacy `Keep-Alive` and `Proxy-Connection`).
-fn fixed_hop_by_hop() -> [&'static HeaderName; 8] {
-    [
-        &header::CONNECTION,
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::PROXY_AUTHENTICATE,
-        &header::PROXY_AUTHORIZATION,
-        &header::TE,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-    ]
+/// legacy `Keep-Alive` and `Proxy-Connection`), and `Upgrade`, last.
+static HOP_BY_HOP: [&HeaderName; 9] = [
+    &header::CONNECTION,
+    &KEEP_ALIVE,
+    &PROXY_CONNECTION,
+    &header::PROXY_AUTHENTICATE,
+    &header::PROXY_AUTHORIZATION,
+    &header::TE,
+    &header::TRAILER,
+    &header::TRANSFER_ENCODING,
+    &header::UPGRADE,
+];
+const CONNECTION_BIT: u16 = 1;
+const UPGRADE_BIT: u16 = 1 << 8;
+
+/// Forwarding headers a client could use to lie about where a request came from.
+static FORWARDING: [&HeaderName; 9] = [
+    &X_FORWARDED_FOR,
+    &X_FORWARDED_PROTO,
+    &X_FORWARDED_HOST,
+    &X_FORWARDED_PORT,
+    &X_FORWARDED_PREFIX,
+    &X_FORWARDED_URI,
+    &X_FORWARDED_METHOD,
+    &X_REAL_IP,
+    &header::FORWARDED,
+];
+
+/// Where `name` stands in [`HOP_BY_HOP`].
+fn hop_by_hop_index(name: &str) -> Option<u32> {
+    Some(match name {
+        "connection" => 0,
+        "keep-alive" => 1,
+        "proxy-connection" => 2,
+        "proxy-authenticate" => 3,
+        "proxy-authorization" => 4,
+        "te" => 5,
+        "trailer" => 6,
+        "transfer-encoding" => 7,
+        "upgrade" => 8,
+        _ => return None,
+    })
+}
+
+/// Where `name` stands in [`FORWARDING`].
+fn forwarding_index(name: &str) -> Option<u32> {
+    Some(match name {
+        "x-forwarded-for" => 0,
+        "x-forwarded-proto" => 1,
+        "x-forwarded-host" => 2,
+        "x-forwarded-port" => 3,
+        "x-forwarded-prefix" => 4,
+        "x-forwarded-uri" => 5,
+        "x-forwarded-method" => 6,
+        "x-real-ip" => 7,
+        "forwarded" => 8,
+        _ => return None,
+    })
+}
+
+/// Which names of a table are in `headers`, as bits: one pass over the request's headers
+/// (usually a dozen, none of them these) matching names, instead of one hashed probe per
+/// name of the table.
+fn present(headers: &HeaderMap, index: fn(&str) -> Option<u32>) -> u16 {
+    let mut bits = 0;
+    for name in headers.keys() {
+        if let Some(i) = index(name.as_str()) {
+            bits |= 1 << i;
+        }
+    }
+    bits
+}
+
+fn remove_present(headers: &mut HeaderMap, names: &[&HeaderName; 9], bits: u16) {
+    for (i, name) in names.iter().enumerate() {
+        if bits & (1 << i) != 0 {
+            headers.remove(*name);
+        }
+    }
 }
 
 /// Whether a request asks to switch protocols (`Connection: upgrade` plus `Upgrade`).
@@ -59,21 +132,23 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 /// With `keep_upgrade`, `Upgrade` survives and `Connection: upgrade` is set again, so a
 /// WebSocket handshake reaches the upstream intact.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    if let Some(named) = connection_named(headers) {
-        for name in named {
-            if keep_upgrade && name == header::UPGRADE {
-                continue;
+    let mut bits = present(headers, hop_by_hop_index);
+    if bits & CONNECTION_BIT != 0 {
+        if let Some(named) = connection_named(headers) {
+            for name in named {
+                if keep_upgrade && name == header::UPGRADE {
+                    continue;
+                }
+                headers.remove(&name);
             }
-            headers.remove(&name);
         }
     }
-    for name in fixed_hop_by_hop() {
-        headers.remove(name);
+    if keep_upgrade {
+        bits &= !UPGRADE_BIT;
     }
+    remove_present(headers, &HOP_BY_HOP, bits);
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(header::UPGRADE);
     }
 }
 
@@ -136,21 +211,6 @@ pub fn strip_inbound_identity(headers: &mut HeaderMap, extra: &[HeaderName]) {
     }
 }
 
-/// Forwarding headers a client could use to lie about where a request came from.
-fn forwarding_names() -> [HeaderName; 9] {
-    [
-        X_FORWARDED_FOR.clone(),
-        X_FORWARDED_PROTO.clone(),
-        X_FORWARDED_HOST.clone(),
-        HeaderName::from_static("x-forwarded-port"),
-        HeaderName::from_static("x-forwarded-prefix"),
-        HeaderName::from_static("x-forwarded-uri"),
-        HeaderName::from_static("x-forwarded-method"),
-        HeaderName::from_static("x-real-ip"),
-        header::FORWARDED,
-    ]
-}
-
 /// Whether `peer` is one of the configured trusted proxies.
 pub fn is_trusted(peer: IpAddr, trusted: &[IpNet]) -> bool {
     trusted.iter().any(|net| net.contains(&peer))
@@ -182,8 +242,14 @@ pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted: &[IpNet]) -> IpAddr
 
 /// Sets `X-Forwarded-For/-Proto/-Host`. From an untrusted peer every forwarding header the
 /// client sent is dropped first; from a trusted proxy its chain is kept and extended.
-pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, trusted_peer: bool, host: &str) {
-    let peer_value = HeaderValue::from_str(&peer.to_string()).ok();
+/// `peer_value` is the peer's address as a header value, made once per connection.
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    peer: IpAddr,
+    peer_value: Option<&HeaderValue>,
+    trusted_peer: bool,
+    host: &str,
+) {
     if trusted_peer {
         let chain: Option<String> = {
             let parts: Vec<&str> = headers
@@ -193,9 +259,9 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, trusted_peer: bool, 
                 .collect();
             (!parts.is_empty()).then(|| parts.join(", "))
         };
-        let value = match (chain, &peer_value) {
+        let value = match (chain, peer_value) {
             (Some(chain), Some(_)) => HeaderValue::from_str(&format!("{chain}, {peer}")).ok(),
-            (None, v) => v.clone(),
+            (None, v) => v.cloned(),
             (Some(_), None) => None,
         };
         headers.remove(&X_FORWARDED_FOR);
@@ -212,11 +278,10 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, trusted_peer: bool, 
         }
         return;
     }
-    for name in forwarding_names() {
-        headers.remove(name);
-    }
+    let lies = present(headers, forwarding_index);
+    remove_present(headers, &FORWARDING, lies);
     if let Some(v) = peer_value {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
+        headers.insert(X_FORWARDED_FOR.clone(), v.clone());
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("https"));
     if let Ok(v) = HeaderValue::from_str(host) {
@@ -437,7 +502,8 @@ mod tests {
             ("forwarded", "for=1.2.3.4"),
         ]);
         let peer: IpAddr = "10.0.0.9".parse().unwrap();
-        set_forwarded(&mut h, peer, false, "site.example");
+        let v = HeaderValue::from_str(&peer.to_string()).ok();
+        set_forwarded(&mut h, peer, v.as_ref(), false, "site.example");
         assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.9");
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
         assert_eq!(h.get("x-forwarded-host").unwrap(), "site.example");
@@ -454,7 +520,8 @@ mod tests {
             client_ip(&h, peer, &trusted),
             "1.2.3.4".parse::<IpAddr>().unwrap()
         );
-        set_forwarded(&mut h, peer, true, "site.example");
+        let v = HeaderValue::from_str(&peer.to_string()).ok();
+        set_forwarded(&mut h, peer, v.as_ref(), true, "site.example");
         assert_eq!(
             h.get("x-forwarded-for").unwrap(),
             "1.2.3.4, 10.0.0.2, 10.0.0.9"

@@ -230,6 +230,8 @@ pub fn set_headers(
     step_up_time: Option<i64>,
 ) {
     let v = &session.values;
+    // Up to six inserts: make room once rather than let the map grow and rehash mid-way.
+    headers.reserve(6);
     headers.insert(names.user.clone(), v.user.clone());
     if let Some(e) = &v.email {
         headers.insert(names.email.clone(), e.clone());

@@ -199,7 +199,7 @@ pub async fn serve_public(
                 .and_then(canonical::host)
                 .map(|h| h.into_owned());
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            let service = Gateway::new(shared, ConnInfo { peer, sni });
+            let service = Gateway::new(shared, ConnInfo::new(peer, sni));
             let activity = service.activity();
             metrics.open_connections.inc();
             let deadline = limits.header_read_timeout;

@@ -146,9 +146,20 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     /// The TLS server name the client asked for, lower-cased, if any.
     pub sni: Option<String>,
+    /// The peer's address as a header value (for `X-Forwarded-For`), made once.
+    pub peer_value: Option<http::HeaderValue>,
 }
 
 impl ConnInfo {
+    /// What a connection from `peer`, asking for server name `sni`, is known by.
+    pub fn new(peer: SocketAddr, sni: Option<String>) -> ConnInfo {
+        ConnInfo {
+            peer,
+            sni,
+            peer_value: http::HeaderValue::from_str(&peer.ip().to_string()).ok(),
+        }
+    }
+
     /// The peer's IP address.
     pub fn peer_ip(&self) -> IpAddr {
         self.peer.ip()

@@ -42,19 +42,21 @@ pub async fn handle(
         client: headers::client_ip(req.headers(), conn.peer_ip(), &shared.trusted_proxies),
     };
     let request_id = request_id(shared, conn, req.headers());
+    // One header value, cloned (a reference count) into the upstream request and the answer.
+    let request_id_value = HeaderValue::from_str(&request_id).ok();
     let context = crate::audit::RequestContext {
         client_ip: log.client,
         request_id: request_id.clone(),
     };
     let forwarded = crate::audit::REQUEST.scope(
         context,
-        forward(shared, conn, req, &mut log, json, &request_id),
+        forward(shared, conn, req, &mut log, json, request_id_value.as_ref()),
     );
     let mut response = match forwarded.await {
         Ok(response) => response,
         Err(rejection) => respond::rejection(rejection, json),
     };
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
+    if let Some(v) = request_id_value {
         response.headers_mut().insert(X_REQUEST_ID.clone(), v);
     }
     log.status = response.status();
@@ -89,7 +91,7 @@ async fn forward(
     req: Request<Incoming>,
     log: &mut AccessLog,
     json: bool,
-    request_id: &str,
+    request_id: Option<&HeaderValue>,
 ) -> Result<Response<ResponseBody>, Rejection> {
     // 1. Size, then canonical method, host and path: everything after this reads only these.
     if headers::section_size(req.method(), req.uri(), req.headers()) > shared.max_header_bytes {
@@ -200,9 +202,15 @@ async fn forward(
     let trusted = headers::is_trusted(conn.peer_ip(), &shared.trusted_proxies);
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
     headers::strip_gateway_cookies(&mut parts.headers);
-    headers::set_forwarded(&mut parts.headers, conn.peer_ip(), trusted, &host);
-    if let Ok(v) = HeaderValue::from_str(request_id) {
-        parts.headers.insert(X_REQUEST_ID.clone(), v);
+    headers::set_forwarded(
+        &mut parts.headers,
+        conn.peer_ip(),
+        conn.peer_value.as_ref(),
+        trusted,
+        &host,
+    );
+    if let Some(v) = request_id {
+        parts.headers.insert(X_REQUEST_ID.clone(), v.clone());
     }
     if let Some(auth) = &shared.auth {
         auth::set_identity(

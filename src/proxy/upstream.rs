@@ -39,9 +39,7 @@ fn is_client_body(e: &hyper_util::client::legacy::Error) -> bool {
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         if let Some(h) = s.downcast_ref::<hyper::Error>() {
-            if h.is_user()
-                && std::error::Error::source(h).is_some_and(|c| c.is::<hyper::Error>())
-            {
+            if h.is_user() && std::error::Error::source(h).is_some_and(|c| c.is::<hyper::Error>()) {
                 return true;
             }
         }
