@@ -21,7 +21,7 @@ use jumpgate::canonical;
 use jumpgate::directory::Directory;
 use jumpgate::headers;
 use jumpgate::identity::{self, HeaderNames, Signer};
-use jumpgate::metrics::{Metrics, RequestLabel, SiteLabel};
+use jumpgate::metrics::{LabelText, Metrics, RequestLabel, SiteLabel};
 use jumpgate::policy::{self, Decision, Routes};
 use jumpgate::session::cookie::CookieKey;
 use jumpgate::session::{key_of, Session, Sessions};
@@ -367,15 +367,15 @@ fn benches(r: &mut Runner<'_>, sizes: Sizes) {
         metrics
             .requests
             .get_or_create(&RequestLabel {
-                site: site_arc.to_string(),
-                route: route.label.to_string(),
+                site: LabelText(site_arc.clone()),
+                route: LabelText(route.label.clone()),
                 status: 200,
             })
             .inc();
         metrics
             .latency
             .get_or_create(&SiteLabel {
-                site: site_arc.to_string(),
+                site: LabelText(site_arc.clone()),
             })
             .observe(0.000_4);
     });
@@ -435,15 +435,15 @@ fn benches(r: &mut Runner<'_>, sizes: Sizes) {
             metrics
                 .requests
                 .get_or_create(&RequestLabel {
-                    site: site.host.to_string(),
-                    route: route.label.to_string(),
+                    site: LabelText(site.host.clone()),
+                    route: LabelText(route.label.clone()),
                     status: 200,
                 })
                 .inc();
             metrics
                 .latency
                 .get_or_create(&SiteLabel {
-                    site: site.host.to_string(),
+                    site: LabelText(site.host.clone()),
                 })
                 .observe(0.000_4);
             (ok, log_path, reserved, uri)

@@ -2,8 +2,11 @@
 //!
 //! Label values come from the configuration (site host, route path) or from small fixed sets
 //! (status code, error kind), never from request data, so a client cannot grow the series count.
+//! Site and route labels share the configuration's `Arc<str>`s, so counting a request copies
+//! no string.
 
 use std::sync::atomic::AtomicI64;
+use std::sync::Arc;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
@@ -12,13 +15,26 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+/// A label value shared with the configuration (a site host, a route label).
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct LabelText(pub Arc<str>);
+
+impl EncodeLabelValue for LabelText {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelValueEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&&*self.0, encoder)
+    }
+}
+
 /// Labels of a finished request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabel {
     /// Site host, or `-` when no site matched.
-    pub site: String,
+    pub site: LabelText,
     /// Route path, `*` for the site default, `-` when no site matched.
-    pub route: String,
+    pub route: LabelText,
     /// Response status code.
     pub status: u16,
 }
@@ -27,7 +43,7 @@ pub struct RequestLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SiteLabel {
     /// Site host.
-    pub site: String,
+    pub site: LabelText,
 }
 
 /// Kinds of upstream failure.
@@ -43,7 +59,7 @@ pub enum UpstreamFailure {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpstreamErrorLabel {
     /// Site host.
-    pub site: String,
+    pub site: LabelText,
     /// What failed.
     pub kind: UpstreamFailure,
 }

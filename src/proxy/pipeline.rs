@@ -17,7 +17,10 @@ use super::upstream::UpstreamError;
 use super::{auth, endpoints, tunnel, ConnInfo, Shared};
 use crate::canonical;
 use crate::headers;
-use crate::metrics::{RequestLabel, SiteLabel, UpstreamErrorLabel, UpstreamFailure};
+use crate::metrics::{LabelText, RequestLabel, SiteLabel, UpstreamErrorLabel, UpstreamFailure};
+
+/// The site and route of a request that matched none, shared rather than allocated.
+static NONE: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from("-"));
 
 /// The gateway's own path prefix, reserved on every site.
 pub const RESERVED_PREFIX: &str = "/.jumpgate/";
@@ -32,8 +35,8 @@ pub async fn handle(
     headers::mark_sensitive(req.headers_mut());
     let json = respond::wants_json(req.headers());
     let mut log = AccessLog {
-        site: Arc::from("-"),
-        route: Arc::from("-"),
+        site: NONE.clone(),
+        route: NONE.clone(),
         method: req.method().clone(),
         path: String::from("-"),
         status: StatusCode::OK,
@@ -64,8 +67,8 @@ pub async fn handle(
         .metrics
         .requests
         .get_or_create(&RequestLabel {
-            site: log.site.to_string(),
-            route: log.route.to_string(),
+            site: LabelText(log.site.clone()),
+            route: LabelText(log.route.clone()),
             status: log.status.as_u16(),
         })
         .inc();
@@ -73,7 +76,7 @@ pub async fn handle(
         .metrics
         .latency
         .get_or_create(&SiteLabel {
-            site: log.site.to_string(),
+            site: LabelText(log.site.clone()),
         })
         .observe(start.elapsed().as_secs_f64());
     if shared.access_log {
@@ -113,7 +116,9 @@ async fn forward(
         tracing::debug!(error = %e, "refused request path");
         Rejection::BadRequest
     })?;
-    log.path = path.to_string();
+    if shared.access_log {
+        log.path = path.to_string();
+    }
 
     // 2. No identity header from a client survives, on any route.
     headers::strip_inbound_identity(&mut parts.headers, &shared.extra_identity_headers);
@@ -262,7 +267,7 @@ async fn forward(
                 .metrics
                 .upstream_errors
                 .get_or_create(&UpstreamErrorLabel {
-                    site: site.host.to_string(),
+                    site: LabelText(site.host.clone()),
                     kind,
                 })
                 .inc();
