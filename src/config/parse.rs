@@ -17,6 +17,7 @@ use ipnet::IpNet;
 use toml_edit::{ImDocument, Item, TableLike, Value};
 
 mod auth;
+mod redis;
 
 use super::{
     Access, Config, ConfigError, Limits, LogConfig, LogFormat, Problem, RouteConfig, ServerConfig,
