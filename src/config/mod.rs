@@ -191,6 +191,21 @@ pub struct RedisConfig {
     pub grace: Duration,
 }
 
+/// Redis through Sentinel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentinelConfig {
+    /// `session.redis_sentinels`: `redis://` or `rediss://` URLs of the sentinels, in file
+    /// order, all with the same scheme; TLS to the sentinels means TLS to the data nodes.
+    pub sentinels: Vec<String>,
+    /// `session.redis_sentinel_master`: the name the sentinels monitor the master under.
+    pub master: String,
+    /// `session.redis_sentinel_password_file` / `session.redis_sentinel_password_env`: for
+    /// sentinels whose URL carries no password of its own.
+    pub password: Option<SecretSource>,
+    /// `session.redis_database`: the database on the data nodes.
+    pub database: i64,
+}
+
 /// `[session]`.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
