@@ -258,6 +258,10 @@ impl OwnRedis {
                 &self.port.to_string(),
                 "--appendonly",
                 "yes",
+                // The test kills Redis right after a sign-in. With the default "everysec" a
+                // write may wait behind a background fsync and die with the process.
+                "--appendfsync",
+                "always",
                 "--save",
                 "",
             ])
