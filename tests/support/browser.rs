@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 
-use super::{collect, plain_request, Client, Reply};
+use super::{collect, plain_request, Client, Gateway, Reply};
 
 /// A cookie jar for one gateway host plus a TLS client.
 #[derive(Clone)]
@@ -223,4 +223,12 @@ pub fn query_param(url: &str, name: &str) -> Option<String> {
         .into_iter()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v)
+}
+
+/// A browser on gateway `gw` carrying `from`'s cookies: the same browser behind a load
+/// balancer that picked another instance.
+pub fn same_browser_on(gw: &Gateway, from: &Browser) -> Browser {
+    let mut b = Browser::new(gw.client(), &from.host);
+    b.cookies = from.cookies.clone();
+    b
 }

@@ -581,3 +581,4 @@ impl Client {
 pub mod browser;
 pub mod env;
 pub mod jumpcloud;
+pub mod redis;
