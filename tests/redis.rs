@@ -226,8 +226,10 @@ async fn a_redis_outage_keeps_cached_sessions_for_the_grace_period_only() {
         .await,
         "the gateway did not recover after Redis came back"
     );
+    // Commands reconnect at once; the subscription, which /readyz waits for, is retried
+    // with a backoff that has grown to several seconds (up to 12) during the outage.
     assert!(
-        eventually(Duration::from_secs(5), async || env
+        eventually(Duration::from_secs(15), async || env
             .gw
             .admin_get("/readyz")
             .await
