@@ -404,6 +404,39 @@ fn redis_sentinels_check_ok() {
 }
 
 #[test]
+fn unreadable_redis_password_files_are_named() {
+    let dir = dir_with_certs();
+    std::fs::create_dir(dir.path().join("state")).expect("state dir");
+    for key in ["session.key", "assertion.key"] {
+        std::fs::write(dir.path().join("state").join(key), "key").expect("write key");
+    }
+    let file = dir.path().join("gateway.toml");
+    std::fs::write(
+        &file,
+        with_session(
+            "redis_sentinels = [\"redis://10.0.0.1:26379\"]\nredis_sentinel_master = \"mymaster\"\nredis_sentinel_password_file = \"no-such-file\"\nredis_password_file = \"nor-this\"\n",
+        ),
+    )
+    .expect("write config");
+    let run = run_check(&file);
+    assert_eq!(run.code, Some(EXIT_BAD_CONFIG), "stderr:\n{}", run.stderr);
+    assert_problem(
+        &file,
+        &run,
+        Some(20),
+        "session.redis_sentinel_password_file",
+        "no such file",
+    );
+    assert_problem(
+        &file,
+        &run,
+        Some(21),
+        "session.redis_password_file",
+        "no such file",
+    );
+}
+
+#[test]
 fn redis_sentinel_master_without_sentinels() {
     check_one(
         &with_session("redis_sentinel_master = \"mymaster\"\n"),

@@ -58,7 +58,8 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
 }
 
 /// Reports the files a valid config names but the gateway could not open: `server.tls_cert`,
-/// `server.tls_key` and each `site[i].upstream_ca_file`. Opens them without reading.
+/// `server.tls_key`, the secret files, the Redis password files and each
+/// `site[i].upstream_ca_file`. Opens them without reading.
 ///
 /// Kept apart from [`parse`] so parsing stays pure; lines are found by re-parsing
 /// `config.source` when it is still readable.
@@ -117,6 +118,34 @@ pub fn check_files(config: &Config) -> Vec<Problem> {
             vec![KeyStep::Key("directory"), KeyStep::Key("api_key_file")],
             path,
         ));
+    }
+    if let Some(redis) = config
+        .session
+        .redis
+        .as_ref()
+        .filter(|_| config.session.store == super::StoreKind::Redis)
+    {
+        if let Some(super::SecretSource::File(path)) = &redis.password {
+            wanted.push((
+                "session.redis_password_file".to_owned(),
+                vec![KeyStep::Key("session"), KeyStep::Key("redis_password_file")],
+                path,
+            ));
+        }
+        if let super::RedisTarget::Sentinel(super::SentinelConfig {
+            password: Some(super::SecretSource::File(path)),
+            ..
+        }) = &redis.target
+        {
+            wanted.push((
+                "session.redis_sentinel_password_file".to_owned(),
+                vec![
+                    KeyStep::Key("session"),
+                    KeyStep::Key("redis_sentinel_password_file"),
+                ],
+                path,
+            ));
+        }
     }
     for (i, site) in config.sites.iter().enumerate() {
         if let Some(ca) = &site.upstream.ca_file {
