@@ -362,11 +362,8 @@ fn build_auth(
     };
     let shared = match &config.session.redis {
         Some(rc) if config.session.store == config::StoreKind::Redis => {
-            let password = match &rc.password {
-                Some(source) => Some(secret::load(source, "session.redis_password")?),
-                None => None,
-            };
-            Some(session::redis::RedisStore::new(rc, password)?)
+            let passwords = session::redis::Passwords::load(rc)?;
+            Some(session::redis::RedisStore::new(rc, passwords)?)
         }
         _ => None,
     };

@@ -14,9 +14,10 @@ use http::Request;
 use http_body_util::Full;
 use serde_json::{json, Value};
 
-use support::browser::{location, Browser};
+use support::browser::{location, same_browser_on, Browser};
 use support::env::{Options, SignInEnv, CLIENT_ID};
 use support::jumpcloud::{encode, Sign, Tamper};
+use support::redis::{session_keys, shared_url, Prefix};
 use support::{Gateway, Reply};
 
 const PATH: &str = "/.jumpgate/backchannel-logout";
@@ -288,56 +289,11 @@ fn base64_claims(token: &str) -> Option<Vec<u8>> {
 // Several instances sharing sessions through Redis (see tests/redis.rs)
 // ---------------------------------------------------------------------------------------
 
-fn redis_url() -> String {
-    std::env::var("JUMPGATE_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".to_owned())
-}
-
-/// A key prefix of this test's own, removed at the end.
-struct Prefix(String, String);
-
-impl Prefix {
-    fn new(url: &str) -> Prefix {
-        let rand: String = jumpgate::oidc::login::random_token()
-            .chars()
-            .filter(char::is_ascii_alphanumeric)
-            .take(12)
-            .collect();
-        Prefix(format!("jgtest:{rand}:"), url.to_owned())
-    }
-}
-
-impl Drop for Prefix {
-    fn drop(&mut self) {
-        if let Ok(client) = redis::Client::open(self.1.as_str()) {
-            if let Ok(mut c) = client.get_connection_with_timeout(Duration::from_secs(1)) {
-                let keys: Vec<String> = redis::cmd("KEYS")
-                    .arg(format!("{}*", self.0))
-                    .query(&mut c)
-                    .unwrap_or_default();
-                for k in keys {
-                    let _: Result<(), _> = redis::cmd("DEL").arg(k).query(&mut c);
-                }
-            }
-        }
-    }
-}
-
-fn session_keys(url: &str, prefix: &str) -> String {
-    format!("store = \"redis\"\nredis_url = \"{url}\"\nkey_prefix = \"{prefix}\"\nredis_grace = \"2s\"\n")
-}
-
-/// A browser on gateway `gw` carrying `from`'s cookies.
-fn same_browser_on(gw: &Gateway, from: &Browser) -> Browser {
-    let mut b = Browser::new(gw.client(), "app.test");
-    b.cookies = from.cookies.clone();
-    b
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_redis_a_logout_received_by_one_instance_ends_the_session_on_every_instance() {
-    let prefix = Prefix::new(&redis_url());
+    let prefix = Prefix::new(&shared_url());
     let env = SignInEnv::start_with(Options {
-        session: session_keys(&redis_url(), &prefix.0),
+        session: session_keys(&shared_url(), &prefix.0, ""),
         ..Options::default()
     })
     .await;

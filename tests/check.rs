@@ -380,6 +380,108 @@ fn three_problems_reported_at_once() {
     );
 }
 
+/// `[session]` after BASE: line 16 `[session]`, 17 `store`, then `keys` from line 18.
+fn with_session(keys: &str) -> String {
+    format!("{BASE}\n[session]\nstore = \"redis\"\n{keys}")
+}
+
+#[test]
+fn redis_sentinels_check_ok() {
+    let dir = dir_with_certs();
+    // Instances sharing sessions must share these keys; check insists they exist.
+    std::fs::create_dir(dir.path().join("state")).expect("state dir");
+    for key in ["session.key", "assertion.key"] {
+        std::fs::write(dir.path().join("state").join(key), "key").expect("write key");
+    }
+    let file = dir.path().join("gateway.toml");
+    std::fs::write(
+        &file,
+        with_session(
+            "redis_sentinels = [\"rediss://10.0.0.1:26379\", \"rediss://10.0.0.2:26379\"]\nredis_sentinel_master = \"mymaster\"\nredis_sentinel_password_env = \"SENTINEL_PASSWORD\"\nredis_password_env = \"REDIS_PASSWORD\"\nredis_database = 1\n",
+        ),
+    )
+    .expect("write config");
+    let run = run_check(&file);
+    assert_eq!(run.code, Some(0), "stderr:\n{}", run.stderr);
+}
+
+#[test]
+fn unreadable_redis_password_files_are_named() {
+    let dir = dir_with_certs();
+    std::fs::create_dir(dir.path().join("state")).expect("state dir");
+    for key in ["session.key", "assertion.key"] {
+        std::fs::write(dir.path().join("state").join(key), "key").expect("write key");
+    }
+    let file = dir.path().join("gateway.toml");
+    std::fs::write(
+        &file,
+        with_session(
+            "redis_sentinels = [\"redis://10.0.0.1:26379\"]\nredis_sentinel_master = \"mymaster\"\nredis_sentinel_password_file = \"no-such-file\"\nredis_password_file = \"nor-this\"\n",
+        ),
+    )
+    .expect("write config");
+    let run = run_check(&file);
+    assert_eq!(run.code, Some(EXIT_BAD_CONFIG), "stderr:\n{}", run.stderr);
+    assert_problem(
+        &file,
+        &run,
+        Some(20),
+        "session.redis_sentinel_password_file",
+        "no such file",
+    );
+    assert_problem(
+        &file,
+        &run,
+        Some(21),
+        "session.redis_password_file",
+        "no such file",
+    );
+}
+
+#[test]
+fn redis_sentinel_master_without_sentinels() {
+    check_one(
+        &with_session("redis_sentinel_master = \"mymaster\"\n"),
+        Some(18),
+        "session.redis_sentinel_master",
+        "only applies with redis_sentinels",
+    );
+}
+
+#[test]
+fn redis_sentinels_without_a_master() {
+    check_one(
+        &with_session("redis_sentinels = [\"redis://10.0.0.1:26379\"]\n"),
+        Some(16),
+        "session.redis_sentinel_master",
+        "missing; redis_sentinels needs redis_sentinel_master",
+    );
+}
+
+#[test]
+fn redis_url_and_sentinels_together() {
+    check_one(
+        &with_session(
+            "redis_url = \"redis://10.0.0.9:6379/0\"\nredis_sentinels = [\"redis://10.0.0.1:26379\"]\nredis_sentinel_master = \"mymaster\"\n",
+        ),
+        Some(19),
+        "session.redis_sentinels",
+        "set either redis_url (one Redis) or redis_sentinels (Redis through Sentinel), not both",
+    );
+}
+
+#[test]
+fn a_bad_sentinel_url_is_named_by_its_place_in_the_list() {
+    check_one(
+        &with_session(
+            "redis_sentinels = [\n  \"redis://10.0.0.1:26379\",\n  \"10.0.0.2:26379\",\n]\nredis_sentinel_master = \"mymaster\"\n",
+        ),
+        Some(20),
+        "session.redis_sentinels[1]",
+        "is not a Redis URL",
+    );
+}
+
 /// The ready-made Defguard configuration validates (file existence aside: it points at
 /// production paths), and routes as documented.
 #[test]

@@ -7,64 +7,19 @@ mod support;
 
 use support::eventually;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::browser::Browser;
+use support::browser::same_browser_on;
 use support::env::{Options, SignInEnv};
 use support::jumpcloud::ApiKey;
-use support::Gateway;
-
-fn redis_url() -> String {
-    std::env::var("JUMPGATE_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".to_owned())
-}
-
-/// A key prefix of this test's own, removed at the end.
-struct Prefix(String, String);
-
-impl Prefix {
-    fn new(url: &str) -> Prefix {
-        let rand: String = jumpgate::oidc::login::random_token()
-            .chars()
-            .filter(char::is_ascii_alphanumeric)
-            .take(12)
-            .collect();
-        Prefix(format!("jgtest:{rand}:"), url.to_owned())
-    }
-}
-
-impl Drop for Prefix {
-    fn drop(&mut self) {
-        if let Ok(client) = redis::Client::open(self.1.as_str()) {
-            if let Ok(mut c) = client.get_connection_with_timeout(Duration::from_secs(1)) {
-                let keys: Vec<String> = redis::cmd("KEYS")
-                    .arg(format!("{}*", self.0))
-                    .query(&mut c)
-                    .unwrap_or_default();
-                for k in keys {
-                    let _: Result<(), _> = redis::cmd("DEL").arg(k).query(&mut c);
-                }
-            }
-        }
-    }
-}
-
-fn session_keys(url: &str, prefix: &str, extra: &str) -> String {
-    format!("store = \"redis\"\nredis_url = \"{url}\"\nkey_prefix = \"{prefix}\"\nredis_grace = \"2s\"\n{extra}")
-}
-
-/// A browser on gateway `gw` carrying `from`'s cookies.
-fn same_browser_on(gw: &Gateway, from: &Browser) -> Browser {
-    let mut b = Browser::new(gw.client(), "app.test");
-    b.cookies = from.cookies.clone();
-    b
-}
+use support::redis::{session_keys, shared_url, OwnRedis, Prefix};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_works_on_every_instance_and_a_logout_ends_it_everywhere() {
-    let prefix = Prefix::new(&redis_url());
+    let prefix = Prefix::new(&shared_url());
     let env = SignInEnv::start_with(Options {
-        session: session_keys(&redis_url(), &prefix.0, ""),
+        session: session_keys(&shared_url(), &prefix.0, ""),
         ..Options::default()
     })
     .await;
@@ -114,9 +69,9 @@ async fn a_session_works_on_every_instance_and_a_logout_ends_it_everywhere() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operators_revoke_a_user_everywhere_and_suspensions_reach_every_instance() {
-    let prefix = Prefix::new(&redis_url());
+    let prefix = Prefix::new(&shared_url());
     let env = SignInEnv::start_with(Options {
-        session: session_keys(&redis_url(), &prefix.0, ""),
+        session: session_keys(&shared_url(), &prefix.0, ""),
         directory: Some(String::new()),
         ..Options::default()
     })
@@ -226,75 +181,6 @@ async fn operators_revoke_a_user_everywhere_and_suspensions_reach_every_instance
     );
 }
 
-/// A Redis of this test's own, which it can stop and start.
-struct OwnRedis {
-    port: u16,
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-}
-
-impl OwnRedis {
-    fn start() -> OwnRedis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut r = OwnRedis {
-            port,
-            dir: tempfile::tempdir().unwrap(),
-            child: None,
-        };
-        r.up();
-        r
-    }
-
-    fn up(&mut self) {
-        let child = Command::new("redis-server")
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                &self.port.to_string(),
-                "--appendonly",
-                "yes",
-                "--save",
-                "",
-            ])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (tests/run.sh installs it)");
-        self.child = Some(child);
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("redis-server did not start");
-    }
-
-    fn down(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        self.down();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_outage_keeps_cached_sessions_for_the_grace_period_only() {
     let mut redis = OwnRedis::start();
@@ -340,8 +226,10 @@ async fn a_redis_outage_keeps_cached_sessions_for_the_grace_period_only() {
         .await,
         "the gateway did not recover after Redis came back"
     );
+    // Commands reconnect at once; the subscription, which /readyz waits for, is retried
+    // with a backoff that has grown to several seconds (up to 12) during the outage.
     assert!(
-        eventually(Duration::from_secs(5), async || env
+        eventually(Duration::from_secs(15), async || env
             .gw
             .admin_get("/readyz")
             .await

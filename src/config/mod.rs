@@ -177,9 +177,9 @@ pub enum StoreKind {
 /// How to reach Redis, when `session.store = "redis"`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisConfig {
-    /// `session.redis_url`: `redis://` or `rediss://` (TLS), host, port, database.
-    pub url: String,
-    /// `session.redis_password_file` / `session.redis_password_env`.
+    /// Where the Redis that holds the data is.
+    pub target: RedisTarget,
+    /// `session.redis_password_file` / `session.redis_password_env`: the data nodes' password.
     pub password: Option<SecretSource>,
     /// `session.key_prefix`: every key and channel starts with it.
     pub key_prefix: String,
@@ -189,6 +189,32 @@ pub struct RedisConfig {
     /// `session.redis_grace`: how long cached sessions keep working while Redis is
     /// unreachable.
     pub grace: Duration,
+}
+
+/// Where the Redis holding sessions is: exactly one of `redis_url` or `redis_sentinels`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTarget {
+    /// `session.redis_url`: one Redis at a fixed address; `redis://` or `rediss://` (TLS),
+    /// host, port, database.
+    Url(String),
+    /// `session.redis_sentinels` and `session.redis_sentinel_master`: whichever node the
+    /// sentinels currently name master, asked again at every (re)connect.
+    Sentinel(SentinelConfig),
+}
+
+/// Redis through Sentinel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentinelConfig {
+    /// `session.redis_sentinels`: `redis://` or `rediss://` URLs of the sentinels, in file
+    /// order, all with the same scheme; TLS to the sentinels means TLS to the data nodes.
+    pub sentinels: Vec<String>,
+    /// `session.redis_sentinel_master`: the name the sentinels monitor the master under.
+    pub master: String,
+    /// `session.redis_sentinel_password_file` / `session.redis_sentinel_password_env`: for
+    /// sentinels whose URL carries no password of its own.
+    pub password: Option<SecretSource>,
+    /// `session.redis_database`: the database on the data nodes.
+    pub database: i64,
 }
 
 /// `[session]`.

@@ -17,6 +17,7 @@ use ipnet::IpNet;
 use toml_edit::{ImDocument, Item, TableLike, Value};
 
 mod auth;
+mod redis;
 
 use super::{
     Access, Config, ConfigError, Limits, LogConfig, LogFormat, Problem, RouteConfig, ServerConfig,
@@ -57,7 +58,8 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
 }
 
 /// Reports the files a valid config names but the gateway could not open: `server.tls_cert`,
-/// `server.tls_key` and each `site[i].upstream_ca_file`. Opens them without reading.
+/// `server.tls_key`, the secret files, the Redis password files and each
+/// `site[i].upstream_ca_file`. Opens them without reading.
 ///
 /// Kept apart from [`parse`] so parsing stays pure; lines are found by re-parsing
 /// `config.source` when it is still readable.
@@ -88,6 +90,23 @@ pub fn check_files(config: &Config) -> Vec<Problem> {
     }) = &config.directory
     {
         wanted.push(("directory.api_key_file".to_owned(), path));
+    }
+    if let Some(redis) = config
+        .session
+        .redis
+        .as_ref()
+        .filter(|_| config.session.store == super::StoreKind::Redis)
+    {
+        if let Some(super::SecretSource::File(path)) = &redis.password {
+            wanted.push(("session.redis_password_file".to_owned(), path));
+        }
+        if let super::RedisTarget::Sentinel(super::SentinelConfig {
+            password: Some(super::SecretSource::File(path)),
+            ..
+        }) = &redis.target
+        {
+            wanted.push(("session.redis_sentinel_password_file".to_owned(), path));
+        }
     }
     for (i, site) in config.sites.iter().enumerate() {
         if let Some(ca) = &site.upstream.ca_file {
@@ -1722,6 +1741,11 @@ route = [{ path = "/" , access = "protected" }]
             "allow_users",
             "[oidc.step_up]",
             "redis_url",
+            "redis_sentinels",
+            "redis_sentinel_master",
+            "redis_sentinel_password_file",
+            "redis_sentinel_password_env",
+            "redis_database",
             "redis_password_file",
             "redis_password_env",
             "key_prefix",

@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use super::{Config, Limits, LogFormat, RouteConfig, SiteConfig};
+use super::{Config, Limits, LogFormat, RedisTarget, RouteConfig, SiteConfig, StoreKind};
 
 /// Renders `config` for a human: listeners, TLS, proxies and limits, then each site with its
 /// routes.
@@ -54,10 +54,23 @@ pub fn summary(config: &Config) -> String {
         (
             "sessions",
             format!(
-                "memory, lifetime {}, idle {}",
+                "{}, lifetime {}, idle {}",
+                match config.session.store {
+                    StoreKind::Memory => "memory",
+                    StoreKind::Redis => "redis",
+                },
                 dur(config.session.lifetime),
                 dur(config.session.idle_timeout)
             ),
+        ),
+        (
+            "redis",
+            config
+                .session
+                .redis
+                .as_ref()
+                .filter(|_| config.session.store == StoreKind::Redis)
+                .map_or_else(none, |r| redis(&r.target)),
         ),
         ("limits", limits(&s.limits)),
         (
@@ -189,6 +202,26 @@ fn limits(l: &Limits) -> String {
     }
 }
 
+/// Where Redis is, by `host:port` only: URLs may carry passwords.
+fn redis(target: &RedisTarget) -> String {
+    let addr = |url: &str| {
+        redis::IntoConnectionInfo::into_connection_info(url)
+            .map_or_else(|_| "?".to_owned(), |i| i.addr.to_string())
+    };
+    match target {
+        RedisTarget::Url(url) => addr(url),
+        RedisTarget::Sentinel(s) => format!(
+            "master \"{}\" through sentinels {}",
+            s.master,
+            s.sentinels
+                .iter()
+                .map(|u| addr(u))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
 fn dur(d: Duration) -> String {
     humantime::format_duration(d).to_string()
 }
@@ -254,6 +287,36 @@ tunnel_idle_timeout = "150s"
             lines.iter().all(|l| l.len() <= 100 && l.trim_end() == *l),
             "{text}"
         );
+    }
+
+    #[test]
+    fn redis_is_named_without_its_passwords() {
+        let with = |session: &str| {
+            let text = format!("{TEXT}[session]\nstore = \"redis\"\n{session}");
+            match crate::config::parse(&text, Path::new("/etc/jumpgate/gateway.toml")) {
+                Ok(c) => summary(&c),
+                Err(e) => panic!("{e}"),
+            }
+        };
+        let text = with("redis_url = \"rediss://:hunter2@redis.internal:6380/1\"\n");
+        assert!(
+            text.contains("sessions         redis, lifetime 12h, idle 1h"),
+            "{text}"
+        );
+        assert!(
+            text.contains("redis            redis.internal:6380\n"),
+            "{text}"
+        );
+        let text = with("redis_sentinels = [\"redis://:hunter2@10.0.0.1:26379\", \"redis://10.0.0.2:26379\"]\nredis_sentinel_master = \"mymaster\"\n");
+        assert!(
+            text.contains("redis            master \"mymaster\" through sentinels 10.0.0.1:26379, 10.0.0.2:26379\n"),
+            "{text}"
+        );
+        assert!(!text.contains("hunter2"), "{text}");
+        let text = summary(
+            &crate::config::parse(TEXT, Path::new("/g.toml")).unwrap_or_else(|e| panic!("{e}")),
+        );
+        assert!(text.contains("redis            -\n"), "{text}");
     }
 
     #[test]

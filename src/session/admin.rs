@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::redis::{RedisStore, StoreError};
+use super::redis::{Passwords, RedisStore, StoreError};
 use crate::config::{Config, StoreKind};
 
 /// What to do.
@@ -20,7 +20,7 @@ pub enum AdminError {
     /// Sessions are not shared.
     #[error("session.store is not \"redis\": in-memory sessions live inside each gateway process and end with it")]
     NotShared,
-    /// The Redis password could not be read.
+    /// A Redis or sentinel password could not be read.
     #[error(transparent)]
     Secret(#[from] crate::secret::SecretError),
     /// Redis failed.
@@ -34,11 +34,7 @@ pub async fn run(config: &Config, command: Command) -> Result<String, AdminError
         (StoreKind::Redis, Some(rc)) => rc,
         _ => return Err(AdminError::NotShared),
     };
-    let password = match &rc.password {
-        Some(source) => Some(crate::secret::load(source, "session.redis_password")?),
-        None => None,
-    };
-    let store = RedisStore::new(rc, password)?;
+    let store = RedisStore::new(rc, Passwords::load(rc)?)?;
     store.connect().await?;
     let mut out = String::new();
     match command {

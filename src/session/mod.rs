@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod cookie;
 pub mod redis;
+pub mod sentinel;
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};

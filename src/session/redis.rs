@@ -8,6 +8,14 @@
 //! token already used (until it is too old anyway), `l:<state>` a pending sign-in, `dir:lease` / `dir:snapshot` / `dir:version` the directory leader's lease and its
 //! published snapshot; channel `events` carries invalidations and snapshot notices. Session
 //! ids never appear in Redis, only their hashes.
+//!
+//! Redis is either one node at a fixed address (`redis_url`) or the master of a Sentinel group
+//! (`redis_sentinels`). Both go through one step, [`RedisStore::connect`]: resolve the node to
+//! use (trivial for a fixed address; for Sentinel, ask the sentinels and confirm the node's
+//! role), then connect the commands and the subscription to it. With Sentinel the store also
+//! watches for the master moving (the sentinels name another node, the subscription ends, a
+//! command answers `READONLY` or fails to connect) and resolves again, rather than following
+//! the old address to a demoted or dead node.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
@@ -20,8 +28,13 @@ use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use crate::config::RedisConfig;
-use crate::secret::Secret;
+use super::sentinel::{self, Sentinels};
+use crate::config::{RedisConfig, RedisTarget};
+use crate::secret::{Secret, SecretError};
+
+/// How often a Sentinel store asks whether the master is still where it was: about the most
+/// a failover goes unnoticed when nothing else gives it away.
+const SENTINEL_CHECK: Duration = Duration::from_secs(1);
 
 /// Why a Redis operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -124,10 +137,65 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The passwords a store needs, read from their sources at start-up.
+#[derive(Debug, Default)]
+pub struct Passwords {
+    /// The data nodes' (`session.redis_password_*`).
+    pub data: Option<Secret>,
+    /// The sentinels' (`session.redis_sentinel_password_*`), for URLs without their own.
+    pub sentinel: Option<Secret>,
+}
+
+impl Passwords {
+    /// Reads the passwords `config` names.
+    pub fn load(config: &RedisConfig) -> Result<Passwords, SecretError> {
+        let data = match &config.password {
+            Some(source) => Some(crate::secret::load(source, "session.redis_password")?),
+            None => None,
+        };
+        let sentinel = match &config.target {
+            RedisTarget::Sentinel(s) => match &s.password {
+                Some(source) => Some(crate::secret::load(
+                    source,
+                    "session.redis_sentinel_password",
+                )?),
+                None => None,
+            },
+            RedisTarget::Url(_) => None,
+        };
+        Ok(Passwords { data, sentinel })
+    }
+}
+
+/// Where the store connects.
+enum Source {
+    /// `redis_url`: always this node.
+    Fixed(redis::Client),
+    /// `redis_sentinels`: the node the sentinels name master.
+    Sentinel(Sentinels),
+}
+
+/// The node the store is connected to, and the commands' connection to it.
+struct Link {
+    manager: ConnectionManager,
+    client: redis::Client,
+}
+
+impl Link {
+    fn addr(&self) -> &redis::ConnectionAddr {
+        &self.client.get_connection_info().addr
+    }
+}
+
 /// The shared store.
 pub struct RedisStore {
-    client: redis::Client,
-    conn: ArcSwapOption<ConnectionManager>,
+    source: Source,
+    conn: ArcSwapOption<Link>,
+    /// Why the last attempt to find or connect to the master failed (Sentinel only), for
+    /// `/readyz`.
+    problem: ArcSwapOption<String>,
+    /// Woken by a command error that suggests the master moved.
+    recheck: Notify,
     prefix: String,
     /// This instance's id (for the directory lease).
     pub instance: String,
@@ -155,21 +223,32 @@ fn now_ms() -> i64 {
 }
 
 impl RedisStore {
-    /// A store for `config`; nothing is connected until [`RedisStore::run`].
-    pub fn new(
-        config: &RedisConfig,
-        password: Option<Secret>,
-    ) -> Result<Arc<RedisStore>, StoreError> {
-        let mut info = redis::IntoConnectionInfo::into_connection_info(config.url.as_str())
-            .map_err(|e| StoreError::Unavailable(format!("session.redis_url: {e}")))?;
-        if let Some(p) = password {
-            info.redis.password = Some(p.expose().to_owned());
-        }
-        let client =
-            redis::Client::open(info).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    /// A store for `config`; nothing is connected until [`RedisStore::run`] or
+    /// [`RedisStore::connect`].
+    pub fn new(config: &RedisConfig, passwords: Passwords) -> Result<Arc<RedisStore>, StoreError> {
+        let source = match &config.target {
+            RedisTarget::Url(url) => {
+                let mut info = redis::IntoConnectionInfo::into_connection_info(url.as_str())
+                    .map_err(|e| StoreError::Unavailable(format!("session.redis_url: {e}")))?;
+                if let Some(p) = &passwords.data {
+                    info.redis.password = Some(p.expose().to_owned());
+                }
+                Source::Fixed(
+                    redis::Client::open(info)
+                        .map_err(|e| StoreError::Unavailable(e.to_string()))?,
+                )
+            }
+            RedisTarget::Sentinel(s) => Source::Sentinel(
+                Sentinels::new(s, passwords.sentinel.as_ref(), passwords.data.as_ref()).map_err(
+                    |e| StoreError::Unavailable(format!("session.redis_sentinels: {e}")),
+                )?,
+            ),
+        };
         Ok(Arc::new(RedisStore {
-            client,
+            source,
             conn: ArcSwapOption::empty(),
+            problem: ArcSwapOption::empty(),
+            recheck: Notify::new(),
             prefix: config.key_prefix.clone(),
             instance: crate::oidc::login::random_token(),
             last_ok_ms: AtomicI64::new(0),
@@ -187,14 +266,63 @@ impl RedisStore {
         format!("{}events", self.prefix)
     }
 
-    /// Connects once (for commands run from the command line).
+    fn sentinels(&self) -> Option<&Sentinels> {
+        match &self.source {
+            Source::Sentinel(s) => Some(s),
+            Source::Fixed(_) => None,
+        }
+    }
+
+    /// The node to connect to now: the fixed one, or the master the sentinels name and that
+    /// confirms its role. When no sentinel answers, the master already connected to is kept
+    /// as long as it still says it is master, so a sentinel outage alone is no Redis outage.
+    async fn resolve(&self) -> Result<redis::Client, StoreError> {
+        let sentinels = match &self.source {
+            Source::Fixed(client) => return Ok(client.clone()),
+            Source::Sentinel(s) => s,
+        };
+        let e = match sentinels.resolve().await {
+            Ok(client) => return Ok(client),
+            Err(e) => e,
+        };
+        if let (sentinel::ResolveError::NoSentinel(_), Some(link)) = (&e, self.conn.load_full()) {
+            if sentinels.confirm(&link.client).await.is_ok() {
+                tracing::warn!(error = %e, redis.master = %link.addr(), "keeping the redis master connected to");
+                return Ok(link.client.clone());
+            }
+        }
+        self.problem.store(Some(Arc::new(e.to_string())));
+        Err(StoreError::Unavailable(e.to_string()))
+    }
+
+    /// Resolves the node to use and connects to it, unless already connected to that node.
+    /// The command line's `jumpgate sessions` calls it once; [`RedisStore::run`] at every
+    /// (re)connect.
     pub async fn connect(&self) -> Result<(), StoreError> {
+        let client = self.resolve().await?;
+        if let Some(link) = self.conn.load_full() {
+            if *link.addr() == client.get_connection_info().addr {
+                self.problem.store(None);
+                return Ok(());
+            }
+        }
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Duration::from_secs(2))
             .set_response_timeout(Duration::from_secs(2))
             .set_number_of_retries(1);
-        let manager = ConnectionManager::new_with_config(self.client.clone(), config).await?;
-        self.conn.store(Some(Arc::new(manager)));
+        let manager = match ConnectionManager::new_with_config(client.clone(), config).await {
+            Ok(m) => m,
+            Err(e) => {
+                if self.sentinels().is_some() {
+                    let addr = &client.get_connection_info().addr;
+                    self.problem
+                        .store(Some(Arc::new(format!("master at {addr}: {e}"))));
+                }
+                return Err(e.into());
+            }
+        };
+        self.conn.store(Some(Arc::new(Link { manager, client })));
+        self.problem.store(None);
         self.ok();
         Ok(())
     }
@@ -203,20 +331,39 @@ impl RedisStore {
     /// backoff, and hands every event to `on_event`.
     pub async fn run(self: Arc<Self>, on_event: impl Fn(Event) + Send + Sync + 'static) {
         let on_event = Arc::new(on_event);
+        // A failover ends within seconds, and only asking again finds the new master.
+        let max_delay = match self.source {
+            Source::Fixed(_) => Duration::from_secs(10),
+            Source::Sentinel(_) => Duration::from_secs(2),
+        };
         let mut delay = Duration::from_millis(200);
         loop {
-            if self.conn.load().is_none() {
+            // A fixed Redis is connected once (its ConnectionManager reconnects by itself);
+            // with Sentinel every reconnect first asks where the master is now.
+            if self.conn.load().is_none() || self.sentinels().is_some() {
+                let before = self.conn.load_full();
                 match self.connect().await {
-                    Ok(()) => tracing::info!("connected to redis"),
+                    Ok(()) => match (self.conn.load_full(), self.sentinels()) {
+                        (Some(now), Some(s))
+                            if before.as_ref().is_none_or(|b| !Arc::ptr_eq(b, &now)) =>
+                        {
+                            tracing::info!(redis.master = %now.addr(), redis.master_name = %s.master(), "connected to the redis master");
+                        }
+                        (_, None) => tracing::info!("connected to redis"),
+                        _ => {}
+                    },
                     Err(e) => {
                         tracing::warn!(error = %e, retry_in = ?delay, "redis connection failed");
                         tokio::time::sleep(crate::oidc::jitter(delay)).await;
-                        delay = (delay * 2).min(Duration::from_secs(10));
+                        delay = (delay * 2).min(max_delay);
                         continue;
                     }
                 }
             }
-            match self.client.get_async_pubsub().await {
+            let Some(link) = self.conn.load_full() else {
+                continue;
+            };
+            match link.client.get_async_pubsub().await {
                 Ok(mut pubsub) => {
                     if let Err(e) = pubsub.subscribe(self.channel()).await {
                         tracing::warn!(error = %e, "redis subscribe failed");
@@ -227,7 +374,18 @@ impl RedisStore {
                         // every cached session as needing a fresh read.
                         on_event(Event::User(String::new()));
                         let mut stream = pubsub.on_message();
-                        while let Some(msg) = stream.next().await {
+                        // One watch for the whole subscription, so messages do not keep
+                        // putting its next look off.
+                        let moved = self.master_moved(&link);
+                        tokio::pin!(moved);
+                        loop {
+                            let msg = tokio::select! {
+                                msg = stream.next() => msg,
+                                () = &mut moved => None,
+                            };
+                            let Some(msg) = msg else {
+                                break;
+                            };
                             self.ok();
                             if let Some(event) = msg
                                 .get_payload::<String>()
@@ -245,7 +403,45 @@ impl RedisStore {
                 Err(e) => tracing::warn!(error = %e, "redis subscription failed"),
             }
             tokio::time::sleep(crate::oidc::jitter(delay)).await;
-            delay = (delay * 2).min(Duration::from_secs(10));
+            delay = (delay * 2).min(max_delay);
+        }
+    }
+
+    /// Returns once `link`'s node should no longer be used: the sentinels name another
+    /// master, or, after a command error hinted at it, the node no longer says it is master.
+    /// Never returns for a fixed Redis.
+    async fn master_moved(&self, link: &Link) {
+        let Some(sentinels) = self.sentinels() else {
+            return std::future::pending().await;
+        };
+        let current = sentinel::host_port(link.addr());
+        let mut quiet = true;
+        loop {
+            let hinted = tokio::select! {
+                () = tokio::time::sleep(SENTINEL_CHECK) => false,
+                () = self.recheck.notified() => true,
+            };
+            match sentinels.master_addr().await {
+                Ok((host, port)) if current != Some((host.as_str(), port)) => {
+                    tracing::info!(redis.master = %format!("{host}:{port}"), redis.was = %link.addr(), "the sentinels name another redis master");
+                    return;
+                }
+                Ok(_) => {
+                    quiet = true;
+                    if hinted {
+                        if let Err(e) = sentinels.confirm(&link.client).await {
+                            tracing::warn!(error = %e, "the redis master stopped being master");
+                            return;
+                        }
+                    }
+                }
+                // The master in use stays in use; a failover meanwhile shows in its errors.
+                Err(e) if quiet => {
+                    tracing::warn!(error = %e, "cannot ask the redis sentinels where the master is");
+                    quiet = false;
+                }
+                Err(_) => {}
+            }
         }
     }
 
@@ -265,6 +461,11 @@ impl RedisStore {
 
     /// Why `/readyz` should fail, if it should.
     pub fn not_ready_reason(&self) -> Option<String> {
+        if !self.subscribed() {
+            if let Some(problem) = self.problem.load_full() {
+                return Some(format!("redis not connected: {problem}"));
+            }
+        }
         if self.conn.load().is_none() {
             return Some("redis not connected".to_owned());
         }
@@ -275,11 +476,11 @@ impl RedisStore {
     }
 
     async fn conn(&self) -> Result<ConnectionManager, StoreError> {
-        let conn = self
+        let link = self
             .conn
             .load_full()
             .ok_or_else(|| StoreError::Unavailable("not connected".to_owned()))?;
-        Ok((*conn).clone())
+        Ok(link.manager.clone())
     }
 
     async fn track<T>(&self, r: Result<T, redis::RedisError>) -> Result<T, StoreError> {
@@ -288,7 +489,14 @@ impl RedisStore {
                 self.ok();
                 Ok(v)
             }
-            Err(e) => Err(e.into()),
+            Err(e) => {
+                // A demoted master refuses writes; a dead one refuses connections. Either
+                // way the sentinels may already know where the master went.
+                if e.kind() == redis::ErrorKind::ReadOnly || e.is_io_error() {
+                    self.recheck.notify_one();
+                }
+                Err(e.into())
+            }
         }
     }
 

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 
-use super::{collect, plain_request, Client, Reply};
+use super::{collect, plain_request, Client, Gateway, Reply};
 
 /// A cookie jar for one gateway host plus a TLS client.
 #[derive(Clone)]
@@ -231,4 +231,12 @@ pub fn sets_session(reply: &Reply) -> bool {
         c.strip_prefix(&format!("{}=", super::SESSION))
             .is_some_and(|rest| !rest.starts_with(';') && !rest.is_empty())
     })
+}
+
+/// A browser on gateway `gw` carrying `from`'s cookies: the same browser behind a load
+/// balancer that picked another instance.
+pub fn same_browser_on(gw: &Gateway, from: &Browser) -> Browser {
+    let mut b = Browser::new(gw.client(), &from.host);
+    b.cookies = from.cookies.clone();
+    b
 }

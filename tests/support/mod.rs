@@ -638,3 +638,4 @@ impl Client {
 pub mod browser;
 pub mod env;
 pub mod jumpcloud;
+pub mod redis;

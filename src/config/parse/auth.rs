@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use super::{Entry, Reader};
 use crate::config::{
-    Allow, ClientAuth, DirectoryConfig, IdentityConfig, IdentityHeaders, OidcConfig, RedisConfig,
-    SecretSource, SessionConfig, StoreKind,
+    Allow, ClientAuth, DirectoryConfig, IdentityConfig, IdentityHeaders, OidcConfig, SecretSource,
+    SessionConfig, StoreKind,
 };
 
 /// The prefix every gateway endpoint lives under.
@@ -304,68 +304,7 @@ pub(super) fn read_session(r: Option<Reader<'_>>, state_dir: &Path) -> Option<Se
     let max_sessions = default_or(&mut r, "max_sessions", defaults.max_sessions, |e| {
         e.int_in(1..=100_000_000).map(|n| n as u64)
     });
-    let redis_url = r.get("redis_url").map(|e| {
-        let s = e.str("a redis:// or rediss:// URL")?;
-        match redis::IntoConnectionInfo::into_connection_info(s) {
-            Ok(_) if s.starts_with("redis://") || s.starts_with("rediss://") => Some((s.to_owned(), e.line)),
-            _ => {
-                e.report(format!("\"{s}\" is not a Redis URL; expected e.g. \"redis://127.0.0.1:6379/0\" or \"rediss://redis.internal:6380\""));
-                None
-            }
-        }
-    });
-    let password = match (r.get("redis_password_file"), r.get("redis_password_env")) {
-        (None, None) => Some(None),
-        (Some(f), None) => f.path().map(|p| Some(SecretSource::File(p))),
-        (None, Some(e)) => e
-            .str("an environment variable name")
-            .map(|v| Some(SecretSource::Env(v.to_owned()))),
-        (Some(f), Some(_)) => {
-            f.report("set either redis_password_file or redis_password_env, not both");
-            None
-        }
-    };
-    let key_prefix = default_or(&mut r, "key_prefix", "jumpgate:".to_owned(), |e| {
-        let s = e.str("a key prefix such as \"jumpgate:\"")?;
-        if s.is_empty() || s.len() > 64 || s.bytes().any(|b| b <= b' ' || b == 0x7f) {
-            e.report(format!(
-                "\"{s}\" is not a usable key prefix; expected 1 to 64 visible characters"
-            ));
-            return None;
-        }
-        Some(s.to_owned())
-    });
-    let local_cache_ttl = default_or(&mut r, "local_cache_ttl", Duration::from_secs(30), |e| {
-        e.duration(false)
-    });
-    let grace = default_or(&mut r, "redis_grace", Duration::from_secs(30), |e| {
-        e.duration(false)
-    });
-    let redis = match (&store, redis_url) {
-        (Some(StoreKind::Redis), Some(Some((url, _)))) => Some(Some(RedisConfig {
-            url,
-            password: password?,
-            key_prefix: key_prefix?,
-            local_cache_ttl: local_cache_ttl?,
-            grace: grace?,
-        })),
-        (Some(StoreKind::Redis), None) => {
-            let key = r.key_path("redis_url");
-            r.cx.report(
-                r.line,
-                key,
-                "missing; store = \"redis\" needs redis_url, e.g. \"redis://127.0.0.1:6379/0\"",
-            );
-            None
-        }
-        (Some(StoreKind::Memory), Some(Some((_, line)))) => {
-            let key = r.key_path("redis_url");
-            r.cx.report(line, key, "only applies with store = \"redis\"");
-            None
-        }
-        (_, Some(None)) | (None, _) => None,
-        (Some(StoreKind::Memory), None) => Some(None),
-    };
+    let redis = super::redis::read_redis(&mut r, store);
     r.finish();
     Some(SessionConfig {
         store: store?,
