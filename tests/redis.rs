@@ -238,3 +238,81 @@ async fn a_redis_outage_keeps_cached_sessions_for_the_grace_period_only() {
         .await
     );
 }
+
+/// A logout made while Redis was unreachable ends the session at once on the instance that
+/// made it, and is written to Redis as soon as it answers again: Redis coming back with the
+/// old records must not sign anyone back in, on any instance. (Revocations of a user take
+/// the same way.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_during_a_redis_outage_is_not_undone_when_it_returns() {
+    let mut redis = OwnRedis::start();
+    let env = SignInEnv::start_with(Options {
+        session: session_keys(&redis.url(), "jg:", ""),
+        ..Options::default()
+    })
+    .await;
+    let b_gw = env.another_gateway(&[]).await;
+    // Two browsers of alice, both used on both instances.
+    let mut first = env.browser();
+    assert_eq!(first.sign_in("/a").await.status, 200);
+    let mut second = env.browser();
+    assert_eq!(second.sign_in("/a").await.status, 200);
+    let mut first_on_b = same_browser_on(&b_gw, &first);
+    assert_eq!(first_on_b.get("/b").await.status, 200);
+    let ended_cookie = first.cookie(support::SESSION).unwrap();
+
+    redis.down();
+    // Logout on A while Redis is down: this browser is signed out here at once.
+    let out = first
+        .request(
+            "POST",
+            "/.jumpgate/logout",
+            &[("sec-fetch-site", "same-origin")],
+        )
+        .await;
+    assert!(
+        out.status.is_success() || out.status == 302,
+        "{}",
+        out.text()
+    );
+    let mut replay = env.browser();
+    replay.set_cookie(support::SESSION, &ended_cookie);
+    // (No session; with Redis down a new sign-in cannot start either: 503.)
+    assert_eq!(replay.get("/a").await.status, 503, "ended here at once");
+
+    redis.up();
+    // Once Redis answers, the ended session stays ended everywhere, and the other session
+    // of the same user, never ended, works again everywhere.
+    assert!(
+        eventually(Duration::from_secs(15), async || second
+            .get("/a")
+            .await
+            .status
+            == 200)
+        .await,
+        "the gateway did not recover after Redis came back"
+    );
+    let mut replay_on_b = same_browser_on(&b_gw, &replay);
+    assert!(
+        eventually(Duration::from_secs(5), async || replay_on_b
+            .get("/b")
+            .await
+            .status
+            == 302)
+        .await,
+        "a logout made during the outage was undone on B when Redis returned"
+    );
+    for _ in 0..5 {
+        assert_eq!(replay.get("/a").await.status, 302, "undone on A");
+        assert_eq!(replay_on_b.get("/b").await.status, 302, "undone on B");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let keys: Vec<String> = redis
+        .query(redis::cmd("KEYS").arg("jg:s:*"))
+        .unwrap_or_default();
+    assert_eq!(
+        keys.len(),
+        1,
+        "only the session never ended is left: {keys:?}"
+    );
+}

@@ -452,7 +452,13 @@ impl Sessions {
                 return cached;
             }
         }
-        match shared.get_session(&redis::hex(&key)).await {
+        let hash = redis::hex(&key);
+        match shared.get_session(&hash).await {
+            // Ended here while Redis was unreachable; Redis does not know yet.
+            Ok(Some(record)) if shared.is_ending(&hash, &record.sub) => {
+                self.local.invalidate(&key);
+                None
+            }
             Ok(Some(record)) => {
                 let site: Arc<str> = match &cached {
                     Some(c) if *c.site == *record.site => c.site.clone(),
@@ -499,12 +505,9 @@ impl Sessions {
     pub async fn remove(&self, s: &Session) {
         self.local.invalidate(&s.key);
         if let Some(shared) = &self.shared {
-            if let Err(e) = shared
-                .delete_session(&redis::hex(&s.key), &s.identity.sub)
-                .await
-            {
-                tracing::warn!(error = %e, "could not delete the session in redis; it ends here and expires there");
-            }
+            shared
+                .end_session(&redis::hex(&s.key), &s.identity.sub)
+                .await;
         }
     }
 
@@ -515,10 +518,7 @@ impl Sessions {
             .local
             .invalidate_entries_if(move |_, s| s.identity.sub == owned);
         match &self.shared {
-            Some(shared) => shared.revoke_user(sub).await.unwrap_or_else(|e| {
-                tracing::warn!(error = %e, user.sub = %sub, "could not revoke the user's sessions in redis");
-                0
-            }),
+            Some(shared) => shared.end_user(sub).await,
             None => 0,
         }
     }

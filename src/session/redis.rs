@@ -187,6 +187,20 @@ impl Link {
     }
 }
 
+/// An end of sessions that could not be written to Redis yet: kept, and written as soon as
+/// Redis answers again, so a logout or revocation during an outage is not undone when Redis
+/// comes back with the old records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Ending {
+    /// One session (its key hash) of a user.
+    Session { hash: String, sub: String },
+    /// Every session of a user.
+    User(String),
+}
+
+/// How often ends waiting for Redis are tried again.
+const ENDING_RETRY: Duration = Duration::from_millis(500);
+
 /// The shared store.
 pub struct RedisStore {
     source: Source,
@@ -205,6 +219,10 @@ pub struct RedisStore {
     pub config: RedisConfig,
     /// Woken when another instance publishes a directory snapshot.
     pub snapshot_published: Notify,
+    /// Ends not yet written to Redis.
+    endings: std::sync::Mutex<Vec<Ending>>,
+    /// Whether `endings` holds any, so the lookup path need not lock to find out.
+    ending: AtomicBool,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -255,6 +273,8 @@ impl RedisStore {
             pubsub_up: AtomicBool::new(false),
             config: config.clone(),
             snapshot_published: Notify::new(),
+            endings: std::sync::Mutex::new(Vec::new()),
+            ending: AtomicBool::new(false),
         }))
     }
 
@@ -330,6 +350,7 @@ impl RedisStore {
     /// Keeps the command connection and the invalidation subscription up, reconnecting with
     /// backoff, and hands every event to `on_event`.
     pub async fn run(self: Arc<Self>, on_event: impl Fn(Event) + Send + Sync + 'static) {
+        tokio::spawn(self.clone().write_endings());
         let on_event = Arc::new(on_event);
         // A failover ends within seconds, and only asking again finds the new master.
         let max_delay = match self.source {
@@ -575,6 +596,89 @@ impl RedisStore {
         self.track(r).await
     }
 
+    /// Ends one session everywhere; when Redis cannot be reached, remembers the end and
+    /// writes it as soon as Redis answers again.
+    pub async fn end_session(&self, hash: &str, sub: &str) {
+        if let Err(e) = self.delete_session(hash, sub).await {
+            tracing::warn!(error = %e, "could not delete the session in redis; retrying until redis answers");
+            self.defer(Ending::Session {
+                hash: hash.to_owned(),
+                sub: sub.to_owned(),
+            });
+        }
+    }
+
+    /// Ends every session of `sub` everywhere, returning how many there were; when Redis
+    /// cannot be reached, remembers the revocation and writes it as soon as Redis answers.
+    pub async fn end_user(&self, sub: &str) -> usize {
+        match self.revoke_user(sub).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, user.sub = %sub, "could not revoke the user's sessions in redis; retrying until redis answers");
+                self.defer(Ending::User(sub.to_owned()));
+                0
+            }
+        }
+    }
+
+    fn endings(&self) -> std::sync::MutexGuard<'_, Vec<Ending>> {
+        self.endings
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn defer(&self, ending: Ending) {
+        let mut endings = self.endings();
+        if !endings.contains(&ending) {
+            endings.push(ending);
+        }
+        self.ending.store(true, Ordering::Release);
+    }
+
+    /// Whether a session (its key hash, of `sub`) was ended here but Redis does not know
+    /// yet: a record read back from Redis must not bring it back.
+    pub fn is_ending(&self, hash: &str, sub: &str) -> bool {
+        if !self.ending.load(Ordering::Acquire) {
+            return false;
+        }
+        self.endings().iter().any(|e| match e {
+            Ending::Session { hash: h, .. } => h == hash,
+            Ending::User(s) => s == sub,
+        })
+    }
+
+    /// Writes the ends that waited for Redis, as soon as it answers; those that fail again
+    /// wait for the next try.
+    async fn write_endings(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(ENDING_RETRY).await;
+            if !self.ending.load(Ordering::Acquire) || self.conn.load().is_none() {
+                continue;
+            }
+            let waiting: Vec<Ending> = self.endings().clone();
+            let mut written = Vec::new();
+            for ending in &waiting {
+                let done = match ending {
+                    Ending::Session { hash, sub } => self.delete_session(hash, sub).await.is_ok(),
+                    Ending::User(sub) => self.revoke_user(sub).await.is_ok(),
+                };
+                if done {
+                    written.push(ending.clone());
+                }
+            }
+            if !written.is_empty() {
+                let mut endings = self.endings();
+                endings.retain(|e| !written.contains(e));
+                self.ending.store(!endings.is_empty(), Ordering::Release);
+                tracing::info!(
+                    written = written.len(),
+                    waiting = endings.len(),
+                    "logouts and revocations made while redis was unreachable are now written"
+                );
+            }
+        }
+    }
+
     /// Ends one session everywhere.
     pub async fn delete_session(&self, hash: &str, sub: &str) -> Result<(), StoreError> {
         let mut c = self.conn().await?;
@@ -785,6 +889,36 @@ impl RedisStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Ends that cannot reach Redis are remembered, one entry each, and hide exactly the
+    /// sessions they ended.
+    #[tokio::test]
+    async fn ends_that_cannot_reach_redis_wait_and_hide_what_they_ended() {
+        let config = RedisConfig {
+            target: RedisTarget::Url("redis://127.0.0.1:1/0".into()),
+            password: None,
+            key_prefix: "t:".into(),
+            local_cache_ttl: Duration::from_secs(1),
+            grace: Duration::from_secs(1),
+        };
+        let store = RedisStore::new(
+            &config,
+            Passwords {
+                data: None,
+                sentinel: None,
+            },
+        )
+        .unwrap();
+        assert!(!store.is_ending("aa", "alice"));
+        store.end_session("aa", "alice").await;
+        store.end_session("aa", "alice").await;
+        assert!(store.is_ending("aa", "alice"));
+        assert!(!store.is_ending("bb", "alice"), "another session of alice");
+        assert_eq!(store.end_user("bob").await, 0);
+        assert!(store.is_ending("cc", "bob"), "every session of bob");
+        assert!(!store.is_ending("cc", "carol"));
+        assert_eq!(store.endings().len(), 2, "one entry per end");
+    }
 
     #[test]
     fn events() {
