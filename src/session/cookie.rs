@@ -149,12 +149,8 @@ impl CookieKey {
         if URL_SAFE_NO_PAD.decode_slice(tag_b64, &mut tag).ok()? != 32 {
             return None;
         }
-        let mut ctx = Vec::with_capacity(purpose.len() + 33);
-        ctx.extend_from_slice(purpose.as_bytes());
-        ctx.push(0);
-        ctx.extend_from_slice(&id);
-        hmac::verify(&self.0, &ctx, &tag).ok()?;
-        Some(id)
+        let expected = self.tag(purpose, &id);
+        bool::from(subtle::ConstantTimeEq::ct_eq(expected.as_ref(), &tag[..])).then_some(id)
     }
 }
 
