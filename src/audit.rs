@@ -176,7 +176,7 @@ pub fn current() -> Option<RequestContext> {
 }
 
 /// Fixed-window rate limiting per client IP, for the endpoints a flood would make expensive
-/// (sign-in starts, callbacks, forward-auth).
+/// (sign-in starts and callbacks).
 #[derive(Debug)]
 pub struct RateLimiter {
     per_minute: u32,

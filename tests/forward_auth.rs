@@ -318,3 +318,51 @@ http {{
     assert_eq!(b.get("/reports").await.status, 302);
     drop(echo);
 }
+
+/// A front proxy asks about every request a user makes (a single-page app makes dozens a
+/// minute), so forward-auth answers are not held to the sign-in rate limit, on the verify
+/// listener or on a site's `/.jumpgate/verify`; sign-in starts still are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_auth_is_not_held_to_the_sign_in_rate() {
+    let echo = support::Echo::start().await;
+    let url = echo.url();
+    std::mem::forget(echo);
+    let env = SignInEnv::start_with(Options {
+        sites: Some(site("app.test", &url, "protected", &[])),
+        server: "trusted_proxies = [\"127.0.0.1/32\"]".into(),
+        limits: "sign_in_rate = 5".into(),
+        ..Options::default()
+    })
+    .await;
+    let mut b = env.browser();
+    assert_eq!(b.sign_in("/x").await.status, 200);
+    for i in 0..30 {
+        let (status, _) = verify(&env, &b, "GET", &format!("/page/{i}")).await;
+        assert_eq!(status, 200, "call {i} on the verify listener");
+        let r = b
+            .request(
+                "GET",
+                "/.jumpgate/verify",
+                &[
+                    ("x-forwarded-method", "GET"),
+                    ("x-forwarded-host", "app.test"),
+                    ("x-forwarded-uri", "/page"),
+                ],
+            )
+            .await;
+        assert_eq!(r.status, 200, "call {i} on the public listener");
+    }
+    // Sign-in starts are limited as before.
+    let mut anonymous = env.browser();
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        statuses.push(
+            anonymous
+                .get("/.jumpgate/sign-in?rd=/")
+                .await
+                .status
+                .as_u16(),
+        );
+    }
+    assert!(statuses.contains(&429), "{statuses:?}");
+}

@@ -334,12 +334,11 @@ fn request_id(shared: &Shared, conn: &ConnInfo, headers: &http::HeaderMap) -> Ar
     Arc::from(shared.request_ids.next())
 }
 
-/// Endpoints a flood would make expensive: sign-in starts, callbacks, forward-auth.
+/// Endpoints a flood would make expensive: sign-in starts and callbacks (each costs the
+/// provider a round trip). Forward-auth is not one: a front proxy asks about every request
+/// a user makes, and an answer costs no more than a proxied request.
 fn is_rate_limited_endpoint(path: &str, shared: &Shared) -> bool {
-    if matches!(
-        path,
-        "/.jumpgate/sign-in" | "/.jumpgate/step-up" | super::verify::VERIFY_PATH
-    ) {
+    if matches!(path, "/.jumpgate/sign-in" | "/.jumpgate/step-up") {
         return true;
     }
     shared.auth.as_ref().is_some_and(|a| {
