@@ -137,7 +137,11 @@ fn fixture(sizes: Sizes) -> Fixture {
         }
     }
     let directory = Directory::new(Duration::from_secs(3600), routes.group_refs().to_vec());
-    directory.publish(&common::raw_directory(sizes.users, sizes.groups, 5));
+    directory.publish(Arc::new(common::raw_directory(
+        sizes.users,
+        sizes.groups,
+        5,
+    )));
     let state = tempfile::tempdir().expect("temporary directory");
     let mut identity_config = config.identity.clone();
     identity_config.signing_key_file = state.path().join("assertion.key");

@@ -160,11 +160,12 @@ impl Directory {
         }
     }
 
-    /// Builds a snapshot from `raw` and puts it in service.
-    pub fn publish(&self, raw: &RawDirectory) -> Arc<Snapshot> {
+    /// Builds a snapshot from `raw` and puts it in service. `raw` is kept (shared, not
+    /// copied) to rebuild the snapshot when a reload changes the group references.
+    pub fn publish(&self, raw: Arc<RawDirectory>) -> Arc<Snapshot> {
         let version = self.version.fetch_add(1, Ordering::Relaxed) + 1;
-        let snapshot = Arc::new(Snapshot::build(raw, &self.group_refs.load(), version));
-        self.raw.store(Some(Arc::new(raw.clone())));
+        let snapshot = Arc::new(Snapshot::build(&raw, &self.group_refs.load(), version));
+        self.raw.store(Some(raw));
         for missing in &snapshot.missing {
             tracing::warn!(group = %missing, "a group named in the configuration does not exist in the directory; it allows no one");
         }
@@ -180,7 +181,7 @@ impl Directory {
         }
         self.group_refs.store(Arc::new(group_refs));
         if let Some(raw) = self.raw.load_full() {
-            self.publish(&raw);
+            self.publish(raw);
         }
     }
 
@@ -241,7 +242,7 @@ impl Syncer {
     pub fn load_cache_into(&self, directory: &Directory) {
         match load_cache(&self.config.cache_file) {
             Ok(Some(raw)) => {
-                let s = directory.publish(&raw);
+                let s = directory.publish(Arc::new(raw));
                 tracing::info!(
                     users = s.user_count(),
                     groups = s.group_count(),
@@ -255,10 +256,11 @@ impl Syncer {
     }
 
     /// One sync: read, publish, persist. On failure the snapshot in service stays.
-    pub async fn sync_once(&self, directory: &Directory) -> Result<RawDirectory, SyncError> {
+    pub async fn sync_once(&self, directory: &Directory) -> Result<Arc<RawDirectory>, SyncError> {
         let started = Instant::now();
         let (raw, fetched) = self.read().await?;
-        let snapshot = directory.publish(&raw);
+        let raw = Arc::new(raw);
+        let snapshot = directory.publish(raw.clone());
         let m = &self.metrics;
         m.directory_last_success.set(raw.taken_at);
         m.directory_sync_duration_ms
@@ -300,7 +302,7 @@ impl Syncer {
                         match self.sync_once(&directory).await {
                             Ok(raw) => {
                                 let version = crate::oidc::now_ms();
-                                match serde_json::to_vec(&raw) {
+                                match serde_json::to_vec(&*raw) {
                                     Ok(json) => {
                                         match store.publish_snapshot(version, &json).await {
                                             Ok(()) => loaded_version = version,
@@ -327,7 +329,8 @@ impl Syncer {
                         Ok(Some((version, json))) => {
                             match serde_json::from_slice::<RawDirectory>(&json) {
                                 Ok(raw) => {
-                                    let s = directory.publish(&raw);
+                                    let raw = Arc::new(raw);
+                                    let s = directory.publish(raw.clone());
                                     self.metrics.directory_last_success.set(raw.taken_at);
                                     self.metrics.directory_users.set(s.user_count() as i64);
                                     loaded_version = version;
@@ -420,7 +423,7 @@ mod tests {
     fn freshness() {
         let d = Directory::new(Duration::from_secs(60), vec![]);
         assert_eq!(d.fresh(100).err(), Some(Unavailable::NeverSynced));
-        d.publish(&raw());
+        d.publish(Arc::new(raw()));
         assert!(d.fresh(150).is_ok());
         assert_eq!(d.fresh(161).err(), Some(Unavailable::Stale));
     }

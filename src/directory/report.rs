@@ -66,9 +66,10 @@ pub async fn sync_report(config: &Config, write: bool) -> Result<String, ReportE
         metrics: Arc::new(Metrics::new()),
     };
     let (raw, fetched) = syncer.read().await?;
-    let fresh = Directory::new(Duration::MAX, refs.clone()).publish(&raw);
+    let raw = Arc::new(raw);
+    let fresh = Directory::new(Duration::MAX, refs.clone()).publish(raw.clone());
     let cached = match load_cache(&dc.cache_file) {
-        Ok(Some(old)) => Some(Directory::new(Duration::MAX, refs).publish(&old)),
+        Ok(Some(old)) => Some(Directory::new(Duration::MAX, refs).publish(Arc::new(old))),
         Ok(None) => None,
         Err(e) => {
             tracing::warn!(error = %e, "cached snapshot unreadable; comparing with nothing");
