@@ -193,6 +193,11 @@ impl RateLimiter {
         Self::with_window(per_minute, std::time::Duration::from_secs(60))
     }
 
+    /// The requests it allows per IP per window.
+    pub fn per_minute(&self) -> u32 {
+        self.per_minute
+    }
+
     /// A limiter allowing `limit` requests per IP per `window`.
     pub fn with_window(limit: u32, window: std::time::Duration) -> RateLimiter {
         RateLimiter {

@@ -117,3 +117,43 @@ async fn reload_under_load_switches_routes_atomically_and_refuses_a_broken_file(
         "requests failed during reloads"
     );
 }
+
+/// A reload keeps the sign-in rate limit's counts when the limit itself is unchanged: an
+/// operator's reload must not hand a client that is being held back a fresh allowance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_the_sign_in_rate_counts() {
+    let env = support::env::SignInEnv::start_with(support::env::Options {
+        limits: "sign_in_rate = 3".into(),
+        ..support::env::Options::default()
+    })
+    .await;
+    let mut b = env.browser();
+    for _ in 0..3 {
+        assert_eq!(b.get("/.jumpgate/sign-in?rd=/").await.status, 302);
+    }
+    assert_eq!(b.get("/.jumpgate/sign-in?rd=/").await.status, 429);
+    let c = env.gw.client();
+    let text = std::fs::read_to_string(&env.gw.config_path).unwrap();
+    std::fs::write(
+        &env.gw.config_path,
+        text.replace(
+            "access = \"public\"\n",
+            "access = \"public\"\n  [[site.route]]\n  path = \"/new\"\n  access = \"deny\"\n",
+        ),
+    )
+    .unwrap();
+    assert!(
+        eventually(Duration::from_secs(6), async || c
+            .get("app.test", "/new/x")
+            .await
+            .status
+            == 403)
+        .await,
+        "the reload never took effect"
+    );
+    assert_eq!(
+        b.get("/.jumpgate/sign-in?rd=/").await.status,
+        429,
+        "the reload reset the counts"
+    );
+}

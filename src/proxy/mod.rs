@@ -63,7 +63,7 @@ pub struct Shared {
     /// Bearer token issuers, when `[[api_token]]` is configured.
     pub api_tokens: Option<Arc<crate::oidc::api_token::ApiTokens>>,
     /// Rate limits on sign-in, callback and forward-auth.
-    pub rate_limit: crate::audit::RateLimiter,
+    pub rate_limit: Arc<crate::audit::RateLimiter>,
     /// Metrics registry.
     pub metrics: Arc<Metrics>,
     /// Whether to write access-log lines.
@@ -109,7 +109,9 @@ impl Shared {
             audit: None,
             api_tokens: None,
             request_ids: crate::audit::RequestIds::default(),
-            rate_limit: crate::audit::RateLimiter::new(config.server.limits.sign_in_rate),
+            rate_limit: Arc::new(crate::audit::RateLimiter::new(
+                config.server.limits.sign_in_rate,
+            )),
             metrics,
             access_log: config.log.access,
             max_header_bytes: config.server.limits.max_header_bytes,
@@ -135,6 +137,10 @@ impl Shared {
         next.directory = self.directory.clone();
         next.audit = self.audit.clone();
         next.api_tokens = self.api_tokens.clone();
+        // A reload must not hand every client a fresh allowance.
+        if self.rate_limit.per_minute() == config.server.limits.sign_in_rate {
+            next.rate_limit = self.rate_limit.clone();
+        }
         Ok(next)
     }
 }
