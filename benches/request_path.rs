@@ -205,6 +205,15 @@ fn benches(r: &mut Runner<'_>, sizes: Sizes) {
         |h| headers::strip_inbound_identity(h, &fx.extra_identity),
     );
     r.run_batched("headers/clone_only", || (), |_| browser.clone());
+    let target: http::Uri = TYPICAL_PATH.parse().expect("a path");
+    r.run("headers/section_size", || {
+        headers::section_size(&Method::GET, black_box(&target), black_box(&browser))
+    });
+    r.run_batched(
+        "headers/strip_gateway_cookies",
+        || browser.clone(),
+        headers::strip_gateway_cookies,
+    );
 
     // --- 3. Site and route: 500 routes.
     let config = common::config();
@@ -394,7 +403,8 @@ fn benches(r: &mut Runner<'_>, sizes: Sizes) {
         |h| {
             headers::mark_sensitive(h);
             let _client = headers::client_ip(h, peer, &[]);
-            let ok = canonical::method_ok("GET");
+            let _size = headers::section_size(&Method::GET, &target, h);
+            let ok = canonical::method_ok("GET") && !canonical::method_echoes("GET");
             let host = h
                 .get(http::header::HOST)
                 .and_then(|v| v.to_str().ok())
@@ -415,6 +425,7 @@ fn benches(r: &mut Runner<'_>, sizes: Sizes) {
                 panic!("typical request refused");
             };
             headers::strip_hop_by_hop(h, false);
+            headers::strip_gateway_cookies(h);
             headers::set_forwarded(h, peer, peer_value.as_ref(), false, &host);
             if let Some(session) = permit.session() {
                 let user = permit.user();

@@ -293,13 +293,16 @@ pub fn set_forwarded(
 const GATEWAY_COOKIE_PREFIX: &[u8] = b"__host-jumpgate";
 
 fn is_gateway_cookie(pair: &[u8]) -> bool {
-    let name = pair
-        .split(|&b| b == b'=')
-        .next()
-        .unwrap_or(pair)
-        .trim_ascii();
-    name.len() >= GATEWAY_COOKIE_PREFIX.len()
-        && name[..GATEWAY_COOKIE_PREFIX.len()].eq_ignore_ascii_case(GATEWAY_COOKIE_PREFIX)
+    pair.len() >= GATEWAY_COOKIE_PREFIX.len()
+        && pair[..GATEWAY_COOKIE_PREFIX.len()].eq_ignore_ascii_case(GATEWAY_COOKIE_PREFIX)
+}
+
+/// The `;`-separated pairs of a `Cookie` value, trimmed, empty ones skipped.
+fn cookie_pairs(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b';')
+        .map(<[u8]>::trim_ascii)
+        .filter(|p| !p.is_empty())
 }
 
 /// Removes the gateway's own cookies from a request going upstream, and joins what is left
@@ -310,38 +313,32 @@ fn is_gateway_cookie(pair: &[u8]) -> bool {
 /// `cookie` field per cookie, which RFC 9113 §8.2.3 requires joined with `"; "` before they
 /// reach an HTTP/1.1 hop. Names are compared without case, as some servers read them.
 pub fn strip_gateway_cookies(headers: &mut HeaderMap) {
-    let mut values = headers.get_all(header::COOKIE).iter();
-    let Some(first) = values.next() else {
+    let mut fields = headers.get_all(header::COOKIE).iter();
+    let Some(first) = fields.next() else {
         return;
     };
-    let single = values.next().is_none();
-    if single
-        && !first
-            .as_bytes()
-            .split(|&b| b == b';')
-            .any(is_gateway_cookie)
-    {
+    if fields.next().is_none() && !cookie_pairs(first.as_bytes()).any(is_gateway_cookie) {
         return;
     }
     let mut joined: Vec<u8> = Vec::new();
-    for value in headers.get_all(header::COOKIE) {
-        for pair in value.as_bytes().split(|&b| b == b';') {
-            let pair = pair.trim_ascii();
-            if pair.is_empty() || is_gateway_cookie(pair) {
-                continue;
-            }
-            if !joined.is_empty() {
-                joined.extend_from_slice(b"; ");
-            }
-            joined.extend_from_slice(pair);
+    for pair in headers
+        .get_all(header::COOKIE)
+        .iter()
+        .flat_map(|v| cookie_pairs(v.as_bytes()))
+        .filter(|p| !is_gateway_cookie(p))
+    {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
         }
+        joined.extend_from_slice(pair);
     }
     headers.remove(header::COOKIE);
-    if let Ok(mut v) = HeaderValue::from_bytes(&joined) {
-        if !joined.is_empty() {
-            v.set_sensitive(true);
-            headers.insert(header::COOKIE, v);
-        }
+    if joined.is_empty() {
+        return;
+    }
+    if let Ok(mut v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(joined)) {
+        v.set_sensitive(true);
+        headers.insert(header::COOKIE, v);
     }
 }
 
