@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::jumpcloud::{JumpCloud, SyncError};
+use super::snapshot::Reference;
 use crate::config::{Config, Problem};
 use crate::metrics::Metrics;
 
@@ -111,27 +112,43 @@ pub async fn groups(config: &Config) -> Findings {
         }
         Err(e) => return unchecked(format!("the directory API could not be read: {e}")),
     };
+    // The references resolve exactly as they will in service: through a snapshot of the
+    // groups just read (their members are not needed to know what a reference finds).
+    let raw = super::RawDirectory {
+        taken_at: crate::oidc::now(),
+        users: Vec::new(),
+        groups: groups
+            .into_iter()
+            .map(|(id, name)| super::snapshot::RawGroup {
+                id,
+                name,
+                members: Vec::new(),
+            })
+            .collect(),
+        app_groups: bound,
+    };
+    let refs: Vec<String> = lists
+        .iter()
+        .flat_map(|(_, refs)| refs.iter().cloned())
+        .collect();
+    let snapshot = super::Snapshot::build(&raw, &refs, 0);
+    let app = dc.application_id.as_deref().unwrap_or_default();
     let mut found = Vec::new();
-    for (key, refs) in lists {
-        for r in refs {
-            let named: Vec<&str> = groups
-                .iter()
-                .filter(|(id, name)| id == r || name == r)
-                .map(|(id, _)| id.as_str())
-                .collect();
-            if named.is_empty() {
-                found.push((
+    let mut r = 0;
+    for (key, names) in lists {
+        for name in names {
+            match snapshot.reference(r) {
+                Reference::Found => {}
+                Reference::Missing => found.push((
                     key.clone(),
-                    format!("warning: group {r:?} does not exist in the directory (names are case-sensitive), so it admits no one"),
-                ));
-            } else if let (Some(bound), Some(app)) = (&bound, dc.application_id.as_deref()) {
-                if !named.iter().any(|id| bound.iter().any(|b| b == id)) {
-                    found.push((
-                        key.clone(),
-                        format!("warning: group {r:?} is not bound to application {app:?} in JumpCloud, so its members are refused"),
-                    ));
-                }
+                    format!("warning: group {name:?} does not exist in the directory (names are case-sensitive), so it admits no one"),
+                )),
+                Reference::Unbound => found.push((
+                    key.clone(),
+                    format!("warning: group {name:?} is not bound to application {app:?} in JumpCloud, so its members are refused"),
+                )),
             }
+            r += 1;
         }
     }
     Findings {

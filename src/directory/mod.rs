@@ -164,10 +164,19 @@ impl Directory {
     /// copied) to rebuild the snapshot when a reload changes the group references.
     pub fn publish(&self, raw: Arc<RawDirectory>) -> Arc<Snapshot> {
         let version = self.version.fetch_add(1, Ordering::Relaxed) + 1;
-        let snapshot = Arc::new(Snapshot::build(&raw, &self.group_refs.load(), version));
+        let refs = self.group_refs.load();
+        let snapshot = Arc::new(Snapshot::build(&raw, &refs, version));
         self.raw.store(Some(raw));
-        for missing in &snapshot.missing {
-            tracing::warn!(group = %missing, "a group named in the configuration does not exist in the directory; it allows no one");
+        for (r, group) in refs.iter().enumerate() {
+            match snapshot.reference(r) {
+                snapshot::Reference::Found => {}
+                snapshot::Reference::Missing => {
+                    tracing::warn!(group = %group, "a group named in the configuration does not exist in the directory; it allows no one")
+                }
+                snapshot::Reference::Unbound => {
+                    tracing::warn!(group = %group, "a group named in the configuration is not bound to the application; it allows no one")
+                }
+            }
         }
         self.current.store(Some(snapshot.clone()));
         snapshot

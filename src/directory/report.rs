@@ -6,6 +6,7 @@ use std::fmt::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::snapshot::Reference;
 use super::{load_cache, store_cache, Directory, Snapshot, Syncer};
 use crate::config::{Access, Config};
 use crate::metrics::Metrics;
@@ -96,11 +97,22 @@ pub async fn sync_report(config: &Config, write: bool) -> Result<String, ReportE
     let _ = writeln!(out, "  active          {active}");
     let _ = writeln!(out, "groups            {}", fresh.group_count());
     let _ = writeln!(out, "memberships       {}", fresh.membership_count());
-    for m in &fresh.missing {
-        let _ = writeln!(
-            out,
-            "warning: group {m:?} named in the configuration does not exist in the directory"
-        );
+    for (r, group) in routes.group_refs().iter().enumerate() {
+        match fresh.reference(r) {
+            Reference::Found => {}
+            Reference::Missing => {
+                let _ = writeln!(
+                    out,
+                    "warning: group {group:?} named in the configuration does not exist in the directory"
+                );
+            }
+            Reference::Unbound => {
+                let _ = writeln!(
+                    out,
+                    "warning: group {group:?} named in the configuration is not bound to the application"
+                );
+            }
+        }
     }
     let _ = writeln!(out);
     for site in &config.sites {

@@ -112,8 +112,18 @@ pub struct Snapshot {
     app_groups: Option<Vec<u32>>,
     /// For each group reference in the configuration, the groups it names.
     resolved: Vec<Vec<u32>>,
-    /// Group references in the configuration that match no group.
-    pub missing: Vec<String>,
+}
+
+/// What a group reference in the configuration (a name or an id) finds in a snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reference {
+    /// One or more groups its members can pass through.
+    Found,
+    /// No group: it admits no one.
+    Missing,
+    /// Groups, but none bound to the configured application, whose other rules refuse
+    /// everyone else: it admits no one either.
+    Unbound,
 }
 
 /// Email value shared by several users: never used to find a user.
@@ -190,7 +200,6 @@ impl Snapshot {
             }
         }
 
-        let mut missing = Vec::new();
         let resolved = group_refs
             .iter()
             .map(|r| {
@@ -201,9 +210,6 @@ impl Snapshot {
                 }
                 found.sort_unstable();
                 found.dedup();
-                if found.is_empty() {
-                    missing.push(r.clone());
-                }
                 found
             })
             .collect();
@@ -225,7 +231,6 @@ impl Snapshot {
             groups,
             app_groups,
             resolved,
-            missing,
         }
     }
 
@@ -258,6 +263,19 @@ impl Snapshot {
         self.resolved
             .get(r)
             .is_some_and(|gs| gs.iter().any(|g| user.groups.binary_search(g).is_ok()))
+    }
+
+    /// What group reference `r` finds in this directory.
+    pub fn reference(&self, r: usize) -> Reference {
+        let Some(groups) = self.resolved.get(r).filter(|gs| !gs.is_empty()) else {
+            return Reference::Missing;
+        };
+        match &self.app_groups {
+            Some(bound) if !groups.iter().any(|g| bound.binary_search(g).is_ok()) => {
+                Reference::Unbound
+            }
+            _ => Reference::Found,
+        }
     }
 
     /// Whether `user` may use the application at all: always true without an application,
@@ -352,7 +370,13 @@ mod tests {
             "ambiguous email never matches"
         );
         assert!(!s.bound_to_app(s.user("u3", None).unwrap()));
-        assert_eq!(s.missing, vec!["Nope"]);
+        assert_eq!(s.reference(2), Reference::Missing, "Nope");
+        assert_eq!(
+            s.reference(0),
+            Reference::Unbound,
+            "Admins is not bound to the app"
+        );
+        assert_eq!(s.reference(1), Reference::Found);
         assert_eq!(s.membership_count(), 3);
     }
 
