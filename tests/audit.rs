@@ -160,6 +160,7 @@ async fn forward_auth_revocations_and_back_channel_logouts_are_audited() {
             ("x-forwarded-host", "app.test"),
             ("x-forwarded-uri", "/asked/by/nginx"),
             ("x-forwarded-for", "198.51.100.7"),
+            ("x-request-id", "nginx-7f3a"),
             ("cookie", &cookie),
         ],
     )
@@ -177,6 +178,10 @@ async fn forward_auth_revocations_and_back_channel_logouts_are_audited() {
     assert!(asked["request_id"]
         .as_str()
         .is_some_and(|id| !id.is_empty()));
+    assert_eq!(
+        asked["request_id"], "nginx-7f3a",
+        "the trusted front proxy's request id, as on the public listener"
+    );
 
     // Suspended: the next request is refused and every session of the user revoked.
     env.fake.update_user(&env.alice, |u| u.suspend());

@@ -1,6 +1,7 @@
 //! THE request path, top to bottom. Every step is one call into the module that owns it;
 //! the order of the steps is decided here and nowhere else.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -44,7 +45,7 @@ pub async fn handle(
         bytes: 0,
         client: headers::client_ip(req.headers(), conn.peer_ip(), &shared.trusted_proxies),
     };
-    let request_id = request_id(shared, conn, req.headers());
+    let request_id = request_id(shared, conn.peer_ip(), req.headers());
     // One header value, cloned (a reference count) into the upstream request and the answer.
     let request_id_value = HeaderValue::from_str(&request_id).ok();
     let context = crate::audit::RequestContext {
@@ -323,8 +324,8 @@ static X_REQUEST_ID: http::header::HeaderName =
     http::header::HeaderName::from_static("x-request-id");
 
 /// The request's id: a trusted proxy's `X-Request-Id` when it sent a sane one, else ours.
-fn request_id(shared: &Shared, conn: &ConnInfo, headers: &http::HeaderMap) -> Arc<str> {
-    if headers::is_trusted(conn.peer_ip(), &shared.trusted_proxies) {
+pub(super) fn request_id(shared: &Shared, peer: IpAddr, headers: &http::HeaderMap) -> Arc<str> {
+    if headers::is_trusted(peer, &shared.trusted_proxies) {
         if let Some(v) = headers.get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()) {
             if !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()) {
                 return Arc::from(v);

@@ -104,7 +104,8 @@ pub async fn verify(
 }
 
 /// Answers one call on `server.verify_listen`: the same question as a site's
-/// `/.jumpgate/verify`, with the same audit context.
+/// `/.jumpgate/verify`, with the same audit context (the front proxy's request id, when it
+/// is trusted and sent one).
 pub async fn serve(
     shared: &Shared,
     peer: IpAddr,
@@ -114,7 +115,7 @@ pub async fn serve(
     let client = headers::client_ip(headers, peer, &shared.trusted_proxies);
     let context = crate::audit::RequestContext {
         client_ip: client,
-        request_id: std::sync::Arc::from(shared.request_ids.next()),
+        request_id: super::pipeline::request_id(shared, peer, headers),
     };
     crate::audit::REQUEST
         .scope(context, verify(shared, peer, headers, json))
