@@ -298,8 +298,7 @@ pub struct Limits {
     pub tunnel_idle_timeout: Duration,
     /// `idle_timeout`: how long an HTTP/2 connection may stay open with no request in flight.
     pub idle_timeout: Duration,
-    /// `sign_in_rate`: sign-in, callback and forward-auth requests allowed per client IP per
-    /// minute.
+    /// `sign_in_rate`: sign-in starts and callbacks allowed per client IP per minute.
     pub sign_in_rate: u32,
 }
 

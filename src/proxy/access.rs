@@ -108,7 +108,6 @@ pub async fn decide(shared: &Shared, asked: Asked<'_>, now: i64) -> Result<Verdi
                     "ok",
                     Some(reason.as_str()),
                 );
-                auth.sessions.remove(s).await;
             }
             Err(Rejection::Forbidden)
         }

@@ -62,7 +62,7 @@ pub struct Shared {
     pub request_ids: crate::audit::RequestIds,
     /// Bearer token issuers, when `[[api_token]]` is configured.
     pub api_tokens: Option<Arc<crate::oidc::api_token::ApiTokens>>,
-    /// Rate limits on sign-in, callback and forward-auth.
+    /// Rate limits on sign-in starts and callbacks.
     pub rate_limit: Arc<crate::audit::RateLimiter>,
     /// Metrics registry.
     pub metrics: Arc<Metrics>,
