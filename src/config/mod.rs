@@ -232,7 +232,7 @@ pub struct SessionConfig {
     pub login_timeout: Duration,
     /// `session.max_sessions`: capacity of the in-memory store.
     pub max_sessions: u64,
-    /// Redis settings, when `store = "redis"`.
+    /// Redis settings: present exactly when `store = "redis"`.
     pub redis: Option<RedisConfig>,
 }
 

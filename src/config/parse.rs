@@ -91,12 +91,7 @@ pub fn check_files(config: &Config) -> Vec<Problem> {
     {
         wanted.push(("directory.api_key_file".to_owned(), path));
     }
-    if let Some(redis) = config
-        .session
-        .redis
-        .as_ref()
-        .filter(|_| config.session.store == super::StoreKind::Redis)
-    {
+    if let Some(redis) = &config.session.redis {
         if let Some(super::SecretSource::File(path)) = &redis.password {
             wanted.push(("session.redis_password_file".to_owned(), path));
         }

@@ -69,7 +69,6 @@ pub fn summary(config: &Config) -> String {
                 .session
                 .redis
                 .as_ref()
-                .filter(|_| config.session.store == StoreKind::Redis)
                 .map_or_else(none, |r| redis(&r.target)),
         ),
         ("limits", limits(&s.limits)),
