@@ -442,6 +442,28 @@ mod tests {
         assert_eq!(h.len(), 1);
     }
 
+    /// Each table's index function must name its own entries at their places, or a header
+    /// would be found but another one removed.
+    #[test]
+    fn name_tables_and_their_indexes_agree() {
+        for (i, name) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_by_hop_index(name.as_str()), Some(i as u32), "{name}");
+        }
+        for (i, name) in FORWARDING.iter().enumerate() {
+            assert_eq!(forwarding_index(name.as_str()), Some(i as u32), "{name}");
+        }
+        assert_eq!(
+            HOP_BY_HOP[CONNECTION_BIT.trailing_zeros() as usize],
+            header::CONNECTION
+        );
+        assert_eq!(
+            HOP_BY_HOP[UPGRADE_BIT.trailing_zeros() as usize],
+            header::UPGRADE
+        );
+        assert_eq!(hop_by_hop_index("accept"), None);
+        assert_eq!(forwarding_index("x-forwarded"), None);
+    }
+
     #[test]
     fn gateway_cookies_never_go_upstream() {
         let mut h = map(&[

@@ -901,14 +901,7 @@ mod tests {
             local_cache_ttl: Duration::from_secs(1),
             grace: Duration::from_secs(1),
         };
-        let store = RedisStore::new(
-            &config,
-            Passwords {
-                data: None,
-                sentinel: None,
-            },
-        )
-        .unwrap();
+        let store = RedisStore::new(&config, Passwords::default()).unwrap();
         assert!(!store.is_ending("aa", "alice"));
         store.end_session("aa", "alice").await;
         store.end_session("aa", "alice").await;
