@@ -1898,13 +1898,7 @@ async fn a_cookie_planted_before_sign_in_is_never_the_session_after_it() {
     let mut m = env.browser();
     assert_eq!(m.sign_in("/m").await.status, 200);
     let dead = m.cookie(SESSION).unwrap();
-    let out = m
-        .request(
-            "POST",
-            "/.jumpgate/logout",
-            &[("sec-fetch-site", "same-origin")],
-        )
-        .await;
+    let out = m.logout().await;
     assert!(
         matches!(out.status.as_u16(), 200 | 302),
         "logout: {}",
@@ -1980,13 +1974,7 @@ async fn cookies_are_host_only_and_tossed_cookies_neither_break_nor_hijack_a_ses
     lines.extend(set_cookies(&page));
     let real = b.cookie(SESSION).unwrap();
     let mut b2 = b.clone();
-    let out = b2
-        .request(
-            "POST",
-            "/.jumpgate/logout",
-            &[("sec-fetch-site", "same-origin")],
-        )
-        .await;
+    let out = b2.logout().await;
     lines.extend(set_cookies(&out));
     // b2's logout ended the session; sign in again for the tossing cases.
     let mut b = env.browser();
@@ -2027,13 +2015,7 @@ async fn cookies_are_host_only_and_tossed_cookies_neither_break_nor_hijack_a_ses
     assert_eq!(m.sign_in("/m").await.status, 200);
     let m_cookie = m.cookie(SESSION).unwrap();
     let mut m_out = m.clone();
-    m_out
-        .request(
-            "POST",
-            "/.jumpgate/logout",
-            &[("sec-fetch-site", "same-origin")],
-        )
-        .await;
+    m_out.logout().await;
     let forged = format!("{}.{}", "A".repeat(43), "B".repeat(43));
     let alice = Some(env.alice.clone());
     let cases: Vec<(&str, Vec<String>, Option<String>)> = vec![

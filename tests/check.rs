@@ -385,41 +385,33 @@ fn with_session(keys: &str) -> String {
     format!("{BASE}\n[session]\nstore = \"redis\"\n{keys}")
 }
 
-#[test]
-fn redis_sentinels_check_ok() {
+/// A dir with certs and the keys instances sharing sessions must share (check insists they
+/// exist), and gateway.toml holding BASE with a Redis `[session]` of `keys`.
+fn shared_store(keys: &str) -> (TempDir, PathBuf) {
     let dir = dir_with_certs();
-    // Instances sharing sessions must share these keys; check insists they exist.
     std::fs::create_dir(dir.path().join("state")).expect("state dir");
     for key in ["session.key", "assertion.key"] {
         std::fs::write(dir.path().join("state").join(key), "key").expect("write key");
     }
     let file = dir.path().join("gateway.toml");
-    std::fs::write(
-        &file,
-        with_session(
-            "redis_sentinels = [\"rediss://10.0.0.1:26379\", \"rediss://10.0.0.2:26379\"]\nredis_sentinel_master = \"mymaster\"\nredis_sentinel_password_env = \"SENTINEL_PASSWORD\"\nredis_password_env = \"REDIS_PASSWORD\"\nredis_database = 1\n",
-        ),
-    )
-    .expect("write config");
+    std::fs::write(&file, with_session(keys)).expect("write config");
+    (dir, file)
+}
+
+#[test]
+fn redis_sentinels_check_ok() {
+    let (_dir, file) = shared_store(
+        "redis_sentinels = [\"rediss://10.0.0.1:26379\", \"rediss://10.0.0.2:26379\"]\nredis_sentinel_master = \"mymaster\"\nredis_sentinel_password_env = \"SENTINEL_PASSWORD\"\nredis_password_env = \"REDIS_PASSWORD\"\nredis_database = 1\n",
+    );
     let run = run_check(&file);
     assert_eq!(run.code, Some(0), "stderr:\n{}", run.stderr);
 }
 
 #[test]
 fn unreadable_redis_password_files_are_named() {
-    let dir = dir_with_certs();
-    std::fs::create_dir(dir.path().join("state")).expect("state dir");
-    for key in ["session.key", "assertion.key"] {
-        std::fs::write(dir.path().join("state").join(key), "key").expect("write key");
-    }
-    let file = dir.path().join("gateway.toml");
-    std::fs::write(
-        &file,
-        with_session(
-            "redis_sentinels = [\"redis://10.0.0.1:26379\"]\nredis_sentinel_master = \"mymaster\"\nredis_sentinel_password_file = \"no-such-file\"\nredis_password_file = \"nor-this\"\n",
-        ),
-    )
-    .expect("write config");
+    let (_dir, file) = shared_store(
+        "redis_sentinels = [\"redis://10.0.0.1:26379\"]\nredis_sentinel_master = \"mymaster\"\nredis_sentinel_password_file = \"no-such-file\"\nredis_password_file = \"nor-this\"\n",
+    );
     let run = run_check(&file);
     assert_eq!(run.code, Some(EXIT_BAD_CONFIG), "stderr:\n{}", run.stderr);
     assert_problem(

@@ -263,13 +263,7 @@ async fn a_logout_during_a_redis_outage_is_not_undone_when_it_returns() {
 
     redis.down();
     // Logout on A while Redis is down: this browser is signed out here at once.
-    let out = first
-        .request(
-            "POST",
-            "/.jumpgate/logout",
-            &[("sec-fetch-site", "same-origin")],
-        )
-        .await;
+    let out = first.logout().await;
     assert!(
         out.status.is_success() || out.status == 302,
         "{}",

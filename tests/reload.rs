@@ -20,6 +20,15 @@ fn metric(text: &str, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// `text` with a route after its first public one that denies `/new`.
+fn deny_new(text: &str) -> String {
+    text.replacen(
+        "access = \"public\"\n",
+        "access = \"public\"\n  [[site.route]]\n  path = \"/new\"\n  access = \"deny\"\n",
+        1,
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_under_load_switches_routes_atomically_and_refuses_a_broken_file() {
     let echo = Echo::start().await;
@@ -47,10 +56,7 @@ async fn reload_under_load_switches_routes_atomically_and_refuses_a_broken_file(
 
     // A new route denies /new, and a new site appears.
     let text = std::fs::read_to_string(&gw.config_path).unwrap();
-    let changed = text.replace(
-        "access = \"public\"\n",
-        "access = \"public\"\n  [[site.route]]\n  path = \"/new\"\n  access = \"deny\"\n",
-    ) + &site("other.test", &echo.url(), "public", &[]);
+    let changed = deny_new(&text) + &site("other.test", &echo.url(), "public", &[]);
     std::fs::write(&gw.config_path, &changed).unwrap();
     assert!(
         eventually(Duration::from_secs(6), async || c
@@ -134,14 +140,7 @@ async fn a_reload_keeps_the_sign_in_rate_counts() {
     assert_eq!(b.get("/.jumpgate/sign-in?rd=/").await.status, 429);
     let c = env.gw.client();
     let text = std::fs::read_to_string(&env.gw.config_path).unwrap();
-    std::fs::write(
-        &env.gw.config_path,
-        text.replace(
-            "access = \"public\"\n",
-            "access = \"public\"\n  [[site.route]]\n  path = \"/new\"\n  access = \"deny\"\n",
-        ),
-    )
-    .unwrap();
+    std::fs::write(&env.gw.config_path, deny_new(&text)).unwrap();
     assert!(
         eventually(Duration::from_secs(6), async || c
             .get("app.test", "/new/x")

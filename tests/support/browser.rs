@@ -225,6 +225,18 @@ pub fn query_param(url: &str, name: &str) -> Option<String> {
         .map(|(_, v)| v)
 }
 
+impl Browser {
+    /// Signs out as the gateway's own pages do: a same-origin `POST /.jumpgate/logout`.
+    pub async fn logout(&mut self) -> Reply {
+        self.request(
+            "POST",
+            "/.jumpgate/logout",
+            &[("sec-fetch-site", "same-origin")],
+        )
+        .await
+    }
+}
+
 /// Whether a reply sets a non-empty session cookie.
 pub fn sets_session(reply: &Reply) -> bool {
     set_cookies(reply).iter().any(|c| {
