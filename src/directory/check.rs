@@ -82,7 +82,9 @@ pub async fn groups(config: &Config) -> Findings {
     };
     let (groups, bound) = match read.await {
         Ok(found) => found,
-        Err(SyncError::Status { status, path }) if status == 401 || status == 403 => {
+        // 401 is the key; a 403 may be JumpCloud blocking this address for a while, which
+        // says nothing about the configuration (it falls through to "not checked").
+        Err(SyncError::Status { status: 401, path }) => {
             let key = match &dc.api_key {
                 crate::config::SecretSource::File(_) => "directory.api_key_file",
                 crate::config::SecretSource::Env(_) => "directory.api_key_env",
@@ -92,7 +94,7 @@ pub async fn groups(config: &Config) -> Findings {
                     config,
                     vec![(
                         key.to_owned(),
-                        format!("the directory API refused this key ({path} answered {status}); use a read-only API key of this organisation (and directory.org_id for a multi-tenant administrator)"),
+                        format!("the directory API refused this key ({path} answered 401); use a read-only API key of this organisation (and directory.org_id for a multi-tenant administrator)"),
                     )],
                 ),
                 ..Findings::default()
