@@ -452,13 +452,7 @@ impl Sessions {
                 return cached;
             }
         }
-        let hash = redis::hex(&key);
-        match shared.get_session(&hash).await {
-            // Ended here while Redis was unreachable; Redis does not know yet.
-            Ok(Some(record)) if shared.is_ending(&hash, &record.sub) => {
-                self.local.invalidate(&key);
-                None
-            }
+        match shared.get_session(&redis::hex(&key)).await {
             Ok(Some(record)) => {
                 let site: Arc<str> = match &cached {
                     Some(c) if *c.site == *record.site => c.site.clone(),

@@ -571,16 +571,17 @@ impl RedisStore {
         self.publish(&format!("session {hash}")).await
     }
 
-    /// Reads a session.
+    /// Reads a session. One ended here while Redis was unreachable is no session, whatever
+    /// Redis still holds, until the end has been written.
     pub async fn get_session(&self, hash: &str) -> Result<Option<SessionRecord>, StoreError> {
         let mut c = self.conn().await?;
         let r: Result<Option<String>, _> = c.get(self.key("s", hash)).await;
-        match self.track(r).await? {
-            None => Ok(None),
-            Some(json) => serde_json::from_str(&json)
-                .map(Some)
-                .map_err(|e| StoreError::Corrupt(e.to_string())),
-        }
+        let Some(json) = self.track(r).await? else {
+            return Ok(None);
+        };
+        let record: SessionRecord =
+            serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok((!self.is_ending(hash, &record.sub)).then_some(record))
     }
 
     /// Extends a session's idle TTL.
@@ -637,7 +638,7 @@ impl RedisStore {
 
     /// Whether a session (its key hash, of `sub`) was ended here but Redis does not know
     /// yet: a record read back from Redis must not bring it back.
-    pub fn is_ending(&self, hash: &str, sub: &str) -> bool {
+    fn is_ending(&self, hash: &str, sub: &str) -> bool {
         if !self.ending.load(Ordering::Acquire) {
             return false;
         }
