@@ -279,6 +279,7 @@ mod tests {
                 auth_time: Some(now),
                 email: None,
                 email_verified: None,
+                email_matches: false,
                 username: None,
                 name: None,
                 groups: vec!["from-token".into()],

@@ -96,6 +96,7 @@ pub(crate) fn login(i: usize) -> VerifiedLogin {
         auth_time: Some(1_700_000_000),
         email: Some(format!("user{i:06}@example.com")),
         email_verified: Some(true),
+        email_matches: false,
         username: Some(format!("user{i:06}")),
         name: Some(format!("User {i:06}")),
         groups: vec![group_name(i % 5000), group_name(1), group_name(2)],

@@ -57,6 +57,7 @@ fn check_token(token: &str) {
         now: 1_700_000_000,
         skew: 120,
         groups_claim: Some("memberOf"),
+        match_by_email: true,
     };
     let verified = f.runtime.block_on(verify::verify(
         token,

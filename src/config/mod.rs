@@ -56,6 +56,9 @@ pub struct ApiTokenIssuer {
     pub audience: String,
     /// `jwks_uri`: the key set, when discovery is not used.
     pub jwks_uri: Option<String>,
+    /// `match_by_email`: whether a token whose `sub` is no directory id may be matched to a
+    /// directory user by its verified email (default false).
+    pub match_by_email: bool,
 }
 
 /// `[directory]`.
@@ -140,6 +143,9 @@ pub struct OidcConfig {
     pub ca_file: Option<PathBuf>,
     /// `oidc.groups_claim`: the claim carrying group names, when the app includes one.
     pub groups_claim: Option<String>,
+    /// `oidc.match_by_email`: whether a user whose `sub` is no directory id may be matched
+    /// to a directory user by a verified email (default false: JumpCloud's `sub` is the id).
+    pub match_by_email: bool,
     /// `oidc.idp_logout`: after a local logout, send the browser to the provider's
     /// `end_session_endpoint` too.
     pub idp_logout: bool,
@@ -247,6 +253,17 @@ pub struct IdentityConfig {
     pub assertion_ttl: Duration,
 }
 
+/// The header a front proxy puts the original request's URI in. Exactly one is read, the
+/// configured one: a proxy that sets only one of them passes the other through from the
+/// client, so reading both would let the client supply the question.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UriHeader {
+    /// `X-Forwarded-Uri` (Traefik, Caddy, the nginx example).
+    XForwardedUri,
+    /// `X-Original-URI` (nginx set-ups that already send it).
+    XOriginalUri,
+}
+
 /// `[server]`: what the gateway listens on and how it treats connections.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -264,6 +281,10 @@ pub struct ServerConfig {
     pub verify_listen: Option<SocketAddr>,
     /// `server.trusted_proxies`: peers whose `X-Forwarded-*` headers are believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// `server.verify_clients`: peers that may ask forward-auth questions (default: loopback).
+    pub verify_clients: Vec<IpNet>,
+    /// `server.verify_uri_header`: the one header forward-auth reads the original URI from.
+    pub verify_uri_header: UriHeader,
     /// `server.shutdown_grace`: how long in-flight requests may run after SIGTERM/SIGINT.
     pub shutdown_grace: Duration,
     /// `server.public_port`: the port browsers use to reach the gateway, for the URLs it

@@ -765,15 +765,19 @@ fn read_config(root: &mut Reader<'_>, file: &Path) -> Option<Config> {
                     Some(e) => e.str("a key set URL").map(|s| Some(s.to_owned())),
                     None => Some(None),
                 };
+                let match_by_email = match r.get("match_by_email") {
+                    Some(e) => e.bool(),
+                    None => Some(false),
+                };
                 r.finish();
-                match (issuer, audience, jwks_uri) {
-                    (Some(issuer), Some(audience), Some(jwks_uri)) => {
-                        out.push(super::ApiTokenIssuer {
+                match (issuer, audience, jwks_uri, match_by_email) {
+                    (Some(issuer), Some(audience), Some(jwks_uri), Some(match_by_email)) => out
+                        .push(super::ApiTokenIssuer {
                             issuer,
                             audience,
                             jwks_uri,
-                        })
-                    }
+                            match_by_email,
+                        }),
                     _ => ok = false,
                 }
             }
@@ -865,6 +869,33 @@ fn read_server(mut r: Reader<'_>) -> Option<ServerConfig> {
         Some(e) => read_proxies(&e),
         None => Some(Vec::new()),
     };
+    // Who may ask forward-auth questions is a separate, narrower grant than whose
+    // X-Forwarded-For is believed: a load balancer in front of the gateway is trusted for
+    // the client's address, but the clients behind it must never ask questions themselves.
+    let verify_clients = match r.get("verify_clients") {
+        Some(e) => read_proxies(&e),
+        None => Some(vec![
+            IpNet::from(IpAddr::from([127, 0, 0, 1])),
+            IpNet::from(IpAddr::from(std::net::Ipv6Addr::LOCALHOST)),
+        ]),
+    };
+    let verify_uri_header = match r.get("verify_uri_header") {
+        None => Some(crate::config::UriHeader::XForwardedUri),
+        Some(e) => e
+            .str("\"x-forwarded-uri\" or \"x-original-uri\"")
+            .and_then(|s| {
+                if s.eq_ignore_ascii_case("x-forwarded-uri") {
+                    Some(crate::config::UriHeader::XForwardedUri)
+                } else if s.eq_ignore_ascii_case("x-original-uri") {
+                    Some(crate::config::UriHeader::XOriginalUri)
+                } else {
+                    e.report(format!(
+                        "\"{s}\" is not a header forward-auth reads the URI from; expected \"x-forwarded-uri\" (Traefik, Caddy, the nginx example) or \"x-original-uri\""
+                    ));
+                    None
+                }
+            }),
+    };
     let shutdown_grace = match r.get("shutdown_grace") {
         Some(e) => e.duration(true),
         None => Some(Duration::from_secs(30)),
@@ -932,6 +963,8 @@ fn read_server(mut r: Reader<'_>) -> Option<ServerConfig> {
         admin_listen: admin,
         verify_listen: verify,
         trusted_proxies: trusted_proxies?,
+        verify_clients: verify_clients?,
+        verify_uri_header: verify_uri_header?,
         shutdown_grace: shutdown_grace?,
         public_port: public_port?,
         state_dir: state_dir?,
@@ -1694,6 +1727,8 @@ route = [{ path = "/" , access = "protected" }]
             "[audit]",
             "output",
             "verify_listen",
+            "verify_clients",
+            "verify_uri_header",
             "[oidc]",
             "issuer",
             "client_id",

@@ -138,6 +138,7 @@ impl ApiTokens {
             now: super::now(),
             skew: self.skew,
             groups_claim: None,
+            match_by_email: issuer.config.match_by_email,
         };
         verify::verify(token, &ready.0, &ready.1, &self.client, &expect).await
     }

@@ -265,6 +265,7 @@ impl Oidc {
             now: now(),
             skew: self.config.clock_skew.as_secs() as i64,
             groups_claim: self.config.groups_claim.as_deref(),
+            match_by_email: self.config.match_by_email,
         };
         Ok(verify::verify(
             id_token,

@@ -87,6 +87,8 @@ pub struct Expect<'a> {
     pub skew: i64,
     /// The claim carrying group names, if any.
     pub groups_claim: Option<&'a str>,
+    /// Whether this issuer is trusted to name directory users by verified email.
+    pub match_by_email: bool,
 }
 
 /// The verified claims the gateway uses.
@@ -104,6 +106,9 @@ pub struct IdClaims {
     pub email: Option<String>,
     /// `email_verified`, read leniently: `true`, `"true"`, `"1"` (never used to grant access).
     pub email_verified: Option<bool>,
+    /// Whether `email` may name the user in the directory: verified, from an issuer trusted
+    /// to match by email.
+    pub email_matches: bool,
     /// `preferred_username`.
     pub username: Option<String>,
     /// `name`.
@@ -273,7 +278,9 @@ fn check_claims(
     let sub = str_claim("sub")
         .filter(|s| !s.is_empty())
         .ok_or(VerifyError::Claim("sub"))?;
+    let email_verified = c.get("email_verified").and_then(lenient_bool);
     Ok(IdClaims {
+        email_matches: expect.match_by_email && email_verified == Some(true),
         sub: sub.to_owned(),
         exp,
         iat,
@@ -281,7 +288,7 @@ fn check_claims(
         email: str_claim("email")
             .filter(|s| !s.is_empty())
             .map(str::to_owned),
-        email_verified: c.get("email_verified").and_then(lenient_bool),
+        email_verified,
         username: str_claim("preferred_username")
             .or_else(|| str_claim("username"))
             .filter(|s| !s.is_empty())
@@ -498,6 +505,7 @@ mod tests {
             now: 1_000_000,
             skew: 120,
             groups_claim: Some("memberOf"),
+            match_by_email: true,
         }
     }
 
@@ -532,6 +540,28 @@ mod tests {
         let c = check(json!({"email_verified": {"odd": 1}, "memberOf": 7})).unwrap();
         assert_eq!(c.email_verified, None);
         assert!(c.groups.is_empty());
+    }
+
+    /// An email names a directory user only when it is verified (JumpCloud's string
+    /// `"true"` included) and the issuer is trusted to match by email.
+    #[test]
+    fn email_matches_only_when_verified_and_trusted() {
+        let cases = [
+            (json!({"email_verified": "true"}), true, true),
+            (json!({"email_verified": true}), true, true),
+            (json!({"email_verified": "false"}), true, false),
+            (json!({"email_verified": false}), true, false),
+            (json!({"email_verified": null}), true, false),
+            (json!({"email_verified": "yes please"}), true, false),
+            (json!({"email_verified": "true"}), false, false),
+        ];
+        for (extra, trusted, want) in cases {
+            let mut e = expect();
+            e.match_by_email = trusted;
+            let c =
+                check_claims(&claims(extra.clone()), &provider(), Algorithm::RS256, &e).unwrap();
+            assert_eq!(c.email_matches, want, "{extra} trusted={trusted}");
+        }
     }
 
     #[test]

@@ -175,7 +175,10 @@ fn admitted_user(
 ) -> Result<u32, DenyReason> {
     let identity = &session.identity;
     let index = snapshot
-        .user_index(&identity.sub, identity.email.as_deref())
+        .user_index(
+            &identity.sub,
+            identity.email.as_deref().filter(|_| identity.email_matches),
+        )
         .ok_or(DenyReason::UnknownUser)?;
     let user = snapshot.user_at(index).ok_or(DenyReason::UnknownUser)?;
     admits(snapshot, user, allow)?;
@@ -231,6 +234,7 @@ mod tests {
             auth_time: None,
             email: Some(email.into()),
             email_verified: None,
+            email_matches: false,
             username: None,
             name: None,
             groups: vec![],

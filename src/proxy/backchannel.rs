@@ -381,6 +381,7 @@ mod tests {
             auth_time: None,
             email: None,
             email_verified: None,
+            email_matches: false,
             username: None,
             name: None,
             groups: vec![],

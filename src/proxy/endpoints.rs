@@ -222,11 +222,14 @@ async fn step_up_callback(
         return Err(Rejection::StepUpRefused);
     }
     let auth_time = c.auth_time.unwrap_or(now).min(now);
-    session.record_step_up(auth_time);
-    let (session, set_session) = auth.sessions.rotate(&session).await.map_err(|e| {
-        tracing::warn!(error = %e, "session store unavailable; step-up not recorded");
-        Rejection::IdpUnavailable
-    })?;
+    let (session, set_session) = auth
+        .sessions
+        .rotate(&session, auth_time)
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "session store unavailable; step-up not recorded");
+            Rejection::IdpUnavailable
+        })?;
     tracing::info!(site = %site.host, user.sub = %session.identity.sub, step_up_time = auth_time, "step-up completed");
     auth.audit(
         "step_up",

@@ -48,6 +48,10 @@ pub struct Shared {
     pub upstreams: upstream::Upstreams,
     /// Peers whose forwarding headers are believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// Peers that may ask forward-auth questions.
+    pub verify_clients: Vec<IpNet>,
+    /// The header forward-auth reads the original URI from.
+    pub verify_uri_header: crate::config::UriHeader,
     /// Identity header names beyond the `X-Jumpgate-` namespace that clients may not send.
     pub extra_identity_headers: Vec<HeaderName>,
     /// Identity header names per site, indexed like the configured sites.
@@ -102,6 +106,8 @@ impl Shared {
             routes: Routes::compile(config),
             upstreams: upstream::build(&config.sites, &config.server.limits)?,
             trusted_proxies: config.server.trusted_proxies.clone(),
+            verify_clients: config.server.verify_clients.clone(),
+            verify_uri_header: config.server.verify_uri_header,
             extra_identity_headers,
             identity_headers,
             auth,

@@ -1,7 +1,7 @@
 //! Forward-auth: `/.jumpgate/verify` for nginx `auth_request`, Traefik `ForwardAuth` and
 //! Caddy `forward_auth`. The original request's method, host and URI come from the calling
-//! proxy's `X-Forwarded-Method/-Host/-Uri` (or `X-Original-URI`), believed only from
-//! `trusted_proxies`; they then go through exactly the canonicalization, route match and
+//! proxy's `X-Forwarded-Method`, `X-Forwarded-Host` and the one configured URI header
+//! (`server.verify_uri_header`), asked only from `server.verify_clients`; they then go through exactly the canonicalization, route match and
 //! policy that reverse-proxy mode uses, and the answer is the decision: 200 with the identity
 //! headers, 401 with the sign-in location, 403, 503, or the step-up challenge.
 
@@ -16,6 +16,7 @@ use super::body::ResponseBody;
 use super::respond::{self, Rejection};
 use super::Shared;
 use crate::canonical;
+use crate::config::UriHeader;
 use crate::headers;
 use crate::oidc::http::urlencode;
 
@@ -35,45 +36,80 @@ pub struct Original {
     pub host: String,
     /// Canonical path.
     pub path: String,
-    /// Query, as sent.
+    /// Query, as sent (bytes of 0x80 and above percent-encoded).
     pub query: Option<String>,
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
+/// The one value of a header the front proxy must set. Missing, repeated or not visible
+/// ASCII is a refusal: the question is ambiguous, and looking at another header instead
+/// would let the client answer it.
+fn one_value<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<&'a str, Rejection> {
     let mut values = headers.get_all(name).iter();
-    let first = values.next()?;
-    // Two values would be ambiguous; refuse rather than pick one.
+    let first = values.next().ok_or(Rejection::BadRequest)?;
     if values.next().is_some() {
-        return Some("\u{0}");
+        return Err(Rejection::BadRequest);
     }
-    first.to_str().ok()
+    first.to_str().map_err(|_| Rejection::BadRequest)
 }
 
-/// Reads the original request from a trusted proxy's headers.
-pub fn original(headers: &HeaderMap) -> Result<Original, Rejection> {
-    let method = match header_str(headers, &X_FORWARDED_METHOD) {
-        Some(m) if canonical::method_echoes(m) => return Err(Rejection::MethodNotAllowed),
-        Some(m) if canonical::method_ok(m) => {
-            Method::from_bytes(m.as_bytes()).map_err(|_| Rejection::BadRequest)?
+/// The URI header's value as a request target: bytes of 0x80 and above (nginx's
+/// `$request_uri` keeps a raw byte from the request line) percent-encoded, which is how an
+/// upstream would read them; any other byte outside visible ASCII is a refusal.
+fn request_target(value: &HeaderValue) -> Result<std::borrow::Cow<'_, str>, Rejection> {
+    let bytes = value.as_bytes();
+    if bytes.iter().all(|b| b.is_ascii_graphic()) {
+        // Visible ASCII is valid UTF-8.
+        return value
+            .to_str()
+            .map(std::borrow::Cow::Borrowed)
+            .map_err(|_| Rejection::BadRequest);
+    }
+    let mut out = String::with_capacity(bytes.len() + 16);
+    for &b in bytes {
+        match b {
+            0x21..=0x7e => out.push(char::from(b)),
+            0x80..=0xff => {
+                const HEX: &[u8; 16] = b"0123456789ABCDEF";
+                out.push('%');
+                out.push(char::from(HEX[usize::from(b >> 4)]));
+                out.push(char::from(HEX[usize::from(b & 0xf)]));
+            }
+            _ => return Err(Rejection::BadRequest),
         }
-        Some(_) => return Err(Rejection::BadRequest),
-        // Without the original method, method-scoped rules cannot be applied: refuse.
-        None => return Err(Rejection::BadRequest),
-    };
-    let host = header_str(headers, &headers::X_FORWARDED_HOST)
-        .or_else(|| header_str(headers, &header::HOST))
-        .and_then(canonical::host)
+    }
+    Ok(std::borrow::Cow::Owned(out))
+}
+
+/// Reads the original request from the front proxy's headers: the method from
+/// `X-Forwarded-Method`, the host from `X-Forwarded-Host`, the URI from the configured
+/// header alone. Nothing falls back to another header.
+pub fn original(headers: &HeaderMap, uri_header: UriHeader) -> Result<Original, Rejection> {
+    let method = one_value(headers, &X_FORWARDED_METHOD)?;
+    if canonical::method_echoes(method) {
+        return Err(Rejection::MethodNotAllowed);
+    }
+    if !canonical::method_ok(method) {
+        return Err(Rejection::BadRequest);
+    }
+    let method = Method::from_bytes(method.as_bytes()).map_err(|_| Rejection::BadRequest)?;
+    let host = canonical::host(one_value(headers, &headers::X_FORWARDED_HOST)?)
         .ok_or(Rejection::BadRequest)?
         .into_owned();
-    let uri = header_str(headers, &X_FORWARDED_URI)
-        .or_else(|| header_str(headers, &X_ORIGINAL_URI))
-        .ok_or(Rejection::BadRequest)?;
+    let name = match uri_header {
+        UriHeader::XForwardedUri => &X_FORWARDED_URI,
+        UriHeader::XOriginalUri => &X_ORIGINAL_URI,
+    };
+    let mut values = headers.get_all(name).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return Err(Rejection::BadRequest);
+    };
+    let uri = request_target(value)?;
     if uri.contains('#') {
         return Err(Rejection::BadRequest);
     }
     let (path, query) = match uri.split_once('?') {
         Some((p, q)) => (p, Some(q.to_owned())),
-        None => (uri, None),
+        None => (&*uri, None),
     };
     let path = canonical::path(path)
         .map_err(|_| Rejection::BadRequest)?
@@ -93,9 +129,9 @@ pub async fn verify(
     headers: &HeaderMap,
     json: bool,
 ) -> Response<ResponseBody> {
-    if !headers::is_trusted(peer, &shared.trusted_proxies) {
+    if !headers::is_trusted(peer, &shared.verify_clients) {
         // The forwarded headers are the whole question; from anyone else they are a lie.
-        tracing::warn!(client.ip = %peer, "forward-auth call from a peer not in trusted_proxies refused");
+        tracing::warn!(client.ip = %peer, "forward-auth call from a peer not in verify_clients refused");
         return respond::rejection(Rejection::Forbidden, json);
     }
     match decide(shared, headers, json).await {
@@ -128,7 +164,7 @@ async fn decide(
     json: bool,
 ) -> Result<Response<ResponseBody>, Response<ResponseBody>> {
     let reject = |r: Rejection| respond::rejection(r, json);
-    let o = original(headers).map_err(reject)?;
+    let o = original(headers, shared.verify_uri_header).map_err(reject)?;
     let site = shared
         .routes
         .site(&o.host)
@@ -197,6 +233,11 @@ async fn decide(
             &permit,
             now,
         );
+        // As in reverse-proxy mode: a session near its ID token's end is refreshed, and a
+        // refused refresh ends it, so both modes see the same sessions.
+        if let Some(session) = permit.session() {
+            auth.maybe_refresh(session);
+        }
     }
     Ok(response)
 }
@@ -216,13 +257,18 @@ mod tests {
         m
     }
 
+    const FWD: UriHeader = UriHeader::XForwardedUri;
+
     #[test]
     fn original_request() {
-        let o = original(&h(&[
-            ("x-forwarded-method", "POST"),
-            ("x-forwarded-host", "App.Test."),
-            ("x-forwarded-uri", "/a/../b?x=1"),
-        ]))
+        let o = original(
+            &h(&[
+                ("x-forwarded-method", "POST"),
+                ("x-forwarded-host", "App.Test."),
+                ("x-forwarded-uri", "/a/../b?x=1"),
+            ]),
+            FWD,
+        )
         .unwrap();
         assert_eq!(
             o,
@@ -233,37 +279,135 @@ mod tests {
                 query: Some("x=1".into())
             }
         );
-        let o = original(&h(&[
-            ("host", "app.test"),
-            ("x-forwarded-method", "GET"),
-            ("x-original-uri", "/%61pi"),
-        ]))
+        let o = original(
+            &h(&[
+                ("x-forwarded-host", "app.test"),
+                ("x-forwarded-method", "GET"),
+                ("x-original-uri", "/%61pi"),
+            ]),
+            UriHeader::XOriginalUri,
+        )
         .unwrap();
         assert_eq!((o.method, o.path.as_str()), (Method::GET, "/api"));
-        assert!(original(&h(&[
-            ("host", "a"),
+        let refused: &[(&[(&str, &str)], &str)] = &[
+            (
+                &[
+                    ("x-forwarded-host", "a"),
+                    ("x-forwarded-method", "GET"),
+                    ("x-forwarded-uri", "/a%2Fb"),
+                ],
+                "encoded separator",
+            ),
+            (
+                &[("x-forwarded-host", "a"), ("x-forwarded-method", "GET")],
+                "no URI",
+            ),
+            (
+                &[("x-forwarded-host", "a"), ("x-forwarded-uri", "/x")],
+                "no method",
+            ),
+            (
+                &[
+                    ("x-forwarded-host", "a"),
+                    ("x-forwarded-method", "get"),
+                    ("x-forwarded-uri", "/x"),
+                ],
+                "lower-case method",
+            ),
+            (
+                &[
+                    ("x-forwarded-host", "a"),
+                    ("x-forwarded-method", "GET"),
+                    ("x-forwarded-uri", "/x"),
+                    ("x-forwarded-uri", "/y"),
+                ],
+                "two URIs",
+            ),
+            (
+                &[("x-forwarded-method", "GET"), ("x-forwarded-uri", "/x")],
+                "no X-Forwarded-Host",
+            ),
+            (
+                &[
+                    ("host", "a"),
+                    ("x-forwarded-method", "GET"),
+                    ("x-forwarded-uri", "/x"),
+                ],
+                "Host is not X-Forwarded-Host",
+            ),
+            (
+                &[
+                    ("x-forwarded-host", "a"),
+                    ("x-forwarded-host", "b"),
+                    ("x-forwarded-method", "GET"),
+                    ("x-forwarded-uri", "/x"),
+                ],
+                "two hosts",
+            ),
+            (
+                &[
+                    ("x-forwarded-host", "a"),
+                    ("x-forwarded-method", "GET"),
+                    ("x-original-uri", "/api/v1/health"),
+                ],
+                "only the header that is not configured",
+            ),
+        ];
+        for (headers, why) in refused {
+            assert_eq!(
+                original(&h(headers), FWD),
+                Err(Rejection::BadRequest),
+                "{why}"
+            );
+        }
+    }
+
+    /// A raw byte of 0x80 or above in the configured header is percent-encoded in place; it
+    /// is never a reason to read another header.
+    #[test]
+    fn high_bytes_are_encoded_never_a_reason_to_look_elsewhere() {
+        let mut m = h(&[
+            ("x-forwarded-host", "app.test"),
             ("x-forwarded-method", "GET"),
-            ("x-forwarded-uri", "/a%2Fb")
-        ]))
-        .is_err());
-        assert!(
-            original(&h(&[("host", "a"), ("x-forwarded-method", "GET")])).is_err(),
-            "no URI"
+            ("x-original-uri", "/api/v1/health"),
+        ]);
+        m.insert(
+            X_FORWARDED_URI.clone(),
+            HeaderValue::from_bytes(b"/api/v1/settings?x=\xff").unwrap(),
         );
-        assert!(
-            original(&h(&[("host", "a"), ("x-forwarded-uri", "/x")])).is_err(),
-            "no method"
+        let o = original(&m, FWD).unwrap();
+        assert_eq!(o.path, "/api/v1/settings");
+        assert_eq!(o.query.as_deref(), Some("x=%FF"));
+        // UTF-8 in the path is the path it spells; a byte that is not UTF-8 is refused.
+        m.insert(
+            X_FORWARDED_URI.clone(),
+            HeaderValue::from_bytes("/caf\u{e9}".as_bytes()).unwrap(),
         );
-        assert!(original(&h(&[("host", "a"), ("x-forwarded-method", "get")])).is_err());
-        assert!(original(&h(&[
-            ("host", "a"),
-            ("x-forwarded-uri", "/x"),
-            ("x-forwarded-uri", "/y")
-        ]))
-        .is_err());
-        assert!(
-            original(&h(&[("x-forwarded-uri", "/x")])).is_err(),
-            "no host"
+        assert_eq!(original(&m, FWD).unwrap().path, "/caf%C3%A9");
+        m.insert(
+            X_FORWARDED_URI.clone(),
+            HeaderValue::from_bytes(b"/api/v1/settings\xff").unwrap(),
         );
+        assert_eq!(original(&m, FWD), Err(Rejection::BadRequest));
+        // A tab or a space is not part of a request target.
+        for bad in [&b"/a\tb"[..], b"/a b"] {
+            m.insert(
+                X_FORWARDED_URI.clone(),
+                HeaderValue::from_bytes(bad).unwrap(),
+            );
+            assert_eq!(original(&m, FWD), Err(Rejection::BadRequest));
+        }
+        // With x-original-uri configured, a client's X-Forwarded-Uri is never read.
+        let m = h(&[
+            ("x-forwarded-host", "app.test"),
+            ("x-forwarded-method", "GET"),
+            ("x-forwarded-uri", "/api/v1/health"),
+            ("x-original-uri", "/api/v1/settings"),
+        ]);
+        assert_eq!(
+            original(&m, UriHeader::XOriginalUri).unwrap().path,
+            "/api/v1/settings"
+        );
+        assert_eq!(original(&m, FWD).unwrap().path, "/api/v1/health");
     }
 }

@@ -23,6 +23,10 @@ use crate::oidc::VerifiedLogin;
 use crate::secret::Secret;
 
 const SESSION_PURPOSE: &str = "session";
+
+/// How many session cookies of one request are looked at: one is what a browser sends;
+/// a second covers a cookie being replaced while a request was in flight.
+pub const MAX_SESSION_COOKIES: usize = 2;
 const LOGIN_PURPOSE: &str = "login";
 
 /// Who a session belongs to, as verified at sign-in.
@@ -32,6 +36,9 @@ pub struct Identity {
     pub sub: String,
     /// Email, when the provider sent it.
     pub email: Option<String>,
+    /// Whether `email` may name the user in the directory: verified, and from an issuer
+    /// trusted to match by email. Otherwise only `sub` finds the directory user.
+    pub email_matches: bool,
     /// Username, when sent.
     pub username: Option<String>,
     /// Display name, when sent.
@@ -150,6 +157,7 @@ impl Session {
             id_token_exp,
             step_up_time: self.step_up_time.load(Ordering::Acquire),
             sid: self.sid.clone(),
+            email_matches: self.identity.email_matches,
         }
     }
 
@@ -279,6 +287,7 @@ impl Sessions {
         let identity = Identity {
             sub: r.sub,
             email: r.email,
+            email_matches: r.email_matches,
             username: r.username,
             name: r.name,
             groups: r.groups,
@@ -351,6 +360,7 @@ impl Sessions {
             id_token_exp: c.exp,
             step_up_time: 0,
             sid: None,
+            email_matches: c.email_matches,
         };
         self.build(random_bytes(), site, record)
     }
@@ -384,6 +394,7 @@ impl Sessions {
             id_token_exp: c.exp,
             step_up_time: 0,
             sid: c.sid,
+            email_matches: c.email_matches,
         };
         self.store_new(id, site, record).await
     }
@@ -409,13 +420,20 @@ impl Sessions {
         Ok((session, cookie))
     }
 
-    /// Replaces a session by the same one under a new id (after a step-up: a privilege
-    /// change must not keep an id that may have been seen before it). The old id stops
-    /// working everywhere; the new one keeps the session's end, identity, tokens and
-    /// step-up time. Returns the new session and its `Set-Cookie`.
-    pub async fn rotate(&self, old: &Session) -> Result<(Arc<Session>, HeaderValue), StoreError> {
+    /// Replaces a session by the same one under a new id, carrying a verified step-up at
+    /// `step_up_time` (a privilege change must not keep an id that may have been seen before
+    /// it). The old id stops working everywhere and never gains the step-up, even when the
+    /// store fails; the new one keeps the session's end, identity and tokens. Returns the new
+    /// session and its `Set-Cookie`.
+    pub async fn rotate(
+        &self,
+        old: &Session,
+        step_up_time: i64,
+    ) -> Result<(Arc<Session>, HeaderValue), StoreError> {
+        let mut record = old.record();
+        record.step_up_time = record.step_up_time.max(step_up_time);
         let new = self
-            .store_new(random_bytes(), old.site.clone(), old.record())
+            .store_new(random_bytes(), old.site.clone(), record)
             .await?;
         self.remove(old).await;
         Ok(new)
@@ -423,8 +441,11 @@ impl Sessions {
 
     /// The live session named by the request's cookie for `site`, if any. Tampered, unknown,
     /// expired or foreign-site cookies are simply no session.
+    ///
+    /// A browser holds one `__Host-` cookie per name and host, so more than a few are an
+    /// attack on the store: at most [`MAX_SESSION_COOKIES`] are read, whatever follows.
     pub async fn from_headers(&self, headers: &HeaderMap, site: &str) -> Option<Arc<Session>> {
-        for v in cookie::values(headers, cookie::SESSION) {
+        for v in cookie::values(headers, cookie::SESSION).take(MAX_SESSION_COOKIES) {
             let Some(id) = self.key.open(SESSION_PURPOSE, v) else {
                 continue;
             };
@@ -435,7 +456,20 @@ impl Sessions {
         None
     }
 
+    /// The session stored under `id`, if it has not reached its absolute end. The end is
+    /// the session's own `expires`, counted from the first sign-in and carried through every
+    /// refresh and step-up; the caches' lifetimes are housekeeping, never the limit.
     async fn lookup(&self, id: [u8; 32]) -> Option<Arc<Session>> {
+        let now = crate::oidc::now();
+        let found = self.lookup_any(id).await?;
+        if found.expires <= now {
+            self.local.invalidate(&found.key);
+            return None;
+        }
+        Some(found)
+    }
+
+    async fn lookup_any(&self, id: [u8; 32]) -> Option<Arc<Session>> {
         let key = key_of(&id);
         let cached = self.local.get(&key);
         let Some(shared) = &self.shared else {
@@ -620,6 +654,9 @@ impl Sessions {
     pub async fn refreshed(&self, old: &Session, login: VerifiedLogin) {
         let mut record = old.record();
         let c = login.claims;
+        if c.email.is_some() {
+            record.email_matches = c.email_matches;
+        }
         record.email = c.email.or(record.email);
         record.username = c.username.or(record.username);
         record.name = c.name.or(record.name);
@@ -630,7 +667,16 @@ impl Sessions {
         }
         record.id_token_exp = c.exp;
         let new = self.build(old.id, old.site.clone(), record.clone());
-        self.local.insert(new.key, new.clone());
+        // Only over the session as it still is: a logout, revocation or step-up rotation
+        // that ended it while the refresh was in flight is never undone. The check and the
+        // write are one step per key, so nothing ends the session between them.
+        let _ = self
+            .local
+            .entry(new.key)
+            .and_compute_with(|current| match current {
+                Some(_) => moka::ops::compute::Op::Put(new.clone()),
+                None => moka::ops::compute::Op::Nop,
+            });
         if let Some(shared) = &self.shared {
             if let Err(e) = shared.update_session(&redis::hex(&new.key), &record).await {
                 tracing::warn!(error = %e, "could not update the refreshed session in redis");

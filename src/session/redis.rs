@@ -86,6 +86,10 @@ pub struct SessionRecord {
     /// records written before it was kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sid: Option<String>,
+    /// Whether `email` may name the user in the directory (verified, from an issuer trusted
+    /// for it). Records written before it was kept say no.
+    #[serde(default)]
+    pub email_matches: bool,
 }
 
 /// A pending sign-in as stored in Redis.

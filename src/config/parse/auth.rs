@@ -174,6 +174,7 @@ pub(super) fn read_oidc(mut r: Reader<'_>) -> Option<OidcConfig> {
         e.str("a claim name such as \"memberOf\"")
             .map(|s| Some(s.to_owned()))
     });
+    let match_by_email = default_or(&mut r, "match_by_email", false, |e| e.bool());
     let idp_logout = default_or(&mut r, "idp_logout", true, |e| e.bool());
     let post_logout_redirect_uri = default_or(&mut r, "post_logout_redirect_uri", None, |e| {
         let s = e.str("an absolute https:// URL registered at the provider")?;
@@ -204,6 +205,7 @@ pub(super) fn read_oidc(mut r: Reader<'_>) -> Option<OidcConfig> {
         clock_skew: clock_skew?,
         ca_file: ca_file?,
         groups_claim: groups_claim?,
+        match_by_email: match_by_email?,
         idp_logout: idp_logout?,
         post_logout_redirect_uri: post_logout_redirect_uri?,
     })
