@@ -3347,7 +3347,7 @@ async fn secrets_never_reach_logs_error_pages_metrics_or_debug_output() {
         .unwrap();
     let r = client.send_h2("app.test", req).await;
     assert_eq!(r.status, 200);
-    // Logout goes to the provider with id_token_hint: a redirect to the provider, by design.
+    // Logout goes to the provider with the client id: a redirect to the provider, by design.
     let out = b
         .request(
             "GET",

@@ -8,8 +8,8 @@
 //! long values), that final `Location` must be a path on the same site: it starts with a
 //! single `/`, never `//` or `/\` (raw or percent-decoded), has no scheme, no byte a browser
 //! strips or reinterprets, and is not one of the gateway's own endpoints. Logout must only
-//! ever redirect to the provider's end-session endpoint with the session's `id_token_hint`
-//! and the configured `post_logout_redirect_uri`, never to a client-chosen URL.
+//! ever redirect to the provider's end-session endpoint with the client id and the
+//! configured `post_logout_redirect_uri` (never the ID token), never to a client-chosen URL.
 
 mod support;
 
@@ -489,7 +489,7 @@ const EVIL: &[&str] = &[
 ];
 
 /// What a logout answer may be: a local page, or the provider's end-session endpoint with
-/// exactly the session's `id_token_hint` and the configured `post_logout_redirect_uri`.
+/// exactly the client id and the configured `post_logout_redirect_uri`, and never the ID token.
 fn check_logout(
     env: &SignInEnv,
     r: &Reply,
@@ -515,16 +515,20 @@ fn check_logout(
     }
     for (k, v) in parse_query(query) {
         match k.as_str() {
-            "id_token_hint" if Some(v.as_str()) == id_token => {}
             "post_logout_redirect_uri" if Some(v.as_str()) == post_logout => {}
-            "client_id" if id_token.is_none() => {}
+            "client_id" if v == support::env::CLIENT_ID => {}
             _ => failures.push(format!(
                 "{ctx}: unexpected {k}={v:.60} in the logout redirect"
             )),
         }
     }
-    if id_token.is_some() && !query.contains("id_token_hint=") {
-        failures.push(format!("{ctx}: no id_token_hint"));
+    if let Some(t) = id_token.filter(|t| loc.contains(*t)) {
+        failures.push(format!(
+            "{ctx}: the ID token {t:.20}... is in the logout URL"
+        ));
+    }
+    if !query.contains("client_id=") {
+        failures.push(format!("{ctx}: no client_id"));
     }
     failures
 }

@@ -368,21 +368,23 @@ impl Oidc {
         self.logout_jtis.invalidate(jti);
     }
 
-    /// The provider's logout URL for a session, when it has one and logout there is enabled.
-    pub fn end_session_url(&self, id_token: Option<&Secret>) -> Option<String> {
+    /// The provider's logout URL, when it has one and logout there is enabled.
+    ///
+    /// It names the client, never the ID token: a URL a browser is redirected to sits in its
+    /// history, its proxies' logs and the provider's, and an `id_token_hint` there would
+    /// hand every reader of those a signed statement of the user's identity and groups.
+    /// RP-initiated logout accepts `client_id` in its place, and JumpCloud honours it.
+    pub fn end_session_url(&self) -> Option<String> {
         if !self.config.idp_logout {
             return None;
         }
         let discovered = self.provider()?;
         let endpoint = discovered.0.end_session_endpoint.as_ref()?;
         let sep = if endpoint.contains('?') { '&' } else { '?' };
-        let mut url = match id_token {
-            Some(t) => format!("{endpoint}{sep}id_token_hint={}", urlencode(t.expose())),
-            None => format!(
-                "{endpoint}{sep}client_id={}",
-                urlencode(&self.config.client_id)
-            ),
-        };
+        let mut url = format!(
+            "{endpoint}{sep}client_id={}",
+            urlencode(&self.config.client_id)
+        );
         if let Some(uri) = &self.config.post_logout_redirect_uri {
             url.push_str("&post_logout_redirect_uri=");
             url.push_str(&urlencode(uri));

@@ -285,7 +285,6 @@ async fn logout(
         return Err(Rejection::CrossSite);
     }
     let session = auth.sessions.from_headers(headers, &site.host).await;
-    let id_token = session.as_ref().and_then(|s| s.id_token());
     if let Some(s) = &session {
         auth.sessions.remove(s).await;
         tracing::info!(site = %site.host, user.sub = %s.identity.sub, "signed out");
@@ -300,7 +299,7 @@ async fn logout(
     let clear = cookie::clear(cookie::SESSION);
     let mut response = match session
         .is_some()
-        .then(|| auth.oidc.end_session_url(id_token.as_ref()))
+        .then(|| auth.oidc.end_session_url())
         .flatten()
     {
         Some(url) => respond::redirect(&url, &[clear]),
