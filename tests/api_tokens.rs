@@ -17,6 +17,14 @@ fn mint(env: &SignInEnv, claims: serde_json::Value) -> String {
     jsonwebtoken::encode(&header, &claims, &EncodingKey::from_rsa_der(&key.der)).unwrap()
 }
 
+fn mint_typed(env: &SignInEnv, typ: &str, claims: serde_json::Value) -> String {
+    let key = env.fake.with_state(|s| s.keys.last().cloned().unwrap());
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some(key.kid.clone());
+    header.typ = Some(typ.to_owned());
+    jsonwebtoken::encode(&header, &claims, &EncodingKey::from_rsa_der(&key.der)).unwrap()
+}
+
 fn claims(env: &SignInEnv, sub: &str) -> serde_json::Value {
     let now = jumpgate::oidc::now();
     json!({"iss": env.fake.issuer(), "aud": [AUDIENCE], "sub": sub, "iat": now, "exp": now + 300, "email": "alice@example.com"})
@@ -66,6 +74,16 @@ async fn bearer_tokens_are_verified_and_decided_like_users() {
         r.upstream_header("x-jumpgate-user").as_deref(),
         Some(env.alice.as_str())
     );
+    // Control: a token typed as an access token (RFC 9068) passes like an untyped one.
+    let typed = mint_typed(env, "at+jwt", claims(env, &env.alice));
+    let r = api
+        .request(
+            "GET",
+            "/data",
+            &[("authorization", &format!("Bearer {typed}"))],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(
         r.upstream_header("x-jumpgate-groups").as_deref(),
         Some("Admins,Staff"),
@@ -125,6 +143,21 @@ async fn bearer_tokens_are_verified_and_decided_like_users() {
             parts.join(".")
         }),
         ("garbage", "not-a-jwt".to_owned()),
+        (
+            "an ID token: it carries the nonce of a sign-in",
+            mint(
+                env,
+                json!({"iss": env.fake.issuer(), "aud": [AUDIENCE], "sub": env.alice, "iat": now, "exp": now + 300, "nonce": "n"}),
+            ),
+        ),
+        (
+            "typed as another kind of token",
+            mint_typed(env, "id_token+jwt", claims(env, &env.alice)),
+        ),
+        (
+            "typed as a logout token",
+            mint_typed(env, "logout+jwt", claims(env, &env.alice)),
+        ),
     ];
     for (what, token) in bad {
         let r = api
@@ -144,6 +177,25 @@ async fn bearer_tokens_are_verified_and_decided_like_users() {
             "{what}"
         );
         assert!(r.upstream_header("x-jumpgate-user").is_none());
+    }
+
+    // A token whose sub is no directory id does not become the directory user whose email
+    // it states: this issuer is not trusted to match by email, verified or not.
+    for verified in [json!("true"), json!(true), json!("false")] {
+        let foreign = mint(
+            env,
+            json!({"iss": env.fake.issuer(), "aud": [AUDIENCE], "sub": "someone-else", "iat": now, "exp": now + 300, "email": "alice@example.com", "email_verified": verified}),
+        );
+        let r = api
+            .request(
+                "GET",
+                "/data",
+                &[("authorization", &format!("Bearer {foreign}"))],
+            )
+            .await;
+        // 403 is the gateway's own page: nothing reached the upstream.
+        assert_eq!(r.status, 403, "email_verified {verified}: {}", r.text());
+        assert!(r.text().contains("Access refused"), "{}", r.text());
     }
 
     // The same rules as for people: outside the group, refused; suspended, refused.

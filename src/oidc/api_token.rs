@@ -118,6 +118,19 @@ impl ApiTokens {
             .map_err(|_| VerifyError::Malformed)?;
         let claims: serde_json::Value =
             serde_json::from_slice(&bytes).map_err(|_| VerifyError::Malformed)?;
+        // An ID token is a statement to the client that asked for it, not a credential for
+        // an API: one from a sign-in carries the `nonce` it was bound to, and a typed token
+        // says what it is. Anything else than an access token or an untyped JWT is refused.
+        if claims.get("nonce").is_some() {
+            return Err(VerifyError::NoncePresent);
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|_| VerifyError::Malformed)?;
+        if let Some(typ) = header.typ.as_deref() {
+            let typ = typ.strip_prefix("application/").unwrap_or(typ);
+            if !typ.eq_ignore_ascii_case("at+jwt") && !typ.eq_ignore_ascii_case("jwt") {
+                return Err(VerifyError::Type(typ.chars().take(64).collect()));
+            }
+        }
         let iss = claims
             .get("iss")
             .and_then(|v| v.as_str())

@@ -58,8 +58,8 @@ pub enum VerifyError {
     /// The header's `typ` names another kind of token.
     #[error("token type {0:?} not accepted")]
     Type(String),
-    /// A logout token carries a `nonce`: it may be an ID token in disguise.
-    #[error("nonce present in a logout token")]
+    /// A logout or API token carries a `nonce`: it may be an ID token in disguise.
+    #[error("nonce present: an ID token in disguise")]
     NoncePresent,
     /// A logout token issued too long ago.
     #[error("issued too long ago")]
