@@ -308,6 +308,7 @@ fn benches(r: &mut Runner<'_>, sizes: Sizes) {
         policy::decide(
             route,
             &Method::GET,
+            false,
             Some(s.clone()),
             Some(Ok(snapshot.clone())),
             now,
@@ -317,6 +318,7 @@ fn benches(r: &mut Runner<'_>, sizes: Sizes) {
         policy::decide(
             route,
             &Method::GET,
+            false,
             Some(session0.clone()),
             Some(Ok(snapshot.clone())),
             now
@@ -324,7 +326,14 @@ fn benches(r: &mut Runner<'_>, sizes: Sizes) {
         Decision::Allow(_)
     ));
     r.run("policy/decide_without_directory", || {
-        policy::decide(route, &Method::GET, Some(session0.clone()), None, now)
+        policy::decide(
+            route,
+            &Method::GET,
+            false,
+            Some(session0.clone()),
+            None,
+            now,
+        )
     });
 
     // --- 5. Forwarding headers, the assertion and identity headers.
@@ -420,7 +429,7 @@ fn benches(r: &mut Runner<'_>, sizes: Sizes) {
             let session = ready(fx.sessions.from_headers(h, &site.host));
             let snapshot = fx.directory.fresh(now);
             let Decision::Allow(permit) =
-                policy::decide(route, &Method::GET, session, Some(snapshot), now)
+                policy::decide(route, &Method::GET, false, session, Some(snapshot), now)
             else {
                 panic!("typical request refused");
             };

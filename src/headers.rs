@@ -42,11 +42,28 @@ static HOP_BY_HOP: [&HeaderName; 9] = [
     &header::TRANSFER_ENCODING,
     &header::UPGRADE,
 ];
-const CONNECTION_BIT: u16 = 1;
-const UPGRADE_BIT: u16 = 1 << 8;
+const CONNECTION_BIT: u32 = 1;
+const UPGRADE_BIT: u32 = 1 << 8;
 
-/// Forwarding headers a client could use to lie about where a request came from.
-static FORWARDING: [&HeaderName; 9] = [
+static X_ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
+static X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
+static X_REWRITE_URL: HeaderName = HeaderName::from_static("x-rewrite-url");
+static X_HTTP_METHOD_OVERRIDE: HeaderName = HeaderName::from_static("x-http-method-override");
+static X_HTTP_METHOD: HeaderName = HeaderName::from_static("x-http-method");
+static X_METHOD_OVERRIDE: HeaderName = HeaderName::from_static("x-method-override");
+static TRUE_CLIENT_IP: HeaderName = HeaderName::from_static("true-client-ip");
+static CF_CONNECTING_IP: HeaderName = HeaderName::from_static("cf-connecting-ip");
+static X_CLIENT_IP: HeaderName = HeaderName::from_static("x-client-ip");
+static X_CLUSTER_CLIENT_IP: HeaderName = HeaderName::from_static("x-cluster-client-ip");
+static FASTLY_CLIENT_IP: HeaderName = HeaderName::from_static("fastly-client-ip");
+static X_FORWARDED_SERVER: HeaderName = HeaderName::from_static("x-forwarded-server");
+static X_HOST: HeaderName = HeaderName::from_static("x-host");
+static X_ORIGINAL_HOST: HeaderName = HeaderName::from_static("x-original-host");
+
+/// Headers through which common frameworks let a request choose the client address, host,
+/// path or method the application sees, in place of what the gateway decided on. None of
+/// them reaches an upstream from a client; the gateway sets its own `X-Forwarded-*`.
+static FORWARDING: [&HeaderName; 23] = [
     &X_FORWARDED_FOR,
     &X_FORWARDED_PROTO,
     &X_FORWARDED_HOST,
@@ -56,8 +73,21 @@ static FORWARDING: [&HeaderName; 9] = [
     &X_FORWARDED_METHOD,
     &X_REAL_IP,
     &header::FORWARDED,
+    &X_ORIGINAL_URL,
+    &X_ORIGINAL_URI,
+    &X_REWRITE_URL,
+    &X_HTTP_METHOD_OVERRIDE,
+    &X_HTTP_METHOD,
+    &X_METHOD_OVERRIDE,
+    &TRUE_CLIENT_IP,
+    &CF_CONNECTING_IP,
+    &X_CLIENT_IP,
+    &X_CLUSTER_CLIENT_IP,
+    &FASTLY_CLIENT_IP,
+    &X_FORWARDED_SERVER,
+    &X_HOST,
+    &X_ORIGINAL_HOST,
 ];
-
 /// Where `name` stands in [`HOP_BY_HOP`].
 fn hop_by_hop_index(name: &str) -> Option<u32> {
     Some(match name {
@@ -86,6 +116,20 @@ fn forwarding_index(name: &str) -> Option<u32> {
         "x-forwarded-method" => 6,
         "x-real-ip" => 7,
         "forwarded" => 8,
+        "x-original-url" => 9,
+        "x-original-uri" => 10,
+        "x-rewrite-url" => 11,
+        "x-http-method-override" => 12,
+        "x-http-method" => 13,
+        "x-method-override" => 14,
+        "true-client-ip" => 15,
+        "cf-connecting-ip" => 16,
+        "x-client-ip" => 17,
+        "x-cluster-client-ip" => 18,
+        "fastly-client-ip" => 19,
+        "x-forwarded-server" => 20,
+        "x-host" => 21,
+        "x-original-host" => 22,
         _ => return None,
     })
 }
@@ -93,7 +137,7 @@ fn forwarding_index(name: &str) -> Option<u32> {
 /// Which names of a table are in `headers`, as bits: one pass over the request's headers
 /// (usually a dozen, none of them these) matching names, instead of one hashed probe per
 /// name of the table.
-fn present(headers: &HeaderMap, index: fn(&str) -> Option<u32>) -> u16 {
+fn present(headers: &HeaderMap, index: fn(&str) -> Option<u32>) -> u32 {
     let mut bits = 0;
     for name in headers.keys() {
         if let Some(i) = index(name.as_str()) {
@@ -103,7 +147,7 @@ fn present(headers: &HeaderMap, index: fn(&str) -> Option<u32>) -> u16 {
     bits
 }
 
-fn remove_present(headers: &mut HeaderMap, names: &[&HeaderName; 9], bits: u16) {
+fn remove_present(headers: &mut HeaderMap, names: &[&HeaderName], bits: u32) {
     for (i, name) in names.iter().enumerate() {
         if bits & (1 << i) != 0 {
             headers.remove(*name);
@@ -118,6 +162,34 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
     let mut values = headers.get_all(header::UPGRADE).iter();
     let websocket = matches!((values.next(), values.next()), (Some(v), None) if v.as_bytes().eq_ignore_ascii_case(b"websocket"));
     websocket && connection_has(headers, "upgrade")
+}
+
+/// The `Sec-WebSocket-Accept` a WebSocket handshake's answer must carry (RFC 6455 §4.2.2),
+/// or `None` when the request has no single usable `Sec-WebSocket-Key`.
+pub fn websocket_accept(headers: &HeaderMap) -> Option<HeaderValue> {
+    const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    let mut keys = headers.get_all(header::SEC_WEBSOCKET_KEY).iter();
+    let key = match (keys.next(), keys.next()) {
+        (Some(k), None) if !k.is_empty() && k.len() <= 64 => k,
+        _ => return None,
+    };
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
+    ctx.update(key.as_bytes());
+    ctx.update(GUID);
+    let digest = ctx.finish();
+    let encoded =
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, digest.as_ref());
+    HeaderValue::from_str(&encoded).ok()
+}
+
+/// Whether a `101` answers a WebSocket handshake: `Upgrade: websocket`, `Connection:
+/// upgrade`, and the `Sec-WebSocket-Accept` computed from the request's key.
+pub fn is_websocket_switch(response: &HeaderMap, accept: &HeaderValue) -> bool {
+    let mut upgrades = response.get_all(header::UPGRADE).iter();
+    let websocket = matches!((upgrades.next(), upgrades.next()), (Some(v), None) if v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    let mut accepts = response.get_all(header::SEC_WEBSOCKET_ACCEPT).iter();
+    let accepted = matches!((accepts.next(), accepts.next()), (Some(v), None) if v.as_bytes() == accept.as_bytes());
+    websocket && accepted && connection_has(response, "upgrade")
 }
 
 fn connection_has(headers: &HeaderMap, token: &str) -> bool {
@@ -240,9 +312,11 @@ pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted: &[IpNet]) -> IpAddr
     client
 }
 
-/// Sets `X-Forwarded-For/-Proto/-Host`. From an untrusted peer every forwarding header the
-/// client sent is dropped first; from a trusted proxy its chain is kept and extended.
-/// `peer_value` is the peer's address as a header value, made once per connection.
+/// Sets `X-Forwarded-For/-Proto/-Host`, after removing every header in [`FORWARDING`] a
+/// client sent. From a trusted proxy only its `X-Forwarded-For` chain is kept, and
+/// extended; the protocol is always https (the gateway terminated TLS) and the host always
+/// the canonical host the request was decided on. `peer_value` is the peer's address as a
+/// header value, made once per connection.
 pub fn set_forwarded(
     headers: &mut HeaderMap,
     peer: IpAddr,
@@ -250,38 +324,25 @@ pub fn set_forwarded(
     trusted_peer: bool,
     host: &str,
 ) {
-    if trusted_peer {
-        let chain: Option<String> = {
-            let parts: Vec<&str> = headers
-                .get_all(&X_FORWARDED_FOR)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .collect();
-            (!parts.is_empty()).then(|| parts.join(", "))
-        };
-        let value = match (chain, peer_value) {
-            (Some(chain), Some(_)) => HeaderValue::from_str(&format!("{chain}, {peer}")).ok(),
-            (None, v) => v.cloned(),
-            (Some(_), None) => None,
-        };
-        headers.remove(&X_FORWARDED_FOR);
-        if let Some(v) = value {
-            headers.insert(X_FORWARDED_FOR.clone(), v);
-        }
-        if !headers.contains_key(&X_FORWARDED_PROTO) {
-            headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("https"));
-        }
-        if !headers.contains_key(&X_FORWARDED_HOST) {
-            if let Ok(v) = HeaderValue::from_str(host) {
-                headers.insert(X_FORWARDED_HOST.clone(), v);
-            }
-        }
-        return;
-    }
+    let chain: Option<String> = if trusted_peer {
+        let parts: Vec<&str> = headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        (!parts.is_empty()).then(|| parts.join(", "))
+    } else {
+        None
+    };
     let lies = present(headers, forwarding_index);
     remove_present(headers, &FORWARDING, lies);
-    if let Some(v) = peer_value {
-        headers.insert(X_FORWARDED_FOR.clone(), v.clone());
+    let value = match (chain, peer_value) {
+        (Some(chain), Some(_)) => HeaderValue::from_str(&format!("{chain}, {peer}")).ok(),
+        (None, v) => v.cloned(),
+        (Some(_), None) => None,
+    };
+    if let Some(v) = value {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("https"));
     if let Ok(v) = HeaderValue::from_str(host) {
@@ -400,6 +461,71 @@ mod tests {
         strip_hop_by_hop(&mut h, false);
         let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, vec!["x-kept"]);
+    }
+
+    /// RFC 6455's own example, and the answers that must not open a tunnel.
+    #[test]
+    fn websocket_handshake_answers() {
+        let req = map(&[("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")]);
+        let accept = websocket_accept(&req).unwrap();
+        assert_eq!(accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        let good = [
+            ("upgrade", "websocket"),
+            ("connection", "Upgrade"),
+            ("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+        ];
+        assert!(is_websocket_switch(&map(&good), &accept));
+        let bad: &[(&str, &[(&str, &str)])] = &[
+            ("no headers", &[]),
+            (
+                "wrong accept",
+                &[
+                    ("upgrade", "websocket"),
+                    ("connection", "upgrade"),
+                    ("sec-websocket-accept", "AAAA"),
+                ],
+            ),
+            (
+                "no accept",
+                &[("upgrade", "websocket"), ("connection", "upgrade")],
+            ),
+            (
+                "h2c",
+                &[
+                    ("upgrade", "h2c"),
+                    ("connection", "upgrade"),
+                    ("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+                ],
+            ),
+            (
+                "no connection",
+                &[
+                    ("upgrade", "websocket"),
+                    ("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+                ],
+            ),
+            (
+                "two accepts",
+                &[
+                    ("upgrade", "websocket"),
+                    ("connection", "upgrade"),
+                    ("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+                    ("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+                ],
+            ),
+        ];
+        for (why, headers) in bad {
+            assert!(!is_websocket_switch(&map(headers), &accept), "{why}");
+        }
+        assert!(websocket_accept(&map(&[])).is_none(), "no key");
+        assert!(
+            websocket_accept(&map(&[
+                ("sec-websocket-key", "a"),
+                ("sec-websocket-key", "b")
+            ]))
+            .is_none(),
+            "two keys"
+        );
     }
 
     #[test]
@@ -547,5 +673,54 @@ mod tests {
         );
         let untrusted_peer: IpAddr = "192.0.2.1".parse().unwrap();
         assert_eq!(client_ip(&h, untrusted_peer, &trusted), untrusted_peer);
+    }
+
+    /// Headers through which frameworks let a request pick its path, method, host or client
+    /// address never reach an upstream, even through a trusted proxy, in any case.
+    #[test]
+    fn overrides_never_go_upstream() {
+        let names = [
+            "X-Original-URL",
+            "X-Original-URI",
+            "X-Rewrite-URL",
+            "X-HTTP-Method-Override",
+            "X-HTTP-Method",
+            "X-Method-Override",
+            "True-Client-IP",
+            "CF-Connecting-IP",
+            "X-Client-IP",
+            "X-Cluster-Client-IP",
+            "Fastly-Client-IP",
+            "X-Forwarded-Server",
+            "X-Host",
+            "X-Original-Host",
+            "X-Forwarded-Port",
+            "X-Forwarded-Prefix",
+            "X-Forwarded-Uri",
+            "X-Forwarded-Method",
+            "X-Real-IP",
+            "Forwarded",
+        ];
+        for trusted in [false, true] {
+            let mut h = HeaderMap::new();
+            for n in names {
+                h.append(
+                    HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                    HeaderValue::from_static("/admin"),
+                );
+            }
+            h.append("x-forwarded-host", HeaderValue::from_static("evil.example"));
+            h.append("x-forwarded-proto", HeaderValue::from_static("http"));
+            h.append("accept", HeaderValue::from_static("*/*"));
+            let peer: IpAddr = "10.0.0.9".parse().unwrap();
+            let v = HeaderValue::from_str(&peer.to_string()).ok();
+            set_forwarded(&mut h, peer, v.as_ref(), trusted, "site.example");
+            for n in names {
+                assert!(h.get(n).is_none(), "{n} survived (trusted {trusted})");
+            }
+            assert_eq!(h.get("x-forwarded-host").unwrap(), "site.example");
+            assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
+            assert_eq!(h.get("accept").unwrap(), "*/*", "others are kept");
+        }
     }
 }

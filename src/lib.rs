@@ -159,7 +159,13 @@ pub async fn run(
         None => None,
     };
     let auth = build_auth(&config, public_port, &audit)?;
-    let mut shared = Shared::new(&config, auth.clone(), metrics.clone(), tunnel_rx.receiver())?;
+    let mut shared = Shared::new(
+        &config,
+        public_port,
+        auth.clone(),
+        metrics.clone(),
+        tunnel_rx.receiver(),
+    )?;
     shared.audit = audit;
     if !config.api_tokens.is_empty() {
         let skew = config

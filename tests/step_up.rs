@@ -29,7 +29,7 @@ async fn start(step_up_extra: &str, admin_max_age: &str) -> StepUpEnv {
     let url = echo.url();
     std::mem::forget(echo);
     let sites = format!(
-        "{}  [[site.route]]\n  path = \"/admin\"\n  step_up = \"{admin_max_age}\"\n  [[site.route]]\n  path = \"/api\"\n  step_up = \"15m\"\n  step_up_methods = [\"POST\", \"DELETE\"]\n",
+        "{}  [[site.route]]\n  path = \"/admin\"\n  step_up = \"{admin_max_age}\"\n  step_up_exempt_methods = []\n  [[site.route]]\n  path = \"/api\"\n  step_up = \"15m\"\n",
         site("app.test", &url, "protected", &[("/public", "public")])
     );
     let env = SignInEnv::start_with(Options {
@@ -178,6 +178,38 @@ async fn api_requests_get_the_rfc_9470_challenge_and_methods_scope_it() {
         "{url}"
     );
     assert_eq!(b.request("DELETE", "/api/v1/user/1", &[]).await.status, 401);
+    // The safe methods are exempt; every other method is not, whether or not anyone
+    // thought of it, and a WebSocket handshake is decided as the write it leads to.
+    for safe in ["HEAD", "OPTIONS"] {
+        assert_eq!(
+            b.request(safe, "/api/v1/user", &[]).await.status,
+            200,
+            "{safe} is exempt"
+        );
+    }
+    for method in ["PUT", "PATCH", "PROPFIND", "FOO", "MKCOL"] {
+        assert_eq!(
+            b.request(method, "/api/v1/user", &[("accept", "application/json")])
+                .await
+                .status,
+            401,
+            "{method} needs the step-up"
+        );
+    }
+    let r = b
+        .request(
+            "GET",
+            "/api/v1/stream",
+            &[
+                ("connection", "Upgrade"),
+                ("upgrade", "websocket"),
+                ("sec-websocket-version", "13"),
+                ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 401, "a WebSocket handshake needs the step-up");
+    assert!(r.upstream_header("x-jumpgate-user").is_none());
     // An XHR GET on a route that always needs it also gets the challenge, never a redirect.
     let r = b
         .request("GET", "/admin", &[("x-requested-with", "XMLHttpRequest")])

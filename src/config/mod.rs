@@ -467,8 +467,10 @@ pub struct RouteConfig {
     pub allow: Option<Allow>,
     /// `step_up`: the longest age of the last step-up the route accepts.
     pub step_up: Option<Duration>,
-    /// `step_up_methods`: only these methods need the step-up (default: all).
-    pub step_up_methods: Vec<http::Method>,
+    /// `step_up_exempt_methods`: methods that do not need the step-up (default: GET, HEAD,
+    /// OPTIONS). Every other method does, and so does a WebSocket handshake, whatever its
+    /// method: an exemption names what is safe, so a method nobody thought of is covered.
+    pub step_up_exempt_methods: Vec<http::Method>,
 }
 
 /// An upstream origin.

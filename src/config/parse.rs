@@ -803,6 +803,24 @@ fn read_config(root: &mut Reader<'_>, file: &Path) -> Option<Config> {
             }
         }
     }
+    if let (Some(tokens), Some(Some(oidc))) = (&api_tokens, &oidc) {
+        // An ID token names the gateway's own client as its audience: an API token issuer
+        // with that audience would take every signed-in user's ID token (kept in browser
+        // storage by many front ends) as an API credential.
+        let own = std::iter::once(oidc.client_id.as_str())
+            .chain(oidc.step_up.as_ref().map(|s| s.client_id.as_str()));
+        for client in own {
+            for (i, t) in tokens.iter().enumerate() {
+                if t.audience == client {
+                    root.cx.report(
+                        None,
+                        format!("api_token[{i}].audience"),
+                        format!("\"{client}\" is the gateway's own OIDC client id, so ID tokens would pass as API tokens; use the audience of the API's access tokens"),
+                    );
+                }
+            }
+        }
+    }
     if let (Some(oidc), Some(sites)) = (&oidc, &sites) {
         let step_up_configured = oidc.as_ref().is_some_and(|o| o.step_up.is_some());
         for (i, site) in sites.iter().enumerate() {
@@ -1384,7 +1402,7 @@ fn read_routes(readers: Vec<Reader<'_>>) -> Option<Vec<RouteConfig>> {
                 Some(tunnel_idle_timeout),
                 Some(upstream_response_timeout),
                 Some(allow),
-                Some((step_up, step_up_methods)),
+                Some((step_up, step_up_exempt_methods)),
             ) => {
                 routes.push(RouteConfig {
                     path,
@@ -1393,7 +1411,7 @@ fn read_routes(readers: Vec<Reader<'_>>) -> Option<Vec<RouteConfig>> {
                     upstream_response_timeout,
                     allow,
                     step_up,
-                    step_up_methods,
+                    step_up_exempt_methods,
                 });
             }
             _ => ok = false,
@@ -1602,7 +1620,7 @@ route = [{ path = "/" , access = "protected" }]
                     upstream_response_timeout: None,
                     allow: None,
                     step_up: None,
-                    step_up_methods: vec![],
+                    step_up_exempt_methods: vec![],
                 },
                 RouteConfig {
                     path: "/admin".to_owned(),
@@ -1611,7 +1629,7 @@ route = [{ path = "/" , access = "protected" }]
                     upstream_response_timeout: Some(Duration::from_secs(12 * 3600)),
                     allow: None,
                     step_up: None,
-                    step_up_methods: vec![],
+                    step_up_exempt_methods: vec![],
                 },
             ]
         );
@@ -1784,7 +1802,7 @@ route = [{ path = "/" , access = "protected" }]
             "acr_values",
             "require_amr",
             "step_up",
-            "step_up_methods",
+            "step_up_exempt_methods",
             "step_up_time",
             "[[site.route]]",
             "path",

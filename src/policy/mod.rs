@@ -115,9 +115,11 @@ pub fn admits(snapshot: &Snapshot, user: &UserEntry, allow: &Allowed) -> Result<
 
 /// Decides a request on `route` with `session` (the request's valid session, if any) and,
 /// when a directory is configured, its snapshot (or why there is none fresh enough).
+/// `upgrade` says the request asks to switch protocols (a WebSocket handshake).
 pub fn decide(
     route: &Route,
     method: &Method,
+    upgrade: bool,
     session: Option<Arc<Session>>,
     directory: Option<Result<Arc<Snapshot>, Unavailable>>,
     now: i64,
@@ -151,7 +153,7 @@ pub fn decide(
         },
     };
     let step_up_time = match &route.step_up {
-        Some(rule) if rule.applies_to(method) => match session.step_up_time() {
+        Some(rule) if rule.applies_to(method, upgrade) => match session.step_up_time() {
             Some(t) if now - t <= rule.max_age => Some(t),
             _ => {
                 return Decision::StepUp {
@@ -196,7 +198,7 @@ mod tests {
         session: Option<Arc<Session>>,
         dir: Option<Result<Arc<Snapshot>, Unavailable>>,
     ) -> Decision {
-        decide(route, &Method::GET, session, dir, 1_000)
+        decide(route, &Method::GET, false, session, dir, 1_000)
     }
 
     fn route(access: Access, groups: Vec<usize>, users: Vec<&str>) -> Route {
@@ -436,7 +438,7 @@ mod tests {
         let mut r = route(Access::Protected, vec![0], vec![]);
         r.step_up = Some(Arc::new(routes::StepUpRule {
             max_age: 900,
-            methods: vec![Method::POST, Method::DELETE],
+            exempt: vec![Method::GET, Method::HEAD, Method::OPTIONS],
         }));
         let snap = || Some(Ok(snapshot(None)));
         let at = |t: i64| {
@@ -447,7 +449,10 @@ mod tests {
             s
         };
         let case = |method: Method, s: Arc<Session>, dir, now| {
-            verdict(decide(&r, &method, Some(s), dir, now))
+            verdict(decide(&r, &method, false, Some(s), dir, now))
+        };
+        let upgrade = |method: Method, s: Arc<Session>| {
+            verdict(decide(&r, &method, true, Some(s), snap(), 10_000))
         };
         assert_eq!(
             case(Method::POST, at(0), snap(), 10_000),
@@ -469,12 +474,21 @@ mod tests {
             "step-up:900",
             "too old"
         );
-        assert_eq!(
-            case(Method::GET, at(0), snap(), 10_000),
-            "allow:admin",
-            "GET is not scoped"
-        );
-        assert_eq!(case(Method::DELETE, at(0), snap(), 10_000), "step-up:900");
+        for safe in [Method::GET, Method::HEAD, Method::OPTIONS] {
+            assert_eq!(
+                case(safe.clone(), at(0), snap(), 10_000),
+                "allow:admin",
+                "{safe} is exempt"
+            );
+        }
+        // Every method that is not exempt needs it, including ones nobody listed.
+        for m in ["DELETE", "PUT", "PATCH", "PROPFIND", "FOO", "CONNECT"] {
+            let m = Method::from_bytes(m.as_bytes()).unwrap();
+            assert_eq!(case(m.clone(), at(0), snap(), 10_000), "step-up:900", "{m}");
+        }
+        // A WebSocket handshake is a GET that goes on to carry writes.
+        assert_eq!(upgrade(Method::GET, at(0)), "step-up:900");
+        assert_eq!(upgrade(Method::GET, at(9_500)), "allow:admin");
         assert_eq!(
             case(
                 Method::POST,
@@ -497,7 +511,7 @@ mod tests {
         let mut public = route(Access::Public, vec![], vec![]);
         public.step_up = r.step_up.clone();
         assert_eq!(
-            verdict(decide(&public, &Method::POST, None, None, 10_000)),
+            verdict(decide(&public, &Method::POST, false, None, None, 10_000)),
             "allow:-",
             "a public route never asks"
         );

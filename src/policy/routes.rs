@@ -1,8 +1,12 @@
 //! The compiled route table: host → site, then longest path prefix on segment boundaries.
 //!
-//! Matching is on the canonical path with `;` parameters removed from each segment and ASCII
-//! case folded, so `/Admin;x` cannot slip past a rule written for `/admin` to an upstream that
-//! ignores parameters or case. The path forwarded upstream is the canonical path itself.
+//! One path can mean several resources: an upstream may ignore ASCII case and `;` parameters
+//! in segments, or honour them. So a path is matched in each reading (case folded or not,
+//! parameters removed or not), and the caller applies the strictest route any reading
+//! yields: `/Admin;x` cannot slip past a rule written for `/admin` to an upstream that
+//! ignores case and parameters, and `/PUBLIC/x` is not public because `/public` is, when a
+//! case-sensitive upstream serves something else there. The path forwarded upstream is the
+//! canonical path itself.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -32,14 +36,15 @@ pub struct Route {
 pub struct StepUpRule {
     /// The longest accepted age of the last step-up, in seconds.
     pub max_age: i64,
-    /// Methods that need it; empty means all.
-    pub methods: Vec<http::Method>,
+    /// Methods that do not need it.
+    pub exempt: Vec<http::Method>,
 }
 
 impl StepUpRule {
-    /// Whether a request with `method` needs the step-up.
-    pub fn applies_to(&self, method: &http::Method) -> bool {
-        self.methods.is_empty() || self.methods.contains(method)
+    /// Whether a request with `method` needs the step-up. An upgrade (WebSocket handshake)
+    /// always does: it is a GET that goes on to carry writes.
+    pub fn applies_to(&self, method: &http::Method, upgrade: bool) -> bool {
+        upgrade || !self.exempt.contains(method)
     }
 }
 
@@ -69,6 +74,10 @@ pub struct Site {
     pub upstream: usize,
     /// Routes by match key (lower-cased prefix without trailing `/`).
     by_prefix: HashMap<String, Route>,
+    /// The same routes' match keys by their prefix as written (without trailing `/`).
+    by_exact: HashMap<String, String>,
+    /// Whether any prefix as written differs from its match key.
+    exact_differs: bool,
     /// Applies where no route matches.
     pub default: Route,
     /// Whether bearer API tokens are accepted on protected routes.
@@ -169,9 +178,14 @@ fn compile_site(
         upstream_response_timeout: response,
     };
     let mut by_prefix = HashMap::new();
+    let mut by_exact = HashMap::new();
+    let mut exact_differs = false;
     for route in &site.routes {
         let key = match_key(&route.path).into_owned();
         let key = key.trim_end_matches('/').to_owned();
+        let exact = route.path.trim_end_matches('/').to_owned();
+        exact_differs |= exact != key;
+        by_exact.insert(exact, key.clone());
         by_prefix.insert(
             key,
             Route {
@@ -186,7 +200,7 @@ fn compile_site(
                 step_up: route.step_up.map(|d| {
                     Arc::new(StepUpRule {
                         max_age: d.as_secs() as i64,
-                        methods: route.step_up_methods.clone(),
+                        exempt: route.step_up_exempt_methods.clone(),
                     })
                 }),
             },
@@ -196,6 +210,8 @@ fn compile_site(
         host: Arc::from(site.host.as_str()),
         upstream: index,
         by_prefix,
+        by_exact,
+        exact_differs,
         default,
         api_tokens: site.api_tokens,
     }
@@ -219,17 +235,86 @@ pub fn match_key(path: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// `path` with `;parameters` removed from every segment, case kept.
+fn without_params(path: &str) -> std::borrow::Cow<'_, str> {
+    if !path.contains(';') {
+        return std::borrow::Cow::Borrowed(path);
+    }
+    let mut out = String::with_capacity(path.len());
+    for (i, seg) in path.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        out.push_str(seg.split(';').next().unwrap_or(seg));
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// The distinct routes a path yields across its readings; the first is the route of the
+/// folded reading, which names the request in logs and metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct Readings<'a> {
+    routes: [&'a Route; 4],
+    len: usize,
+}
+
+impl<'a> Readings<'a> {
+    /// The folded reading's route.
+    pub fn primary(&self) -> &'a Route {
+        self.routes[0]
+    }
+
+    /// Every distinct route, the primary first.
+    pub fn all(&self) -> &[&'a Route] {
+        &self.routes[..self.len]
+    }
+
+    fn push(&mut self, route: &'a Route) {
+        if !self.all().iter().any(|r| std::ptr::eq(*r, route)) {
+            self.routes[self.len] = route;
+            self.len += 1;
+        }
+    }
+}
+
 impl Site {
-    /// The route for a canonical path: the longest configured prefix that matches on a
-    /// segment boundary, else the site default.
+    /// The route for a canonical path in its folded reading (ASCII case folded, `;`
+    /// parameters removed): the longest configured prefix that matches on a segment
+    /// boundary, else the site default.
     pub fn find(&self, canonical_path: &str) -> &Route {
+        self.walk(&match_key(canonical_path), |k| self.by_prefix.get(k))
+    }
+
+    /// The routes a canonical path yields in every reading an upstream might give it: case
+    /// folded or kept, `;` parameters removed or kept. Usually one.
+    pub fn readings(&self, canonical_path: &str) -> Readings<'_> {
+        let primary = self.find(canonical_path);
+        let mut readings = Readings {
+            routes: [primary; 4],
+            len: 1,
+        };
+        let plain = !canonical_path
+            .bytes()
+            .any(|b| b == b';' || b.is_ascii_uppercase());
+        if self.by_prefix.is_empty() || (plain && !self.exact_differs) {
+            return readings;
+        }
+        let folded_with_params = canonical_path.to_ascii_lowercase();
+        readings.push(self.walk(&folded_with_params, |k| self.by_prefix.get(k)));
+        let exact = |k: &str| self.by_exact.get(k).and_then(|key| self.by_prefix.get(key));
+        readings.push(self.walk(canonical_path, exact));
+        readings.push(self.walk(&without_params(canonical_path), exact));
+        readings
+    }
+
+    /// The longest prefix of `key` on a segment boundary that `get` knows.
+    fn walk<'s>(&'s self, key: &str, get: impl Fn(&str) -> Option<&'s Route>) -> &'s Route {
         if self.by_prefix.is_empty() {
             return &self.default;
         }
-        let key = match_key(canonical_path);
         let mut candidate: &str = key.trim_end_matches('/');
         loop {
-            if let Some(route) = self.by_prefix.get(candidate) {
+            if let Some(route) = get(candidate) {
                 return route;
             }
             match candidate.rfind('/') {
@@ -268,7 +353,7 @@ mod tests {
                     upstream_response_timeout: None,
                     allow: None,
                     step_up: None,
-                    step_up_methods: vec![],
+                    step_up_exempt_methods: vec![],
                 })
                 .collect(),
         };
@@ -303,6 +388,44 @@ mod tests {
         ];
         for (path, want) in cases {
             assert_eq!(&*s.find(path).label, want, "{path}");
+        }
+    }
+
+    /// Every reading's route, by label, the folded reading's first.
+    fn labels(s: &Site, path: &str) -> Vec<String> {
+        s.readings(path)
+            .all()
+            .iter()
+            .map(|r| r.label.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn every_reading_of_a_path_yields_its_route() {
+        let s = site(&[
+            ("/public", Access::Public),
+            ("/admin", Access::Deny),
+            ("/Reports", Access::Protected),
+        ]);
+        let cases: &[(&str, &[&str])] = &[
+            // One reading when case and parameters cannot matter.
+            ("/public/x", &["/public"]),
+            ("/x", &["*"]),
+            // A case-sensitive upstream serves another resource at /PUBLIC.
+            ("/PUBLIC/x", &["/public", "*"]),
+            ("/Public", &["/public", "*"]),
+            // An upstream that keeps parameters serves /public;x/a as its own segment.
+            ("/public;x/a", &["/public", "*"]),
+            // Restrictive routes still catch every spelling.
+            ("/ADMIN/x", &["/admin", "*"]),
+            ("/admin;jsessionid=1", &["/admin", "*"]),
+            // A prefix written with capitals is matched as written too.
+            ("/Reports/q", &["/Reports"]),
+            ("/reports/q", &["/Reports", "*"]),
+            ("/REPORTS;x", &["/Reports", "*"]),
+        ];
+        for (path, want) in cases {
+            assert_eq!(labels(&s, path), *want, "{path}");
         }
     }
 

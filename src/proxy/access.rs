@@ -12,6 +12,7 @@ use super::respond::Rejection;
 use super::Shared;
 use crate::config::Access;
 use crate::metrics::ReasonLabel;
+use crate::policy::routes::Readings;
 use crate::policy::{self, Decision, Permit, Route, Site};
 use crate::session::Session;
 
@@ -20,10 +21,12 @@ use crate::session::Session;
 pub struct Asked<'a> {
     /// Its site.
     pub site: &'a Site,
-    /// Its route.
-    pub route: &'a Route,
+    /// The routes its path yields in every reading; the strictest decision of them applies.
+    pub readings: Readings<'a>,
     /// Its method.
     pub method: &'a Method,
+    /// Whether it asks to switch protocols (a WebSocket handshake).
+    pub upgrade: bool,
     /// Its canonical path.
     pub path: &'a str,
     /// Its headers (cookies, `Authorization`).
@@ -44,21 +47,35 @@ pub enum Verdict {
     },
 }
 
+/// How strict a decision is: where readings of one path disagree, the strictest wins.
+fn severity(d: &Decision) -> u8 {
+    match d {
+        Decision::Allow(p) if p.step_up_time().is_some() => 1,
+        Decision::Allow(_) => 0,
+        Decision::StepUp { .. } => 2,
+        Decision::SignIn => 3,
+        Decision::Unavailable(_) => 4,
+        Decision::Deny(_) => 5,
+    }
+}
+
 /// Decides `asked` at `now`. `Err` is a refusal, already logged, audited and counted; a user
 /// the directory no longer admits has had every session ended.
 pub async fn decide(shared: &Shared, asked: Asked<'_>, now: i64) -> Result<Verdict, Rejection> {
     let Asked {
         site,
-        route,
+        readings,
         method,
+        upgrade,
         path,
         headers,
     } = asked;
-    let mut session = match (route.access, &shared.auth) {
-        (Access::Protected, Some(auth)) => auth.sessions.from_headers(headers, &site.host).await,
+    let protected = readings.all().iter().any(|r| r.access == Access::Protected);
+    let mut session = match (protected, &shared.auth) {
+        (true, Some(auth)) => auth.sessions.from_headers(headers, &site.host).await,
         _ => None,
     };
-    if session.is_none() && route.access == Access::Protected && site.api_tokens {
+    if session.is_none() && protected && site.api_tokens {
         if let Some(token) = bearer(headers) {
             session = Some(api_token_session(shared, site, token).await?);
         }
@@ -67,23 +84,58 @@ pub async fn decide(shared: &Shared, asked: Asked<'_>, now: i64) -> Result<Verdi
         (Some(d), Some(_)) => Some(d.fresh(now)),
         _ => None,
     };
-    match policy::decide(route, method, session.clone(), directory, now) {
+    let mut route = readings.primary();
+    let mut decision = policy::decide(
+        route,
+        method,
+        upgrade,
+        session.clone(),
+        directory.clone(),
+        now,
+    );
+    for other in &readings.all()[1..] {
+        let d = policy::decide(
+            other,
+            method,
+            upgrade,
+            session.clone(),
+            directory.clone(),
+            now,
+        );
+        if severity(&d) > severity(&decision) {
+            (route, decision) = (other, d);
+        }
+    }
+    let asked = Audited {
+        site,
+        route,
+        method,
+    };
+    match decision {
         Decision::Allow(permit) => {
-            audit(shared, asked, permit.session().map(|s| &**s), "allow", None);
+            audit(
+                shared,
+                asked,
+                path,
+                permit.session().map(|s| &**s),
+                "allow",
+                None,
+            );
             Ok(Verdict::Allow(permit))
         }
         Decision::SignIn => {
-            audit(shared, asked, None, "sign_in", None);
+            audit(shared, asked, path, None, "sign_in", None);
             Ok(Verdict::SignIn)
         }
         Decision::StepUp { max_age } => {
-            audit(shared, asked, session.as_deref(), "step_up", None);
+            audit(shared, asked, path, session.as_deref(), "step_up", None);
             Ok(Verdict::StepUp { max_age })
         }
         Decision::Deny(reason) => {
             audit(
                 shared,
                 asked,
+                path,
                 session.as_deref(),
                 "deny",
                 Some(reason.as_str()),
@@ -99,15 +151,19 @@ pub async fn decide(shared: &Shared, asked: Asked<'_>, now: i64) -> Result<Verdi
                 .inc();
             if let (true, Some(s), Some(auth)) = (reason.ends_session(), &session, &shared.auth) {
                 // The user may use nothing any more: every one of their sessions ends now,
-                // on every instance, not at expiry.
-                auth.sessions.revoke_user(&s.identity.sub).await;
-                auth.audit(
-                    "revocation",
-                    &site.host,
-                    Some((&s.identity.sub, s.identity.email.as_deref())),
-                    "ok",
-                    Some(reason.as_str()),
-                );
+                // on every instance, not at expiry. Once per user and minute: a client
+                // replaying a valid API token of a user the directory lacks must not buy a
+                // store-wide revocation with every request.
+                if auth.sessions.claim_revocation(&s.identity.sub) {
+                    auth.sessions.revoke_user(&s.identity.sub).await;
+                    auth.audit(
+                        "revocation",
+                        &site.host,
+                        Some((&s.identity.sub, s.identity.email.as_deref())),
+                        "ok",
+                        Some(reason.as_str()),
+                    );
+                }
             }
             Err(Rejection::Forbidden)
         }
@@ -115,6 +171,7 @@ pub async fn decide(shared: &Shared, asked: Asked<'_>, now: i64) -> Result<Verdi
             audit(
                 shared,
                 asked,
+                path,
                 session.as_deref(),
                 "unavailable",
                 Some("directory_stale"),
@@ -130,6 +187,14 @@ pub async fn decide(shared: &Shared, asked: Asked<'_>, now: i64) -> Result<Verdi
             Err(Rejection::DirectoryUnavailable)
         }
     }
+}
+
+/// What an audit line names of the request: the route that decided it.
+#[derive(Clone, Copy)]
+struct Audited<'a> {
+    site: &'a Site,
+    route: &'a Route,
+    method: &'a Method,
 }
 
 /// The token of an `Authorization: Bearer` header.
@@ -164,7 +229,8 @@ async fn api_token_session(
 /// One audit line for an access decision, when the audit log is on.
 fn audit(
     shared: &Shared,
-    asked: Asked<'_>,
+    asked: Audited<'_>,
+    path: &str,
     session: Option<&Session>,
     decision: &'static str,
     reason: Option<&str>,
@@ -179,7 +245,7 @@ fn audit(
         site: &asked.site.host,
         route: Some(&asked.route.label),
         method: Some(asked.method.as_str()),
-        path: Some(asked.path),
+        path: Some(path),
         decision,
         reason,
         client_ip: ctx.client_ip,

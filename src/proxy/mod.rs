@@ -56,6 +56,11 @@ pub struct Shared {
     pub extra_identity_headers: Vec<HeaderName>,
     /// Identity header names per site, indexed like the configured sites.
     pub identity_headers: Vec<HeaderNames>,
+    /// The `Host` each site's upstream receives, indexed like the configured sites: the
+    /// site's host, with the public port when it is not 443, never a client's spelling.
+    pub upstream_hosts: Vec<http::HeaderValue>,
+    /// The port browsers use.
+    pub public_port: u16,
     /// Sign-in, when `[oidc]` is configured.
     pub auth: Option<Arc<Auth>>,
     /// The directory, when `[directory]` is configured.
@@ -83,10 +88,25 @@ impl Shared {
     /// Builds the request-path state from a validated configuration and the sign-in state.
     pub fn new(
         config: &Config,
+        public_port: u16,
         auth: Option<Arc<Auth>>,
         metrics: Arc<Metrics>,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Shared, TlsError> {
+        let upstream_hosts = config
+            .sites
+            .iter()
+            .map(|s| {
+                let authority = if public_port == 443 {
+                    s.host.clone()
+                } else {
+                    format!("{}:{public_port}", s.host)
+                };
+                // Site hosts are validated as canonical host names at load time.
+                http::HeaderValue::from_str(&authority)
+                    .unwrap_or(http::HeaderValue::from_static("invalid"))
+            })
+            .collect();
         let identity_headers: Vec<HeaderNames> = config
             .sites
             .iter()
@@ -110,6 +130,8 @@ impl Shared {
             verify_uri_header: config.server.verify_uri_header,
             extra_identity_headers,
             identity_headers,
+            upstream_hosts,
+            public_port,
             auth,
             directory: None,
             audit: None,
@@ -135,6 +157,7 @@ impl Shared {
     pub fn rebuild(&self, config: &Config) -> Result<Shared, TlsError> {
         let mut next = Shared::new(
             config,
+            self.public_port,
             self.auth.clone(),
             self.metrics.clone(),
             self.shutdown.clone(),

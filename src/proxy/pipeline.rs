@@ -126,7 +126,8 @@ async fn forward(
 
     // 3. Site and route.
     let site = shared.routes.site(&host).ok_or(Rejection::Misdirected)?;
-    let route = site.find(&path);
+    let readings = site.readings(&path);
+    let route = readings.primary();
     log.site = site.host.clone();
     log.route = route.label.clone();
     if is_reserved(&path) {
@@ -158,10 +159,12 @@ async fn forward(
 
     // 4. Policy, on the request's session when the route needs one.
     let now = crate::oidc::now();
+    let upgrade = headers::is_upgrade(&parts.headers);
     let asked = access::Asked {
         site,
-        route,
+        readings,
         method: &parts.method,
+        upgrade,
         path: &path,
         headers: &parts.headers,
     };
@@ -204,7 +207,13 @@ async fn forward(
     };
 
     // 5. Upstream request: hop-by-hop gone, forwarding headers ours, URI rewritten.
-    let upgrade = parts.version == Version::HTTP_11 && headers::is_upgrade(&parts.headers);
+    let upgrade = upgrade && parts.version == Version::HTTP_11;
+    // What the upstream must answer a WebSocket handshake with; without a key the handshake
+    // is malformed and is not forwarded.
+    let accept = match upgrade {
+        true => Some(headers::websocket_accept(&parts.headers).ok_or(Rejection::BadRequest)?),
+        false => None,
+    };
     let trusted = headers::is_trusted(conn.peer_ip(), &shared.trusted_proxies);
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
     headers::strip_gateway_cookies(&mut parts.headers);
@@ -230,15 +239,12 @@ async fn forward(
             auth.maybe_refresh(session);
         }
     }
-    if !parts.headers.contains_key(header::HOST) {
-        // HTTP/2 carries the host in :authority; an HTTP/1.1 upstream needs it in Host.
-        if let Some(value) = uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
-            parts.headers.insert(header::HOST, value);
-        }
-    }
+    // The host the request was decided on, as browsers reach it: never the client's
+    // spelling (case, trailing dot, another port), which an upstream building URLs from it
+    // would hand to the next user. HTTP/2 carries none; an HTTP/1.1 upstream needs one.
+    parts
+        .headers
+        .insert(header::HOST, shared.upstream_hosts[site.upstream].clone());
     let upstream = &shared.upstreams[site.upstream];
     let path_and_query = match uri.query() {
         Some(q) => PathAndQuery::try_from(format!("{path}?{q}")),
@@ -279,10 +285,16 @@ async fn forward(
         }
     };
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        let Some(client_upgrade) = client_upgrade else {
+        let (Some(client_upgrade), Some(accept)) = (client_upgrade, accept) else {
             tracing::warn!(site = %site.host, "upstream switched protocols without being asked");
             return Err(Rejection::BadGateway);
         };
+        // A 101 hands the client a raw socket to the upstream, past every later rule: only
+        // a real answer to this WebSocket handshake may open one.
+        if !headers::is_websocket_switch(response.headers(), &accept) {
+            tracing::warn!(site = %site.host, route = %route.label, "upstream answered 101 without accepting the WebSocket handshake");
+            return Err(Rejection::BadGateway);
+        }
         let upstream_upgrade = hyper::upgrade::on(&mut response);
         let idle = route.tunnel_idle_timeout;
         let shutdown = shared.shutdown.clone();

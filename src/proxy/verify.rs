@@ -169,16 +169,20 @@ async fn decide(
         .routes
         .site(&o.host)
         .ok_or_else(|| reject(Rejection::Misdirected))?;
-    let route = site.find(&o.path);
+    let readings = site.readings(&o.path);
     if super::pipeline::is_reserved(&o.path) {
         return Err(reject(Rejection::NotFound));
     }
     let return_to = auth::return_to(&o.path, o.query.as_deref());
     let now = crate::oidc::now();
+    // The front proxy's subrequest carries the client's headers: an Upgrade there is a
+    // WebSocket handshake, and step-up decides it as a write.
+    let upgrade = headers.contains_key(header::UPGRADE);
     let asked = access::Asked {
         site,
-        route,
+        readings,
         method: &o.method,
+        upgrade,
         path: &o.path,
         headers,
     };

@@ -233,6 +233,8 @@ pub struct Sessions {
     key: CookieKey,
     local: Cache<[u8; 32], Arc<Session>>,
     pending: Cache<String, Arc<PendingLogin>>,
+    /// Users whose sessions were ended for a directory reason within the last minute.
+    revoked: Cache<String, ()>,
     /// Provider session id → keys of the sessions signed in through it, on this instance.
     by_sid: Cache<String, Arc<Mutex<Vec<[u8; 32]>>>>,
     shared: Option<Arc<RedisStore>>,
@@ -270,6 +272,10 @@ impl Sessions {
             by_sid: Cache::builder()
                 .max_capacity(config.max_sessions)
                 .time_to_idle(config.lifetime)
+                .build(),
+            revoked: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(60))
                 .build(),
             shared,
             lifetime: config.lifetime,
@@ -537,6 +543,12 @@ impl Sessions {
                 .end_session(&redis::hex(&s.key), &s.identity.sub)
                 .await;
         }
+    }
+
+    /// Whether a revocation of `sub`'s sessions is due: true at most once a minute per user,
+    /// so that a stream of requests the directory refuses costs one revocation, not one each.
+    pub fn claim_revocation(&self, sub: &str) -> bool {
+        self.revoked.entry_by_ref(sub).or_insert(()).is_fresh()
     }
 
     /// Ends every session of `sub`, everywhere when shared. Returns how many were found.

@@ -239,26 +239,36 @@ fn read_step_up(mut r: Reader<'_>) -> Option<crate::config::StepUpConfig> {
     })
 }
 
-/// `step_up` and `step_up_methods` on a route.
+/// `step_up` and `step_up_exempt_methods` on a route.
 pub(super) fn read_route_step_up(
     r: &mut Reader<'_>,
 ) -> Option<(Option<Duration>, Vec<http::Method>)> {
     let max_age = default_or(r, "step_up", None, |e| e.duration(false).map(Some));
-    let methods = default_or(r, "step_up_methods", Vec::new(), |e| {
-        let list = string_list(e, "HTTP methods such as \"POST\"")?;
-        let mut out = Vec::new();
-        for m in list {
-            if !crate::canonical::method_ok(&m) {
-                e.report(format!("\"{m}\" is not an upper-case HTTP method"));
-                return None;
+    if let Some(e) = r.get("step_up_methods") {
+        // The old key listed the methods that need it, so any other method skipped it.
+        e.report("was replaced by step_up_exempt_methods: a step-up now covers every method but the exempt ones (default [\"GET\", \"HEAD\", \"OPTIONS\"]) and every WebSocket handshake; remove it, or list the methods that may skip the step-up in step_up_exempt_methods");
+        return None;
+    }
+    let exempt = default_or(
+        r,
+        "step_up_exempt_methods",
+        vec![http::Method::GET, http::Method::HEAD, http::Method::OPTIONS],
+        |e| {
+            let list = string_list(e, "HTTP methods such as \"GET\"")?;
+            let mut out = Vec::new();
+            for m in list {
+                if !crate::canonical::method_ok(&m) {
+                    e.report(format!("\"{m}\" is not an upper-case HTTP method"));
+                    return None;
+                }
+                out.push(http::Method::from_bytes(m.as_bytes()).ok()?);
             }
-            out.push(http::Method::from_bytes(m.as_bytes()).ok()?);
-        }
-        Some(out)
-    });
-    let (max_age, methods) = (max_age?, methods?);
-    if max_age.is_none() && !methods.is_empty() {
-        let key = r.key_path("step_up_methods");
+            Some(out)
+        },
+    );
+    let (max_age, exempt) = (max_age?, exempt?);
+    if max_age.is_none() && r.table.contains_key("step_up_exempt_methods") {
+        let key = r.key_path("step_up_exempt_methods");
         r.cx.report(
             r.line,
             key,
@@ -266,7 +276,15 @@ pub(super) fn read_route_step_up(
         );
         return None;
     }
-    Some((max_age, methods))
+    // Without a step-up the list means nothing; kept empty so it says nothing either.
+    Some((
+        max_age,
+        if max_age.is_some() {
+            exempt
+        } else {
+            Vec::new()
+        },
+    ))
 }
 
 /// `[session]`, or its defaults when the table is absent.
