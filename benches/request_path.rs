@@ -228,6 +228,14 @@ fn benches(r: &mut Runner<'_>, sizes: Sizes) {
     r.run("routes/find_mixed_case_params", || {
         site.find(black_box("/SVC17/Api/v1/Users;jsessionid=1/12345"))
     });
+    r.run("routes/readings_typical", || {
+        site.readings(black_box(TYPICAL_PATH)).all().len()
+    });
+    r.run("routes/readings_mixed_case_params", || {
+        site.readings(black_box("/SVC17/Api/v1/Users;jsessionid=1/12345"))
+            .all()
+            .len()
+    });
 
     // --- 4a. Session: cookie verification and lookup.
     let sealed: Vec<&str> = fx.allowed.iter().map(|(_, c)| c.as_str()).collect();
@@ -253,6 +261,24 @@ fn benches(r: &mut Runner<'_>, sizes: Sizes) {
         || ready(fx.sessions.from_headers(black_box(next()), common::HOST)),
     );
     assert!(ready(fx.sessions.from_headers(&browser, common::HOST)).is_some());
+    // The worst request for the store: as many validly signed session cookies as the
+    // header limit lets through, none of them live. Only the first two are looked up.
+    let stale: Vec<String> = (0..300u32)
+        .map(|i| {
+            let mut id = [0u8; 32];
+            id[..4].copy_from_slice(&i.to_le_bytes());
+            id[31] = 0xee;
+            format!("__Host-jumpgate={}", fx.key.seal("session", &id))
+        })
+        .collect();
+    let mut flood = browser.clone();
+    flood.insert(
+        http::header::COOKIE,
+        HeaderValue::from_str(&stale.join("; ")).expect("ASCII"),
+    );
+    r.run("session/from_headers_300_stale_signed_cookies", || {
+        ready(fx.sessions.from_headers(black_box(&flood), common::HOST))
+    });
     // The store itself: the same moka cache configuration, the same keys (SHA-256 of the
     // id), no cookie work.
     let store: moka::sync::Cache<[u8; 32], Arc<Session>> = moka::sync::Cache::builder()

@@ -212,7 +212,7 @@ impl RateLimiter {
 
     /// `Ok` when `ip` may go on; else the seconds until its window ends.
     pub fn check(&self, ip: IpAddr) -> Result<(), u64> {
-        let window = self.windows.get_with(ip, || {
+        let window = self.windows.get_with(bucket(ip), || {
             std::sync::Arc::new((
                 std::sync::atomic::AtomicU32::new(0),
                 std::time::Instant::now(),
@@ -230,9 +230,41 @@ impl RateLimiter {
     }
 }
 
+/// The unit a limit counts: one IPv4 address, or one IPv6 /64. A single IPv6 subscriber
+/// is usually handed a /64 (or more), so counting single addresses would give one client
+/// 2^64 allowances. An IPv4-mapped IPv6 address counts as its IPv4 address.
+fn bucket(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv6_clients_are_counted_per_slash_64() {
+        let r = RateLimiter::new(2);
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff:ffff:ffff:ffff".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert!(r.check(a).is_ok() && r.check(b).is_ok());
+        assert!(r.check(a).is_err(), "the same /64");
+        assert!(r.check("2001:db8:1:2::99".parse().unwrap()).is_err());
+        assert!(r.check(other).is_ok(), "another /64");
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert!(r.check(v4).is_ok() && r.check(mapped).is_ok());
+        assert!(r.check(v4).is_err(), "a mapped address is its IPv4 address");
+    }
 
     #[test]
     fn rate_limit_per_ip() {

@@ -238,6 +238,9 @@ pub struct SessionConfig {
     pub login_timeout: Duration,
     /// `session.max_sessions`: capacity of the in-memory store.
     pub max_sessions: u64,
+    /// `session.max_pending_logins`: sign-ins in progress kept at most; past it the oldest
+    /// are dropped, never a new one.
+    pub max_pending_logins: u64,
     /// Redis settings: present exactly when `store = "redis"`.
     pub redis: Option<RedisConfig>,
 }

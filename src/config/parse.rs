@@ -1767,6 +1767,7 @@ route = [{ path = "/" , access = "protected" }]
             "idle_timeout",
             "login_timeout",
             "max_sessions",
+            "max_pending_logins",
             "[identity]",
             "signing_key_file",
             "assertion_ttl",

@@ -223,6 +223,7 @@ mod tests {
             idle_timeout: Duration::from_secs(60),
             login_timeout: Duration::from_secs(60),
             max_sessions: 10,
+            max_pending_logins: 100_000,
             redis: None,
         };
         let sessions = crate::session::Sessions::new(

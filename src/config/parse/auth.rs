@@ -296,6 +296,7 @@ pub(super) fn read_session(r: Option<Reader<'_>>, state_dir: &Path) -> Option<Se
         idle_timeout: Duration::from_secs(3600),
         login_timeout: Duration::from_secs(600),
         max_sessions: 1_000_000,
+        max_pending_logins: 100_000,
         redis: None,
     };
     let Some(mut r) = r else {
@@ -324,6 +325,12 @@ pub(super) fn read_session(r: Option<Reader<'_>>, state_dir: &Path) -> Option<Se
     let max_sessions = default_or(&mut r, "max_sessions", defaults.max_sessions, |e| {
         e.int_in(1..=100_000_000).map(|n| n as u64)
     });
+    let max_pending_logins = default_or(
+        &mut r,
+        "max_pending_logins",
+        defaults.max_pending_logins,
+        |e| e.int_in(1..=10_000_000).map(|n| n as u64),
+    );
     let redis = super::redis::read_redis(&mut r, store);
     r.finish();
     Some(SessionConfig {
@@ -333,6 +340,7 @@ pub(super) fn read_session(r: Option<Reader<'_>>, state_dir: &Path) -> Option<Se
         idle_timeout: idle_timeout?,
         login_timeout: login_timeout?,
         max_sessions: max_sessions?,
+        max_pending_logins: max_pending_logins?,
         redis: redis?,
     })
 }
