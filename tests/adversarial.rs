@@ -527,6 +527,15 @@ const PATH_CASES: &[(&str, Want)] = &[
         Fwd("/public/%E2%80%A4%E2%80%A4/secret"),
     ),
     ("/public/%e2%88%95admin", Fwd("/public/%E2%88%95admin")),
+    // Nor does it stretch a public route: a case-sensitive upstream serves another
+    // resource at /PUBLIC, and one that keeps `;` parameters another segment at /public;x.
+    ("/PUBLIC/x", No(401)),
+    ("/Public", No(401)),
+    ("/pUBLIC/a/b", No(401)),
+    ("/public;x/a", No(401)),
+    ("/public;jsessionid=1", No(401)),
+    ("/public/x", Fwd("/public/x")),
+    ("/public/x;y", Fwd("/public/x;y")),
     // Mixed case never escapes a rule.
     ("/PUBLIC/ADMIN", No(403)),
     ("/pUbLiC/aDmIn/x", No(403)),
@@ -1086,7 +1095,7 @@ async fn identity_headers_in_any_spelling_never_reach_the_upstream() {
         // The gateway's own forwarding headers survive a client naming them in Connection.
         if body["headers"]["x-forwarded-for"][0] != "127.0.0.1"
             || body["headers"]["x-forwarded-proto"][0] != "https"
-            || body["headers"]["host"][0] != "app.test"
+            || body["headers"]["host"][0] != format!("app.test:{}", gw.addr.port()).as_str()
         {
             failures.push(format!("{name}: forwarding headers {}", body["headers"]));
         }
@@ -1122,6 +1131,178 @@ async fn identity_headers_in_any_spelling_never_reach_the_upstream() {
             body["headers"]
         ));
     }
+    report(failures);
+}
+
+/// Headers through which frameworks let a request choose the path, method, host or client
+/// address the application sees, in any case: none reaches the upstream, and the upstream's
+/// `Host` is the site's, never the client's spelling or port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_method_host_and_address_overrides_never_reach_the_upstream() {
+    let echo = Echo::start().await;
+    let gw = path_gateway(&echo.url()).await;
+    let c = gw.client();
+    let overrides = [
+        "X-Original-URL: /public/admin",
+        "X-Original-URI: /public/admin",
+        "X-Rewrite-URL: /public/admin",
+        "x-http-method-override: DELETE",
+        "X-HTTP-Method: DELETE",
+        "X-Method-Override: DELETE",
+        "True-Client-IP: 10.0.0.1",
+        "CF-Connecting-IP: 10.0.0.1",
+        "X-Client-IP: 10.0.0.1",
+        "X-Cluster-Client-IP: 10.0.0.1",
+        "Fastly-Client-IP: 10.0.0.1",
+        "X-Real-IP: 10.0.0.1",
+        "X-FORWARDED-HOST: evil.example",
+        "X-Forwarded-Prefix: /public/admin",
+        "X-Forwarded-Uri: /public/admin",
+        "X-Forwarded-Method: DELETE",
+        "X-Forwarded-Port: 1",
+        "X-Forwarded-Server: evil.example",
+        "X-Host: evil.example",
+        "X-Original-Host: evil.example",
+        "Forwarded: for=10.0.0.1;host=evil.example;proto=http",
+    ];
+    let mut failures = Vec::new();
+    let want_host = format!("app.test:{}", gw.addr.port());
+    for host in [
+        "app.test",
+        "APP.test",
+        "app.test.",
+        "app.test:1",
+        "app.test:443",
+    ] {
+        let req = format!(
+            "GET /public/id HTTP/1.1\r\nHost: {host}\r\n{}\r\nX-Kept: yes\r\nConnection: close\r\n\r\n",
+            overrides.join("\r\n")
+        );
+        let reply = parse_raw(&raw(&c, "app.test", req.as_bytes(), Duration::from_secs(5)).await);
+        if reply.status != Some(200) {
+            failures.push(format!("Host {host}: status {:?}", reply.status));
+            continue;
+        }
+        let body = reply.json();
+        let seen = body["headers"].as_object().cloned().unwrap_or_default();
+        for line in overrides {
+            let name = line.split(':').next().unwrap().to_ascii_lowercase();
+            let value = seen.get(&name).map(ToString::to_string).unwrap_or_default();
+            if value.contains("evil")
+                || value.contains("admin")
+                || value.contains("DELETE")
+                || value.contains("10.0.0.1")
+            {
+                failures.push(format!("Host {host}: {name} reached the upstream: {value}"));
+            }
+        }
+        if seen.get("host").and_then(|v| v[0].as_str()) != Some(&want_host) {
+            failures.push(format!(
+                "Host {host}: upstream saw Host {:?}",
+                seen.get("host")
+            ));
+        }
+        if body["method"] != "GET" || body["path"] != "/public/id" {
+            failures.push(format!(
+                "Host {host}: upstream saw {} {}",
+                body["method"], body["path"]
+            ));
+        }
+        // Controls: the gateway's own forwarding headers, and an ordinary header.
+        if seen.get("x-forwarded-host").and_then(|v| v[0].as_str()) != Some("app.test")
+            || seen.get("x-kept").and_then(|v| v[0].as_str()) != Some("yes")
+        {
+            failures.push(format!("Host {host}: forwarding headers {seen:?}"));
+        }
+    }
+    report(failures);
+}
+
+/// An upstream that answers the first request on each connection with `answer`, then
+/// holds the connection open briefly.
+async fn canned_upstream(answer: &'static str) -> (SocketAddr, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                if fill_until(&mut s, &mut buf, b"\r\n\r\n").await.is_some() {
+                    let _ = s.write_all(answer.as_bytes()).await;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// A `101` opens a raw tunnel past every later rule, so only a real answer to the client's
+/// WebSocket handshake may open one; anything else is a 502, and a handshake without its
+/// key is never forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_real_websocket_answer_opens_a_tunnel() {
+    const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+    const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+    let cases: &[(&str, &'static str, u16)] = &[
+        (
+            "a real answer (control)",
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
+            101,
+        ),
+        (
+            "the accept of another key",
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: HSmrc0sMlYUkAGmm5OPpG2HaGWk=\r\n\r\n",
+            502,
+        ),
+        (
+            "no accept",
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+            502,
+        ),
+        (
+            "another protocol",
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
+            502,
+        ),
+        (
+            "no Upgrade",
+            "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
+            502,
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (what, answer, want) in cases {
+        let (addr, task) = canned_upstream(answer).await;
+        let gw = path_gateway(&format!("http://{addr}")).await;
+        let c = gw.client();
+        let req = format!(
+            "GET /public/ws HTTP/1.1\r\nHost: app.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {KEY}\r\n\r\n"
+        );
+        let text = raw(&c, "app.test", req.as_bytes(), Duration::from_secs(2)).await;
+        let status = raw_status(&text);
+        if status != Some(*want) {
+            failures.push(format!("{what}: {status:?}, expected {want}: {text:.200}"));
+        }
+        if *want == 101 && !text.contains(ACCEPT) {
+            failures.push(format!("{what}: the accept did not reach the client"));
+        }
+        task.abort();
+    }
+    // A handshake without a key, or with two, is not forwarded at all.
+    let (addr, task) = canned_upstream(cases[0].1).await;
+    let gw = path_gateway(&format!("http://{addr}")).await;
+    let c = gw.client();
+    for keys in ["", "Sec-WebSocket-Key: a\r\nSec-WebSocket-Key: b\r\n"] {
+        let req = format!(
+            "GET /public/ws HTTP/1.1\r\nHost: app.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n{keys}Connection: close\r\n\r\n"
+        );
+        let text = raw(&c, "app.test", req.as_bytes(), Duration::from_secs(2)).await;
+        if raw_status(&text) != Some(400) {
+            failures.push(format!("keys {keys:?}: {text:.200}"));
+        }
+    }
+    task.abort();
     report(failures);
 }
 

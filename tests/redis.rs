@@ -310,3 +310,38 @@ async fn a_logout_during_a_redis_outage_is_not_undone_when_it_returns() {
         "only the session never ended is left: {keys:?}"
     );
 }
+
+/// Pending sign-ins in Redis are bounded: past `max_pending_logins` the oldest are dropped,
+/// so a flood of sign-in starts costs a bounded amount of memory and a new sign-in is
+/// never refused; the oldest one is what a flood pushes out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_sign_ins_in_redis_are_bounded_and_new_ones_always_admitted() {
+    let prefix = Prefix::new(&shared_url());
+    let env = SignInEnv::start_with(Options {
+        session: session_keys(&shared_url(), &prefix.0, "max_pending_logins = 3\n"),
+        ..Options::default()
+    })
+    .await;
+    let mut tabs = Vec::new();
+    for i in 0..8 {
+        let mut tab = env.browser();
+        let idp = tab.authorize(&format!("/flood/{i}")).await;
+        tabs.push((tab, idp));
+    }
+    let client = redis::Client::open(shared_url().as_str()).unwrap();
+    let mut c = client
+        .get_connection_with_timeout(Duration::from_secs(2))
+        .unwrap();
+    let pending: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}l:*", prefix.0))
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(pending.len(), 3, "{pending:?}");
+    // The newest completes; the oldest was pushed out and its callback is refused.
+    let (mut newest, idp) = tabs.pop().unwrap();
+    let back = newest.follow(&idp).await;
+    assert_eq!(back.status, 302, "{}", back.text());
+    assert_eq!(support::browser::location(&back), "/flood/7");
+    let (mut oldest, idp) = tabs.remove(0);
+    assert_eq!(oldest.follow(&idp).await.status, 400);
+}
