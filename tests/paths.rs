@@ -68,16 +68,20 @@ const CASES: &[(&str, &str, Want)] = &[
     ("GET", "/public/a%7f", No(400)),
     ("GET", "/public/%zz", No(400)),
     ("GET", "/public/%4", No(400)),
-    // `;` parameters: kept when forwarding, ignored when matching, never on a dot-segment.
-    ("GET", "/public;x/y", Fwd("/public;x/y")),
+    // `;` parameters: kept when forwarding, never on a dot-segment; matched both with and
+    // without them, the stricter route applying (an upstream that keeps them serves another
+    // segment at /public;x).
+    ("GET", "/public;x/y", No(401)),
+    ("GET", "/public/y;x", Fwd("/public/y;x")),
     ("GET", "/public/..;/secret", No(400)),
     ("GET", "/public/.;/x", No(400)),
     ("GET", "/public/%2e%2e;/secret", No(400)),
     ("GET", "/secret;/public", No(401)),
     ("GET", "/public/admin;x", No(403)),
     ("GET", "/public;x/admin;y/z", No(403)),
-    // Case: matched case-insensitively, forwarded as sent.
-    ("GET", "/PUBLIC/x", Fwd("/PUBLIC/x")),
+    // Case: matched folded and as sent, the stricter route applying; forwarded as sent.
+    ("GET", "/PUBLIC/x", No(401)),
+    ("GET", "/public/X", Fwd("/public/X")),
     ("GET", "/Public/Admin", No(403)),
     ("GET", "/public/ADMIN/x", No(403)),
     ("GET", "/public/%41dmin", No(403)),
@@ -92,7 +96,8 @@ const CASES: &[(&str, &str, Want)] = &[
     ("GET", "/api/v1", No(401)),
     ("GET", "/assets", Fwd("/assets")),
     ("GET", "/%61ssets/x", Fwd("/assets/x")),
-    ("GET", "/%41SSETS/x", Fwd("/ASSETS/x")),
+    ("GET", "/%41SSETS/x", No(401)),
+    ("GET", "/%61ssets/X", Fwd("/assets/X")),
     ("GET", "/assetsx", No(401)),
     // Double encoding is decoded once only: `%25` stays, matched literally.
     (
