@@ -140,9 +140,6 @@ async fn forward(
                 return Ok(respond::too_many(wait, json));
             }
         }
-        if path == super::verify::VERIFY_PATH {
-            return Ok(super::verify::verify(shared, conn.peer_ip(), &parts.headers, json).await);
-        }
         if let Some(auth) = super::backchannel::route(shared, &path, &parts.method) {
             return Ok(super::backchannel::handle(auth, body, &parts.headers).await);
         }

@@ -20,7 +20,9 @@ use crate::config::UriHeader;
 use crate::headers;
 use crate::oidc::http::urlencode;
 
-/// Where forward-auth is answered, on every site and on `server.verify_listen`.
+/// Where forward-auth is answered: on `server.verify_listen` only. The public listener never
+/// answers it, whoever asks: a front proxy that passes `/.jumpgate/*` through from its own
+/// (verify client) address would otherwise let every client ask questions through it.
 pub const VERIFY_PATH: &str = "/.jumpgate/verify";
 
 static X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");

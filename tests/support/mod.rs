@@ -140,6 +140,15 @@ impl Drop for Gateway {
 /// `GET /.jumpgate/verify` with `headers` (the `X-Forwarded-*` description of the request).
 /// Returns the status and headers of the answer.
 pub async fn ask_verify(addr: SocketAddr, headers: &[(&str, &str)]) -> (u16, http::HeaderMap) {
+    tokio::time::timeout(Duration::from_secs(20), ask_verify_unbounded(addr, headers))
+        .await
+        .expect("the forward-auth listener answers within 20 s")
+}
+
+async fn ask_verify_unbounded(
+    addr: SocketAddr,
+    headers: &[(&str, &str)],
+) -> (u16, http::HeaderMap) {
     let stream = TcpStream::connect(addr).await.unwrap();
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
