@@ -329,3 +329,141 @@ async fn step_up_callback_is_single_use_and_never_signs_anyone_in() {
     assert_eq!(r.status, 400);
     assert_eq!(b.get("/admin").await.status, 302);
 }
+
+/// A site that steps up at page load, with admin-only step-up routes: an admin's page load
+/// goes through the step-up when less than half of the window is left, so the page's own
+/// script can write afterwards without a 401 it cannot handle; an ordinary user is never
+/// asked, at page load or on self-service writes; scripts keep the RFC 9470 challenge, and
+/// a native form post is sent through the step-up and back to the page that posted it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_step_up_at_page_load_and_ordinary_users_are_never_asked() {
+    let secret_dir = tempfile::tempdir().unwrap();
+    let secret = secret_dir.path().join("step-up-secret");
+    std::fs::write(&secret, STEP_UP_SECRET).unwrap();
+    let echo = support::Echo::start().await;
+    let url = echo.url();
+    std::mem::forget(echo);
+    let sites = format!(
+        "[[site]]\nhost = \"app.test\"\nupstream = \"{url}\"\naccess = \"protected\"\nallow_groups = [\"Staff\", \"Admins\"]\nstep_up_on_navigation = true\n  [[site.route]]\n  path = \"/public\"\n  access = \"public\"\n  [[site.route]]\n  path = \"/api/settings\"\n  allow_groups = [\"Admins\"]\n  step_up = \"6s\"\n  [[site.route]]\n  path = \"/api/user\"\n  step_up = \"15m\"\n  step_up_groups = [\"Admins\"]\n"
+    );
+    let env = SignInEnv::start_with(Options {
+        sites: Some(sites),
+        directory: Some(String::new()),
+        oidc: format!(
+            "\n[oidc.step_up]\nclient_id = \"{STEP_UP_ID}\"\nclient_secret_file = \"{}\"\n",
+            secret.display()
+        ),
+        ..Options::default()
+    })
+    .await;
+    let port = env.gw.addr.port();
+    let mut app = App::new(
+        STEP_UP_ID,
+        STEP_UP_SECRET,
+        &format!("https://app.test:{port}/.jumpgate/step-up/callback"),
+    );
+    app.require_mfa = true;
+    app.bind_everyone = true;
+    env.fake.add_app(app);
+    // bob is staff only; wait for a directory sync that started after he was added.
+    let served = env.fake.systemusers_pages_served();
+    let bob = env.fake.add_user(support::jumpcloud::User::new("bob"));
+    let staff = env.fake.with_state(|s| {
+        s.groups
+            .iter()
+            .find(|g| g.name == "Staff")
+            .unwrap()
+            .id
+            .clone()
+    });
+    env.fake.add_member(&staff, &bob);
+    assert!(
+        support::eventually(Duration::from_secs(10), async || env
+            .fake
+            .systemusers_pages_served()
+            >= served + 2)
+        .await,
+        "no directory sync saw bob"
+    );
+    let json = [("accept", "application/json"), ("sec-fetch-mode", "cors")];
+
+    // An ordinary user: page loads and self-service writes, never a step-up.
+    env.fake.set_next_login(Some(&bob));
+    let mut user = env.browser();
+    let page = user.sign_in("/dashboard").await;
+    assert_eq!(page.status, 200, "{}", page.text());
+    assert_eq!(user.get("/settings-page").await.status, 200);
+    let r = user
+        .request("PUT", "/api/user/change_password", &json)
+        .await;
+    assert_eq!(r.status, 200, "self-service: {}", r.text());
+    let r = user.request("PUT", "/api/settings", &json).await;
+    assert_eq!(r.status, 403, "not an admin");
+
+    // An admin: the first page load goes through the step-up application and back.
+    env.fake.set_next_login(Some(&env.alice));
+    let mut admin = env.browser();
+    let first = admin.sign_in_callback("/settings-page").await;
+    assert_eq!(location(&first), "/settings-page");
+    let challenge = admin.follow(&first).await;
+    let back = through_step_up(&mut admin, &challenge).await;
+    assert_eq!(back.status, 302, "{}", back.text());
+    assert_eq!(location(&back), "/settings-page");
+    let page = admin.follow(&back).await;
+    assert_eq!(page.status, 200, "{}", page.text());
+    // The page's script writes without any challenge; another page load within the first
+    // half of the window is not sent again.
+    let r = admin.request("PUT", "/api/settings", &json).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(admin.get("/other-page").await.status, 200);
+    // Script requests never get a redirect: past the window, the RFC 9470 challenge.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let r = admin.request("GET", "/api/user/me", &json).await;
+    assert_eq!(r.status, 200, "reads need no step-up");
+    let load = admin.get("/settings-page").await;
+    assert_eq!(
+        load.status, 302,
+        "past half the window, a page load steps up"
+    );
+    assert!(location(&load).contains(STEP_UP_ID), "{}", location(&load));
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    let r = admin.request("PUT", "/api/settings", &json).await;
+    assert_eq!(r.status, 401, "the window lapsed: {}", r.text());
+    // A native form post that needs the step-up goes through it and back to its page.
+    let origin = format!("https://app.test:{port}");
+    let referer = format!("{origin}/consent?client_id=x");
+    let form = admin
+        .request(
+            "POST",
+            "/api/settings/form",
+            &[
+                ("sec-fetch-mode", "navigate"),
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("accept", "text/html"),
+                ("referer", &referer),
+            ],
+        )
+        .await;
+    assert_eq!(form.status, 303, "{}", form.text());
+    assert_eq!(
+        location(&form),
+        format!("{origin}/.jumpgate/step-up?rd=%2Fconsent%3Fclient_id%3Dx")
+    );
+    // A referer from elsewhere is not followed back.
+    let form = admin
+        .request(
+            "POST",
+            "/api/settings/form",
+            &[
+                ("sec-fetch-mode", "navigate"),
+                ("referer", "https://evil.example/consent"),
+            ],
+        )
+        .await;
+    assert_eq!(form.status, 303);
+    assert!(
+        location(&form).ends_with("/.jumpgate/step-up?rd=%2F"),
+        "{}",
+        location(&form)
+    );
+}

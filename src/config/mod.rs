@@ -421,6 +421,10 @@ pub struct SiteConfig {
     /// `api_tokens`: accept `Authorization: Bearer` JWTs from the `[[api_token]]` issuers on
     /// protected routes.
     pub api_tokens: bool,
+    /// `step_up_on_navigation`: a page load by a user whom a step-up route of this site
+    /// would ask, with less than half of that route's window left, goes through the step-up
+    /// first, so a single-page app's later writes pass without a 401 it cannot handle.
+    pub step_up_on_navigation: bool,
     /// `[[site.route]]`, in file order.
     pub routes: Vec<RouteConfig>,
 }
@@ -474,6 +478,10 @@ pub struct RouteConfig {
     /// OPTIONS). Every other method does, and so does a WebSocket handshake, whatever its
     /// method: an exemption names what is safe, so a method nobody thought of is covered.
     pub step_up_exempt_methods: Vec<http::Method>,
+    /// `step_up_groups`: when set, only members of these groups are asked for the step-up;
+    /// others pass on the route's ordinary rules (the upstream still decides what they may
+    /// do there).
+    pub step_up_groups: Vec<String>,
 }
 
 /// An upstream origin.

@@ -844,6 +844,13 @@ fn read_config(root: &mut Reader<'_>, file: &Path) -> Option<Config> {
                 if let Some(a) = &route.allow {
                     lists.push((format!("site[{i}].route[{j}]"), a));
                 }
+                if !route.step_up_groups.is_empty() {
+                    root.cx.report(
+                        None,
+                        format!("site[{i}].route[{j}].step_up_groups"),
+                        "needs a [directory] to check membership against; add [directory] or remove step_up_groups",
+                    );
+                }
             }
             for (key, allow) in lists {
                 if !allow.is_anyone() {
@@ -1237,10 +1244,24 @@ fn read_site(mut r: Reader<'_>) -> Option<SiteConfig> {
         Some(e) => e.bool(),
         None => Some(false),
     };
+    let step_up_on_navigation = match r.get("step_up_on_navigation") {
+        Some(e) => e.bool().map(|b| (b, e.line)),
+        None => Some((false, None)),
+    };
     let routes = match r.get("route") {
         Some(e) => e.tables("[[site.route]] tables").and_then(read_routes),
         None => Some(Vec::new()),
     };
+    if let (Some((true, line)), Some(routes)) = (step_up_on_navigation, &routes) {
+        if !routes.iter().any(|rt| rt.step_up.is_some()) {
+            r.cx.report(
+                line,
+                r.key_path("step_up_on_navigation"),
+                "has no effect: no route of this site has step_up; add a step_up route or remove it",
+            );
+            return None;
+        }
+    }
     r.finish();
     Some(SiteConfig {
         host: host?,
@@ -1254,6 +1275,7 @@ fn read_site(mut r: Reader<'_>) -> Option<SiteConfig> {
         headers: headers?,
         allow: allow?,
         api_tokens: api_tokens?,
+        step_up_on_navigation: step_up_on_navigation?.0,
         routes: routes?,
     })
 }
@@ -1402,7 +1424,7 @@ fn read_routes(readers: Vec<Reader<'_>>) -> Option<Vec<RouteConfig>> {
                 Some(tunnel_idle_timeout),
                 Some(upstream_response_timeout),
                 Some(allow),
-                Some((step_up, step_up_exempt_methods)),
+                Some(step_up),
             ) => {
                 routes.push(RouteConfig {
                     path,
@@ -1410,8 +1432,9 @@ fn read_routes(readers: Vec<Reader<'_>>) -> Option<Vec<RouteConfig>> {
                     tunnel_idle_timeout,
                     upstream_response_timeout,
                     allow,
-                    step_up,
-                    step_up_exempt_methods,
+                    step_up: step_up.max_age,
+                    step_up_exempt_methods: step_up.exempt,
+                    step_up_groups: step_up.groups,
                 });
             }
             _ => ok = false,
@@ -1621,6 +1644,7 @@ route = [{ path = "/" , access = "protected" }]
                     allow: None,
                     step_up: None,
                     step_up_exempt_methods: vec![],
+                    step_up_groups: vec![],
                 },
                 RouteConfig {
                     path: "/admin".to_owned(),
@@ -1630,6 +1654,7 @@ route = [{ path = "/" , access = "protected" }]
                     allow: None,
                     step_up: None,
                     step_up_exempt_methods: vec![],
+                    step_up_groups: vec![],
                 },
             ]
         );
@@ -1804,6 +1829,8 @@ route = [{ path = "/" , access = "protected" }]
             "require_amr",
             "step_up",
             "step_up_exempt_methods",
+            "step_up_groups",
+            "step_up_on_navigation",
             "step_up_time",
             "[[site.route]]",
             "path",

@@ -153,14 +153,19 @@ pub fn decide(
         },
     };
     let step_up_time = match &route.step_up {
-        Some(rule) if rule.applies_to(method, upgrade) => match session.step_up_time() {
-            Some(t) if now - t <= rule.max_age => Some(t),
-            _ => {
-                return Decision::StepUp {
-                    max_age: rule.max_age,
+        Some(rule)
+            if rule.applies_to(method, upgrade)
+                && asks(rule, user.as_ref().map(|(s, i)| (&**s, *i))) =>
+        {
+            match session.step_up_time() {
+                Some(t) if now - t <= rule.max_age => Some(t),
+                _ => {
+                    return Decision::StepUp {
+                        max_age: rule.max_age,
+                    }
                 }
             }
-        },
+        }
         _ => None,
     };
     Decision::Allow(Permit {
@@ -168,6 +173,50 @@ pub fn decide(
         user,
         step_up_time,
     })
+}
+
+/// Whether a step-up rule asks this user: every user when it names no groups, else its
+/// groups' members. Without a directory to tell, it asks (fail closed).
+fn asks(rule: &routes::StepUpRule, user: Option<(&Snapshot, u32)>) -> bool {
+    if rule.groups.is_empty() {
+        return true;
+    }
+    let Some((snapshot, index)) = user else {
+        return true;
+    };
+    snapshot
+        .user_at(index)
+        .is_none_or(|u| rule.groups.iter().any(|&r| snapshot.in_ref(u, r)))
+}
+
+/// For a page load allowed by `permit` on `site` (with `step_up_on_navigation`): the
+/// step-up window (seconds) to go through first, when a step-up route of the site would ask
+/// this user for a write and less than half of its window is left. A single-page app then
+/// gets at least half a window of writes after each page load, with no 401 its script
+/// cannot handle; users no step-up route asks are never sent.
+pub fn navigation_step_up(site: &Site, permit: &Permit, now: i64) -> Option<i64> {
+    if !site.step_up_on_navigation {
+        return None;
+    }
+    let session = permit.session()?;
+    let user = permit.user.as_ref().map(|(s, i)| (&**s, *i));
+    let max_age = site
+        .step_up_routes()
+        .filter(|r| r.access == Access::Protected)
+        .filter(|r| match user {
+            Some((snapshot, index)) => snapshot
+                .user_at(index)
+                .is_some_and(|u| admits(snapshot, u, &r.allow).is_ok()),
+            None => r.allow.is_anyone(),
+        })
+        .filter_map(|r| r.step_up.as_ref())
+        .filter(|rule| asks(rule, user))
+        .map(|rule| rule.max_age)
+        .min()?;
+    match session.step_up_time() {
+        Some(t) if now - t <= max_age / 2 => None,
+        _ => Some(max_age),
+    }
 }
 
 fn admitted_user(
@@ -440,6 +489,7 @@ mod tests {
         r.step_up = Some(Arc::new(routes::StepUpRule {
             max_age: 900,
             exempt: vec![Method::GET, Method::HEAD, Method::OPTIONS],
+            groups: vec![],
         }));
         let snap = || Some(Ok(snapshot(None)));
         let at = |t: i64| {
@@ -508,6 +558,31 @@ mod tests {
                 10_000
             ),
             "deny:not_in_allowed_groups"
+        );
+        // With step_up_groups, only their members are asked: "Admins" (ref 0) here.
+        let mut scoped = route(Access::Protected, vec![], vec![]);
+        scoped.step_up = Some(Arc::new(routes::StepUpRule {
+            max_age: 900,
+            exempt: vec![Method::GET],
+            groups: vec![0],
+        }));
+        let scoped_case = |s: Arc<Session>, dir| {
+            verdict(decide(&scoped, &Method::POST, false, Some(s), dir, 10_000))
+        };
+        assert_eq!(
+            scoped_case(at(0), snap()),
+            "step-up:900",
+            "an admin is asked"
+        );
+        assert_eq!(
+            scoped_case(session("staff", "staff@example.com"), snap()),
+            "allow:staff",
+            "a user outside the groups is not"
+        );
+        assert_eq!(
+            scoped_case(session("staff", "staff@example.com"), None),
+            "step-up:900",
+            "without a directory to tell, everyone is asked"
         );
         let mut public = route(Access::Public, vec![], vec![]);
         public.step_up = r.step_up.clone();

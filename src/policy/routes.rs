@@ -38,6 +38,9 @@ pub struct StepUpRule {
     pub max_age: i64,
     /// Methods that do not need it.
     pub exempt: Vec<http::Method>,
+    /// Group references (indices into [`Routes::group_refs`]) whose members are asked;
+    /// empty: everyone the route admits.
+    pub groups: Vec<usize>,
 }
 
 impl StepUpRule {
@@ -78,6 +81,10 @@ pub struct Site {
     by_exact: HashMap<String, String>,
     /// Whether any prefix as written differs from its match key.
     exact_differs: bool,
+    /// Match keys of the routes with a step-up.
+    step_up_keys: Vec<String>,
+    /// Whether page loads go through the step-up first (`step_up_on_navigation`).
+    pub step_up_on_navigation: bool,
     /// Applies where no route matches.
     pub default: Route,
     /// Whether bearer API tokens are accepted on protected routes.
@@ -180,12 +187,16 @@ fn compile_site(
     let mut by_prefix = HashMap::new();
     let mut by_exact = HashMap::new();
     let mut exact_differs = false;
+    let mut step_up_keys = Vec::new();
     for route in &site.routes {
         let key = match_key(&route.path).into_owned();
         let key = key.trim_end_matches('/').to_owned();
         let exact = route.path.trim_end_matches('/').to_owned();
         exact_differs |= exact != key;
         by_exact.insert(exact, key.clone());
+        if route.step_up.is_some() {
+            step_up_keys.push(key.clone());
+        }
         by_prefix.insert(
             key,
             Route {
@@ -201,6 +212,15 @@ fn compile_site(
                     Arc::new(StepUpRule {
                         max_age: d.as_secs() as i64,
                         exempt: route.step_up_exempt_methods.clone(),
+                        groups: compile_allow(
+                            &crate::config::Allow {
+                                groups: route.step_up_groups.clone(),
+                                users: Vec::new(),
+                            },
+                            refs,
+                        )
+                        .groups
+                        .clone(),
                     })
                 }),
             },
@@ -212,6 +232,8 @@ fn compile_site(
         by_prefix,
         by_exact,
         exact_differs,
+        step_up_keys,
+        step_up_on_navigation: site.step_up_on_navigation,
         default,
         api_tokens: site.api_tokens,
     }
@@ -307,6 +329,13 @@ impl Site {
         readings
     }
 
+    /// The routes of this site that have a step-up.
+    pub fn step_up_routes(&self) -> impl Iterator<Item = &Route> {
+        self.step_up_keys
+            .iter()
+            .filter_map(|k| self.by_prefix.get(k))
+    }
+
     /// The longest prefix of `key` on a segment boundary that `get` knows.
     fn walk<'s>(&'s self, key: &str, get: impl Fn(&str) -> Option<&'s Route>) -> &'s Route {
         if self.by_prefix.is_empty() {
@@ -344,6 +373,7 @@ mod tests {
             headers: Default::default(),
             allow: Default::default(),
             api_tokens: false,
+            step_up_on_navigation: false,
             routes: routes
                 .iter()
                 .map(|(p, a)| RouteConfig {
@@ -354,6 +384,7 @@ mod tests {
                     allow: None,
                     step_up: None,
                     step_up_exempt_methods: vec![],
+                    step_up_groups: vec![],
                 })
                 .collect(),
         };

@@ -106,6 +106,14 @@ pub async fn decide(shared: &Shared, asked: Asked<'_>, now: i64) -> Result<Verdi
             (route, decision) = (other, d);
         }
     }
+    // A page load on a site that steps up at navigation: see policy::navigation_step_up.
+    if let Decision::Allow(permit) = &decision {
+        if site.step_up_on_navigation && super::auth::is_navigation(method, headers, false) {
+            if let Some(max_age) = policy::navigation_step_up(site, permit, now) {
+                decision = Decision::StepUp { max_age };
+            }
+        }
+    }
     let asked = Audited {
         site,
         route,

@@ -199,6 +199,41 @@ pub fn is_navigation(method: &Method, headers: &HeaderMap, json: bool) -> bool {
     }
 }
 
+/// Whether a POST is a browser's top-level form submission, whose answer the browser shows
+/// as a page (an HTML form can only GET or POST).
+fn is_form_navigation(method: &Method, headers: &HeaderMap, json: bool) -> bool {
+    if method != Method::POST || json || headers.contains_key("x-requested-with") {
+        return false;
+    }
+    match headers.get("sec-fetch-mode").and_then(|v| v.to_str().ok()) {
+        Some(mode) => mode.eq_ignore_ascii_case("navigate"),
+        // Browsers without Fetch Metadata: a form's content type, and a page wanted back.
+        None => {
+            let form = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|t| {
+                    let t = t.trim_start().to_ascii_lowercase();
+                    t.starts_with("application/x-www-form-urlencoded")
+                        || t.starts_with("multipart/form-data")
+                });
+            let html = headers
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|a| a.contains("text/html"));
+            form && html
+        }
+    }
+}
+
+/// The path and query of a same-site `Referer`, for returning a browser to the page it came
+/// from; anything else is `None`.
+fn referer_path(auth: &Auth, site: &Site, headers: &HeaderMap) -> Option<String> {
+    let referer = headers.get(header::REFERER)?.to_str().ok()?;
+    let rest = referer.strip_prefix(&auth.origin(site))?;
+    rest.starts_with('/').then(|| rest.to_owned())
+}
+
 /// What a client without a session gets on a protected route: a redirect into the sign-in
 /// for navigations, 401 JSON with the URL that starts it for everything else.
 pub async fn sign_in_required(
@@ -251,6 +286,19 @@ pub async fn step_up_required(
     };
     if is_navigation(method, headers, json) {
         return auth.start(site, headers, return_to, true).await;
+    }
+    if is_form_navigation(method, headers, json) {
+        // A native form post (Defguard's consent page, say) shows its answer as a page: a
+        // 401 JSON body there is raw text the user cannot act on, and the body cannot be
+        // replayed after the step-up. So the browser goes through the step-up and back to
+        // the page that posted the form, to submit it again.
+        let back = referer_path(auth, site, headers).unwrap_or_else(|| "/".to_owned());
+        let url = format!(
+            "{}/.jumpgate/step-up?rd={}",
+            auth.origin(site),
+            urlencode(&back)
+        );
+        return Ok(respond::redirect_see_other(&url));
     }
     let url = format!(
         "{}/.jumpgate/step-up?rd={}",

@@ -225,6 +225,13 @@ pub fn redirect(location: &str, cookies: &[HeaderValue]) -> Response<ResponseBod
     response
 }
 
+/// A `303 See Other` to `location`: after a form post, the browser follows it with a GET.
+pub fn redirect_see_other(location: &str) -> Response<ResponseBody> {
+    let mut response = redirect(location, &[]);
+    *response.status_mut() = StatusCode::SEE_OTHER;
+    response
+}
+
 /// A JSON response, never cached.
 pub fn json(status: StatusCode, body: &serde_json::Value) -> Response<ResponseBody> {
     let mut response = Response::new(ResponseBody::full(body.to_string()));

@@ -239,10 +239,15 @@ fn read_step_up(mut r: Reader<'_>) -> Option<crate::config::StepUpConfig> {
     })
 }
 
-/// `step_up` and `step_up_exempt_methods` on a route.
-pub(super) fn read_route_step_up(
-    r: &mut Reader<'_>,
-) -> Option<(Option<Duration>, Vec<http::Method>)> {
+/// A route's step-up keys.
+pub(super) struct RouteStepUp {
+    pub(super) max_age: Option<Duration>,
+    pub(super) exempt: Vec<http::Method>,
+    pub(super) groups: Vec<String>,
+}
+
+/// `step_up`, `step_up_exempt_methods` and `step_up_groups` on a route.
+pub(super) fn read_route_step_up(r: &mut Reader<'_>) -> Option<RouteStepUp> {
     let max_age = default_or(r, "step_up", None, |e| e.duration(false).map(Some));
     if let Some(e) = r.get("step_up_methods") {
         // The old key listed the methods that need it, so any other method skipped it.
@@ -266,25 +271,34 @@ pub(super) fn read_route_step_up(
             Some(out)
         },
     );
-    let (max_age, exempt) = (max_age?, exempt?);
-    if max_age.is_none() && r.table.contains_key("step_up_exempt_methods") {
-        let key = r.key_path("step_up_exempt_methods");
-        r.cx.report(
-            r.line,
-            key,
-            "only applies with step_up; add step_up = \"15m\" or remove it",
-        );
-        return None;
+    let groups = default_or(r, "step_up_groups", Vec::new(), |e| {
+        string_list(e, "JumpCloud user group names or ids")
+    });
+    let (max_age, exempt, groups) = (max_age?, exempt?, groups?);
+    if max_age.is_none() {
+        for key in ["step_up_exempt_methods", "step_up_groups"] {
+            if r.table.contains_key(key) {
+                let key = r.key_path(key);
+                r.cx.report(
+                    r.line,
+                    key,
+                    "only applies with step_up; add step_up = \"15m\" or remove it",
+                );
+                return None;
+            }
+        }
+        // Without a step-up the lists mean nothing; kept empty so they say nothing either.
+        return Some(RouteStepUp {
+            max_age,
+            exempt: Vec::new(),
+            groups: Vec::new(),
+        });
     }
-    // Without a step-up the list means nothing; kept empty so it says nothing either.
-    Some((
+    Some(RouteStepUp {
         max_age,
-        if max_age.is_some() {
-            exempt
-        } else {
-            Vec::new()
-        },
-    ))
+        exempt,
+        groups,
+    })
 }
 
 /// `[session]`, or its defaults when the table is absent.
