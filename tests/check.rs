@@ -328,6 +328,66 @@ fn trusted_proxies_bad_cidr() {
 }
 
 #[test]
+fn verify_clients_bad_cidr_and_verify_uri_header_unknown() {
+    let text = BASE.replace(
+        "shutdown_grace = \"30s\"",
+        "verify_clients = [\"127.0.0.1/33\"]",
+    );
+    check_one(
+        &text,
+        Some(5),
+        "server.verify_clients[0]",
+        "\"127.0.0.1/33\" is not a CIDR block",
+    );
+    let text = BASE.replace(
+        "shutdown_grace = \"30s\"",
+        "verify_uri_header = \"x-forwarded-url\"",
+    );
+    check_one(
+        &text,
+        Some(5),
+        "server.verify_uri_header",
+        "expected \"x-forwarded-uri\" (Traefik, Caddy, the nginx example) or \"x-original-uri\"",
+    );
+}
+
+/// The removed step_up_methods stops start-up and names its replacement; the step-up keys
+/// need a step_up, step_up_groups needs a directory, and step_up_on_navigation a step-up
+/// route.
+#[test]
+fn step_up_keys_are_checked() {
+    let route = "  [[site.route]]\n  path = \"/api/v1/health\"\n  access = \"public\"\n";
+    let with_route = |extra: &str| BASE.replace(route, &format!("{route}{extra}"));
+    check_one(
+        &with_route("  step_up = \"15m\"\n  step_up_methods = [\"POST\"]\n"),
+        Some(16),
+        "site[0].route[0].step_up_methods",
+        "was replaced by step_up_exempt_methods",
+    );
+    check_one(
+        &with_route("  step_up_exempt_methods = [\"GET\"]\n"),
+        Some(12),
+        "site[0].route[0].step_up_exempt_methods",
+        "only applies with step_up",
+    );
+    check_one(
+        &with_route("  step_up_groups = [\"Admins\"]\n"),
+        Some(12),
+        "site[0].route[0].step_up_groups",
+        "only applies with step_up",
+    );
+    check_one(
+        &BASE.replace(
+            "access = \"protected\"\n",
+            "access = \"protected\"\nstep_up_on_navigation = true\n",
+        ),
+        Some(11),
+        "site[0].step_up_on_navigation",
+        "has no effect: no route of this site has step_up",
+    );
+}
+
+#[test]
 fn upstream_ca_file_with_http_upstream() {
     let text = BASE.replace("access = \"protected\"", "upstream_ca_file = \"gw.pem\"");
     check_one(
