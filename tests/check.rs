@@ -387,6 +387,21 @@ fn step_up_keys_are_checked() {
     );
 }
 
+/// An API-token issuer whose audience is the gateway's own client id would take every
+/// signed-in user's ID token as an API credential.
+#[test]
+fn an_api_token_audience_may_not_be_the_gateways_client_id() {
+    let text = format!(
+        "{BASE}\n[oidc]\nissuer = \"https://oauth.id.jumpcloud.com/\"\nclient_id = \"gateway-client\"\nclient_secret_env = \"JG_TEST_UNUSED\"\n\n[[api_token]]\nissuer = \"https://oauth.id.jumpcloud.com/\"\naudience = \"gateway-client\"\n"
+    );
+    check_one(
+        &text,
+        None,
+        "api_token[0].audience",
+        "is the gateway's own OIDC client id, so ID tokens would pass as API tokens",
+    );
+}
+
 #[test]
 fn upstream_ca_file_with_http_upstream() {
     let text = BASE.replace("access = \"protected\"", "upstream_ca_file = \"gw.pem\"");
