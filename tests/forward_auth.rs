@@ -388,6 +388,47 @@ async fn the_host_comes_from_x_forwarded_host_alone() {
     assert_eq!(status, 200, "the complete question");
 }
 
+/// Forward-auth keeps sessions as the reverse proxy does: a session near its ID token's end
+/// is refreshed when a question about it is answered, and a refresh the provider refuses
+/// ends it, so the two modes never disagree about a session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_auth_refreshes_and_ends_sessions_as_the_reverse_proxy_does() {
+    let env = env(LOOPBACK_ASKS).await;
+    env.fake
+        .quirks(|q| q.id_token_ttl = std::time::Duration::from_secs(200));
+    let refreshes = |env: &SignInEnv| {
+        env.fake
+            .requests()
+            .iter()
+            .filter(|r| {
+                r.path == "/oauth2/token" && r.form_param("grant_type") == Some("refresh_token")
+            })
+            .count()
+    };
+    // Signed in through the callback only: no protected request has been decided yet.
+    let mut b = env.browser();
+    let cb = within("sign-in", b.sign_in_callback("/x")).await;
+    assert_eq!(cb.status, 302, "{}", cb.text());
+    assert_eq!(refreshes(&env), 0);
+    let (status, _) = verify(&env, &b, "GET", "/x").await;
+    assert_eq!(status, 200);
+    assert!(
+        support::eventually(std::time::Duration::from_secs(5), async || refreshes(&env)
+            == 1)
+        .await,
+        "a forward-auth answer started the refresh"
+    );
+    // The provider refuses the next refresh: the session ends, here as in the other mode.
+    env.fake.update_user(&env.alice, |u| u.suspend());
+    assert!(
+        support::eventually(std::time::Duration::from_secs(10), async || {
+            verify(&env, &b, "GET", "/x").await.0 == 401
+        })
+        .await,
+        "a session whose refresh the provider refused still got answers"
+    );
+}
+
 /// A front proxy asks about every request a user makes (a single-page app makes dozens a
 /// minute), so forward-auth answers are not held to the sign-in rate limit; sign-in starts
 /// still are.
