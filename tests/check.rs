@@ -561,7 +561,10 @@ fn defguard_config_parses_and_routes_as_documented() {
     let cases = [
         ("/api/v1/health", Access::Public, false),
         ("/api/v1/healthz", Access::Protected, false),
-        ("/auth/callback", Access::Public, false),
+        ("/auth/callback", Access::Protected, false),
+        ("/auth/login", Access::Protected, false),
+        ("/api/v1/oauth/authorize", Access::Protected, false),
+        ("/api/v1/forward_auth", Access::Deny, false),
         ("/api/v1/settings/smtp", Access::Protected, true),
         ("/api/v1/user/bob/password", Access::Protected, true),
         ("/api/v1/oauth/token", Access::Public, false),
@@ -587,7 +590,7 @@ fn defguard_config_parses_and_routes_as_documented() {
     }
     assert_eq!(
         enroll
-            .find("/api/v1/mfa-flow/remote")
+            .find("/api/v1/client-mfa/remote")
             .tunnel_idle_timeout
             .as_secs(),
         150
