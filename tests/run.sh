@@ -27,7 +27,10 @@ if ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
 fi
 
 cargo build --locked --all-targets
-cargo test --locked --all-targets -- --test-threads="${JUMPGATE_TEST_THREADS:-4}"
+# The suite is bounded as a whole, so a hang fails the run instead of eating CI's time
+# (every request a test makes has its own, shorter timeout). TERM first, KILL a minute later.
+timeout --kill-after=60 "${JUMPGATE_TEST_TIMEOUT:-2400}" \
+  cargo test --locked --all-targets -- --test-threads="${JUMPGATE_TEST_THREADS:-4}"
 
 # Browser tests: headless Chromium through the gateway (see README, "Browser tests").
-bash tests/e2e/run.sh
+timeout --kill-after=60 "${JUMPGATE_E2E_TIMEOUT:-1200}" bash tests/e2e/run.sh
