@@ -87,6 +87,26 @@ async fn raw_tolerant(c: &Client, sni: &str, bytes: &[u8], wait: Duration) -> St
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Like [`raw`], and whether the server closed the connection within `wait` (false: it was
+/// still open, so a missing answer is a hang, not a refusal).
+async fn raw_outcome(c: &Client, sni: &str, bytes: &[u8], wait: Duration) -> (String, bool) {
+    let mut tls = c.connect(sni, &[b"http/1.1"]).await;
+    let _ = tls.write_all(bytes).await;
+    let mut out = Vec::new();
+    let closed = tokio::time::timeout(wait, async {
+        let mut buf = [0u8; 8192];
+        loop {
+            match tls.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .is_ok();
+    (String::from_utf8_lossy(&out).into_owned(), closed)
+}
+
 /// An unused loopback port (bound, then released).
 async fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -1659,7 +1679,7 @@ async fn framing_ambiguities_never_smuggle_a_request_to_the_upstream() {
     let mut failures = Vec::new();
     for (i, case) in cases.iter().enumerate() {
         let p = format!("/c{i}");
-        let text = raw(
+        let (text, closed) = raw_outcome(
             &c,
             "app.test",
             case.raw.replace("{P}", &p).as_bytes(),
@@ -1673,6 +1693,13 @@ async fn framing_ambiguities_never_smuggle_a_request_to_the_upstream() {
             .filter(|s| *s != 100)
             .collect();
         let first = statuses.first().copied();
+        if first.is_none() && !closed {
+            // Neither an answer nor a close: the gateway hangs on this input.
+            failures.push(format!(
+                "{}: no answer and the connection still open after 1.5 s",
+                case.name
+            ));
+        }
         if first.is_some_and(|s| !case.statuses.contains(&s))
             || (first.is_none() && case.may_forward && !case.must_forward.is_empty())
         {
@@ -2785,20 +2812,47 @@ async fn the_gateways_cookies_never_reach_the_upstream() {
 }
 
 /// `canonical::host` output is the site key; canonicalizing it again must not change it.
-#[test]
-fn canonical_host_is_a_fixed_point() {
+/// The spellings that have no single canonical form (empty labels, a second `:`, a port
+/// that is not a number) are refused: `canonical::host` says none, and a request carrying
+/// one as its Host gets 400 and is never forwarded, over HTTP/1.1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canonical_host_is_a_fixed_point() {
+    let echo = Echo::start().await;
+    let gw = Gateway::start(&site("app.test", &echo.url(), "public", &[])).await;
+    let c = gw.client();
     let mut failures = Vec::new();
-    for raw in [
+    for host in [
         "APP.te.:84st.:8443",
         "a:b:443",
         "app.test..",
         "app.test:x:1",
+        "app..test",
+        "app.test:443:443",
+        "app.test:99999999",
     ] {
-        if let Some(h) = jumpgate::canonical::host(raw) {
+        if let Some(h) = jumpgate::canonical::host(host) {
             let again = jumpgate::canonical::host(&h);
             if again.as_deref() != Some(&*h) {
-                failures.push(format!("{raw:?} -> {h:?} -> {again:?}"));
+                failures.push(format!("{host:?} -> {h:?} -> {again:?}"));
             }
+        }
+        let req = format!("GET /x HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        let text = raw(&c, "app.test", req.as_bytes(), Duration::from_secs(5)).await;
+        if raw_status(&text) != Some(400) || text.contains("\"x-upstream\"") {
+            failures.push(format!("Host {host:?}: {:.120}", text));
+        }
+    }
+    // Control: the canonical spelling and its variants are one site.
+    for ok in ["app.test", "APP.test.", "app.test:443"] {
+        assert_eq!(
+            jumpgate::canonical::host(ok).as_deref(),
+            Some("app.test"),
+            "{ok}"
+        );
+        let req = format!("GET /x HTTP/1.1\r\nHost: {ok}\r\nConnection: close\r\n\r\n");
+        let text = raw(&c, "app.test", req.as_bytes(), Duration::from_secs(5)).await;
+        if raw_status(&text) != Some(200) {
+            failures.push(format!("control Host {ok:?}: {:.120}", text));
         }
     }
     report(failures);

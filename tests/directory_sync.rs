@@ -58,15 +58,17 @@ async fn metrics(env: &SignInEnv) -> String {
     body
 }
 
-/// The value of one series (`name` or `name{labels}`), 0 when it is not exported yet.
-fn series(text: &str, name: &str) -> f64 {
+/// The value of one series (`name` or `name{labels}`), when it is exported.
+fn series(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
+/// The value of a series the gateway exports from start-up on: a missing one (a renamed
+/// metric) fails the test instead of reading as 0.
 async fn metric(env: &SignInEnv, name: &str) -> f64 {
-    series(&metrics(env).await, name)
+    let text = metrics(env).await;
+    series(&text, name).unwrap_or_else(|| panic!("no series {name} in:\n{text}"))
 }
 
 const SYNC_FAILURES: &str = "jumpgate_directory_sync_failures_total";
@@ -399,10 +401,14 @@ async fn a_429_storm_is_waited_out_honouring_retry_after() {
         );
     }
     let m = metrics(&env).await;
-    assert_eq!(series(&m, SYNC_FAILURES), 0.0, "the storm failed a sync");
-    assert_eq!(series(&m, RETRIES), 6.0);
     assert_eq!(
-        series(&m, "jumpgate_directory_api_errors_total{status=\"429\"}"),
+        series(&m, SYNC_FAILURES).expect("exported"),
+        0.0,
+        "the storm failed a sync"
+    );
+    assert_eq!(series(&m, RETRIES).expect("exported"), 6.0);
+    assert_eq!(
+        series(&m, "jumpgate_directory_api_errors_total{status=\"429\"}").expect("exported"),
         6.0
     );
 }
@@ -463,8 +469,12 @@ async fn a_429_storm_without_retry_after_backs_off_exponentially() {
         "the first backoff is not retry_backoff: {gaps:?}"
     );
     let m = metrics(&env).await;
-    assert_eq!(series(&m, SYNC_FAILURES), 0.0, "the 429s failed a sync");
-    assert_eq!(series(&m, RETRIES), 4.0);
+    assert_eq!(
+        series(&m, SYNC_FAILURES).expect("exported"),
+        0.0,
+        "the 429s failed a sync"
+    );
+    assert_eq!(series(&m, RETRIES).expect("exported"), 4.0);
 }
 
 /// 20,000 users in 500 groups: every page is read (no record cap), the snapshot holds every
@@ -578,9 +588,17 @@ async fn odd_records_never_fail_the_page_and_make_only_their_user_inactive() {
     assert_eq!(r.status, 403, "an ARCHIVED user was allowed: {}", r.text());
 
     let m = metrics(&env).await;
-    assert_eq!(series(&m, SYNC_FAILURES), failures_before, "a sync failed");
-    assert_eq!(series(&m, USERS), 3.0, "odd records were dropped");
-    let last = series(&m, LAST_SUCCESS) as i64;
+    assert_eq!(
+        series(&m, SYNC_FAILURES).expect("exported"),
+        failures_before,
+        "a sync failed"
+    );
+    assert_eq!(
+        series(&m, USERS).expect("exported"),
+        3.0,
+        "odd records were dropped"
+    );
+    let last = series(&m, LAST_SUCCESS).expect("exported") as i64;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
