@@ -66,7 +66,10 @@ fn check_values(data: &[u8]) {
     let before: Vec<Vec<u8>> = pairs(&headers).into_iter().filter(|p| !ours(p)).collect();
     jumpgate::headers::strip_gateway_cookies(&mut headers);
     let after = pairs(&headers);
-    assert!(headers.get_all(COOKIE).iter().count() <= 1, "more than one Cookie field");
+    assert!(
+        headers.get_all(COOKIE).iter().count() <= 1,
+        "more than one Cookie field"
+    );
     assert_eq!(after, before, "other cookies lost, reordered or changed");
 }
 

@@ -254,11 +254,18 @@ impl Jwks {
                 status: fetched.status.as_u16(),
             });
         }
-        let set: JwkSet =
-            serde_json::from_slice(&fetched.body).map_err(|e| ProviderError::Invalid {
+        self.install(&fetched.body)
+            .map_err(|e| ProviderError::Invalid {
                 url: self.uri.clone(),
                 why: e.to_string(),
-            })?;
+            })
+    }
+
+    /// Replaces the cached set with the keys of a JWK Set document; keys the gateway does
+    /// not accept (symmetric, short RSA, unknown types) are left out. Returns how many
+    /// were kept.
+    pub fn install(&self, document: &[u8]) -> Result<usize, serde_json::Error> {
+        let set: JwkSet = serde_json::from_slice(document)?;
         let by_kid: HashMap<String, Key> = set.keys.iter().filter_map(parse_jwk).collect();
         let n = by_kid.len();
         self.keys.store(Arc::new(KeySet { by_kid }));
