@@ -735,8 +735,34 @@ retry_backoff = "10ms"
     );
     assert!(!run.stderr.contains("not-the-key") && !run.stdout.contains("not-the-key"));
 
-    // An unreachable directory checks nothing and says so; the configuration is still valid.
+    // A 403 (JumpCloud's answer to a temporarily blocked address too) does not condemn the
+    // key: nothing is checked, and it is said so, but it is no problem with the file.
     std::fs::write(&key, fake.api_key()).unwrap();
+    fake.directory_faults(|f| f.status_for_prefix = vec![("/api".into(), 403)]);
+    let run = check(text("")).await;
+    assert_eq!(run.code, Some(0), "a 403 is not a bad key: {}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("note: group names not checked against the directory"),
+        "{}",
+        run.stderr
+    );
+    assert!(problem_lines(&file, &run).is_empty(), "{}", run.stderr);
+    assert!(!run.stderr.contains("refused this key"), "{}", run.stderr);
+    // Control: the same fault as a 401 condemns the key.
+    fake.directory_faults(|f| f.status_for_prefix = vec![("/api".into(), 401)]);
+    let run = check(text("")).await;
+    assert_eq!(run.code, Some(EXIT_BAD_CONFIG), "{}", run.stderr);
+    assert_problem(
+        &file,
+        &run,
+        Some(19),
+        "directory.api_key_file",
+        "refused this key",
+    );
+    fake.directory_faults(|f| f.status_for_prefix.clear());
+
+    // An unreachable directory checks nothing and says so; the configuration is still valid.
     fake.stop().await;
     let run = check(text("")).await;
     assert_eq!(run.code, Some(0), "{}", run.stderr);

@@ -960,6 +960,97 @@ mod tests {
         assert_eq!(store.endings().len(), 2, "one entry per end");
     }
 
+    /// A session ended while Redis could not be reached is hidden from every reader, not
+    /// only from the request path: the record read, a user's listing (`jumpgate sessions
+    /// list`) and a provider session's index (back-channel logout). Uses the Redis the test
+    /// suite runs on 127.0.0.1:6379, under a key prefix of its own.
+    #[tokio::test]
+    async fn ended_sessions_are_hidden_from_every_reader_until_redis_knows() {
+        let prefix = format!("jgunit:{}:", crate::oidc::login::random_token());
+        let config = RedisConfig {
+            target: RedisTarget::Url("redis://127.0.0.1:6379/0".into()),
+            password: None,
+            key_prefix: prefix.clone(),
+            local_cache_ttl: Duration::from_secs(1),
+            grace: Duration::from_secs(1),
+        };
+        let store = RedisStore::new(&config, Passwords::default()).unwrap();
+        store
+            .connect()
+            .await
+            .expect("the test suite's Redis on 127.0.0.1:6379");
+        let now = crate::oidc::now();
+        let record = |sub: &str| SessionRecord {
+            site: "site".into(),
+            sub: sub.into(),
+            email: None,
+            username: None,
+            name: None,
+            groups: vec![],
+            auth_time: None,
+            created: now,
+            expires: now + 600,
+            id_token: String::new(),
+            refresh_token: None,
+            id_token_exp: now + 600,
+            step_up_time: 0,
+            sid: Some("provider-session".into()),
+            email_matches: false,
+        };
+        store
+            .put_session("aa", &record("alice"), 600)
+            .await
+            .unwrap();
+        store
+            .put_session("bb", &record("alice"), 600)
+            .await
+            .unwrap();
+        let hashes = |v: Vec<(String, SessionRecord)>| {
+            let mut h: Vec<String> = v.into_iter().map(|(h, _)| h).collect();
+            h.sort();
+            h
+        };
+        // Control: every reader sees both.
+        assert!(store.get_session("aa").await.unwrap().is_some());
+        assert_eq!(
+            hashes(store.list_user("alice").await.unwrap()),
+            ["aa", "bb"]
+        );
+        assert_eq!(
+            hashes(store.sid_sessions("provider-session").await.unwrap()),
+            ["aa", "bb"]
+        );
+        // One session ended here, the end not yet written: gone for every reader.
+        store.defer(Ending::Session {
+            hash: "aa".into(),
+            sub: "alice".into(),
+        });
+        assert!(store.get_session("aa").await.unwrap().is_none());
+        assert_eq!(hashes(store.list_user("alice").await.unwrap()), ["bb"]);
+        assert_eq!(
+            hashes(store.sid_sessions("provider-session").await.unwrap()),
+            ["bb"]
+        );
+        // A revocation of the user: all of them.
+        store.defer(Ending::User("alice".into()));
+        assert!(store.get_session("bb").await.unwrap().is_none());
+        assert!(store.list_user("alice").await.unwrap().is_empty());
+        assert!(store
+            .sid_sessions("provider-session")
+            .await
+            .unwrap()
+            .is_empty());
+        let mut c = store.conn().await.unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}*"))
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        for k in keys {
+            let _: () = redis::cmd("DEL").arg(k).query_async(&mut c).await.unwrap();
+        }
+    }
+
     #[test]
     fn events() {
         assert_eq!(
