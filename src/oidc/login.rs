@@ -123,7 +123,10 @@ pub fn safe_return_to(raw: &str) -> Option<String> {
     }
     let path = raw.split(['?', '#']).next().unwrap_or(raw);
     let canonical = crate::canonical::path(path).ok()?;
-    if canonical.starts_with("/.jumpgate/") {
+    // The gateway's namespace in any spelling a server may treat as the same (case,
+    // `;parameters`), as the request path treats it.
+    let key = crate::policy::routes::match_key(&canonical);
+    if key.starts_with("/.jumpgate/") || key == "/.jumpgate" {
         return None;
     }
     Some(raw.to_owned())
@@ -139,6 +142,11 @@ mod tests {
             assert_eq!(safe_return_to(ok).as_deref(), Some(ok), "{ok}");
         }
         for bad in [
+            "/.JUMPGATE/logout",
+            "/.Jumpgate/x",
+            "/.jumpgate;x/logout",
+            "/%2Ejumpgate/logout",
+            "/.jumpgate",
             "//evil.example",
             "/\\evil.example",
             "https:evil.example",
