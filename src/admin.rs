@@ -15,20 +15,24 @@ use crate::proxy::ResponseBody;
 pub struct Readiness {
     listening: AtomicBool,
     oidc: Option<Arc<crate::oidc::Oidc>>,
+    step_up: Option<Arc<crate::oidc::Oidc>>,
     directory: Option<Arc<crate::directory::Directory>>,
     redis: Option<Arc<crate::session::redis::RedisStore>>,
 }
 
 impl Readiness {
-    /// Readiness that also waits for the identity provider's discovery, when sign-in is on.
+    /// Readiness that also waits for the identity provider's discovery, when sign-in is on,
+    /// and for the step-up application's, when step-up is configured.
     pub fn new(
         oidc: Option<Arc<crate::oidc::Oidc>>,
+        step_up: Option<Arc<crate::oidc::Oidc>>,
         directory: Option<Arc<crate::directory::Directory>>,
         redis: Option<Arc<crate::session::redis::RedisStore>>,
     ) -> Readiness {
         Readiness {
             listening: AtomicBool::new(false),
             oidc,
+            step_up,
             directory,
             redis,
         }
@@ -46,6 +50,9 @@ impl Readiness {
         }
         if self.oidc.as_ref().is_some_and(|o| !o.is_ready()) {
             return Some("identity provider not discovered yet".to_owned());
+        }
+        if self.step_up.as_ref().is_some_and(|o| !o.is_ready()) {
+            return Some("step-up provider not discovered yet".to_owned());
         }
         if let Some(reason) = self.redis.as_ref().and_then(|r| r.not_ready_reason()) {
             return Some(reason);

@@ -207,6 +207,9 @@ pub async fn run(
     let redis = auth.as_ref().and_then(|a| a.sessions.shared().cloned());
     let readiness = Arc::new(Readiness::new(
         auth.as_ref().map(|a| a.oidc.clone()),
+        auth.as_ref()
+            .and_then(|a| a.step_up.as_ref())
+            .map(|s| s.oidc.clone()),
         directory_handle,
         redis.clone(),
     ));

@@ -54,8 +54,8 @@ async fn start(step_up_extra: &str, admin_max_age: &str) -> StepUpEnv {
     app.require_mfa = true;
     app.bind_everyone = true;
     env.fake.add_app(app);
-    // The step-up client discovers the provider on its own; give it a moment.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The step-up client discovers the provider on its own; readiness waits for it.
+    env.wait_ready().await;
     StepUpEnv {
         env,
         audit: secret_dir.path().join("audit.jsonl"),
