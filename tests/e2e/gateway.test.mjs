@@ -9,6 +9,7 @@ import { createHash } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { createLocalJWKSet, jwtVerify } from 'jose';
 
 import { openBrowser } from './lib/browser.mjs';
 import { startEnv } from './lib/env.mjs';
@@ -153,6 +154,27 @@ describe('jumpgate in a real browser', { timeout: 150_000 }, () => {
       assert.deepEqual(shown.groups.split(',').map((s) => s.trim()).sort(), ['Admins', 'Staff']);
       assert.equal(shown.claims.sub, env.info.users.alice);
       await screenshot(page, 'upstream-signed-in-jumpcloud');
+
+      // The signed assertion the upstream received, verified with an independent JOSE
+      // implementation against the key the gateway publishes; a changed claim fails.
+      const api = await pageFetch(page, deepLink, { headers: JSON_ACCEPT });
+      const token = api.json.identity.assertion;
+      assert.equal(typeof token, 'string');
+      const keys = await pageFetch(page, '/.jumpgate/jwks.json');
+      assert.equal(keys.status, 200);
+      const jwks = createLocalJWKSet(keys.json);
+      const { payload, protectedHeader } = await jwtVerify(token, jwks, {
+        algorithms: ['ES256'],
+        audience: 'localhost',
+        maxTokenAge: '5m',
+      });
+      assert.equal(protectedHeader.alg, 'ES256');
+      assert.equal(payload.sub, env.info.users.alice);
+      assert.equal(payload.email, 'alice@example.com');
+      assert.deepEqual([...payload.groups].sort(), ['Admins', 'Staff']);
+      const [head, , signature] = token.split('.');
+      const forged = `${head}.${Buffer.from(JSON.stringify({ ...payload, sub: env.info.users.bob })).toString('base64url')}.${signature}`;
+      await assert.rejects(jwtVerify(forged, jwks, { algorithms: ['ES256'] }), /signature/i);
 
       // The session cookie as the browser itself stores it.
       const cookie = sessionCookie(await context.cookies(A));
