@@ -220,6 +220,7 @@ pub async fn run(
     let mut background = vec![
         tokio::spawn(certs.clone().watch(CERT_POLL, metrics.clone())),
         tokio::spawn(reload_on_sighup(
+            shutdown::Hangups::new(),
             certs,
             metrics.clone(),
             reload_requested.clone(),
@@ -394,39 +395,28 @@ fn log_listening(what: &str, listener: &TcpListener) {
 
 /// Reloads the certificate on every SIGHUP.
 async fn reload_on_sighup(
+    mut hangups: shutdown::Hangups,
     certs: Arc<CertStore>,
     metrics: Arc<Metrics>,
     config: Arc<tokio::sync::Notify>,
 ) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let Ok(mut hup) = signal(SignalKind::hangup()) else {
-            return;
-        };
-        while hup.recv().await.is_some() {
-            config.notify_one();
-            match certs.reload() {
-                Ok(()) => {
-                    metrics
-                        .cert_reloads
-                        .get_or_create(&OutcomeLabel::ok())
-                        .inc();
-                    tracing::info!("SIGHUP: TLS certificate reloaded");
-                }
-                Err(e) => {
-                    metrics
-                        .cert_reloads
-                        .get_or_create(&OutcomeLabel::failed())
-                        .inc();
-                    tracing::error!(error = %e, "SIGHUP: TLS certificate reload failed; keeping the previous certificate");
-                }
+    while hangups.recv().await {
+        config.notify_one();
+        match certs.reload() {
+            Ok(()) => {
+                metrics
+                    .cert_reloads
+                    .get_or_create(&OutcomeLabel::ok())
+                    .inc();
+                tracing::info!("SIGHUP: TLS certificate reloaded");
+            }
+            Err(e) => {
+                metrics
+                    .cert_reloads
+                    .get_or_create(&OutcomeLabel::failed())
+                    .inc();
+                tracing::error!(error = %e, "SIGHUP: TLS certificate reload failed; keeping the previous certificate");
             }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = (certs, metrics, config);
-        std::future::pending::<()>().await;
     }
 }

@@ -155,13 +155,16 @@ fn main() -> ExitCode {
             }
         }
         Command::Run => {
-            let Ok(mut config) = load(&cli.config) else {
+            let Ok(config) = load(&cli.config) else {
                 return ExitCode::from(EXIT_CONFIG);
             };
+            // The flag changes how this process logs, not the configuration: a reload compares
+            // the file with the file, so it must not see a change the flag made.
+            let mut log = config.log.clone();
             if cli.log_json {
-                config.log.format = LogFormat::Json;
+                log.format = LogFormat::Json;
             }
-            jumpgate::telemetry::init(&config.log);
+            jumpgate::telemetry::init(&log);
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -171,8 +174,11 @@ fn main() -> ExitCode {
             };
             runtime
                 .block_on(async move {
+                    // Handlers first: a SIGTERM that arrives as soon as the listeners are up
+                    // must drain, not kill.
+                    let stop = jumpgate::shutdown::signal();
                     let listeners = jumpgate::Listeners::bind(&config).await?;
-                    jumpgate::run(config, listeners, jumpgate::shutdown::signal()).await
+                    jumpgate::run(config, listeners, stop).await
                 })
                 .map_or_else(|e| fail(&e), |()| ExitCode::SUCCESS)
         }
