@@ -9,7 +9,8 @@
 //! of at most 100 and an unstable order unless `sort` is given. Every quirk has a toggle
 //! ([`Quirks`]) and faults can be injected ([`Faults`], [`Tamper`], [`DirectoryFaults`]). It
 //! is test code, never part of the gateway binary, and is self-contained so
-//! `examples/demo.rs` can include it by path.
+//! `examples/demo.rs` can include it by path. [`FakeJumpCloud::start_tls`] serves HTTPS
+//! instead, with a certificate the test makes, to exercise the gateway's outbound TLS.
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -34,6 +35,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Validation};
 use serde_json::{json, Map, Value};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -545,7 +547,7 @@ struct Oidc {
 
 /// Everything the fake knows, shared by the OIDC endpoints and any directory-API layer.
 pub struct State {
-    /// `http://127.0.0.1:PORT`, no trailing slash.
+    /// `http://127.0.0.1:PORT` (`https://` when serving TLS), no trailing slash.
     pub base: String,
     /// The organisation id (`jc_org`).
     pub org_id: String,
@@ -793,11 +795,23 @@ struct Server {
     shutdown: watch::Sender<bool>,
 }
 
+/// HTTPS serving: the certificate presented, replaceable while the fake runs, and the
+/// handshakes that failed, so a test can tell a client that refused the certificate from one
+/// that never came.
+struct Tls {
+    config: Mutex<Arc<rustls::ServerConfig>>,
+    /// Bumped when the certificate is replaced: open connections then close, so clients
+    /// (and their connection pools) must handshake again and meet the new certificate.
+    replaced: watch::Sender<u64>,
+    failures: Mutex<Vec<String>>,
+}
+
 /// A running fake JumpCloud: OIDC provider and directory API on one listener.
 pub struct FakeJumpCloud {
     addr: SocketAddr,
     state: Arc<Mutex<State>>,
     server: Mutex<Option<Server>>,
+    tls: Option<Arc<Tls>>,
 }
 
 impl FakeJumpCloud {
@@ -808,15 +822,55 @@ impl FakeJumpCloud {
 
     /// Listens on `addr` with a fresh state.
     pub async fn start_on(addr: SocketAddr) -> FakeJumpCloud {
+        FakeJumpCloud::listen(addr, None).await
+    }
+
+    /// Listens on HTTPS on 127.0.0.1 and an ephemeral port, presenting the certificate of
+    /// `config` (HTTP/1.1 only, as over plain HTTP). The issuer and every endpoint are then
+    /// `https://127.0.0.1:PORT/...`: the certificate needs the IP address `127.0.0.1` among
+    /// its names for a client to accept it.
+    pub async fn start_tls(config: Arc<rustls::ServerConfig>) -> FakeJumpCloud {
+        let tls = Tls {
+            config: Mutex::new(config),
+            replaced: watch::channel(0).0,
+            failures: Mutex::new(Vec::new()),
+        };
+        FakeJumpCloud::listen(SocketAddr::from(([127, 0, 0, 1], 0)), Some(Arc::new(tls))).await
+    }
+
+    async fn listen(addr: SocketAddr, tls: Option<Arc<Tls>>) -> FakeJumpCloud {
         let listener = bind(addr).await;
         let addr = listener.local_addr().expect("local address");
-        let state = Arc::new(Mutex::new(State::new(format!("http://{addr}"))));
-        let server = serve(listener, state.clone());
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let state = Arc::new(Mutex::new(State::new(format!("{scheme}://{addr}"))));
+        let server = serve(listener, state.clone(), tls.clone());
         FakeJumpCloud {
             addr,
             state,
             server: Mutex::new(Some(server)),
+            tls,
         }
+    }
+
+    /// Presents the certificate of `config` from now on (a fake started with
+    /// [`FakeJumpCloud::start_tls`] only). Open connections are closed, so a client's next
+    /// request handshakes again rather than reusing a connection made under the old one.
+    pub fn replace_tls_config(&self, config: Arc<rustls::ServerConfig>) {
+        let tls = self
+            .tls
+            .as_ref()
+            .expect("replace_tls_config on a fake serving plain HTTP");
+        *lock(&tls.config) = config;
+        tls.replaced.send_modify(|n| *n += 1);
+    }
+
+    /// Every failed TLS handshake so far, as the server side saw it: a client refusing the
+    /// certificate shows as the alert it sent, e.g. `received fatal alert: UnknownCA`.
+    pub fn tls_failures(&self) -> Vec<String> {
+        self.tls
+            .as_ref()
+            .map(|t| lock(&t.failures).clone())
+            .unwrap_or_default()
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -829,7 +883,7 @@ impl FakeJumpCloud {
         self.lock().issuer()
     }
 
-    /// `http://127.0.0.1:PORT`, no trailing slash.
+    /// `http://127.0.0.1:PORT` (`https://` when serving TLS), no trailing slash.
     pub fn base_url(&self) -> String {
         self.lock().base.clone()
     }
@@ -850,7 +904,7 @@ impl FakeJumpCloud {
             return;
         }
         let listener = bind(self.addr).await;
-        let server = serve(listener, self.state.clone());
+        let server = serve(listener, self.state.clone(), self.tls.clone());
         *lock(&self.server) = Some(server);
     }
 
@@ -1129,7 +1183,7 @@ async fn bind(addr: SocketAddr) -> TcpListener {
     panic!("fake JumpCloud cannot listen on {addr}: {last:?}");
 }
 
-fn serve(listener: TcpListener, state: Arc<Mutex<State>>) -> Server {
+fn serve(listener: TcpListener, state: Arc<Mutex<State>>, tls: Option<Arc<Tls>>) -> Server {
     let (shutdown, stopped) = watch::channel(false);
     let accept = tokio::spawn(async move {
         loop {
@@ -1141,19 +1195,54 @@ fn serve(listener: TcpListener, state: Arc<Mutex<State>>) -> Server {
                 }
             };
             let state = state.clone();
-            let mut stopped = stopped.clone();
+            let stopped = stopped.clone();
+            let Some(tls) = tls.clone() else {
+                tokio::spawn(serve_connection(stream, state, stopped, None));
+                continue;
+            };
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| handle(state.clone(), req));
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service);
-                tokio::select! {
-                    _ = conn => {}
-                    _ = stopped.changed() => {}
+                // Subscribed before the certificate is read: a replacement from now on
+                // closes this connection.
+                let replaced = tls.replaced.subscribe();
+                let acceptor = tokio_rustls::TlsAcceptor::from(lock(&tls.config).clone());
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => {
+                        serve_connection(stream, state, stopped, Some(replaced)).await
+                    }
+                    Ok(Err(e)) => lock(&tls.failures).push(e.to_string()),
+                    Err(_) => lock(&tls.failures).push("handshake timed out".to_owned()),
                 }
             });
         }
     });
     Server { accept, shutdown }
+}
+
+/// Serves one connection until it ends, the fake stops or (TLS) the certificate is replaced.
+async fn serve_connection<S>(
+    stream: S,
+    state: Arc<Mutex<State>>,
+    mut stopped: watch::Receiver<bool>,
+    replaced: Option<watch::Receiver<u64>>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| handle(state.clone(), req));
+    let conn =
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    let replaced = async {
+        match replaced {
+            Some(mut r) => {
+                let _ = r.changed().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = conn => {}
+        _ = stopped.changed() => {}
+        () = replaced => {}
+    }
 }
 
 // ---------------------------------------------------------------------------------------

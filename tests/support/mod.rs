@@ -648,3 +648,179 @@ pub mod browser;
 pub mod env;
 pub mod jumpcloud;
 pub mod redis;
+
+/// Runs `f` with a bound: a request that hangs fails the test instead of hanging it.
+pub async fn within<F: std::future::Future>(f: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(20), f)
+        .await
+        .expect("no answer within 20 s")
+}
+
+/// Whether a server certificate from [`TestCa::server_tls`] is valid now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Validity {
+    /// rcgen's default validity, which includes today.
+    Current,
+    /// Valid through 2020 only.
+    Expired,
+}
+
+/// A private certificate authority made in the test, for the gateway's outbound TLS (the
+/// identity provider, the directory API, upstreams): its certificate in a PEM file to give
+/// the gateway (`oidc.ca_file`, `upstream_ca_file`), and server certificates it signs.
+pub struct TestCa {
+    dir: tempfile::TempDir,
+    /// The CA certificate, PEM.
+    pub file: PathBuf,
+    cert: rcgen::Certificate,
+    key: rcgen::KeyPair,
+}
+
+impl TestCa {
+    /// A fresh CA; `name` is its common name.
+    pub fn new(name: &str) -> TestCa {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        let cert = params.self_signed(&key).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ca.pem");
+        std::fs::write(&file, cert.pem()).unwrap();
+        TestCa {
+            dir,
+            file,
+            cert,
+            key,
+        }
+    }
+
+    /// A rustls server config (HTTP/1.1) presenting a certificate for `names` signed by this
+    /// CA. A name that parses as an IP address becomes an IP address name, as a client
+    /// connecting to `https://127.0.0.1:PORT` needs.
+    pub fn server_tls(&self, names: &[&str], validity: Validity) -> Arc<rustls::ServerConfig> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut params = rcgen::CertificateParams::new(names).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "test server");
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+        if validity == Validity::Expired {
+            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        }
+        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        let chain = vec![cert.der().clone()];
+        let key = rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der());
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key.into())
+        .unwrap();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Arc::new(config)
+    }
+}
+
+/// GET on an `https://IP:PORT/...` URL (the fake provider serving TLS), trusting `ca`.
+pub async fn https_get(url: &str, ca: &Path) -> Reply {
+    let rest = url.strip_prefix("https://").expect("an https:// URL");
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let addr: SocketAddr = authority.parse().expect("an IP:PORT authority");
+    let req = Request::get(if path.is_empty() { "/" } else { path })
+        .header("host", authority)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    within(Client::new(addr, ca).send(&addr.ip().to_string(), req)).await
+}
+
+/// [`Echo`] over TLS: the same answers, plus `x-upstream-tls` with the protocol version the
+/// connection negotiated (e.g. `TLSv1_3`), so a test sees the gateway came over TLS. Failed
+/// handshakes are recorded as the server saw them.
+pub struct TlsEcho {
+    pub addr: SocketAddr,
+    failures: Arc<std::sync::Mutex<Vec<String>>>,
+    task: JoinHandle<()>,
+}
+
+impl TlsEcho {
+    /// Listens on 127.0.0.1, presenting the certificate of `config`.
+    pub async fn start(config: Arc<rustls::ServerConfig>) -> TlsEcho {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = failures.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let acceptor = acceptor.clone();
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let stream = match tokio::time::timeout(
+                        Duration::from_secs(10),
+                        acceptor.accept(stream),
+                    )
+                    .await
+                    {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(e)) => return seen.lock().unwrap().push(e.to_string()),
+                        Err(_) => {
+                            return seen.lock().unwrap().push("handshake timed out".to_owned())
+                        }
+                    };
+                    let version = stream
+                        .get_ref()
+                        .1
+                        .protocol_version()
+                        .map_or_else(|| "none".to_owned(), |v| format!("{v:?}"));
+                    let version = http::HeaderValue::from_str(&version).unwrap();
+                    let service = hyper::service::service_fn(move |req| {
+                        let version = version.clone();
+                        async move {
+                            let mut resp = echo(req).await?;
+                            resp.headers_mut().insert("x-upstream-tls", version);
+                            Ok::<_, Infallible>(resp)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        TlsEcho {
+            addr,
+            failures,
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// Every failed handshake so far, e.g. `received fatal alert: UnknownCA`.
+    pub fn tls_failures(&self) -> Vec<String> {
+        self.failures.lock().unwrap().clone()
+    }
+}
+
+impl Drop for TlsEcho {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
