@@ -415,9 +415,20 @@ async fn admins_step_up_at_page_load_and_ordinary_users_are_never_asked() {
     // half of the window is not sent again.
     let r = admin.request("PUT", "/api/settings", &json).await;
     assert_eq!(r.status, 200, "{}", r.text());
+    let stepped_up: i64 = r
+        .upstream_header("x-jumpgate-step-up-time")
+        .expect("the step-up time upstream")
+        .parse()
+        .unwrap();
     assert_eq!(admin.get("/other-page").await.status, 200);
+    // The window is in whole seconds from the step-up's auth_time: wait for the clock.
+    let until = |t: i64| async move {
+        while support::unix_now() < t {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
     // Script requests never get a redirect: past the window, the RFC 9470 challenge.
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    until(stepped_up + 4).await;
     let r = admin.request("GET", "/api/user/me", &json).await;
     assert_eq!(r.status, 200, "reads need no step-up");
     let load = admin.get("/settings-page").await;
@@ -426,7 +437,7 @@ async fn admins_step_up_at_page_load_and_ordinary_users_are_never_asked() {
         "past half the window, a page load steps up"
     );
     assert!(location(&load).contains(STEP_UP_ID), "{}", location(&load));
-    tokio::time::sleep(Duration::from_millis(3000)).await;
+    until(stepped_up + 7).await;
     let r = admin.request("PUT", "/api/settings", &json).await;
     assert_eq!(r.status, 401, "the window lapsed: {}", r.text());
     // A native form post that needs the step-up goes through it and back to its page.
