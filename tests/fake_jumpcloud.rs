@@ -802,3 +802,50 @@ async fn without_a_preset_user_a_chooser_page_signs_in_and_keeps_a_browser_sessi
         Some("login_required")
     );
 }
+
+/// Two fake providers alive together publish no key in common, so a token signed by one is
+/// a foreign token to the other (the tests can speak of "another provider's token").
+#[tokio::test]
+async fn every_fake_provider_signs_with_keys_of_its_own() {
+    let a = fixture().await;
+    let b = fixture().await;
+    b.jc.rotate_keys();
+    let keys = |jwks: Value| -> Vec<(String, String)> {
+        jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| {
+                (
+                    k["kid"].as_str().unwrap().to_owned(),
+                    k["n"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let ka = keys(get(&a.jc, "/.well-known/jwks.json").await.json());
+    let kb = keys(get(&b.jc, "/.well-known/jwks.json").await.json());
+    assert_eq!(kb.len(), 2, "b rotated once");
+    for (kid, n) in &kb {
+        assert!(
+            !ka.iter().any(|(k, m)| k == kid || m == n),
+            "a key of b is a's"
+        );
+    }
+    // b's ID token verifies with b's keys and not with a's.
+    let code = code(&b.jc, "web-app", &[("nonce", "n")]).await;
+    let token = exchange_basic(&b.jc, &code, &[]).await.json()["id_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(verify(&b.jc, &token, "web-app").await["nonce"], "n");
+    let kid = jsonwebtoken::decode_header(&token).unwrap().kid.unwrap();
+    let (_, n) = ka.first().unwrap();
+    let a_key = DecodingKey::from_rsa_components(n, "AQAB").unwrap();
+    let mut validation = Validation::new(Algorithm::RS256);
+    validation.validate_aud = false;
+    assert!(
+        jsonwebtoken::decode::<Value>(&token, &a_key, &validation).is_err(),
+        "b's token ({kid}) verified with a's key"
+    );
+}

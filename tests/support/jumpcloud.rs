@@ -574,6 +574,7 @@ pub struct State {
 
 impl State {
     fn new(base: String) -> State {
+        let key_base = key_base();
         State {
             base,
             org_id: object_id(),
@@ -587,10 +588,10 @@ impl State {
             issued: Vec::new(),
             logins: 0,
             sessions_ended: 0,
-            keys: vec![pool_key(0)],
+            keys: vec![pool_key(key_base)],
             api_keys: vec![ApiKey::read_only()],
             directory_faults: DirectoryFaults::default(),
-            next_key: 1,
+            next_key: key_base + 1,
             oidc: Oidc::default(),
             dir: DirRuntime::default(),
         }
@@ -642,7 +643,10 @@ impl State {
     }
 
     fn signing_key(&self) -> Arc<KeyMaterial> {
-        self.keys.last().cloned().unwrap_or_else(|| pool_key(0))
+        self.keys
+            .last()
+            .cloned()
+            .expect("a fake always publishes a signing key")
     }
 
     /// Why `user_id` may not use `app`, if it may not.
@@ -739,6 +743,8 @@ pub struct KeyMaterial {
     pub e: String,
     /// The SPKI PEM of the public key.
     pub public_pem: String,
+    /// The key itself, for signing.
+    private: rsa::RsaPrivateKey,
 }
 
 impl KeyMaterial {
@@ -766,11 +772,23 @@ fn generate_key() -> KeyMaterial {
         public_pem: public
             .to_public_key_pem(LineEnding::LF)
             .expect("encode public key"),
+        private: key,
     }
 }
 
-// RSA generation is slow, so keys are shared by every fake in the process: key `i` of any
-// instance's rotation sequence is the same key.
+// RSA generation is slow, so keys come from a pool shared by the fakes of one process; each
+// fake starts at its own place in it (KEYS_PER_FAKE apart), so two fakes alive together,
+// even after a few rotations, never publish or sign with the same key, and a token signed
+// by one provider is another provider's foreign token.
+const KEYS_PER_FAKE: usize = 4;
+const POOL_PLACES: usize = 16;
+
+fn key_base() -> usize {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    (n % POOL_PLACES) * KEYS_PER_FAKE
+}
+
 fn pool_key(i: usize) -> Arc<KeyMaterial> {
     static POOL: OnceLock<Mutex<Vec<Arc<KeyMaterial>>>> = OnceLock::new();
     let mut pool = lock(POOL.get_or_init(|| Mutex::new(Vec::new())));
@@ -2093,18 +2111,32 @@ fn sign_id_token(claims: Value, key: &KeyMaterial, tamper: Option<Tamper>) -> St
             &EncodingKey::from_secret(key.public_pem.as_bytes()),
             Algorithm::HS256,
         ),
-        Sign::WrongKey => jsonwebtoken::crypto::sign(
-            input.as_bytes(),
-            &EncodingKey::from_rsa_der(&rogue_key().der),
-            Algorithm::RS256,
-        ),
-        Sign::Rs256 | Sign::UnknownKid => jsonwebtoken::crypto::sign(
-            input.as_bytes(),
-            &EncodingKey::from_rsa_der(&key.der),
-            Algorithm::RS256,
-        ),
+        Sign::WrongKey => Ok(rs256(rogue_key(), input.as_bytes())),
+        Sign::Rs256 | Sign::UnknownKid => Ok(rs256(key, input.as_bytes())),
     };
     format!("{input}.{}", signature.unwrap_or_default())
+}
+
+/// An RS256 JWS signature (RSASSA-PKCS1-v1_5 with SHA-256, RFC 7518 §3.3, RFC 8017 §8.2),
+/// made with the `rsa` crate's private-key operation over ring's SHA-256: not with
+/// jsonwebtoken, which the gateway verifies with, so that a flaw in one cannot sign what
+/// the same flaw then accepts.
+fn rs256(key: &KeyMaterial, input: &[u8]) -> String {
+    // The DER DigestInfo header of a SHA-256 hash (RFC 8017 §9.2, note 1).
+    const SHA256_DIGEST_INFO: [u8; 19] = [
+        0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01,
+        0x05, 0x00, 0x04, 0x20,
+    ];
+    let digest = ring::digest::digest(&ring::digest::SHA256, input);
+    let padding = rsa::Pkcs1v15Sign {
+        hash_len: Some(32),
+        prefix: SHA256_DIGEST_INFO.to_vec().into_boxed_slice(),
+    };
+    let signature = key
+        .private
+        .sign(padding, digest.as_ref())
+        .expect("RSA signature");
+    URL_SAFE_NO_PAD.encode(signature)
 }
 
 fn at_hash(access_token: &str) -> String {
