@@ -200,7 +200,7 @@ async fn bearer_tokens_are_verified_and_decided_like_users() {
 
     // The same rules as for people: outside the group, refused; suspended, refused.
     let bob = env.fake.add_user(support::jumpcloud::User::new("bob"));
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    env.wait_for_a_sync().await;
     let bobs = mint(
         env,
         json!({"iss": env.fake.issuer(), "aud": [AUDIENCE], "sub": bob, "iat": now, "exp": now + 300}),
@@ -226,7 +226,7 @@ async fn bearer_tokens_are_verified_and_decided_like_users() {
         403
     );
     env.fake.update_user(&bob, |u| u.suspend());
-    tokio::time::sleep(std::time::Duration::from_millis(2000)).await;
+    env.wait_for_a_sync().await;
     assert_eq!(
         api.request(
             "GET",

@@ -218,7 +218,7 @@ async fn forward_auth_revocations_and_back_channel_logouts_are_audited() {
     let staff = env.group_id("Staff");
     env.fake.add_member(&staff, &bob);
     env.fake.set_next_login(Some(&bob));
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    env.wait_for_a_sync().await;
     let mut b = env.browser();
     assert_eq!(b.sign_in("/y").await.status, 200);
     let sid = env.fake.issued().last().unwrap().sid.clone();

@@ -81,7 +81,7 @@ async fn suspension_and_group_removal_take_effect_at_the_next_sync() {
         "suspension not enforced within a few sync intervals"
     );
     env.fake.update_user(&env.alice, |u| u.reactivate());
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    env.wait_for_a_sync().await;
     let r = b.get("/dashboard").await;
     assert_eq!(
         r.status, 302,

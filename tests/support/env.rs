@@ -217,6 +217,33 @@ impl SignInEnv {
     }
 
     /// The id of the fake's group named `name`.
+    /// Waits until a directory sync that started after this call has finished: the count
+    /// of records fetched moves twice (the first move may end a sync already under way).
+    pub async fn wait_for_a_sync(&self) {
+        const FETCHED: &str = "jumpgate_directory_records_fetched_total ";
+        let fetched = || async {
+            let (_, text) = self.gw.admin_get("/metrics").await;
+            text.lines()
+                .find_map(|l| l.strip_prefix(FETCHED)?.trim().parse::<f64>().ok())
+                .unwrap_or_else(|| panic!("no {FETCHED}in the metrics:\n{text}"))
+        };
+        let mut last = fetched().await;
+        let mut moves = 0;
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while moves < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no directory sync finished within 20 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let now = fetched().await;
+            if now > last {
+                moves += 1;
+                last = now;
+            }
+        }
+    }
+
     pub fn group_id(&self, name: &str) -> String {
         self.fake.with_state(|s| {
             s.groups
