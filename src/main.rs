@@ -130,7 +130,10 @@ fn main() -> ExitCode {
                 Ok(rt) => rt,
                 Err(e) => return fail(&e),
             };
-            match runtime.block_on(jumpgate::directory::report::sync_report(&config, !dry_run)) {
+            let result =
+                runtime.block_on(jumpgate::directory::report::sync_report(&config, !dry_run));
+            jumpgate::telemetry::flush();
+            match result {
                 Ok(report) => {
                     print!("{report}");
                     ExitCode::SUCCESS
@@ -180,7 +183,13 @@ fn main() -> ExitCode {
                     let listeners = jumpgate::Listeners::bind(&config).await?;
                     jumpgate::run(config, listeners, stop).await
                 })
-                .map_or_else(|e| fail(&e), |()| ExitCode::SUCCESS)
+                .map_or_else(
+                    |e| fail(&e),
+                    |()| {
+                        jumpgate::telemetry::flush();
+                        ExitCode::SUCCESS
+                    },
+                )
         }
     }
 }
@@ -214,6 +223,8 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
 
 /// Prints an error with its `source()` chain and returns the generic failure code.
 fn fail(e: &dyn std::error::Error) -> ExitCode {
+    // Log lines first, so they come before the error on stderr.
+    jumpgate::telemetry::flush();
     eprint!("error: {e}");
     let mut source = e.source();
     while let Some(s) = source {
