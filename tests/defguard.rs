@@ -25,6 +25,9 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
 use defguard::*;
+use support::browser::{idp_get, location, Browser};
+use support::env::{Options, SignInEnv};
+use support::jumpcloud::{App, User};
 
 /// Every request of these tests is bounded by this.
 const LIMIT: Duration = Duration::from_secs(15);
@@ -1337,4 +1340,891 @@ async fn edge_remote_mfa_websocket_answers_mfa_success() {
     // Not a WebSocket request.
     let plain = get(edge.addr, "/api/v1/client-mfa/remote?token=t-3", &[]).await;
     assert_eq!(plain.status, 400);
+}
+
+// ---------------------------------------------------------------------------------------
+// The shipped config/defguard.toml in front of the stand-in
+// ---------------------------------------------------------------------------------------
+
+/// The ready configuration, as shipped.
+const SHIPPED: &str = include_str!("../config/defguard.toml");
+
+const STEP_UP_ID: &str = "jumpgate-step-up";
+const STEP_UP_SECRET: &str = "step-up-secret";
+
+/// What the configuration means to do, written out literally (the tests below check both
+/// that the gateway does it and that it fits what Defguard needs). Paths are prefixes on
+/// whole segments, as the gateway's routes are.
+///
+/// Admin areas: "Defguard Admins" only at the gateway (others get its 403), and changes need
+/// a fresh step-up.
+const ADMIN_AREAS: &[&str] = &[
+    "/admin",
+    "/api/v1/settings",
+    "/api/v1/group",
+    "/api/v1/groups-assign",
+    "/api/v1/mail",
+    "/api/v1/support",
+    "/api/v1/webhook",
+    "/api/v1/activity_log_stream",
+    "/api/v1/ldap",
+    "/api/v1/test_directory_sync",
+    "/api/v1/proxy",
+    "/api/v1/core/cert",
+    "/api/v1/gateway",
+    "/api/v1/acl",
+    "/api/v1/device-posture",
+    "/api/v1/openid/provider",
+    "/api/v1/worker/token",
+    "/api/v1/initial_setup",
+    "/api/v1/wizard",
+    "/api/v1/migration",
+    "/api/v1/version",
+];
+/// Shared with ordinary users (Defguard decides who may do what): admins' changes need a
+/// fresh step-up, users' never do.
+const SHARED_STEP_UP: &[&str] = &[
+    "/api/v1/user",
+    "/api/v1/device",
+    "/api/v1/settings_enterprise",
+    "/api/v1/oauth",
+    "/api/v1/network",
+    "/api/v1/worker",
+];
+/// Where even a read needs the step-up (it mints a credential).
+const STEP_UP_EVERY_METHOD: &[&str] = &["/api/v1/worker/token"];
+/// Carved out of the step-up: the consent page's native form post.
+const NO_STEP_UP: &[&str] = &["/api/v1/oauth/authorize"];
+/// Public: monitoring, and Defguard as an OpenID provider for other applications' servers.
+const PUBLIC: &[&str] = &[
+    "/api/v1/health",
+    "/.well-known/openid-configuration",
+    "/api/v1/oauth/token",
+    "/api/v1/oauth/userinfo",
+    "/api/v1/oauth/discovery/keys",
+];
+/// Refused on the public host: Defguard's own forward-auth (internal) and the SSH keys
+/// endpoint (no authentication in Defguard's handler).
+const DENY: &[&str] = &["/api/v1/forward_auth", "/api/v1/ssh_authorized_keys"];
+/// Defguard's static files, public at the gateway (`defguard.md`: "static assets may be
+/// public"), though the table counts them with the web UI.
+const STATIC_FILES: &[&str] = &["/assets", "/fonts", "/svg"];
+
+/// Whether the route's example path is under one of `prefixes` (whole segments).
+fn under(r: &RouteCase, prefixes: &[&str]) -> bool {
+    let path = r.path_only();
+    prefixes.iter().any(|p| {
+        path == *p
+            || path
+                .strip_prefix(p)
+                .is_some_and(|rest| rest.starts_with('/'))
+    })
+}
+
+fn is_write(method: &str) -> bool {
+    !matches!(method, "GET" | "HEAD" | "OPTIONS")
+}
+
+/// The `[[site]]` sections of the shipped file, with its hosts and upstreams swapped for the
+/// test certificate's names and the stand-ins. Every needle must be there: a changed file
+/// must not silently stop being tested.
+fn shipped_sites(core: &str, edge: &str) -> String {
+    let start = SHIPPED
+        .find("\n[[site]]")
+        .expect("config/defguard.toml has [[site]] sections")
+        + 1;
+    let mut sites = SHIPPED[start..].to_owned();
+    for (from, to) in [
+        ("defguard.example.net", "app.test"),
+        ("enroll.example.net", "enroll.test"),
+        ("http://127.0.0.1:8000", core),
+        ("http://127.0.0.1:8080", edge),
+    ] {
+        assert!(
+            sites.contains(from),
+            "config/defguard.toml no longer contains {from:?}: update this test's swaps"
+        );
+        sites = sites.replace(from, to);
+    }
+    assert!(!sites.contains("example.net"), "a host left unswapped");
+    sites
+}
+
+/// The shipped configuration on a real gateway, with the fake JumpCloud (sign-in, step-up
+/// application, directory) and the Defguard stand-ins behind it.
+struct Fronted {
+    env: SignInEnv,
+    core: Core,
+    edge: Edge,
+    /// JumpCloud's bob: "Defguard Users" (and "Staff", which the sign-in app binds).
+    bob: String,
+    client: support::Client,
+    _secrets: tempfile::TempDir,
+}
+
+impl Fronted {
+    async fn start() -> Fronted {
+        let core = Core::start().await;
+        core.sse(|s| {
+            s.pause = Duration::from_millis(5);
+            s.keep_alives = 1;
+        });
+        let edge = Edge::start().await;
+        let secrets = tempfile::tempdir().unwrap();
+        let secret = secrets.path().join("step-up-secret");
+        std::fs::write(&secret, STEP_UP_SECRET).unwrap();
+        let env = SignInEnv::start_with(Options {
+            sites: Some(shipped_sites(&core.url(), &edge.url())),
+            directory: Some(String::new()),
+            oidc: format!(
+                "\n[oidc.step_up]\nclient_id = \"{STEP_UP_ID}\"\nclient_secret_file = \"{}\"\n",
+                secret.display()
+            ),
+            ..Options::default()
+        })
+        .await;
+        let port = env.gw.addr.port();
+        let mut app = App::new(
+            STEP_UP_ID,
+            STEP_UP_SECRET,
+            &format!("https://app.test:{port}/.jumpgate/step-up/callback"),
+        );
+        app.require_mfa = true;
+        app.bind_everyone = true;
+        env.fake.add_app(app);
+        env.wait_ready().await;
+        // DEFGUARD_URL is the public address.
+        core.set_public_url(&format!("https://app.test:{port}"));
+        edge.set_public_url(&format!("https://enroll.test:{port}"));
+        // The file's groups, then a directory sync that saw them.
+        let users = env.fake.add_group("Defguard Users");
+        let admins = env.fake.add_group("Defguard Admins");
+        let bob = env.fake.add_user(User::new("bob"));
+        env.fake.add_member(&users, &bob);
+        env.fake.add_member(&env.group_id("Staff"), &bob);
+        env.fake.add_member(&admins, &env.alice);
+        env.wait_for_a_sync().await;
+        let client = env.gw.client();
+        Fronted {
+            env,
+            core,
+            edge,
+            bob,
+            client,
+            _secrets: secrets,
+        }
+    }
+
+    fn origin(&self) -> String {
+        format!("https://app.test:{}", self.env.gw.addr.port())
+    }
+
+    /// One request through the gateway, bounded.
+    async fn send(
+        &self,
+        host: &str,
+        method: &str,
+        target: &str,
+        headers: &[(String, String)],
+        body: Option<&str>,
+    ) -> support::Reply {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(target)
+            .header("host", host);
+        for (k, v) in headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body.unwrap_or("").to_owned())))
+            .unwrap();
+        tokio::time::timeout(LIMIT, self.client.send(host, req))
+            .await
+            .unwrap_or_else(|_| panic!("{method} {host}{target} answered within {LIMIT:?}"))
+    }
+
+    /// A browser signed in at the gateway as `user` (a JumpCloud id); with `step_up`, its
+    /// first page load also went through the step-up application.
+    async fn signed_in(&self, user: &str, step_up: bool) -> Browser {
+        self.env.fake.set_next_login(Some(user));
+        let mut b = self.env.browser();
+        let back = b.sign_in_callback("/me").await;
+        assert_eq!(back.status, 302, "{}", back.text());
+        assert_eq!(location(&back), "/me");
+        if step_up {
+            let challenge = b.follow(&back).await;
+            let done = through_step_up(&mut b, &challenge).await;
+            assert_eq!(done.status, 302, "{}", done.text());
+            assert_eq!(location(&done), "/me");
+            let page = b.follow(&done).await;
+            assert_eq!(page.status, 200, "{}", page.text());
+        }
+        b
+    }
+
+    /// Defguard's own sign-in through the gateway, as its login form does it (a script's
+    /// `POST /api/v1/auth`); the browser keeps the `defguard_session` cookie.
+    async fn defguard_sign_in(&self, b: &mut Browser, username: &str) {
+        let mut headers = shape_headers(Shape::Script, "POST", &self.origin());
+        headers.push(("content-type".into(), "application/json".into()));
+        headers.push(("cookie".into(), b.cookie_header().unwrap_or_default()));
+        let r = self
+            .send(
+                "app.test",
+                "POST",
+                "/api/v1/auth",
+                &headers,
+                Some(&format!(
+                    r#"{{"username":"{username}","password":"{PASSWORD}"}}"#
+                )),
+            )
+            .await;
+        assert_eq!(r.status, 200, "Defguard sign-in: {}", r.text());
+        assert_eq!(r.json()["user"]["username"], username);
+        b.store(&r);
+        assert!(b.cookie(SESSION_COOKIE).is_some(), "a defguard_session");
+    }
+}
+
+/// From a 302 into the step-up application to the reply of the gateway's step-up callback.
+async fn through_step_up(b: &mut Browser, challenge: &support::Reply) -> support::Reply {
+    assert_eq!(challenge.status, 302, "{}", challenge.text());
+    let to = location(challenge);
+    assert!(to.contains(&format!("client_id={STEP_UP_ID}")), "{to}");
+    let idp = idp_get(&to).await;
+    assert_eq!(idp.status, 302, "{}", idp.text());
+    b.follow(&idp).await
+}
+
+/// Who sends a request in the table-driven test of the shipped configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Who {
+    /// A browser with no gateway session.
+    Anonymous,
+    /// The desktop client: no session, no Fetch Metadata, JSON (Edge only).
+    Desktop,
+    /// Another application's server using Defguard as its OpenID provider.
+    RelyingParty,
+    /// The route's own machine caller (monitoring, an SSH host, a front proxy), like curl.
+    Machine,
+    /// bob, "Defguard Users", signed in; toward core he holds the stand-in's `alice` session.
+    User,
+    /// alice, "Defguard Admins", signed in and stepped up; the stand-in's `admin` session.
+    Admin,
+    /// alice signed in, with no step-up yet.
+    AdminNoStepUp,
+}
+
+impl Who {
+    fn principal(self) -> Principal {
+        match self {
+            Who::User => Principal::User,
+            Who::Admin | Who::AdminNoStepUp => Principal::Admin,
+            _ => Principal::Anonymous,
+        }
+    }
+
+    /// The routes this caller is tried on.
+    fn tries(self, r: &RouteCase) -> bool {
+        match self {
+            Who::Anonymous => true,
+            Who::Desktop => r.component == Component::Edge,
+            Who::RelyingParty => r.caller == Caller::RelyingPartyServer,
+            Who::Machine => matches!(
+                r.caller,
+                Caller::Monitoring | Caller::SshHost | Caller::FrontProxy
+            ),
+            Who::User | Who::Admin | Who::AdminNoStepUp => r.component == Component::Core,
+        }
+    }
+
+    /// How its request for `r` looks.
+    fn shape(self, r: &RouteCase) -> Shape {
+        match self {
+            Who::Desktop => Shape::Desktop,
+            Who::RelyingParty => Shape::RelyingParty,
+            Who::Machine => Shape::Machine,
+            _ if r.caller == Caller::Browser && r.method == "GET" => Shape::Navigation,
+            _ if r.caller == Caller::Browser => Shape::FormPost,
+            _ => Shape::Script,
+        }
+    }
+}
+
+/// The form of a request, as its client sends it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shape {
+    /// A top-level page load.
+    Navigation,
+    /// A native form submission (the consent page).
+    FormPost,
+    /// `fetch` from a page's script, as Defguard's web UI calls its API.
+    Script,
+    Desktop,
+    RelyingParty,
+    /// curl-like: `Accept: */*`, no Fetch Metadata.
+    Machine,
+}
+
+impl Shape {
+    /// A client that is not a browser showing pages: it must never be sent to a sign-in
+    /// page, nor be given one.
+    fn machine(self) -> bool {
+        !matches!(self, Shape::Navigation | Shape::FormPost)
+    }
+}
+
+const CHROME_UA: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36";
+
+fn shape_headers(shape: Shape, method: &str, origin: &str) -> Vec<(String, String)> {
+    let h = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    };
+    let html = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
+    match shape {
+        Shape::Navigation => h(&[
+            ("user-agent", CHROME_UA),
+            ("accept", html),
+            ("sec-fetch-mode", "navigate"),
+            ("sec-fetch-site", "none"),
+            ("sec-fetch-dest", "document"),
+            ("sec-fetch-user", "?1"),
+        ]),
+        Shape::FormPost => {
+            let referer = format!("{origin}/consent?{AUTHORIZE_QUERY}");
+            h(&[
+                ("user-agent", CHROME_UA),
+                ("accept", html),
+                ("sec-fetch-mode", "navigate"),
+                ("sec-fetch-site", "same-origin"),
+                ("sec-fetch-dest", "document"),
+                ("origin", origin),
+                ("referer", &referer),
+            ])
+        }
+        Shape::Script => {
+            let mut v = h(&[
+                ("user-agent", CHROME_UA),
+                // What Defguard's API client (axios) sends.
+                ("accept", "application/json, text/plain, */*"),
+                ("sec-fetch-mode", "cors"),
+                ("sec-fetch-site", "same-origin"),
+                ("sec-fetch-dest", "empty"),
+            ]);
+            if is_write(method) {
+                v.push(("origin".into(), origin.to_owned()));
+            }
+            v
+        }
+        Shape::Desktop => h(&[
+            ("user-agent", "defguard-client/1.6.2"),
+            ("accept", "application/json"),
+        ]),
+        Shape::RelyingParty => h(&[
+            ("user-agent", "Go-http-client/1.1"),
+            ("accept", "application/json"),
+        ]),
+        Shape::Machine => h(&[("user-agent", "curl/8.5.0"), ("accept", "*/*")]),
+    }
+}
+
+/// What the gateway must do with a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Forwarded; the stand-in's own answer, with this status.
+    Forwarded(u16),
+    /// The gateway's sign-in: a 302 into it for page loads, a 401 JSON otherwise.
+    SignIn,
+    /// The gateway's 403: a readable page for page loads, JSON for scripts.
+    Forbidden,
+    /// A fresh step-up first: a 302 into it for page loads, a 303 for a native form post, the
+    /// RFC 9470 401 for scripts.
+    StepUp,
+}
+
+/// The verdict the configuration's intent gives `who` on `r`.
+fn verdict(r: &RouteCase, who: Who) -> Verdict {
+    let p = who.principal();
+    if r.component == Component::Edge || under(r, PUBLIC) || under(r, STATIC_FILES) {
+        return Verdict::Forwarded(r.expected(p));
+    }
+    if under(r, DENY) {
+        return Verdict::Forbidden;
+    }
+    match who {
+        Who::Anonymous | Who::Desktop | Who::RelyingParty | Who::Machine => Verdict::SignIn,
+        Who::User if under(r, ADMIN_AREAS) => Verdict::Forbidden,
+        Who::User | Who::Admin => Verdict::Forwarded(r.expected(p)),
+        Who::AdminNoStepUp => {
+            // step_up_on_navigation: every page load of an admin with no fresh step-up.
+            let page_load = r.caller == Caller::Browser && r.method == "GET";
+            let step_up_route =
+                (under(r, ADMIN_AREAS) || under(r, SHARED_STEP_UP)) && !under(r, NO_STEP_UP);
+            let asked = is_write(r.method) || under(r, STEP_UP_EVERY_METHOD);
+            if page_load || (step_up_route && asked) {
+                Verdict::StepUp
+            } else {
+                Verdict::Forwarded(r.expected(p))
+            }
+        }
+    }
+}
+
+#[test]
+fn the_configs_intent_fits_what_defguard_needs() {
+    let mut failures = Vec::new();
+    for r in routes(Component::Core) {
+        let at = format!("{} {}", r.method, r.path_only());
+        let admins_only = r.admin_only || r.class == Class::AdminsOnly;
+        // A page of the web UI is the same shell for everyone; what it shows comes from the
+        // API. Refusing an ordinary user an admin page breaks nothing.
+        let page = r.caller == Caller::Browser && r.pattern == "/{*path}";
+        if under(r, ADMIN_AREAS) && !admins_only && !page {
+            failures.push(format!(
+                "{at}: Defguard lets ordinary users use it, the configuration refuses them"
+            ));
+        }
+        if r.self_service && under(r, ADMIN_AREAS) {
+            failures.push(format!("{at}: self-service behind an admin area"));
+        }
+        let stepped = (under(r, ADMIN_AREAS) || under(r, SHARED_STEP_UP)) && !under(r, NO_STEP_UP);
+        if admins_only && is_write(r.method) && !stepped {
+            failures.push(format!("{at}: an admin's change with no step-up"));
+        }
+        if r.caller == Caller::Browser && r.method == "POST" && stepped {
+            failures.push(format!("{at}: a native form post behind a step-up"));
+        }
+        if (r.class == Class::Deny) != under(r, DENY) {
+            failures.push(format!(
+                "{at}: denied for defguard.md: {}",
+                r.class == Class::Deny
+            ));
+        }
+        if (r.class == Class::Public) != under(r, PUBLIC) {
+            failures.push(format!(
+                "{at}: public for defguard.md: {}, in the file: {}",
+                r.class == Class::Public,
+                under(r, PUBLIC)
+            ));
+        }
+    }
+    // The literal lists name only places the file has routes for.
+    for p in ADMIN_AREAS
+        .iter()
+        .chain(SHARED_STEP_UP)
+        .chain(STEP_UP_EVERY_METHOD)
+        .chain(NO_STEP_UP)
+        .chain(STATIC_FILES)
+        .chain(PUBLIC)
+        .chain(DENY)
+    {
+        if !SHIPPED.contains(&format!("path = \"{p}\"")) {
+            failures.push(format!("the file has no route {p}"));
+        }
+    }
+    support::report(failures);
+}
+
+/// The requests the stand-in that answers `r` has received so far.
+fn logged(f: &Fronted, r: &RouteCase) -> Vec<Seen> {
+    match r.component {
+        Component::Core => f.core.requests(),
+        Component::Edge => f.edge.requests(),
+    }
+}
+
+fn host_of(r: &RouteCase) -> &'static str {
+    match r.component {
+        Component::Core => "app.test",
+        Component::Edge => "enroll.test",
+    }
+}
+
+/// A WebSocket handshake through the gateway: the status it got.
+async fn websocket_via(f: &Fronted, r: &RouteCase, headers: &[(String, String)]) -> u16 {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let host = host_of(r);
+    let mut req = format!("wss://{host}{}", r.path)
+        .into_client_request()
+        .unwrap();
+    for (k, v) in headers {
+        if k != "accept" {
+            req.headers_mut().insert(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+    }
+    let handshake = async {
+        let tls = f.client.connect(host, &[b"http/1.1"]).await;
+        tokio_tungstenite::client_async(req, tls).await
+    };
+    let status = match tokio::time::timeout(LIMIT, handshake).await {
+        Ok(Ok((mut ws, resp))) => {
+            // The client speaks first; the stand-in answers and closes. Both ways through
+            // the tunnel.
+            ws.send(Message::text(r#"{"type":"waiting"}"#))
+                .await
+                .unwrap();
+            let answer = loop {
+                match tokio::time::timeout(LIMIT, ws.next()).await {
+                    Ok(Some(Ok(Message::Text(t)))) => break t.as_str().to_owned(),
+                    Ok(Some(Ok(_))) => {}
+                    other => panic!("{}: no answer through the tunnel: {other:?}", r.path),
+                }
+            };
+            assert!(answer.contains("\"mfa_success\""), "{answer}");
+            let _ = ws.close(None).await;
+            resp.status().as_u16()
+        }
+        Ok(Err(tokio_tungstenite::tungstenite::Error::Http(resp))) => resp.status().as_u16(),
+        Ok(Err(e)) => panic!("{}: {e}", r.path),
+        Err(_) => panic!("{}: no handshake within {LIMIT:?}", r.path),
+    };
+    // The stand-in takes one listener per token: wait until this one is gone.
+    let token = r.path.split("token=").nth(1).unwrap_or("");
+    assert!(
+        support::eventually(LIMIT, async || !f.edge.remote_waiting(token)).await,
+        "the stand-in let go of {token}"
+    );
+    status
+}
+
+/// A request and what became of it.
+struct Outcome {
+    status: u16,
+    reply: Option<support::Reply>,
+    /// The stand-in received it.
+    forwarded: bool,
+}
+
+impl Outcome {
+    fn header(&self, name: &str) -> String {
+        self.reply
+            .as_ref()
+            .and_then(|r| r.headers.get(name))
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    }
+
+    fn json(&self) -> Value {
+        self.reply
+            .as_ref()
+            .and_then(|r| serde_json::from_slice(&r.body).ok())
+            .unwrap_or(Value::Null)
+    }
+
+    fn text(&self) -> String {
+        self.reply.as_ref().map(|r| r.text()).unwrap_or_default()
+    }
+}
+
+/// Sends `r`'s example request as `who` would (`cookies`: its browser's), through the
+/// gateway; `cookie_extra` adds cookies a flow's earlier step set.
+async fn try_route(
+    f: &Fronted,
+    who: Who,
+    r: &RouteCase,
+    cookies: Option<&str>,
+    cookie_extra: Option<&str>,
+) -> Outcome {
+    let shape = who.shape(r);
+    let mut headers = shape_headers(shape, r.method, &f.origin());
+    let body = match (shape, r.body) {
+        (_, Some(b)) => {
+            headers.push(("content-type".into(), r.content_type().unwrap().into()));
+            Some(b)
+        }
+        // A native form with no fields still posts an empty form.
+        (Shape::FormPost, None) => {
+            headers.push((
+                "content-type".into(),
+                "application/x-www-form-urlencoded".into(),
+            ));
+            Some("")
+        }
+        _ => None,
+    };
+    let cookie = [cookies, cookie_extra]
+        .into_iter()
+        .flatten()
+        .filter(|c| !c.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    if !cookie.is_empty() {
+        headers.push(("cookie".into(), cookie));
+    }
+    let before = logged(f, r).len();
+    let (status, reply) = if r.stream == Stream::WebSocket {
+        (websocket_via(f, r, &headers).await, None)
+    } else {
+        let reply = f.send(host_of(r), r.method, r.path, &headers, body).await;
+        (reply.status.as_u16(), Some(reply))
+    };
+    let seen = logged(f, r);
+    let forwarded = seen.len() > before
+        && seen[before..]
+            .iter()
+            .any(|s| s.method == r.method && s.path_only() == r.path_only());
+    assert!(
+        seen.len() <= before + 1,
+        "one request, one upstream request"
+    );
+    Outcome {
+        status,
+        reply,
+        forwarded,
+    }
+}
+
+/// Checks an outcome against a verdict; the failures found.
+fn judge(f: &Fronted, who: Who, r: &RouteCase, want: Verdict, got: &Outcome) -> Vec<String> {
+    let shape = who.shape(r);
+    let at = format!("{who:?} {} {}", r.method, r.path);
+    let mut failures = Vec::new();
+    let mut fail = |what: String| {
+        failures.push(format!(
+            "{at}: {what} (got {}{}; {})",
+            got.status,
+            if got.forwarded { ", forwarded" } else { "" },
+            got.text().chars().take(160).collect::<String>()
+        ))
+    };
+    let content_type = got.header("content-type");
+    // Whatever the verdict: no machine caller gets a redirect or a page from the gateway.
+    if !got.forwarded && shape.machine() {
+        if matches!(got.status, 301..=303 | 307 | 308) {
+            fail("a redirect for a client that is not a browser".into());
+        }
+        let accepts_pages = shape == Shape::Machine && r.caller != Caller::Monitoring;
+        if content_type.starts_with("text/html") && !accepts_pages {
+            fail("an HTML page for a client that is not a browser".into());
+        }
+    }
+    match want {
+        Verdict::Forwarded(status) => {
+            if !got.forwarded {
+                fail(format!("not forwarded (want the stand-in's {status})"));
+            } else if got.status != status {
+                fail(format!(
+                    "forwarded, but the answer is not the stand-in's {status}"
+                ));
+            }
+        }
+        _ if got.forwarded => fail(format!("forwarded (want {want:?})")),
+        Verdict::SignIn if shape == Shape::Navigation => {
+            let to = got.header("location");
+            if got.status != 302
+                || !to.starts_with(&format!("{}/oauth2/auth?", f.env.fake.base_url()))
+                || !to.contains(&format!("client_id={}", support::env::CLIENT_ID))
+            {
+                fail(format!("want a 302 into the sign-in, location {to:?}"));
+            }
+        }
+        Verdict::SignIn => {
+            if got.status != 401
+                || content_type != "application/json"
+                || got.json()["error"] != "sign_in_required"
+                || got.header("www-authenticate") != "Cookie realm=\"jumpgate\""
+            {
+                fail("want the 401 JSON sign_in_required".into());
+            }
+        }
+        Verdict::Forbidden => {
+            let page = matches!(shape, Shape::Navigation | Shape::FormPost);
+            let ok = got.status == 403
+                && if page {
+                    content_type.starts_with("text/html")
+                        && got.text().contains("<h1>Access refused</h1>")
+                } else if shape == Shape::Machine {
+                    true
+                } else {
+                    content_type == "application/json" && got.json()["error"] == "forbidden"
+                };
+            if !ok {
+                fail(format!(
+                    "want the gateway's 403 {}",
+                    if page { "page" } else { "JSON" }
+                ));
+            }
+        }
+        Verdict::StepUp => {
+            let to = got.header("location");
+            let ok = match shape {
+                Shape::Navigation => {
+                    got.status == 302
+                        && to.contains(&format!("client_id={STEP_UP_ID}"))
+                        && to.contains("prompt=login")
+                }
+                Shape::FormPost => {
+                    got.status == 303
+                        && to.starts_with(&format!("{}/.jumpgate/step-up?rd=", f.origin()))
+                }
+                _ => {
+                    let body = got.json();
+                    got.status == 401
+                        && got.header("www-authenticate")
+                            == "Bearer error=\"insufficient_user_authentication\", error_description=\"A recent multi-factor sign-in is required\", max_age=\"900\""
+                        && body["error"] == "insufficient_user_authentication"
+                        && body["step_up_url"].as_str().is_some_and(|u| {
+                            u.starts_with(&format!("{}/.jumpgate/step-up?rd=", f.origin()))
+                        })
+                }
+            };
+            if !ok {
+                fail(format!("want a step-up ({shape:?}), location {to:?}"));
+            }
+        }
+    }
+    failures
+}
+
+/// The cookies a browser sends, keeping the gateway's up to date with what it answers.
+fn update_gateway_cookies(jar: &mut Browser, reply: Option<&support::Reply>) {
+    let Some(reply) = reply else { return };
+    let mut gateway = Browser::new(jar.client.clone(), &jar.host);
+    gateway.store(reply);
+    for (name, (value, attrs)) in gateway.cookies {
+        if name.starts_with("__Host-jumpgate") {
+            jar.cookies.insert(name, (value, attrs));
+        }
+    }
+}
+
+/// Every route of the reference through a real gateway running the shipped
+/// config/defguard.toml, as each kind of caller: the gateway's verdict (forwarded with the
+/// stand-in's own answer, its sign-in, its 403, or a step-up) is the one the file means.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_config_gives_every_caller_the_intended_verdict_on_every_route() {
+    let f = Fronted::start().await;
+    let mut bob = f.signed_in(&f.bob, false).await;
+    f.defguard_sign_in(&mut bob, USER).await;
+    let mut admin = f.signed_in(&f.env.alice, true).await;
+    f.defguard_sign_in(&mut admin, ADMIN).await;
+    let mut admin_no_step_up = f.signed_in(&f.env.alice, false).await;
+    f.defguard_sign_in(&mut admin_no_step_up, ADMIN).await;
+
+    let mut failures = Vec::new();
+    let mut tried = 0;
+    for who in [
+        Who::Anonymous,
+        Who::Desktop,
+        Who::RelyingParty,
+        Who::Machine,
+        Who::User,
+        Who::Admin,
+        Who::AdminNoStepUp,
+    ] {
+        let mut jar = match who {
+            Who::User => Some(&mut bob),
+            Who::Admin => Some(&mut admin),
+            Who::AdminNoStepUp => Some(&mut admin_no_step_up),
+            _ => None,
+        };
+        // Signing out of Defguard ends the session the other requests use: last.
+        let mut cases: Vec<&RouteCase> = ROUTES.iter().filter(|r| who.tries(r)).collect();
+        cases.sort_by_key(|r| r.pattern == "/api/v1/auth/logout");
+        for r in cases {
+            let cookies = jar.as_ref().and_then(|b| b.cookie_header());
+            let got = try_route(&f, who, r, cookies.as_deref(), None).await;
+            if let Some(b) = jar.as_deref_mut() {
+                update_gateway_cookies(b, got.reply.as_ref());
+            }
+            let want = verdict(r, who);
+            failures.extend(judge(&f, who, r, want, &got));
+            tried += 1;
+            // A flow's later step, after the earlier one that sets its cookies (Edge).
+            if let (Some(step), None) = (r.step, &jar) {
+                let mut headers = shape_headers(who.shape(r), step.method, &f.origin());
+                headers.push(("content-type".into(), "application/json".into()));
+                let first = f
+                    .send(
+                        host_of(r),
+                        step.method,
+                        step.path,
+                        &headers,
+                        Some(step.body),
+                    )
+                    .await;
+                let set: Vec<String> = support::browser::set_cookies(&first)
+                    .iter()
+                    .filter_map(|c| c.split(';').next().map(str::to_owned))
+                    .collect();
+                let got = try_route(&f, who, r, None, Some(&set.join("; "))).await;
+                failures.extend(
+                    judge(&f, who, r, Verdict::Forwarded(r.status), &got)
+                        .into_iter()
+                        .map(|e| format!("after {}: {e}", step.path)),
+                );
+            }
+        }
+    }
+    assert!(tried > 600, "only {tried} requests");
+    support::report(failures);
+}
+
+/// The control: an admin with no fresh step-up is asked for one on an admin change by script
+/// (RFC 9470) and on a page load (302); after the step-up at page load, the page's own
+/// script saves the settings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_steps_up_at_page_load_then_the_pages_script_saves_settings() {
+    let f = Fronted::start().await;
+    f.env.fake.set_next_login(Some(&f.env.alice));
+    let mut b = f.env.browser();
+    let back = b.sign_in_callback("/settings").await;
+    assert_eq!(location(&back), "/settings");
+    f.defguard_sign_in(&mut b, ADMIN).await;
+
+    let put = |cookie: String, name: &'static str| {
+        let mut headers = shape_headers(Shape::Script, "PUT", &f.origin());
+        headers.push(("content-type".into(), "application/json".into()));
+        headers.push(("cookie".into(), cookie));
+        let body = format!(r#"{{"instance_name":"{name}"}}"#);
+        let f = &f;
+        async move {
+            f.send("app.test", "PUT", "/api/v1/settings", &headers, Some(&body))
+                .await
+        }
+    };
+    // A script's change: the RFC 9470 challenge, and nothing reaches Defguard.
+    let before = f.core.requests().len();
+    let r = put(b.cookie_header().unwrap(), "Renamed").await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(
+        r.headers["www-authenticate"],
+        "Bearer error=\"insufficient_user_authentication\", error_description=\"A recent multi-factor sign-in is required\", max_age=\"900\""
+    );
+    assert_eq!(r.json()["error"], "insufficient_user_authentication");
+    assert_eq!(f.core.requests().len(), before, "not forwarded");
+    assert_eq!(f.core.settings()["instance_name"], "Defguard");
+
+    // A page load: a 302 into the step-up application, and back to the page.
+    let challenge = b.follow(&back).await;
+    assert_eq!(challenge.status, 302, "{}", challenge.text());
+    assert!(location(&challenge).contains(&format!("client_id={STEP_UP_ID}")));
+    assert_eq!(f.core.requests().len(), before, "not forwarded");
+    let done = through_step_up(&mut b, &challenge).await;
+    assert_eq!(location(&done), "/settings");
+    let page = b.follow(&done).await;
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("<main id=\"app\""), "Defguard's page");
+
+    // The page's own script now saves.
+    let r = put(b.cookie_header().unwrap(), "Renamed").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(f.core.settings()["instance_name"], "Renamed");
+    let seen = f.core.requests();
+    let saved = seen.last().unwrap();
+    assert_eq!(
+        (saved.method.as_str(), saved.path.as_str()),
+        ("PUT", "/api/v1/settings")
+    );
+    assert!(
+        saved.header("x-jumpgate-step-up-time").is_some(),
+        "the step-up time travels upstream"
+    );
 }
