@@ -10,10 +10,16 @@
 //!   are given by the caller (`E2E_OIDC_ISSUER`, `E2E_OIDC_CLIENT_ID`, `E2E_OIDC_CLIENT_SECRET`
 //!   or `--oidc-issuer`, `--oidc-client-id`, `--oidc-client-secret`); absent without them;
 //! - gateway `c`: its identity provider and its upstream cannot be reached (error pages);
-//! - gateway `d`: no `[oidc]` at all (the "sign-in required" page).
+//! - gateway `d`: no `[oidc]` at all (the "sign-in required" page);
+//! - gateway `e`: the shipped `config/defguard.toml` (its `[[site]]` sections, hosts and
+//!   upstreams swapped) in front of the Defguard stand-ins (`tests/support/defguard.rs`):
+//!   core on `defguard.localhost`, Edge on `enroll.localhost`, with the fake's sign-in and
+//!   step-up applications and directory. Defguard's own "Sign in with JumpCloud" goes to the
+//!   fake too (a third application, as Defguard's JumpCloud guide sets it up); Defguard's
+//!   `alice` is an admin there and `bob` an ordinary user, matched by email.
 //!
-//! Users: alice ("Admins", "Staff"), bob ("Staff"), carol ("Staff", suspendable) and dave (in
-//! no group, so JumpCloud refuses him).
+//! Users: alice ("Admins", "Staff", "Defguard Admins"), bob ("Staff", "Defguard Users"),
+//! carol ("Staff", suspendable) and dave (in no group, so JumpCloud refuses him).
 //!
 //! It prints one JSON line on stdout with every URL once all is ready, then reads commands
 //! on stdin, one per line, answering one line each (`ok` or `ok VALUE`, or `error ...`):
@@ -24,12 +30,18 @@
 //! suspend USER / reactivate USER    changes the user in the directory
 //! clear-idp-sessions                ends every session at the fake
 //! logins / sessions-ended           counters of the fake
+//! step-ups                          tokens the fake issued to the step-up application
+//! defguard-logins                   sign-ins at the Defguard stand-in
+//! defguard-settings                 the stand-in's instance name
 //! ```
 //!
 //! End of input stops everything. Run it with `cargo run --example e2e_env`.
 
 #[path = "../tests/support/jumpcloud.rs"]
 mod jumpcloud;
+
+#[path = "../tests/support/defguard.rs"]
+mod defguard;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -57,6 +69,18 @@ const CLIENT_ID: &str = "jumpgate-e2e";
 const CLIENT_SECRET: &str = "e2e-client-secret-4b1f9c";
 const STEP_UP_CLIENT_ID: &str = "jumpgate-e2e-step-up";
 const STEP_UP_CLIENT_SECRET: &str = "e2e-step-up-secret-77d2a0";
+/// Defguard's own JumpCloud application ("Sign in with JumpCloud").
+const DEFGUARD_CLIENT_ID: &str = "defguard-e2e";
+const DEFGUARD_CLIENT_SECRET: &str = "e2e-defguard-secret-5c31e8";
+/// An application that uses Defguard as its OpenID provider; its redirect URI is a public
+/// page behind gateway `a`.
+const WIKI_CLIENT_ID: &str = "wiki";
+const WIKI_CLIENT_SECRET: &str = "e2e-wiki-secret-90ab7f";
+/// Gateway `e`'s hosts (Chromium resolves `*.localhost` to loopback).
+const DEFGUARD_HOST: &str = "defguard.localhost";
+const ENROLL_HOST: &str = "enroll.localhost";
+/// The shipped configuration for Defguard.
+const DEFGUARD_TOML: &str = include_str!("../config/defguard.toml");
 
 /// The caller's second identity provider, for gateway `b`.
 struct OtherIdp {
@@ -184,7 +208,10 @@ async fn main() -> Result<(), Error> {
     let other_idp = OtherIdp::from_args();
     let tmp = tempfile::Builder::new().prefix("jumpgate-e2e-").tempdir()?;
     let root = tmp.path().to_owned();
-    let certs = jumpgate::devcert::write(&root.join("certs"), &[])?;
+    let certs = jumpgate::devcert::write(
+        &root.join("certs"),
+        &[DEFGUARD_HOST.to_owned(), ENROLL_HOST.to_owned()],
+    )?;
 
     let upstream = TcpListener::bind("127.0.0.1:0").await?;
     let upstream_addr = upstream.local_addr()?;
@@ -194,6 +221,7 @@ async fn main() -> Result<(), Error> {
     // The fake JumpCloud and its directory.
     let idp = jumpcloud::FakeJumpCloud::start().await;
     let users = seed(&idp);
+    let defguard_groups = seed_defguard(&idp, &users);
     let api_key = write_secret(&root, "api-key", &idp.api_key())?;
     let secret = write_secret(&root, "client-secret", CLIENT_SECRET)?;
     let step_up_secret = write_secret(&root, "step-up-secret", STEP_UP_CLIENT_SECRET)?;
@@ -274,6 +302,79 @@ async fn main() -> Result<(), Error> {
     gateways.insert("c".into(), gateway_json(c.port(), c.admin_addr()));
     tasks.push(c.start(config, &stop_rx));
 
+    // Gateway e: the shipped Defguard configuration in front of the Defguard stand-ins.
+    let dg_core = defguard::Core::start().await;
+    let dg_edge = defguard::Edge::start().await;
+    let e = Bound::new(&root, "e").await?;
+    let e_core = format!("https://{DEFGUARD_HOST}:{}", e.port());
+    let e_enroll = format!("https://{ENROLL_HOST}:{}", e.port());
+    idp.update_app(CLIENT_ID, |app| {
+        app.redirect_uris
+            .push(format!("{e_core}/.jumpgate/callback"));
+    });
+    idp.update_app(STEP_UP_CLIENT_ID, |app| {
+        app.redirect_uris
+            .push(format!("{e_core}/.jumpgate/step-up/callback"));
+    });
+    let defguard_app = jumpcloud::App {
+        bound_groups: defguard_groups,
+        ..jumpcloud::App::new(
+            DEFGUARD_CLIENT_ID,
+            DEFGUARD_CLIENT_SECRET,
+            &format!("{e_core}/auth/callback"),
+        )
+    };
+    idp.add_app(defguard_app);
+    // DEFGUARD_URL is the public address; its JumpCloud integration is the fake's third
+    // application. JumpCloud's alice is Defguard's admin, bob an ordinary user.
+    dg_core.set_public_url(&e_core);
+    dg_core.set_openid(Some(defguard::OpenIdProvider::issuer(
+        &idp.issuer(),
+        DEFGUARD_CLIENT_ID,
+        DEFGUARD_CLIENT_SECRET,
+    )));
+    dg_core.with_state(|s| {
+        for u in &mut s.users {
+            if u.username == defguard::USER {
+                u.admin = true;
+            }
+        }
+        let id = s.users.iter().map(|u| u.id).max().unwrap_or(0) + 1;
+        s.users.push(defguard::DgUser::new(id, "bob", false));
+    });
+    let mut wiki = defguard::OAuthClient::new(
+        2,
+        WIKI_CLIENT_ID,
+        WIKI_CLIENT_SECRET,
+        &format!("{a_origin}/public/wiki/callback"),
+    );
+    wiki.name = "Wiki".to_owned();
+    dg_core.add_oauth_client(wiki);
+    dg_edge.set_public_url(&e_enroll);
+    dg_edge.with_state(|s| s.core_url = e_core.clone());
+    let sites_e = defguard_sites(&dg_core.url(), &dg_edge.url())?;
+    let oidc_e = format!(
+        "[oidc]\nissuer = \"{}\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret_file = {}\nscopes = [\"openid\", \"profile\", \"email\"]\ngroups_claim = \"memberOf\"\n",
+        idp.issuer(),
+        toml_str(&secret),
+    );
+    let directory_e = format!(
+        "[directory]\nprovider = \"jumpcloud\"\napi_url = \"{}\"\napi_key_file = {}\ncache_file = {}\nsync_interval = \"1s\"\nmax_staleness = \"1h\"\nrequest_interval = \"1ms\"\nrequest_timeout = \"5s\"\nretry_backoff = \"100ms\"\n",
+        idp.base_url(),
+        toml_str(&api_key),
+        toml_str(e.dir.join("directory.json")),
+    );
+    let config_e = e.config(
+        &certs,
+        &format!("{oidc_e}\n{step_up_table}\n{directory_e}\n{sites_e}"),
+    )?;
+    let e_admin = e.admin_addr();
+    let mut e_json = gateway_json(e.port(), e_admin);
+    e_json["url"] = json!(e_core);
+    e_json["enroll"] = json!(e_enroll);
+    gateways.insert("e".into(), e_json);
+    tasks.push(e.start(config_e, &stop_rx));
+
     // Gateway d: no sign-in configured.
     let d = Bound::new(&root, "d").await?;
     let rest = format!(
@@ -283,9 +384,9 @@ async fn main() -> Result<(), Error> {
     gateways.insert("d".into(), gateway_json(d.port(), d.admin_addr()));
     tasks.push(d.start(config, &stop_rx));
 
-    // Ready when a has discovered the provider and synced the directory, and b has
+    // Ready when a and e have discovered the provider and synced the directory, and b has
     // discovered its provider.
-    for (name, admin) in [("a", a_admin), ("b", b_admin)] {
+    for (name, admin) in [("a", a_admin), ("b", b_admin), ("e", e_admin)] {
         if let Some(admin) = admin {
             wait_ready(name, admin, Duration::from_secs(30)).await?;
         }
@@ -299,12 +400,23 @@ async fn main() -> Result<(), Error> {
         "idp": {"issuer": idp.issuer(), "base": idp.base_url()},
         "upstream": upstream_url,
         "users": users,
-        "secrets": [CLIENT_SECRET, STEP_UP_CLIENT_SECRET, idp.api_key()],
+        "secrets": [CLIENT_SECRET, STEP_UP_CLIENT_SECRET, idp.api_key(), DEFGUARD_CLIENT_SECRET, WIKI_CLIENT_SECRET],
         "step_up": step_up,
+        "defguard": {
+            "core": dg_core.url(),
+            "edge": dg_edge.url(),
+            "enrollment_token": defguard::ENROLLMENT_TOKEN,
+            "password": defguard::PASSWORD,
+            "oauth": {
+                "client_id": WIKI_CLIENT_ID,
+                "client_secret": WIKI_CLIENT_SECRET,
+                "redirect_uri": format!("{a_origin}/public/wiki/callback"),
+            },
+        },
     });
     say(&line.to_string())?;
 
-    let commands = commands(&idp, &users);
+    let commands = commands(&idp, &users, &dg_core);
     tokio::select! {
         r = commands => r?,
         _ = jumpgate::shutdown::signal() => {}
@@ -350,6 +462,39 @@ fn seed(idp: &jumpcloud::FakeJumpCloud) -> BTreeMap<String, String> {
     }
     idp.set_next_login(None);
     users
+}
+
+/// The groups of `config/defguard.toml`: "Defguard Users" (bob) and "Defguard Admins"
+/// (alice). Their ids.
+fn seed_defguard(idp: &jumpcloud::FakeJumpCloud, users: &BTreeMap<String, String>) -> Vec<String> {
+    let dg_users = idp.add_group("Defguard Users");
+    let dg_admins = idp.add_group("Defguard Admins");
+    idp.add_member(&dg_users, &users["bob"]);
+    idp.add_member(&dg_admins, &users["alice"]);
+    vec![dg_users, dg_admins]
+}
+
+/// The `[[site]]` sections of the shipped `config/defguard.toml`, its hosts and upstreams
+/// swapped for gateway `e`'s and the stand-ins'. A needle the file lacks is an error: a
+/// changed file must not silently stop being what the browser tests run.
+fn defguard_sites(core: &str, edge: &str) -> Result<String, Error> {
+    let start = DEFGUARD_TOML
+        .find("\n[[site]]")
+        .ok_or("config/defguard.toml has no [[site]]")?
+        + 1;
+    let mut sites = DEFGUARD_TOML[start..].to_owned();
+    for (from, to) in [
+        ("defguard.example.net", DEFGUARD_HOST),
+        ("enroll.example.net", ENROLL_HOST),
+        ("http://127.0.0.1:8000", core),
+        ("http://127.0.0.1:8080", edge),
+    ] {
+        if !sites.contains(from) {
+            return Err(format!("config/defguard.toml no longer contains {from:?}").into());
+        }
+        sites = sites.replace(from, to);
+    }
+    Ok(sites)
 }
 
 /// Polls the admin listener's `/readyz` until it answers 200.
@@ -399,6 +544,7 @@ fn say(line: &str) -> Result<(), Error> {
 async fn commands(
     idp: &jumpcloud::FakeJumpCloud,
     users: &BTreeMap<String, String>,
+    dg_core: &defguard::Core,
 ) -> Result<(), Error> {
     // Standard input is read on a thread of its own: a read blocks.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -442,6 +588,18 @@ async fn commands(
             }
             ["logins"] => Ok(format!("ok {}", idp.logins())),
             ["sessions-ended"] => Ok(format!("ok {}", idp.sessions_ended())),
+            ["step-ups"] => Ok(format!(
+                "ok {}",
+                idp.issued()
+                    .iter()
+                    .filter(|i| i.client_id == STEP_UP_CLIENT_ID && i.mfa)
+                    .count()
+            )),
+            ["defguard-logins"] => Ok(format!("ok {}", dg_core.with_state(|s| s.logins))),
+            ["defguard-settings"] => Ok(format!(
+                "ok {}",
+                dg_core.settings()["instance_name"].as_str().unwrap_or("")
+            )),
             _ => Err(format!("error unknown command: {line}")),
         };
         say(&answer.unwrap_or_else(|e| e))?;

@@ -1,12 +1,15 @@
 // jumpgate in a real browser: headless Chromium through the TLS gateway, signing in at the
-// fake JumpCloud (gateway a) and at panva's oidc-provider (gateway b), with the gateway's
-// own pages screenshotted into tests/e2e/screenshots/.
+// fake JumpCloud (gateway a) and at panva's oidc-provider (gateway b), and the path of
+// Defguard's JumpCloud guide through the shipped config/defguard.toml (gateway e, in front
+// of the Defguard stand-ins), with the gateway's own pages screenshotted into
+// tests/e2e/screenshots/.
 //
 // Run with tests/e2e/run.sh (it builds examples/e2e_env.rs and installs what is missing).
 
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { request as httpsRequest } from 'node:https';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { createLocalJWKSet, jwtVerify } from 'jose';
@@ -24,6 +27,8 @@ let A; // https://localhost:PORT of each gateway
 let B;
 let C;
 let D;
+let E; // gateway e: Defguard's core (the dashboard) and Edge (enrollment)
+let ENROLL;
 let forbidden; // strings no gateway page may contain
 
 /** Runs `fn` with a fresh browser, closing it whatever happens. */
@@ -88,6 +93,62 @@ function sessionCookie(cookies) {
   return cookies.find((c) => c.name === SESSION_COOKIE);
 }
 
+/**
+ * A request to a gateway from Node, as another application's server sends it: no browser,
+ * no session. Trusts the development CA; resolves to { status, headers, text, json }.
+ */
+function serverFetch(url, { method = 'GET', headers = {}, body } = {}) {
+  const u = new URL(url);
+  return new Promise((resolve, reject) => {
+    const req = httpsRequest(
+      {
+        host: '127.0.0.1',
+        port: u.port,
+        servername: u.hostname,
+        ca: readFileSync(env.info.ca),
+        method,
+        path: `${u.pathname}${u.search}`,
+        headers: { host: u.host, ...headers },
+        timeout: 10_000,
+      },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (d) => {
+          text += d;
+        });
+        res.on('end', () => {
+          let json = null;
+          try {
+            json = JSON.parse(text);
+          } catch {
+            // not JSON
+          }
+          resolve({ status: res.statusCode, headers: res.headers, text, json });
+        });
+      },
+    );
+    req.on('timeout', () => req.destroy(new Error(`${method} ${url}: no answer within 10 s`)));
+    req.on('error', reject);
+    if (body) req.write(body);
+    req.end();
+  });
+}
+
+/** Waits until a page of the Defguard stand-in shows `view` and its first API call settled. */
+async function defguardView(page, view) {
+  await page.locator(`#app[data-view="${view}"][data-ready="true"]`).waitFor();
+}
+
+/** Whether `url` is the fake JumpCloud's authorization endpoint, for the step-up or not. */
+function atJumpCloud(url, { stepUp }) {
+  return url.href.startsWith(`${env.info.idp.base}/oauth2/auth?`) && (url.searchParams.get('prompt') === 'login') === stepUp;
+}
+
+const JSON_BODY = { accept: 'application/json', 'content-type': 'application/json' };
+/** A WireGuard public key (32 bytes). */
+const PUBKEY = 'AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=';
+
 before(async () => {
   idp = await startIdp();
   env = await startEnv(idp);
@@ -96,6 +157,8 @@ before(async () => {
   B = g.b.url;
   C = g.c.url;
   D = g.d.url;
+  E = g.e.url;
+  ENROLL = g.e.enroll;
   await idp.register(`${B}/.jumpgate/callback`);
   forbidden = [
     ...env.info.secrets,
@@ -103,6 +166,8 @@ before(async () => {
     env.info.upstream,
     env.info.idp.base,
     ...Object.values(env.info.users),
+    env.info.defguard.core,
+    env.info.defguard.edge,
   ];
 });
 
@@ -115,7 +180,7 @@ after(async () => {
   if (idp) await idp.close();
 });
 
-describe('jumpgate in a real browser', { timeout: 150_000 }, () => {
+describe('jumpgate in a real browser', { timeout: 300_000 }, () => {
   test('0. Chromium trusts the gateway through its pinned key and nothing else', { timeout: 30_000 }, async () => {
     // Another key's pin: the development CA is not trusted, so the connection must fail.
     const otherPin = createHash('sha256').update('not the gateway key').digest('base64');
@@ -151,7 +216,7 @@ describe('jumpgate in a real browser', { timeout: 150_000 }, () => {
       assert.equal(shown.user, env.info.users.alice);
       assert.equal(shown.email, 'alice@example.com');
       assert.equal(shown.username, 'alice');
-      assert.deepEqual(shown.groups.split(',').map((s) => s.trim()).sort(), ['Admins', 'Staff']);
+      assert.deepEqual(shown.groups.split(',').map((s) => s.trim()).sort(), ['Admins', 'Defguard Admins', 'Staff']);
       assert.equal(shown.claims.sub, env.info.users.alice);
       await screenshot(page, 'upstream-signed-in-jumpcloud');
 
@@ -171,7 +236,7 @@ describe('jumpgate in a real browser', { timeout: 150_000 }, () => {
       assert.equal(protectedHeader.alg, 'ES256');
       assert.equal(payload.sub, env.info.users.alice);
       assert.equal(payload.email, 'alice@example.com');
-      assert.deepEqual([...payload.groups].sort(), ['Admins', 'Staff']);
+      assert.deepEqual([...payload.groups].sort(), ['Admins', 'Defguard Admins', 'Staff']);
       const [head, , signature] = token.split('.');
       const forged = `${head}.${Buffer.from(JSON.stringify({ ...payload, sub: env.info.users.bob })).toString('base64url')}.${signature}`;
       await assert.rejects(jwtVerify(forged, jwks, { algorithms: ['ES256'] }), /signature/i);
@@ -420,6 +485,222 @@ describe('jumpgate in a real browser', { timeout: 150_000 }, () => {
         assert.equal(headers['cache-control'], 'no-store', `${c.name}: never cached`);
         assert.match(headers['content-security-policy'] ?? '', /default-src 'none'/, `${c.name}: CSP`);
       }
+    });
+  });
+
+  // Defguard behind the shipped config/defguard.toml (gateway e), on the path of Defguard's
+  // JumpCloud guide: JumpCloud's Login URL is https://DEFGUARD/auth/login.
+  test('8. Defguard, admin: gateway sign-in, step-up at page load, "Sign in with JumpCloud", settings saved by the page', { timeout: 60_000 }, async () => {
+    await env.command('next-login chooser');
+    await withBrowser(async ({ page }) => {
+      const stepUps = Number(await env.command('step-ups'));
+      const logins = Number(await env.command('defguard-logins'));
+      // Not signed in at the gateway: JumpCloud first.
+      await page.goto(`${E}/auth/login`);
+      assert.ok(atJumpCloud(new URL(page.url()), { stepUp: false }), page.url());
+      await page.locator('h1', { hasText: 'Fake JumpCloud' }).waitFor();
+      await screenshot(page, 'defguard-01-gateway-sign-in');
+      // Back at the gateway, the admin's first page load goes through the step-up
+      // application (MFA) before the page: Defguard's scripts could never complete a step-up
+      // offered to them as a 401.
+      await Promise.all([
+        page.waitForURL((u) => atJumpCloud(u, { stepUp: true })),
+        page.getByRole('link', { name: 'Alice Tester' }).click(),
+      ]);
+      await page.locator('h1', { hasText: 'Fake JumpCloud' }).waitFor();
+      await screenshot(page, 'defguard-02-admin-step-up-at-page-load');
+      await Promise.all([page.waitForURL(`${E}/auth/login`), page.getByRole('link', { name: 'Alice Tester' }).click()]);
+      assert.equal(Number(await env.command('step-ups')), stepUps + 1, 'one step-up, through the MFA application');
+
+      // Defguard's login page calls auth_info through the gateway and shows the button.
+      await defguardView(page, 'login');
+      const button = page.locator('#openid-login');
+      assert.equal((await button.innerText()).trim(), 'Sign in with JumpCloud');
+      assert.equal(await page.locator('#error').isHidden(), true);
+      await screenshot(page, 'defguard-03-admin-login-page-jumpcloud-button');
+
+      // JumpCloud's SSO session makes it one click: back at /auth/callback (a top-level GET
+      // navigation), whose script posts the code, then the dashboard.
+      await Promise.all([page.waitForURL(`${E}/me`), button.click()]);
+      await defguardView(page, 'me');
+      assert.equal(await page.locator('#me-username').innerText(), 'alice');
+      assert.equal(await page.locator('#me-role').innerText(), 'admin');
+      assert.equal(Number(await env.command('defguard-logins')), logins + 1, 'signed in to Defguard');
+      await screenshot(page, 'defguard-04-admin-dashboard');
+
+      // Settings, moving within the app (its scripts only) and saving from its own script:
+      // the step-up at page load covers the write.
+      await page.locator('#nav-settings').click();
+      await defguardView(page, 'settings');
+      assert.equal(await page.locator('#instance-name').inputValue(), 'Defguard');
+      await page.locator('#instance-name').fill('Defguard behind jumpgate');
+      await page.locator('#save').click();
+      await page.locator('#status', { hasText: 'Saved' }).waitFor();
+      assert.equal(await page.locator('#error').isHidden(), true, await page.locator('#error').innerText());
+      assert.equal(await env.command('defguard-settings'), 'Defguard behind jumpgate');
+      await screenshot(page, 'defguard-05-admin-settings-saved');
+
+      // A page load within the first half of the window is not sent through again.
+      await page.reload();
+      await defguardView(page, 'settings');
+      assert.equal(await page.locator('#instance-name').inputValue(), 'Defguard behind jumpgate');
+      assert.equal(Number(await env.command('step-ups')), stepUps + 1);
+    });
+  });
+
+  test('9. Defguard, ordinary user: a readable 403 on admin pages, self-service, the consent form', { timeout: 60_000 }, async () => {
+    await env.command('next-login chooser');
+    await withBrowser(async ({ page }) => {
+      const stepUps = Number(await env.command('step-ups'));
+      await page.goto(`${E}/auth/login`);
+      await page.locator('h1', { hasText: 'Fake JumpCloud' }).waitFor();
+      await Promise.all([page.waitForURL(`${E}/auth/login`), page.getByRole('link', { name: 'Bob Tester' }).click()]);
+      assert.equal(Number(await env.command('step-ups')), stepUps, 'ordinary users are never sent to the step-up');
+      await defguardView(page, 'login');
+      await screenshot(page, 'defguard-06-user-login-page');
+      await Promise.all([page.waitForURL(`${E}/me`), page.locator('#openid-login').click()]);
+      await defguardView(page, 'me');
+      assert.equal(await page.locator('#me-username').innerText(), 'bob');
+      assert.equal(await page.locator('#me-role').innerText(), 'user');
+      await screenshot(page, 'defguard-07-user-dashboard');
+
+      // An admin page: the gateway's own readable 403 page, leaking nothing.
+      const refused = await page.goto(`${E}/admin/users`);
+      assert.equal(page.url(), `${E}/admin/users`);
+      await checkGatewayPage(page, refused, { status: 403, title: 'Access refused', forbidden });
+      await screenshot(page, 'defguard-08-user-403-admin-page');
+
+      // Self-service from the page's script: password, own device, profile.
+      await page.goto(`${E}/me`);
+      await defguardView(page, 'me');
+      const password = env.info.defguard.password;
+      const changed = await pageFetch(page, '/api/v1/user/change_password', {
+        method: 'PUT',
+        headers: JSON_BODY,
+        body: JSON.stringify({ old_password: password, new_password: password }),
+      });
+      assert.equal(changed.status, 200, changed.text);
+      const device = await pageFetch(page, '/api/v1/device/bob', {
+        method: 'POST',
+        headers: JSON_BODY,
+        body: JSON.stringify({ name: 'bob-laptop', wireguard_pubkey: PUBKEY }),
+      });
+      assert.equal(device.status, 201, device.text);
+      assert.equal(device.json.device.name, 'bob-laptop');
+      const me = await pageFetch(page, '/api/v1/me', { headers: JSON_ACCEPT });
+      assert.equal(me.status, 200, me.text);
+      assert.deepEqual(me.json.devices.map((d) => d.name), ['bob-laptop']);
+      // An admin API from a script: the gateway's 403 as JSON, never a page or a redirect.
+      const settings = await pageFetch(page, '/api/v1/settings', { headers: JSON_ACCEPT });
+      assert.equal(settings.status, 403, settings.text);
+      assert.equal(settings.json.error, 'forbidden');
+      assert.match(settings.headers['content-type'], /^application\/json/);
+      for (const secret of forbidden) {
+        if (secret) assert.ok(!settings.text.includes(secret), 'the refusal leaks nothing');
+      }
+
+      // Defguard as an OpenID provider: the consent page reads the client's name and posts a
+      // native form, which goes through.
+      const { oauth } = env.info.defguard;
+      const state = 'e2e-consent-state-0001';
+      const query = new URLSearchParams({
+        client_id: oauth.client_id,
+        redirect_uri: oauth.redirect_uri,
+        response_type: 'code',
+        scope: 'openid profile email',
+        state,
+      });
+      await page.goto(`${E}/api/v1/oauth/authorize?${query}`);
+      assert.equal(new URL(page.url()).pathname, '/consent');
+      await defguardView(page, 'consent');
+      assert.equal(await page.locator('#client-name').innerText(), 'Wiki');
+      assert.equal(await page.locator('#error').isHidden(), true);
+      await screenshot(page, 'defguard-09-user-consent');
+      await Promise.all([page.waitForURL((u) => u.href.startsWith(`${oauth.redirect_uri}?`)), page.locator('#accept').click()]);
+      const back = new URL(page.url());
+      assert.equal(back.searchParams.get('state'), state);
+      const code = back.searchParams.get('code');
+      assert.ok(code, page.url());
+      assert.match((await shownIdentity(page)).request, /^GET \/public\/wiki\/callback\?code=/);
+      await screenshot(page, 'defguard-10-user-consent-accepted');
+
+      // The relying party's server redeems the code through the gateway, with no session.
+      const basic = Buffer.from(`${oauth.client_id}:${oauth.client_secret}`).toString('base64');
+      const tokens = await serverFetch(`${E}/api/v1/oauth/token`, {
+        method: 'POST',
+        headers: { authorization: `Basic ${basic}`, accept: 'application/json', 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ grant_type: 'authorization_code', code, redirect_uri: oauth.redirect_uri }).toString(),
+      });
+      assert.equal(tokens.status, 200, tokens.text);
+      assert.equal(typeof tokens.json.id_token, 'string');
+      const claims = JSON.parse(Buffer.from(tokens.json.id_token.split('.')[1], 'base64url').toString());
+      assert.equal(claims.sub, 'bob');
+    });
+  });
+
+  test('10. Defguard Edge: the enrollment page and the client-MFA WebSocket need no session', { timeout: 60_000 }, async () => {
+    await env.command('next-login chooser');
+    await withBrowser(async ({ context, page }) => {
+      // The enrollment host is public: no sign-in on the way, no session made.
+      const response = await page.goto(`${ENROLL}/enrollment`);
+      assert.equal(response.status(), 200);
+      assert.equal(page.url(), `${ENROLL}/enrollment`);
+      await defguardView(page, 'enrollment');
+      await page.locator('#token').fill(env.info.defguard.enrollment_token);
+      await page.locator('#start').click();
+      await page.locator('#status', { hasText: 'Enrollment started for alice' }).waitFor();
+      assert.equal(await page.locator('#error').isHidden(), true);
+      // The next enrollment step carries the cookie the start set, through the gateway.
+      const network = await pageFetch(page, '/api/v1/enrollment/network_info', {
+        method: 'POST',
+        headers: JSON_BODY,
+        body: JSON.stringify({ pubkey: PUBKEY }),
+      });
+      assert.equal(network.status, 200, network.text);
+      await screenshot(page, 'defguard-11-enrollment');
+
+      // The desktop client's remote MFA: it waits on the WebSocket while the phone approves.
+      const token = 'e2e-remote-mfa-1';
+      await page.evaluate((token) => {
+        const section = document.createElement('section');
+        section.innerHTML = '<h2>Client MFA</h2><p>WebSocket: <span id="mfa-status">connecting</span></p><pre id="mfa-log"></pre>';
+        document.body.appendChild(section);
+        window.mfa = { opened: false, messages: [], closed: null };
+        const ws = new WebSocket(`wss://${location.host}/api/v1/client-mfa/remote?token=${token}`);
+        ws.onopen = () => {
+          window.mfa.opened = true;
+          document.getElementById('mfa-status').textContent = 'open, waiting for the approval';
+        };
+        ws.onmessage = (e) => {
+          window.mfa.messages.push(String(e.data));
+          const shown = JSON.parse(e.data);
+          document.getElementById('mfa-log').textContent = JSON.stringify({ ...shown, preshared_key: '(received)' }, null, 2);
+        };
+        ws.onclose = (e) => {
+          window.mfa.closed = e.code;
+          document.getElementById('mfa-status').textContent = `closed ${e.code}`;
+        };
+      }, token);
+      await page.waitForFunction(() => window.mfa.opened, null, { timeout: 10_000 });
+      const approved = await pageFetch(page, '/api/v1/client-mfa/finish-remote', {
+        method: 'POST',
+        headers: JSON_BODY,
+        body: JSON.stringify({ token, code: '123456' }),
+      });
+      assert.equal(approved.status, 200, approved.text);
+      await page.waitForFunction(() => window.mfa.messages.length > 0 && window.mfa.closed !== null, null, { timeout: 10_000 });
+      const mfa = await page.evaluate(() => window.mfa);
+      const message = JSON.parse(mfa.messages[0]);
+      assert.equal(message.type, 'mfa_success');
+      assert.ok(message.preshared_key);
+      // Edge's close frame came through (it sends no code: 1005), not a dropped tunnel (1006).
+      assert.ok([1000, 1005].includes(mfa.closed), `closed by Edge, not dropped: ${mfa.closed}`);
+      await screenshot(page, 'defguard-12-client-mfa-websocket');
+      assert.equal(sessionCookie(await context.cookies(ENROLL)), undefined, 'no gateway session');
+
+      // The dashboard host is not public: the same browser is sent to sign in.
+      await page.goto(`${E}/me`);
+      assert.ok(atJumpCloud(new URL(page.url()), { stepUp: false }), page.url());
     });
   });
 });
