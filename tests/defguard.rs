@@ -238,7 +238,7 @@ fn every_example_path_reaches_its_own_route() {
 }
 
 #[test]
-fn the_table_covers_what_defguard_md_lists() {
+fn the_table_covers_every_route_of_defguard() {
     let has = |component: Component, method: &str, path: &str| {
         ROUTES
             .iter()
@@ -1406,7 +1406,7 @@ const PUBLIC: &[&str] = &[
 /// Refused on the public host: Defguard's own forward-auth (internal) and the SSH keys
 /// endpoint (no authentication in Defguard's handler).
 const DENY: &[&str] = &["/api/v1/forward_auth", "/api/v1/ssh_authorized_keys"];
-/// Defguard's static files, public at the gateway (`defguard.md`: "static assets may be
+/// Defguard's static files, public at the gateway (a gateway in front of Defguard: "static assets may be
 /// public"), though the table counts them with the web UI.
 const STATIC_FILES: &[&str] = &["/assets", "/fonts", "/svg"];
 
@@ -1799,13 +1799,13 @@ fn the_configs_intent_fits_what_defguard_needs() {
         }
         if (r.class == Class::Deny) != under(r, DENY) {
             failures.push(format!(
-                "{at}: denied for defguard.md: {}",
+                "{at}: denied for Defguard: {}",
                 r.class == Class::Deny
             ));
         }
         if (r.class == Class::Public) != under(r, PUBLIC) {
             failures.push(format!(
-                "{at}: public for defguard.md: {}, in the file: {}",
+                "{at}: public for Defguard: {}, in the file: {}",
                 r.class == Class::Public,
                 under(r, PUBLIC)
             ));

@@ -1,12 +1,12 @@
 //! A Defguard stand-in for jumpgate's tests, demo and browser environment: the dashboard
 //! ("core", [`Core`]) and the enrollment proxy ("Edge", [`Edge`]), each on plain HTTP on
-//! 127.0.0.1 and an ephemeral port, following `/work/shared/defguard.md` and Defguard's own
+//! 127.0.0.1 and an ephemeral port, following Defguard's own
 //! source (DefGuard/defguard `stable/2.x`, DefGuard/proxy). It is test code, never part of
 //! the gateway binary, and self-contained so an example can include it by path
 //! (`#[path = "../tests/support/defguard.rs"] mod defguard;`).
 //!
 //! Every route it serves is listed in [`ROUTES`], with a concrete example request, who calls
-//! it, how Defguard itself authorises it ([`Access`]) and what `defguard.md` tells a gateway
+//! it, how Defguard itself authorises it ([`Access`]) and what a gateway in front ought
 //! to do with it ([`Class`]). The servers route with that same table, so the table is what
 //! they serve.
 //!
@@ -214,7 +214,7 @@ pub enum Access {
     SessionCookie,
 }
 
-/// What `defguard.md` says a gateway in front should do with a route.
+/// What a gateway in front should do with a route.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Class {
     /// Reachable without a gateway session (monitoring, relying-party servers, Edge).
@@ -396,7 +396,7 @@ const fn own(
     signed_in(method, pattern, path, status).self_service()
 }
 
-/// First-run setup and migration routes (admins only, per `defguard.md`).
+/// First-run setup and migration routes (admins only).
 const fn setup(method: &'static str, pattern: &'static str, status: u16) -> RouteCase {
     core(
         method,
