@@ -45,6 +45,19 @@ async fn start(step_up_extra: &str, admin_max_age: &str) -> StepUpEnv {
         ..Options::default()
     })
     .await;
+    register_step_up_app(&env);
+    // The step-up client discovers the provider on its own; readiness waits for it.
+    env.wait_ready().await;
+    StepUpEnv {
+        env,
+        audit: secret_dir.path().join("audit.jsonl"),
+        _secret_dir: secret_dir,
+    }
+}
+
+/// Registers the step-up application at the fake: its access policy requires MFA, and it
+/// is bound to everyone.
+fn register_step_up_app(env: &SignInEnv) {
     let port = env.gw.addr.port();
     let mut app = App::new(
         STEP_UP_ID,
@@ -54,13 +67,6 @@ async fn start(step_up_extra: &str, admin_max_age: &str) -> StepUpEnv {
     app.require_mfa = true;
     app.bind_everyone = true;
     env.fake.add_app(app);
-    // The step-up client discovers the provider on its own; readiness waits for it.
-    env.wait_ready().await;
-    StepUpEnv {
-        env,
-        audit: secret_dir.path().join("audit.jsonl"),
-        _secret_dir: secret_dir,
-    }
 }
 
 /// From a 302 into the step-up application to the reply of our step-up callback.
@@ -356,15 +362,7 @@ async fn admins_step_up_at_page_load_and_ordinary_users_are_never_asked() {
         ..Options::default()
     })
     .await;
-    let port = env.gw.addr.port();
-    let mut app = App::new(
-        STEP_UP_ID,
-        STEP_UP_SECRET,
-        &format!("https://app.test:{port}/.jumpgate/step-up/callback"),
-    );
-    app.require_mfa = true;
-    app.bind_everyone = true;
-    env.fake.add_app(app);
+    register_step_up_app(&env);
     // bob is staff only; wait for a directory sync that started after he was added.
     let served = env.fake.systemusers_pages_served();
     let bob = env.fake.add_user(support::jumpcloud::User::new("bob"));
@@ -441,7 +439,7 @@ async fn admins_step_up_at_page_load_and_ordinary_users_are_never_asked() {
     let r = admin.request("PUT", "/api/settings", &json).await;
     assert_eq!(r.status, 401, "the window lapsed: {}", r.text());
     // A native form post that needs the step-up goes through it and back to its page.
-    let origin = format!("https://app.test:{port}");
+    let origin = format!("https://app.test:{}", env.gw.addr.port());
     let referer = format!("{origin}/consent?client_id=x");
     let form = admin
         .request(
