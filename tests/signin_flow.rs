@@ -556,11 +556,10 @@ async fn provider_issuer_without_slash_wins_over_config_with_slash() {
 // ---------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_email_verified_spelling_signs_in() {
+async fn every_email_verified_spelling_jumpcloud_writes_signs_in() {
     let env = SignInEnv::start().await;
     for variant in [
         EmailVerified::StringTrue,
-        EmailVerified::StringOne,
         EmailVerified::Bool,
         EmailVerified::Absent,
     ] {
@@ -579,6 +578,23 @@ async fn every_email_verified_spelling_signs_in() {
             _ => assert!(claims.get("email_verified").is_some()),
         }
     }
+}
+
+/// An `email_verified` of "1" (an admin's hand-typed constant attribute) is not a boolean
+/// the OIDC library reads: the sign-in fails closed, with no session, and the log names
+/// the claim so the admin knows what to change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_email_verified_of_one_fails_the_sign_in_and_says_why() {
+    let env = SignInEnv::start().await;
+    env.fake
+        .quirks(|q| q.email_verified = EmailVerified::StringOne);
+    let mut b = env.browser();
+    let cb = b.sign_in_callback("/ev").await;
+    assert_eq!(cb.status, 502, "{}", cb.text());
+    assert!(cb.text().contains("Sign-in failed"), "{}", cb.text());
+    assert!(!support::browser::sets_session(&cb));
+    let claims = jwt_claims(&env.fake.issued().last().unwrap().id_token);
+    assert_eq!(claims["email_verified"], "1");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -106,7 +106,6 @@ pub(crate) fn login(i: usize) -> VerifiedLogin {
     };
     VerifiedLogin {
         claims,
-        id_token: Secret::new(format!("eyJ{}", "x".repeat(1100 - 3))),
         refresh_token: Some(Secret::new(format!("ory_rt_{}", "r".repeat(83)))),
     }
 }

@@ -152,7 +152,8 @@ impl ApiTokens {
             skew: self.skew,
             groups_claim: None,
             match_by_email: issuer.config.match_by_email,
+            typ_checked: true,
         };
-        verify::verify(token, &ready.0, &ready.1, &self.client, &expect).await
+        verify::verify_api_token(token, &ready.0, &ready.1, &self.client, &expect).await
     }
 }

@@ -2,11 +2,13 @@
 //! response sizes, timeouts, and never a followed redirect (a redirect from a token or
 //! discovery endpoint is an error, not a hint).
 
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
@@ -39,6 +41,14 @@ pub enum FetchError {
     Body {
         /// Where.
         url: String,
+    },
+    /// The provider answered with a server error.
+    #[error("{url} answered {status}")]
+    Status {
+        /// Where.
+        url: String,
+        /// What.
+        status: StatusCode,
     },
     /// No response within the timeout.
     #[error("request to {url} timed out")]
@@ -90,46 +100,46 @@ impl IdpClient {
         self.send(Method::GET, url, headers, None).await
     }
 
-    /// `POST url` with a form body.
-    pub async fn post_form(
-        &self,
-        url: &str,
-        headers: &[(&str, &str)],
-        form: &[(&str, &str)],
-    ) -> Result<Fetched, FetchError> {
-        let body = form_urlencode(form);
-        self.send(Method::POST, url, headers, Some(body)).await
-    }
-
     async fn send(
         &self,
         method: Method,
         url: &str,
         headers: &[(&str, &str)],
-        form: Option<String>,
+        body: Option<String>,
     ) -> Result<Fetched, FetchError> {
         let uri: Uri = url.parse().map_err(|_| FetchError::Url(url.to_owned()))?;
         let mut builder = Request::builder()
             .method(method)
             .uri(uri)
-            .header(header::ACCEPT, "application/json")
-            .header(
-                header::USER_AGENT,
-                concat!("jumpgate/", env!("CARGO_PKG_VERSION")),
-            );
+            .header(header::ACCEPT, "application/json");
         for (name, value) in headers {
             builder = builder.header(*name, *value);
         }
-        let body = match form {
-            Some(form) => {
-                builder = builder.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
-                Full::new(Bytes::from(form))
-            }
-            None => Full::new(Bytes::new()),
-        };
-        let mut req = builder
-            .body(body)
+        let req = builder
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|_| FetchError::Url(url.to_owned()))?;
+        let (status, headers, body) = self.exchange(req).await?;
+        let retry_after = headers
+            .get(header::RETRY_AFTER)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+            .and_then(|s| s.trim().parse::<u64>().ok());
+        Ok(Fetched {
+            status,
+            retry_after,
+            body,
+        })
+    }
+
+    /// One request and its whole response, within the timeout and the body limit.
+    async fn exchange(
+        &self,
+        mut req: Request<Full<Bytes>>,
+    ) -> Result<(StatusCode, HeaderMap, Bytes), FetchError> {
+        let url = req.uri().to_string();
+        req.headers_mut().insert(
+            header::USER_AGENT,
+            HeaderValue::from_static(concat!("jumpgate/", env!("CARGO_PKG_VERSION"))),
+        );
         for v in req.headers_mut().values_mut() {
             // Credentials travel in these headers; keep them out of any debug output.
             v.set_sensitive(true);
@@ -140,48 +150,48 @@ impl IdpClient {
                 .request(req)
                 .await
                 .map_err(|source| FetchError::Transport {
-                    url: url.to_owned(),
+                    url: url.clone(),
                     source,
                 })?;
-            let status = resp.status();
-            let retry_after = resp
-                .headers()
-                .get(header::RETRY_AFTER)
-                .and_then(|v: &HeaderValue| v.to_str().ok())
-                .and_then(|s| s.trim().parse::<u64>().ok());
-            let body = Limited::new(resp.into_body(), MAX_BODY)
+            let (parts, body) = resp.into_parts();
+            let body = Limited::new(body, MAX_BODY)
                 .collect()
                 .await
-                .map_err(|_| FetchError::Body {
-                    url: url.to_owned(),
-                })?
+                .map_err(|_| FetchError::Body { url: url.clone() })?
                 .to_bytes();
-            Ok(Fetched {
-                status,
-                retry_after,
-                body,
-            })
+            Ok((parts.status, parts.headers, body))
         };
         tokio::time::timeout(self.timeout, work)
             .await
-            .map_err(|_| FetchError::Timeout {
-                url: url.to_owned(),
-            })?
+            .map_err(|_| FetchError::Timeout { url: url.clone() })?
     }
 }
 
-/// `application/x-www-form-urlencoded` encoding of pairs.
-pub fn form_urlencode(pairs: &[(&str, &str)]) -> String {
-    let mut out = String::new();
-    for (i, (k, v)) in pairs.iter().enumerate() {
-        if i > 0 {
-            out.push('&');
-        }
-        out.push_str(&urlencode(k));
-        out.push('=');
-        out.push_str(&urlencode(v));
+/// The OIDC library's requests (code exchange, refresh) go through this client: the same
+/// TLS roots, timeouts, body limit and refusal to follow redirects as every other request
+/// to the provider, and no second HTTP stack.
+impl<'c> openidconnect::AsyncHttpClient<'c> for IdpClient {
+    type Error = FetchError;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<openidconnect::HttpResponse, FetchError>> + Send + 'c>>;
+
+    fn call(&'c self, request: openidconnect::HttpRequest) -> Self::Future {
+        Box::pin(async move {
+            let (parts, body) = request.into_parts();
+            let req = Request::from_parts(parts, Full::new(Bytes::from(body)));
+            let url = req.uri().to_string();
+            let (status, headers, body) = self.exchange(req).await?;
+            // A provider that is down answers 5xx, often with an HTML page: an outage to
+            // retry later, not a refusal of the code or of the refresh token.
+            if status.is_server_error() {
+                return Err(FetchError::Status { url, status });
+            }
+            let mut resp = openidconnect::HttpResponse::new(body.to_vec());
+            *resp.status_mut() = status;
+            *resp.headers_mut() = headers;
+            Ok(resp)
+        })
     }
-    out
 }
 
 /// Percent-encodes everything but unreserved characters (RFC 3986), so the result is safe in

@@ -13,15 +13,26 @@ pub mod verify;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use arc_swap::ArcSwapOption;
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
-use serde::Deserialize;
+use std::borrow::Cow;
 
-use self::http::{urlencode, FetchError, IdpClient};
+use arc_swap::ArcSwapOption;
+use openidconnect::core::{
+    CoreAuthDisplay, CoreAuthPrompt, CoreAuthenticationFlow, CoreErrorResponseType,
+    CoreGenderClaim, CoreJsonWebKey, CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm,
+    CoreRevocableToken, CoreRevocationErrorResponse, CoreTokenIntrospectionResponse, CoreTokenType,
+};
+use openidconnect::{
+    AuthType, AuthUrl, AuthenticationContextClass, AuthorizationCode, ClientId, ClientSecret,
+    CsrfToken, EmptyExtraTokenFields, EndSessionUrl, EndpointNotSet, EndpointSet, IdTokenFields,
+    IssuerUrl, JsonWebKeySet, LogoutRequest, Nonce, OAuth2TokenResponse, PkceCodeChallenge,
+    PkceCodeVerifier, PostLogoutRedirectUrl, RedirectUrl, RefreshToken, RequestTokenError, Scope,
+    StandardErrorResponse, StandardTokenResponse, TokenResponse as _, TokenUrl,
+};
+
+use self::http::{FetchError, IdpClient};
 use self::login::PendingLogin;
 use self::provider::{Jwks, Provider, ProviderError};
-use self::verify::{Expect, IdClaims, LogoutClaims, LogoutExpect, VerifyError};
+use self::verify::{Expect, IdClaims, LogoutClaims, LogoutExpect, OtherClaims, VerifyError};
 use crate::config::{ClientAuth, OidcConfig};
 use crate::secret::Secret;
 use crate::tls::TlsError;
@@ -57,23 +68,45 @@ impl From<FetchError> for OidcError {
 pub struct VerifiedLogin {
     /// The verified ID-token claims.
     pub claims: IdClaims,
-    /// The raw ID token, kept for `id_token_hint` at logout.
-    pub id_token: Secret,
     /// The refresh token, when `offline_access` was granted.
     pub refresh_token: Option<Secret>,
 }
 
-#[derive(Deserialize)]
-struct TokenResponse {
-    access_token: Option<String>,
-    id_token: Option<String>,
-    refresh_token: Option<String>,
-}
+/// The token endpoint's answer as the library reads it, with our ID-token claims model.
+type TokenResponse = StandardTokenResponse<
+    IdTokenFields<
+        OtherClaims,
+        EmptyExtraTokenFields,
+        CoreGenderClaim,
+        CoreJweContentEncryptionAlgorithm,
+        CoreJwsSigningAlgorithm,
+    >,
+    CoreTokenType,
+>;
 
-#[derive(Deserialize)]
-struct TokenError {
-    error: String,
-}
+/// The library's client, with the authorization and token endpoints set.
+type Client = LibraryClient<EndpointSet, EndpointSet>;
+
+/// The library's client for our claims model, by which endpoints are set.
+type LibraryClient<Auth, Token> = openidconnect::Client<
+    OtherClaims,
+    CoreAuthDisplay,
+    CoreGenderClaim,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJsonWebKey,
+    CoreAuthPrompt,
+    StandardErrorResponse<CoreErrorResponseType>,
+    TokenResponse,
+    CoreTokenIntrospectionResponse,
+    CoreRevocableToken,
+    CoreRevocationErrorResponse,
+    Auth,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    Token,
+    EndpointNotSet,
+>;
 
 /// Milliseconds since the epoch.
 pub fn now_ms() -> i64 {
@@ -182,99 +215,104 @@ impl Oidc {
         }
     }
 
-    /// The URL that starts `login` at the provider.
+    /// The library's client for the discovered provider: its endpoints, our client id and
+    /// secret and how the secret is sent. Its key set stays empty: ID tokens are verified by
+    /// [`verify::verify_id_token`], which fetches keys it has not seen.
+    fn client(&self, provider: &Provider) -> Result<Client, OidcError> {
+        let invalid = |what: &str| OidcError::InvalidResponse(format!("unusable {what}"));
+        let client = LibraryClient::<EndpointNotSet, EndpointNotSet>::new(
+            ClientId::new(self.config.client_id.clone()),
+            IssuerUrl::new(provider.issuer.clone()).map_err(|_| invalid("issuer"))?,
+            JsonWebKeySet::new(Vec::new()),
+        )
+        .set_client_secret(ClientSecret::new(self.secret.expose().to_owned()))
+        .set_auth_type(match self.config.client_auth {
+            ClientAuth::Basic => AuthType::BasicAuth,
+            ClientAuth::Post => AuthType::RequestBody,
+        })
+        .set_auth_uri(
+            AuthUrl::new(provider.authorization_endpoint.clone())
+                .map_err(|_| invalid("authorization_endpoint"))?,
+        )
+        .set_token_uri(
+            TokenUrl::new(provider.token_endpoint.clone())
+                .map_err(|_| invalid("token_endpoint"))?,
+        );
+        Ok(client)
+    }
+
+    /// The URL that starts `login` at the provider: the code flow with PKCE (S256), state
+    /// and nonce; a step-up also asks for a fresh authentication (`prompt=login`,
+    /// `max_age=0`) and the configured `acr_values`.
     pub fn authorize_url(&self, login: &PendingLogin) -> Result<String, OidcError> {
         let discovered = self.provider().ok_or(OidcError::NotReady)?;
-        let endpoint = &discovered.0.authorization_endpoint;
-        let sep = if endpoint.contains('?') { '&' } else { '?' };
-        let scope = self.config.scopes.join(" ");
-        let mut url = format!(
-            "{endpoint}{sep}response_type=code&client_id={}&redirect_uri={}&scope={}&state={}&nonce={}&code_challenge={}&code_challenge_method=S256",
-            urlencode(&self.config.client_id),
-            urlencode(&login.redirect_uri),
-            urlencode(&scope),
-            urlencode(&login.state),
-            urlencode(&login.nonce),
-            urlencode(&login.challenge()),
-        );
+        let client = self.client(&discovered.0)?;
+        let redirect = RedirectUrl::new(login.redirect_uri.clone())
+            .map_err(|_| OidcError::InvalidResponse("unusable callback URL".to_owned()))?;
+        let verifier = PkceCodeVerifier::new(login.verifier.expose().to_owned());
+        let (state, nonce) = (login.state.clone(), login.nonce.clone());
+        let mut request = client
+            .authorize_url(
+                CoreAuthenticationFlow::AuthorizationCode,
+                move || CsrfToken::new(state),
+                move || Nonce::new(nonce),
+            )
+            .set_redirect_uri(Cow::Owned(redirect))
+            .set_pkce_challenge(PkceCodeChallenge::from_code_verifier_sha256(&verifier))
+            // The library always asks for `openid` itself.
+            .add_scopes(
+                self.config
+                    .scopes
+                    .iter()
+                    .filter(|s| *s != "openid")
+                    .map(|s| Scope::new(s.clone())),
+            );
         if login.step_up {
-            url.push_str("&prompt=login&max_age=0");
+            request = request
+                .add_prompt(CoreAuthPrompt::Login)
+                .set_max_age(Duration::ZERO);
         }
-        if let Some(acr) = &self.acr_values {
-            url.push_str("&acr_values=");
-            url.push_str(&urlencode(acr));
+        for acr in self.acr_values.iter().flat_map(|a| a.split_whitespace()) {
+            request =
+                request.add_auth_context_value(AuthenticationContextClass::new(acr.to_owned()));
         }
-        Ok(url)
+        Ok(request.url().0.into())
     }
 
-    async fn token_request<'a>(
-        &'a self,
-        form: &mut Vec<(&'a str, &'a str)>,
-    ) -> Result<TokenResponse, OidcError> {
-        let discovered = self.provider().ok_or(OidcError::NotReady)?;
-        let basic;
-        let mut headers: Vec<(&str, &str)> = Vec::new();
-        match self.config.client_auth {
-            ClientAuth::Basic => {
-                // RFC 6749 §2.3.1: both parts are form-urlencoded before base64.
-                basic = format!(
-                    "Basic {}",
-                    STANDARD.encode(format!(
-                        "{}:{}",
-                        urlencode(&self.config.client_id),
-                        urlencode(self.secret.expose())
-                    ))
-                );
-                headers.push(("authorization", basic.as_str()));
-            }
-            ClientAuth::Post => {
-                form.push(("client_id", &self.config.client_id));
-                form.push(("client_secret", self.secret.expose()));
-            }
-        }
-        let fetched = self
-            .client
-            .post_form(&discovered.0.token_endpoint, &headers, form)
-            .await?;
-        if fetched.status.is_server_error() {
-            return Err(OidcError::Unavailable(format!(
-                "token endpoint answered {}",
-                fetched.status
-            )));
-        }
-        if !fetched.status.is_success() {
-            let code = serde_json::from_slice::<TokenError>(&fetched.body)
-                .map(|e| e.error)
-                .unwrap_or_else(|_| format!("status {}", fetched.status));
-            return Err(OidcError::Rejected(code));
-        }
-        serde_json::from_slice(&fetched.body).map_err(|e| OidcError::InvalidResponse(e.to_string()))
-    }
-
-    async fn verify(
+    /// Verifies the ID token of a token response; a response without one is refused.
+    async fn verified(
         &self,
-        id_token: &str,
+        tokens: &TokenResponse,
         nonce: Option<&str>,
-        access_token: Option<&str>,
-    ) -> Result<IdClaims, OidcError> {
+    ) -> Result<VerifiedLogin, OidcError> {
         let discovered = self.provider().ok_or(OidcError::NotReady)?;
+        let id_token = tokens
+            .id_token()
+            .ok_or_else(|| OidcError::InvalidResponse("no id_token".to_owned()))?;
         let expect = Expect {
             client_id: &self.config.client_id,
             nonce,
-            access_token,
+            access_token: Some(tokens.access_token().secret()),
             now: now(),
             skew: self.config.clock_skew.as_secs() as i64,
             groups_claim: self.config.groups_claim.as_deref(),
             match_by_email: self.config.match_by_email,
+            typ_checked: false,
         };
-        Ok(verify::verify(
+        let claims = verify::verify_id_token(
             id_token,
             &discovered.0,
             &discovered.1,
             &self.client,
             &expect,
         )
-        .await?)
+        .await?;
+        Ok(VerifiedLogin {
+            claims,
+            refresh_token: tokens
+                .refresh_token()
+                .map(|t| Secret::new(t.secret().clone())),
+        })
     }
 
     /// Exchanges `code` for tokens and verifies the ID token against `login`.
@@ -283,55 +321,39 @@ impl Oidc {
         code: &str,
         login: &PendingLogin,
     ) -> Result<VerifiedLogin, OidcError> {
-        let mut form = vec![
-            ("grant_type", "authorization_code"),
-            ("code", code),
-            ("redirect_uri", login.redirect_uri.as_str()),
-            ("code_verifier", login.verifier.expose()),
-        ];
-        let tokens = self.token_request(&mut form).await?;
-        let id_token = tokens
-            .id_token
-            .ok_or_else(|| OidcError::InvalidResponse("no id_token".to_owned()))?;
-        let claims = self
-            .verify(
-                &id_token,
-                Some(login.nonce.as_str()),
-                tokens.access_token.as_deref(),
-            )
-            .await?;
-        Ok(VerifiedLogin {
-            claims,
-            id_token: Secret::new(id_token),
-            refresh_token: tokens.refresh_token.map(Secret::new),
-        })
+        let discovered = self.provider().ok_or(OidcError::NotReady)?;
+        let client = self.client(&discovered.0)?;
+        let redirect = RedirectUrl::new(login.redirect_uri.clone())
+            .map_err(|_| OidcError::InvalidResponse("unusable callback URL".to_owned()))?;
+        let tokens = client
+            .exchange_code(AuthorizationCode::new(code.to_owned()))
+            .set_pkce_verifier(PkceCodeVerifier::new(login.verifier.expose().to_owned()))
+            .set_redirect_uri(Cow::Owned(redirect))
+            .request_async(&self.client)
+            .await
+            .map_err(token_error)?;
+        self.verified(&tokens, Some(login.nonce.as_str())).await
     }
 
-    /// Uses a refresh token. A new ID token, when returned, must be for the same subject.
+    /// Uses a refresh token. The new ID token must be for the same subject.
     pub async fn refresh(
         &self,
         refresh_token: &Secret,
         sub: &str,
     ) -> Result<VerifiedLogin, OidcError> {
-        let mut form = vec![
-            ("grant_type", "refresh_token"),
-            ("refresh_token", refresh_token.expose()),
-        ];
-        let tokens = self.token_request(&mut form).await?;
-        let id_token = tokens.id_token.ok_or_else(|| {
-            OidcError::InvalidResponse("no id_token in refresh response".to_owned())
-        })?;
-        let claims = self
-            .verify(&id_token, None, tokens.access_token.as_deref())
-            .await?;
-        if claims.sub != sub {
+        let discovered = self.provider().ok_or(OidcError::NotReady)?;
+        let client = self.client(&discovered.0)?;
+        let refresh = RefreshToken::new(refresh_token.expose().to_owned());
+        let tokens = client
+            .exchange_refresh_token(&refresh)
+            .request_async(&self.client)
+            .await
+            .map_err(token_error)?;
+        let login = self.verified(&tokens, None).await?;
+        if login.claims.sub != sub {
             return Err(OidcError::Token(VerifyError::Claim("sub")));
         }
-        Ok(VerifiedLogin {
-            claims,
-            id_token: Secret::new(id_token),
-            refresh_token: tokens.refresh_token.map(Secret::new),
-        })
+        Ok(login)
     }
 
     /// Verifies a back-channel logout token: signed by the provider like an ID token (its
@@ -379,17 +401,29 @@ impl Oidc {
             return None;
         }
         let discovered = self.provider()?;
-        let endpoint = discovered.0.end_session_endpoint.as_ref()?;
-        let sep = if endpoint.contains('?') { '&' } else { '?' };
-        let mut url = format!(
-            "{endpoint}{sep}client_id={}",
-            urlencode(&self.config.client_id)
-        );
+        let endpoint = discovered.0.end_session_endpoint.clone()?;
+        let mut request = LogoutRequest::from(EndSessionUrl::new(endpoint).ok()?)
+            .set_client_id(ClientId::new(self.config.client_id.clone()));
         if let Some(uri) = &self.config.post_logout_redirect_uri {
-            url.push_str("&post_logout_redirect_uri=");
-            url.push_str(&urlencode(uri));
+            request =
+                request.set_post_logout_redirect_uri(PostLogoutRedirectUrl::new(uri.clone()).ok()?);
         }
-        Some(url)
+        Some(request.http_get_url().into())
+    }
+}
+
+/// The library's token-endpoint failure in the gateway's terms: the provider's refusal
+/// (`invalid_grant`, …) ends a refresh for good; an outage is retried later.
+fn token_error(
+    e: RequestTokenError<FetchError, StandardErrorResponse<CoreErrorResponseType>>,
+) -> OidcError {
+    match e {
+        RequestTokenError::ServerResponse(r) => OidcError::Rejected(r.error().as_ref().to_owned()),
+        RequestTokenError::Request(e) => OidcError::Unavailable(e.to_string()),
+        // Which field failed, and why: a provider writing a claim the library's model
+        // refuses (JumpCloud's `email_verified` as "1") is told apart from garbage.
+        RequestTokenError::Parse(e, _) => OidcError::InvalidResponse(e.inner().to_string()),
+        RequestTokenError::Other(why) => OidcError::InvalidResponse(why),
     }
 }
 
@@ -399,4 +433,36 @@ pub fn jitter(d: Duration) -> Duration {
     let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
     let factor = 0.8 + (f64::from(b[0]) / 255.0) * 0.4;
     d.mul_f64(factor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+
+    /// A claim the library's model refuses fails the whole token response, and the error
+    /// says which claim, so the admin knows what to change at the provider.
+    #[test]
+    fn an_unreadable_claim_is_named() {
+        let b64 = |v: serde_json::Value| URL_SAFE_NO_PAD.encode(v.to_string());
+        let token = format!(
+            "{}.{}.c2ln",
+            b64(serde_json::json!({"alg": "RS256", "kid": "k"})),
+            b64(serde_json::json!({
+                "iss": "https://oauth.id.jumpcloud.com/", "aud": ["c"], "sub": "s",
+                "exp": 2, "iat": 1, "email_verified": "1"
+            }))
+        );
+        let body = serde_json::json!({
+            "access_token": "a", "token_type": "bearer", "id_token": token
+        })
+        .to_string();
+        let e = serde_path_to_error::deserialize::<_, TokenResponse>(
+            &mut serde_json::Deserializer::from_str(&body),
+        )
+        .unwrap_err();
+        let message = token_error(RequestTokenError::Parse(e, body.into_bytes())).to_string();
+        assert!(message.contains("email_verified"), "{message}");
+    }
 }

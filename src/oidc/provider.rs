@@ -11,6 +11,9 @@ use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 
+use openidconnect::core::{CoreJsonWebKey, CoreJsonWebKeySet, CoreJwsSigningAlgorithm};
+use openidconnect::ProviderMetadataWithLogout;
+
 use super::http::{FetchError, IdpClient};
 
 /// Why discovery or a key fetch failed.
@@ -45,17 +48,6 @@ pub enum ProviderError {
     },
 }
 
-#[derive(Deserialize)]
-struct DiscoveryDoc {
-    issuer: String,
-    authorization_endpoint: String,
-    token_endpoint: String,
-    userinfo_endpoint: Option<String>,
-    jwks_uri: String,
-    end_session_endpoint: Option<String>,
-    id_token_signing_alg_values_supported: Option<Vec<String>>,
-}
-
 /// What discovery told us.
 #[derive(Debug, Clone)]
 pub struct Provider {
@@ -75,9 +67,34 @@ pub struct Provider {
     pub algorithms: Vec<Algorithm>,
 }
 
+impl Provider {
+    /// The accepted algorithms in the OIDC library's terms.
+    pub fn library_algorithms(&self) -> Vec<CoreJwsSigningAlgorithm> {
+        self.algorithms
+            .iter()
+            .map(|&a| library_algorithm(a))
+            .collect()
+    }
+}
+
+/// The same algorithm in the OIDC library's terms (asymmetric ones only are ever accepted).
+fn library_algorithm(a: Algorithm) -> CoreJwsSigningAlgorithm {
+    match a {
+        Algorithm::RS384 => CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha384,
+        Algorithm::RS512 => CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha512,
+        Algorithm::PS256 => CoreJwsSigningAlgorithm::RsaSsaPssSha256,
+        Algorithm::PS384 => CoreJwsSigningAlgorithm::RsaSsaPssSha384,
+        Algorithm::PS512 => CoreJwsSigningAlgorithm::RsaSsaPssSha512,
+        Algorithm::ES256 => CoreJwsSigningAlgorithm::EcdsaP256Sha256,
+        Algorithm::ES384 => CoreJwsSigningAlgorithm::EcdsaP384Sha384,
+        Algorithm::EdDSA => CoreJwsSigningAlgorithm::EdDsa,
+        _ => CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
+    }
+}
+
 /// Asymmetric algorithms only: a symmetric one would let anyone holding the client secret
 /// (or, by confusion, a public key) mint tokens.
-fn asymmetric(name: &str) -> Option<Algorithm> {
+pub(super) fn asymmetric(name: &str) -> Option<Algorithm> {
     Some(match name {
         "RS256" => Algorithm::RS256,
         "RS384" => Algorithm::RS384,
@@ -101,6 +118,13 @@ pub fn discovery_url(issuer: &str) -> String {
 }
 
 /// Fetches and checks the discovery document for `configured_issuer`.
+///
+/// The document is read by the OIDC library's own model of it (`ProviderMetadataWithLogout`:
+/// required fields, URL and algorithm types). The fetch is ours rather than the library's
+/// `discover_async` for one reason: that function insists the configured issuer is spelled
+/// exactly as the provider spells it, and admins type JumpCloud's issuer without its
+/// trailing slash. Either spelling finds the provider here; from then on tokens must carry
+/// the provider's own spelling, exactly.
 pub async fn discover(
     client: &IdpClient,
     configured_issuer: &str,
@@ -113,28 +137,45 @@ pub async fn discover(
             status: fetched.status.as_u16(),
         });
     }
-    let doc: DiscoveryDoc =
+    let doc: ProviderMetadataWithLogout =
         serde_json::from_slice(&fetched.body).map_err(|e| ProviderError::Invalid {
             url: url.clone(),
             why: e.to_string(),
         })?;
-    // Admins type JumpCloud's issuer with or without its trailing slash; either finds the
-    // provider, and from here on the provider's own spelling is the one tokens must match.
-    if doc.issuer.trim_end_matches('/') != configured_issuer.trim_end_matches('/') {
+    let issuer = doc.issuer().as_str();
+    if issuer.trim_end_matches('/') != configured_issuer.trim_end_matches('/') {
         return Err(ProviderError::IssuerMismatch {
-            found: doc.issuer,
+            found: issuer.to_owned(),
             configured: configured_issuer.to_owned(),
         });
     }
-    let secure = doc.issuer.starts_with("https://");
+    let token_endpoint = doc.token_endpoint().map(|u| u.as_str());
+    let userinfo_endpoint = doc.userinfo_endpoint().map(|u| u.as_str());
+    let end_session_endpoint = doc
+        .additional_metadata()
+        .end_session_endpoint
+        .as_ref()
+        .map(|u| u.as_str());
+    let secure = issuer.starts_with("https://");
     for (name, endpoint) in [
-        ("authorization_endpoint", Some(&doc.authorization_endpoint)),
-        ("token_endpoint", Some(&doc.token_endpoint)),
-        ("jwks_uri", Some(&doc.jwks_uri)),
-        ("userinfo_endpoint", doc.userinfo_endpoint.as_ref()),
-        ("end_session_endpoint", doc.end_session_endpoint.as_ref()),
+        (
+            "authorization_endpoint",
+            Some(doc.authorization_endpoint().as_str()),
+        ),
+        ("token_endpoint", token_endpoint),
+        ("jwks_uri", Some(doc.jwks_uri().as_str())),
+        ("userinfo_endpoint", userinfo_endpoint),
+        ("end_session_endpoint", end_session_endpoint),
     ] {
-        let Some(endpoint) = endpoint else { continue };
+        let Some(endpoint) = endpoint else {
+            if name == "token_endpoint" {
+                return Err(ProviderError::Invalid {
+                    url: url.clone(),
+                    why: "no token_endpoint".to_owned(),
+                });
+            }
+            continue;
+        };
         let ok = endpoint.parse::<http::Uri>().is_ok_and(|u| {
             u.host().is_some()
                 && (u.scheme_str() == Some("https") || (!secure && u.scheme_str() == Some("http")))
@@ -149,11 +190,11 @@ pub async fn discover(
             });
         }
     }
-    let algorithms: Vec<Algorithm> = match &doc.id_token_signing_alg_values_supported {
-        Some(names) => names.iter().filter_map(|n| asymmetric(n)).collect(),
-        // OpenID Connect requires RS256 support when the provider says nothing.
-        None => vec![Algorithm::RS256],
-    };
+    let algorithms: Vec<Algorithm> = doc
+        .id_token_signing_alg_values_supported()
+        .iter()
+        .filter_map(|a| asymmetric(serde_plain_name(a)?.as_str()))
+        .collect();
     if algorithms.is_empty() {
         return Err(ProviderError::Invalid {
             url,
@@ -161,14 +202,22 @@ pub async fn discover(
         });
     }
     Ok(Provider {
-        issuer: doc.issuer,
-        authorization_endpoint: doc.authorization_endpoint,
-        token_endpoint: doc.token_endpoint,
-        userinfo_endpoint: doc.userinfo_endpoint,
-        jwks_uri: doc.jwks_uri,
-        end_session_endpoint: doc.end_session_endpoint,
+        issuer: issuer.to_owned(),
+        authorization_endpoint: doc.authorization_endpoint().as_str().to_owned(),
+        token_endpoint: token_endpoint.unwrap_or_default().to_owned(),
+        userinfo_endpoint: userinfo_endpoint.map(str::to_owned),
+        jwks_uri: doc.jwks_uri().as_str().to_owned(),
+        end_session_endpoint: end_session_endpoint.map(str::to_owned),
         algorithms,
     })
+}
+
+/// An algorithm's registered name (`RS256`, …), as the library writes it.
+fn serde_plain_name(alg: &CoreJwsSigningAlgorithm) -> Option<String> {
+    match serde_json::to_value(alg).ok()? {
+        serde_json::Value::String(s) => Some(s),
+        _ => None,
+    }
 }
 
 #[derive(Deserialize)]
@@ -185,10 +234,21 @@ pub struct Key {
     pub alg: Option<Algorithm>,
 }
 
-/// Keys by `kid`.
-#[derive(Clone, Default)]
+/// The provider's accepted keys, in the two forms their verifiers take: by `kid` for
+/// jsonwebtoken (logout and API tokens), and as the OIDC library's key set (ID tokens).
+#[derive(Clone)]
 struct KeySet {
     by_kid: HashMap<String, Key>,
+    library: CoreJsonWebKeySet,
+}
+
+impl Default for KeySet {
+    fn default() -> KeySet {
+        KeySet {
+            by_kid: HashMap::new(),
+            library: CoreJsonWebKeySet::new(Vec::new()),
+        }
+    }
 }
 
 fn parse_jwk(v: &serde_json::Value) -> Option<(String, Key)> {
@@ -266,10 +326,31 @@ impl Jwks {
     /// were kept.
     pub fn install(&self, document: &[u8]) -> Result<usize, serde_json::Error> {
         let set: JwkSet = serde_json::from_slice(document)?;
-        let by_kid: HashMap<String, Key> = set.keys.iter().filter_map(parse_jwk).collect();
+        let mut by_kid = HashMap::new();
+        let mut library = Vec::new();
+        for jwk in &set.keys {
+            // One rule decides which keys are accepted, for both forms: a key jsonwebtoken
+            // refuses or the gateway finds too weak is not handed to the library either.
+            let Some((kid, key)) = parse_jwk(jwk) else {
+                continue;
+            };
+            let Ok(core) = serde_json::from_value::<CoreJsonWebKey>(jwk.clone()) else {
+                continue;
+            };
+            by_kid.insert(kid, key);
+            library.push(core);
+        }
         let n = by_kid.len();
-        self.keys.store(Arc::new(KeySet { by_kid }));
+        self.keys.store(Arc::new(KeySet {
+            by_kid,
+            library: CoreJsonWebKeySet::new(library),
+        }));
         Ok(n)
+    }
+
+    /// The accepted keys as the OIDC library's key set.
+    pub fn library_set(&self) -> CoreJsonWebKeySet {
+        self.keys.load().library.clone()
     }
 
     fn lookup(&self, kid: &str) -> Option<Key> {

@@ -1,13 +1,20 @@
-//! ID token verification: signature first, then every claim the flow depends on, and a lenient
-//! reading of the claims it merely uses, so a provider's quirk (JumpCloud's string
-//! `email_verified`, a one-group string where an array was expected) never fails a login.
-//!
-//! Logout tokens (OpenID Connect Back-Channel Logout 1.0) go through the same signature
-//! checks, then through their own claim rules: [`verify_logout`].
+//! Token verification. ID tokens and bearer API tokens through the OIDC library's verifier
+//! ([`verify_id_token`], [`verify_api_token`]), with the checks it leaves to the client.
+//! Back-channel logout tokens, which it has no model for, through jsonwebtoken and the rules
+//! of OpenID Connect Back-Channel Logout 1.0 here ([`verify_logout`]), with the same keys and
+//! algorithms.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use chrono::{DateTime, Utc};
 use jsonwebtoken::{Algorithm, Validation};
+use openidconnect::core::{
+    CoreGenderClaim, CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm,
+};
+use openidconnect::{
+    AccessToken, AccessTokenHash, ClaimsVerificationError, ClientId, IdTokenVerifier, IssuerUrl,
+    Nonce, SignatureVerificationError,
+};
 use serde_json::{Map, Value};
 
 use super::http::IdpClient;
@@ -89,6 +96,9 @@ pub struct Expect<'a> {
     pub groups_claim: Option<&'a str>,
     /// Whether this issuer is trusted to name directory users by verified email.
     pub match_by_email: bool,
+    /// The caller has checked the header's `typ` itself (an API token may say `at+jwt`), so
+    /// the library's ID-token types are not required.
+    pub typ_checked: bool,
 }
 
 /// The verified claims the gateway uses.
@@ -143,23 +153,11 @@ fn alg_name(a: Algorithm) -> &'static str {
 /// The header's `alg` as written, without trusting jsonwebtoken to parse it (it refuses
 /// `none`, which we want to report as an algorithm problem, not as a malformed token).
 fn raw_alg(token: &str) -> Option<String> {
-    let header = token.split('.').next()?;
-    let bytes = URL_SAFE_NO_PAD.decode(header.trim_end_matches('=')).ok()?;
-    let v: Value = serde_json::from_slice(&bytes).ok()?;
-    v.get("alg")?.as_str().map(str::to_owned)
+    raw_header(token)?.get("alg")?.as_str().map(str::to_owned)
 }
 
-/// Verifies an ID token against the provider's keys and `expect`.
-pub async fn verify(
-    token: &str,
-    provider: &Provider,
-    jwks: &Jwks,
-    client: &IdpClient,
-    expect: &Expect<'_>,
-) -> Result<IdClaims, VerifyError> {
-    let (header, claims) = decode_signed(token, provider, jwks, client).await?;
-    check_claims(&claims, provider, header.alg, expect)
-}
+/// Longest token looked at.
+const MAX_TOKEN: usize = 16 * 1024;
 
 /// Checks a token's signature the way every token from the provider is checked: compact JWS,
 /// an algorithm the provider announced (asymmetric only, never `none`), a key from its set
@@ -170,7 +168,7 @@ async fn decode_signed(
     jwks: &Jwks,
     client: &IdpClient,
 ) -> Result<(jsonwebtoken::Header, Map<String, Value>), VerifyError> {
-    if token.len() > 16 * 1024 || token.split('.').count() != 3 {
+    if token.len() > MAX_TOKEN || token.split('.').count() != 3 {
         return Err(VerifyError::Malformed);
     }
     let header = match jsonwebtoken::decode_header(token) {
@@ -213,98 +211,216 @@ async fn decode_signed(
     Ok((header, data.claims))
 }
 
-fn check_claims(
-    c: &Map<String, Value>,
+/// Claims beyond the standard ones, kept whole: the groups claim's name is configured, and
+/// JumpCloud writes it as a string for one group and an array for more; `sid`, `nbf` and
+/// `username` arrive here too.
+#[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize)]
+pub struct OtherClaims {
+    /// Every claim the library's ID-token model does not name.
+    #[serde(flatten)]
+    pub claims: Map<String, Value>,
+}
+
+impl openidconnect::AdditionalClaims for OtherClaims {}
+
+/// An ID token as the OIDC library parses it from a token response.
+pub type IdToken = openidconnect::IdToken<
+    OtherClaims,
+    CoreGenderClaim,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJwsSigningAlgorithm,
+>;
+
+/// The message the `iat` check returns, so its refusal is told apart from an expiry.
+const ISSUED_IN_FUTURE: &str = "issued in the future";
+
+/// Verifies a bearer API token: a JWT from a configured issuer, read and checked as an ID
+/// token of that issuer would be ([`verify_id_token`]), with the configured audience in place
+/// of a client id and no nonce. The caller refuses ID tokens in disguise (a `nonce`, a `typ`
+/// other than an access token's) before.
+pub async fn verify_api_token(
+    token: &str,
     provider: &Provider,
-    alg: Algorithm,
+    jwks: &Jwks,
+    client: &IdpClient,
     expect: &Expect<'_>,
 ) -> Result<IdClaims, VerifyError> {
-    let str_claim = |k: &str| c.get(k).and_then(Value::as_str);
-    let int_claim = |k: &str| {
-        c.get(k)
-            .and_then(|v| v.as_i64().or_else(|| v.as_f64().map(|f| f as i64)))
-    };
+    if token.len() > MAX_TOKEN {
+        return Err(VerifyError::Malformed);
+    }
+    let token: IdToken = token.parse().map_err(|_| VerifyError::Malformed)?;
+    verify_id_token(&token, provider, jwks, client, expect).await
+}
 
-    if str_claim("iss") != Some(provider.issuer.as_str()) {
-        return Err(VerifyError::Issuer);
+/// Verifies an ID token with the OIDC library's verifier: signature by a key from the
+/// provider's set and an algorithm it announced (never `none`, never symmetric: the verifier
+/// is a public client's), `iss` exactly the provider's, `aud` containing our client id and no
+/// audience we do not trust, `exp` and `iat` within the clock skew, and the nonce.
+///
+/// Ours, before it: the size limit, and selecting the key by `kid`, so that an unknown key
+/// re-fetches the provider's set (rate-limited) instead of failing. Ours, after it, because
+/// the library leaves them to the client: `azp` (the library defers it), `nbf` (not an ID
+/// token claim in the library's model), `at_hash` against the access token, an expiry beyond
+/// any real lifetime, and a non-empty `sub`.
+pub async fn verify_id_token(
+    token: &IdToken,
+    provider: &Provider,
+    jwks: &Jwks,
+    client: &IdpClient,
+    expect: &Expect<'_>,
+) -> Result<IdClaims, VerifyError> {
+    let raw = token.to_string();
+    if raw.len() > MAX_TOKEN {
+        return Err(VerifyError::Malformed);
     }
-    let audiences: Vec<&str> = match c.get("aud") {
-        Some(Value::String(s)) => vec![s.as_str()],
-        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
-        _ => return Err(VerifyError::Audience),
+    let header = raw_header(&raw).ok_or(VerifyError::Malformed)?;
+    let alg_name = header
+        .get("alg")
+        .and_then(Value::as_str)
+        .ok_or(VerifyError::Malformed)?;
+    let alg = super::provider::asymmetric(alg_name)
+        .filter(|a| provider.algorithms.contains(a))
+        .ok_or_else(|| VerifyError::Algorithm(alg_name.chars().take(16).collect()))?;
+    // Only `kid` selects a key, and only from the provider's published set: `jku`, `x5u`
+    // and embedded `jwk` headers are attacker-controlled and ignored.
+    let kid = header.get("kid").and_then(Value::as_str).unwrap_or("");
+    let key = jwks
+        .key(client, kid)
+        .await
+        .ok_or_else(|| VerifyError::UnknownKey(kid.to_owned()))?;
+    if key.alg.is_some_and(|a| a != alg) {
+        return Err(VerifyError::Algorithm(alg_name.to_owned()));
+    }
+    let (now, skew) = (expect.now, expect.skew);
+    let issuer = IssuerUrl::new(provider.issuer.clone()).map_err(|_| VerifyError::Issuer)?;
+    let mut verifier = IdTokenVerifier::new_public_client(
+        ClientId::new(expect.client_id.to_owned()),
+        issuer,
+        jwks.library_set(),
+    )
+    .set_allowed_algs(provider.library_algorithms())
+    // The library's expiry test is `now >= exp`; shifting its clock back by the skew is
+    // how a skew is given to it.
+    .set_time_fn(move || timestamp(now.saturating_sub(skew)))
+    .set_issue_time_verifier_fn(move |iat| {
+        if iat.timestamp() > now.saturating_add(skew) {
+            Err(ISSUED_IN_FUTURE.to_owned())
+        } else {
+            Ok(())
+        }
+    });
+    if expect.typ_checked {
+        verifier = verifier.allow_all_jose_types();
+    }
+    let verified = match expect.nonce {
+        Some(nonce) => token.claims(&verifier, &Nonce::new(nonce.to_owned())),
+        // A refreshed token answers no sign-in of ours: no nonce to compare.
+        None => token.claims(&verifier, |_: Option<&Nonce>| Ok(())),
     };
-    if !audiences.contains(&expect.client_id) {
-        return Err(VerifyError::Audience);
-    }
-    match str_claim("azp") {
-        Some(azp) if azp != expect.client_id => return Err(VerifyError::AuthorizedParty),
+    let c = verified.map_err(|e| library_error(e, alg_name))?;
+
+    let audiences = c.audiences();
+    match c.authorized_party() {
+        Some(azp) if azp.as_str() != expect.client_id => return Err(VerifyError::AuthorizedParty),
         None if audiences.len() > 1 => return Err(VerifyError::AuthorizedParty),
         _ => {}
     }
-    let exp = int_claim("exp").ok_or(VerifyError::Claim("exp"))?;
-    if expect.now > exp.saturating_add(expect.skew) {
-        return Err(VerifyError::Expired);
-    }
+    let exp = c.expiration().timestamp();
     // An expiry beyond any real token lifetime is a forgery or a provider bug, not a grant.
-    if exp.saturating_sub(expect.now) > 400 * 24 * 3600 {
+    if exp.saturating_sub(now) > 400 * 24 * 3600 {
         return Err(VerifyError::Claim("exp"));
     }
-    let iat = int_claim("iat").ok_or(VerifyError::Claim("iat"))?;
-    if iat > expect.now.saturating_add(expect.skew) {
-        return Err(VerifyError::IssuedInFuture);
-    }
-    check_not_before(c, expect.now, expect.skew)?;
-    if let Some(nonce) = expect.nonce {
-        let got = str_claim("nonce").ok_or(VerifyError::Nonce)?;
-        if !bool::from(subtle::ConstantTimeEq::ct_eq(
-            got.as_bytes(),
-            nonce.as_bytes(),
-        )) {
-            return Err(VerifyError::Nonce);
-        }
-    }
-    if let (Some(at_hash), Some(access_token)) = (str_claim("at_hash"), expect.access_token) {
-        let algorithm = match alg {
-            Algorithm::RS384 | Algorithm::PS384 | Algorithm::ES384 => &ring::digest::SHA384,
-            Algorithm::RS512 | Algorithm::PS512 | Algorithm::EdDSA => &ring::digest::SHA512,
-            _ => &ring::digest::SHA256,
-        };
-        let digest = ring::digest::digest(algorithm, access_token.as_bytes());
-        let half = &digest.as_ref()[..digest.as_ref().len() / 2];
-        if URL_SAFE_NO_PAD.encode(half) != at_hash.trim_end_matches('=') {
+    let other = &c.additional_claims().claims;
+    check_not_before(other, now, skew)?;
+    if let (Some(at_hash), Some(access_token)) = (c.access_token_hash(), expect.access_token) {
+        let signing_key = token
+            .signing_key(&verifier)
+            .map_err(|_| VerifyError::UnknownKey(kid.to_owned()))?;
+        let signing_alg = token.signing_alg().map_err(|_| VerifyError::Malformed)?;
+        let want = AccessTokenHash::from_token(
+            &AccessToken::new(access_token.to_owned()),
+            signing_alg,
+            signing_key,
+        )
+        .map_err(|_| VerifyError::AtHash)?;
+        if want.as_str() != at_hash.as_str().trim_end_matches('=') {
             return Err(VerifyError::AtHash);
         }
     }
-    let sub = str_claim("sub")
-        .filter(|s| !s.is_empty())
-        .ok_or(VerifyError::Claim("sub"))?;
-    let email_verified = c.get("email_verified").and_then(lenient_bool);
+    let sub = c.subject().as_str();
+    if sub.is_empty() {
+        return Err(VerifyError::Claim("sub"));
+    }
+    let str_claim = |k: &str| other.get(k).and_then(Value::as_str);
+    let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+    let email_verified = c.email_verified();
     Ok(IdClaims {
         email_matches: expect.match_by_email && email_verified == Some(true),
         sub: sub.to_owned(),
         exp,
-        iat,
-        auth_time: int_claim("auth_time"),
-        email: str_claim("email")
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned),
+        iat: c.issue_time().timestamp(),
+        auth_time: c.auth_time().map(|t| t.timestamp()),
+        email: c.email().and_then(|e| non_empty(e.as_str())),
         email_verified,
-        username: str_claim("preferred_username")
+        username: c
+            .preferred_username()
+            .map(|u| u.as_str())
             .or_else(|| str_claim("username"))
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned),
-        name: str_claim("name")
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned),
+            .and_then(non_empty),
+        name: c
+            .name()
+            .and_then(|n| n.get(None))
+            .and_then(|n| non_empty(n.as_str())),
         groups: expect
             .groups_claim
-            .and_then(|k| c.get(k))
+            .and_then(|k| other.get(k))
             .map(string_or_array)
             .unwrap_or_default(),
         sid: str_claim("sid").map(str::to_owned),
-        amr: c.get("amr").map(string_or_array).unwrap_or_default(),
-        acr: str_claim("acr").map(str::to_owned),
+        amr: c
+            .auth_method_refs()
+            .map(|v| v.iter().map(|a| a.as_str().to_owned()).collect())
+            .unwrap_or_default(),
+        acr: c.auth_context_ref().map(|a| a.as_str().to_owned()),
     })
+}
+
+/// The library's refusal as the check that failed.
+fn library_error(e: ClaimsVerificationError, alg: &str) -> VerifyError {
+    match e {
+        ClaimsVerificationError::InvalidIssuer(_) => VerifyError::Issuer,
+        ClaimsVerificationError::InvalidAudience(_) => VerifyError::Audience,
+        ClaimsVerificationError::Expired(why) if why == ISSUED_IN_FUTURE => {
+            VerifyError::IssuedInFuture
+        }
+        ClaimsVerificationError::Expired(_) => VerifyError::Expired,
+        ClaimsVerificationError::InvalidNonce(_) => VerifyError::Nonce,
+        ClaimsVerificationError::InvalidSubject(_) => VerifyError::Claim("sub"),
+        ClaimsVerificationError::InvalidAuthTime(_) => VerifyError::Claim("auth_time"),
+        ClaimsVerificationError::InvalidAuthContext(_) => VerifyError::Claim("acr"),
+        ClaimsVerificationError::SignatureVerification(s) => match s {
+            SignatureVerificationError::DisallowedAlg(_)
+            | SignatureVerificationError::UnsupportedAlg(_)
+            | SignatureVerificationError::NoSignature => VerifyError::Algorithm(alg.to_owned()),
+            SignatureVerificationError::NoMatchingKey
+            | SignatureVerificationError::AmbiguousKeyId(_)
+            | SignatureVerificationError::InvalidKey(_) => VerifyError::UnknownKey(String::new()),
+            _ => VerifyError::Signature,
+        },
+        ClaimsVerificationError::Unsupported(_) => VerifyError::Malformed,
+        _ => VerifyError::Malformed,
+    }
+}
+
+fn timestamp(secs: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(secs, 0).unwrap_or_default()
+}
+
+/// The header of a compact JWS as JSON, read without trusting any library to accept it.
+fn raw_header(token: &str) -> Option<Map<String, Value>> {
+    let header = token.split('.').next()?;
+    let bytes = URL_SAFE_NO_PAD.decode(header.trim_end_matches('=')).ok()?;
+    serde_json::from_slice(&bytes).ok()
 }
 
 /// RFC 7519 §4.1.5: a token must not be accepted before its `nbf`. The claim is optional;
@@ -321,17 +437,6 @@ fn check_not_before(c: &Map<String, Value>, now: i64, skew: i64) -> Result<(), V
         return Err(VerifyError::NotYetValid);
     }
     Ok(())
-}
-
-/// `true`, `"true"`, `"1"` (any case) → true; `false`, `"false"`, `"0"` → false; else unknown.
-pub fn lenient_bool(v: &Value) -> Option<bool> {
-    match v {
-        Value::Bool(b) => Some(*b),
-        Value::String(s) if s.eq_ignore_ascii_case("true") || s == "1" => Some(true),
-        Value::String(s) if s.eq_ignore_ascii_case("false") || s == "0" => Some(false),
-        Value::Number(n) => n.as_i64().map(|n| n != 0),
-        _ => None,
-    }
 }
 
 /// One string, or an array of strings (other elements ignored).
@@ -506,6 +611,7 @@ mod tests {
             skew: 120,
             groups_claim: Some("memberOf"),
             match_by_email: true,
+            typ_checked: false,
         }
     }
 
@@ -523,92 +629,6 @@ mod tests {
             }
         }
         base.as_object().unwrap().clone()
-    }
-
-    fn check(extra: Value) -> Result<IdClaims, VerifyError> {
-        check_claims(&claims(extra), &provider(), Algorithm::RS256, &expect())
-    }
-
-    #[test]
-    fn jumpcloud_quirks_accepted() {
-        let c = check(json!({})).unwrap();
-        assert_eq!(c.email_verified, Some(true));
-        assert_eq!(c.groups, vec!["Admins"]);
-        let c = check(json!({"memberOf": ["A", "B"], "email_verified": "1"})).unwrap();
-        assert_eq!(c.groups, vec!["A", "B"]);
-        assert_eq!(c.email_verified, Some(true));
-        let c = check(json!({"email_verified": {"odd": 1}, "memberOf": 7})).unwrap();
-        assert_eq!(c.email_verified, None);
-        assert!(c.groups.is_empty());
-    }
-
-    /// An email names a directory user only when it is verified (JumpCloud's string
-    /// `"true"` included) and the issuer is trusted to match by email.
-    #[test]
-    fn email_matches_only_when_verified_and_trusted() {
-        let cases = [
-            (json!({"email_verified": "true"}), true, true),
-            (json!({"email_verified": true}), true, true),
-            (json!({"email_verified": "false"}), true, false),
-            (json!({"email_verified": false}), true, false),
-            (json!({"email_verified": null}), true, false),
-            (json!({"email_verified": "yes please"}), true, false),
-            (json!({"email_verified": "true"}), false, false),
-        ];
-        for (extra, trusted, want) in cases {
-            let mut e = expect();
-            e.match_by_email = trusted;
-            let c =
-                check_claims(&claims(extra.clone()), &provider(), Algorithm::RS256, &e).unwrap();
-            assert_eq!(c.email_matches, want, "{extra} trusted={trusted}");
-        }
-    }
-
-    #[test]
-    fn each_claim_check() {
-        assert_eq!(
-            check(json!({"iss": "https://oauth.id.jumpcloud.com"})),
-            Err(VerifyError::Issuer)
-        );
-        assert_eq!(check(json!({"aud": ["other"]})), Err(VerifyError::Audience));
-        assert_eq!(check(json!({"aud": "client"})).map(|_| ()), Ok(()));
-        assert_eq!(
-            check(json!({"aud": ["client", "other"]})),
-            Err(VerifyError::AuthorizedParty)
-        );
-        assert_eq!(
-            check(json!({"aud": ["client", "other"], "azp": "client"})).map(|_| ()),
-            Ok(())
-        );
-        assert_eq!(
-            check(json!({"azp": "other"})),
-            Err(VerifyError::AuthorizedParty)
-        );
-        assert_eq!(check(json!({"exp": 999_000})), Err(VerifyError::Expired));
-        assert_eq!(
-            check(json!({"exp": 999_900})).map(|_| ()),
-            Ok(()),
-            "within skew"
-        );
-        assert_eq!(
-            check(json!({"iat": 1_000_500})),
-            Err(VerifyError::IssuedInFuture)
-        );
-        assert_eq!(
-            check(json!({"nbf": 1_000_500})),
-            Err(VerifyError::NotYetValid)
-        );
-        assert_eq!(
-            check(json!({"nbf": 1_000_100})).map(|_| ()),
-            Ok(()),
-            "nbf within skew"
-        );
-        assert_eq!(check(json!({"nbf": 999_000})).map(|_| ()), Ok(()));
-        assert_eq!(check(json!({"nbf": "0"})), Err(VerifyError::Claim("nbf")));
-        assert_eq!(check(json!({"nonce": "other"})), Err(VerifyError::Nonce));
-        assert_eq!(check(json!({"nonce": null})), Err(VerifyError::Nonce));
-        assert_eq!(check(json!({"sub": ""})), Err(VerifyError::Claim("sub")));
-        assert_eq!(check(json!({"exp": null})), Err(VerifyError::Claim("exp")));
     }
 
     fn logout(extra: Value) -> Result<LogoutClaims, VerifyError> {
@@ -716,28 +736,216 @@ mod tests {
         }
     }
 
-    #[test]
-    fn at_hash() {
-        let token = "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y";
-        let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+    /// A provider publishing one ES256 key, and tokens signed with it.
+    struct Signer {
+        provider: Provider,
+        jwks: Jwks,
+        client: IdpClient,
+        key: jsonwebtoken::EncodingKey,
+    }
+
+    fn signer() -> Signer {
+        let rng = ring::rand::SystemRandom::new();
+        let alg = &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING;
+        let pkcs8 = ring::signature::EcdsaKeyPair::generate_pkcs8(alg, &rng).unwrap();
+        let pair = ring::signature::EcdsaKeyPair::from_pkcs8(alg, pkcs8.as_ref(), &rng).unwrap();
+        let point = ring::signature::KeyPair::public_key(&pair)
+            .as_ref()
+            .to_vec();
+        let jwks = Jwks::new(
+            "http://127.0.0.1:9/jwks".into(),
+            std::time::Duration::from_secs(3600),
+        );
+        let set = json!({"keys": [{
+            "kty": "EC", "crv": "P-256", "kid": "k1", "use": "sig", "alg": "ES256",
+            "x": URL_SAFE_NO_PAD.encode(&point[1..33]), "y": URL_SAFE_NO_PAD.encode(&point[33..65]),
+        }]});
+        assert_eq!(jwks.install(set.to_string().as_bytes()).unwrap(), 1);
+        let mut provider = provider();
+        provider.algorithms = vec![Algorithm::ES256];
+        Signer {
+            provider,
+            jwks,
+            client: IdpClient::new(None, std::time::Duration::from_secs(1)).unwrap(),
+            key: jsonwebtoken::EncodingKey::from_ec_der(pkcs8.as_ref()),
+        }
+    }
+
+    impl Signer {
+        fn token(&self, extra: Value) -> String {
+            self.typed(extra, None)
+        }
+
+        fn typed(&self, extra: Value, typ: Option<&str>) -> String {
+            let mut header = jsonwebtoken::Header::new(Algorithm::ES256);
+            header.kid = Some("k1".into());
+            header.typ = typ.map(str::to_owned);
+            jsonwebtoken::encode(&header, &claims(extra), &self.key).unwrap()
+        }
+
+        async fn verify(&self, extra: Value, expect: &Expect<'_>) -> Result<IdClaims, VerifyError> {
+            let token: IdToken = self
+                .token(extra)
+                .parse()
+                .map_err(|_| VerifyError::Malformed)?;
+            verify_id_token(&token, &self.provider, &self.jwks, &self.client, expect).await
+        }
+    }
+
+    /// The library's verifier with the rules around it: each check refuses what it must, the
+    /// skew is granted both ways, and JumpCloud's claims read as the gateway expects.
+    #[tokio::test]
+    async fn id_token_checks() {
+        let s = signer();
+        let e = expect();
+        let c = s.verify(json!({}), &e).await.unwrap();
+        assert_eq!(c.sub, "615c83ca");
+        assert_eq!(c.email_verified, Some(true), "the string \"true\"");
+        assert_eq!(c.groups, vec!["Admins"], "one group as a string");
+        assert!(c.email_matches);
+        let c = s
+            .verify(
+                json!({"memberOf": ["A", "B"], "email_verified": true, "aud": "client"}),
+                &e,
+            )
+            .await
+            .unwrap();
+        assert_eq!(c.groups, vec!["A", "B"]);
+        let table = [
+            (
+                json!({"iss": "https://oauth.id.jumpcloud.com"}),
+                VerifyError::Issuer,
+            ),
+            (json!({"aud": ["other"]}), VerifyError::Audience),
+            (json!({"aud": ["client", "other"]}), VerifyError::Audience),
+            (
+                json!({"aud": ["client", "other"], "azp": "client"}),
+                VerifyError::Audience,
+            ),
+            (json!({"azp": "other"}), VerifyError::AuthorizedParty),
+            (json!({"exp": 999_000}), VerifyError::Expired),
+            (
+                json!({"exp": 1_000_000 + 401 * 24 * 3600}),
+                VerifyError::Claim("exp"),
+            ),
+            (json!({"iat": 1_000_500}), VerifyError::IssuedInFuture),
+            (json!({"nbf": 1_000_500}), VerifyError::NotYetValid),
+            (json!({"nbf": "0"}), VerifyError::Claim("nbf")),
+            (json!({"nonce": "other"}), VerifyError::Nonce),
+            (json!({"nonce": null}), VerifyError::Nonce),
+            (json!({"sub": ""}), VerifyError::Claim("sub")),
+        ];
+        for (extra, want) in table {
+            let got = s.verify(extra.clone(), &e).await;
+            assert_eq!(got.map(|_| ()), Err(want), "{extra}");
+        }
+        for ok in [
+            json!({"exp": 999_900}),
+            json!({"iat": 1_000_100}),
+            json!({"nbf": 1_000_100}),
+        ] {
+            assert!(
+                s.verify(ok.clone(), &e).await.is_ok(),
+                "within the skew: {ok}"
+            );
+        }
+        let mut refresh = expect();
+        refresh.nonce = None;
+        assert!(
+            s.verify(json!({"nonce": null}), &refresh).await.is_ok(),
+            "a refresh has no nonce"
+        );
+    }
+
+    /// An email names a directory user only when it is verified (JumpCloud's string
+    /// `"true"` included) and the issuer is trusted to match by email. A claim the library
+    /// cannot read as its standard type refuses the whole token.
+    #[tokio::test]
+    async fn email_matches_only_when_verified_and_trusted() {
+        let s = signer();
+        let cases = [
+            (json!({"email_verified": "true"}), true, true),
+            (json!({"email_verified": true}), true, true),
+            (json!({"email_verified": "false"}), true, false),
+            (json!({"email_verified": false}), true, false),
+            (json!({"email_verified": null}), true, false),
+            (json!({"email_verified": "true"}), false, false),
+        ];
+        for (extra, trusted, want) in cases {
+            let mut e = expect();
+            e.match_by_email = trusted;
+            let c = s.verify(extra.clone(), &e).await.unwrap();
+            assert_eq!(c.email_matches, want, "{extra} trusted={trusted}");
+        }
+        for unreadable in [
+            json!({"email_verified": "1"}),
+            json!({"email_verified": {"odd": 1}}),
+        ] {
+            let got = s.verify(unreadable.clone(), &expect()).await;
+            assert_eq!(got.map(|_| ()), Err(VerifyError::Malformed), "{unreadable}");
+        }
+    }
+
+    /// An API token may be typed as an access token once its caller has checked the type;
+    /// an ID-token verification never takes one.
+    #[tokio::test]
+    async fn token_types() {
+        let s = signer();
+        let mut api = expect();
+        api.nonce = None;
+        api.typ_checked = true;
+        let at = s.typed(json!({"nonce": null}), Some("at+jwt"));
+        let verify = |e: Expect<'static>| {
+            let at = at.clone();
+            let s = &s;
+            async move { verify_api_token(&at, &s.provider, &s.jwks, &s.client, &e).await }
+        };
+        assert!(verify(api).await.is_ok());
+        let mut id = expect();
+        id.nonce = None;
+        assert_eq!(verify(id).await.map(|_| ()), Err(VerifyError::Malformed));
+        let jwt = s.typed(json!({}), Some("JWT"));
+        let token: IdToken = jwt.parse().unwrap();
+        assert!(
+            verify_id_token(&token, &s.provider, &s.jwks, &s.client, &expect())
+                .await
+                .is_ok()
+        );
+    }
+
+    #[tokio::test]
+    async fn id_token_at_hash_and_signature() {
+        let s = signer();
+        let access = "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y";
+        let digest = ring::digest::digest(&ring::digest::SHA256, access.as_bytes());
         let good = URL_SAFE_NO_PAD.encode(&digest.as_ref()[..16]);
         let mut e = expect();
-        e.access_token = Some(token);
-        assert!(check_claims(
-            &claims(json!({"at_hash": good})),
-            &provider(),
-            Algorithm::RS256,
-            &e
-        )
-        .is_ok());
+        e.access_token = Some(access);
+        assert!(s.verify(json!({"at_hash": good}), &e).await.is_ok());
         assert_eq!(
-            check_claims(
-                &claims(json!({"at_hash": "AAAA"})),
-                &provider(),
-                Algorithm::RS256,
-                &e
-            ),
+            s.verify(json!({"at_hash": "AAAA"}), &e).await.map(|_| ()),
             Err(VerifyError::AtHash)
         );
+        // One changed byte of the payload, signature kept.
+        let token = s.token(json!({}));
+        let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+        let mut payload: Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(&parts[1]).unwrap()).unwrap();
+        payload["sub"] = "someone-else".into();
+        parts[1] = URL_SAFE_NO_PAD.encode(payload.to_string());
+        let forged: IdToken = parts.join(".").parse().unwrap();
+        let got = verify_id_token(&forged, &s.provider, &s.jwks, &s.client, &expect()).await;
+        assert_eq!(got.map(|_| ()), Err(VerifyError::Signature));
+        // `alg: none`, and HS256 keyed with anything: refused before any key is used.
+        for alg in ["none", "HS256"] {
+            parts[0] = URL_SAFE_NO_PAD.encode(json!({"alg": alg, "kid": "k1"}).to_string());
+            let forged: IdToken = parts.join(".").parse().unwrap();
+            let got = verify_id_token(&forged, &s.provider, &s.jwks, &s.client, &expect()).await;
+            assert_eq!(
+                got.map(|_| ()),
+                Err(VerifyError::Algorithm(alg.into())),
+                "{alg}"
+            );
+        }
     }
 }

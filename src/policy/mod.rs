@@ -296,7 +296,6 @@ mod tests {
         };
         let login = crate::oidc::VerifiedLogin {
             claims,
-            id_token: crate::secret::Secret::new("t".into()),
             refresh_token: None,
         };
         futures_util::FutureExt::now_or_never(sessions.create(Arc::from("site"), login))

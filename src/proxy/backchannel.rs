@@ -304,6 +304,8 @@ mod tests {
                 "authorization_endpoint": format!("{base}/auth"),
                 "token_endpoint": format!("{base}/token"),
                 "jwks_uri": format!("{base}/jwks"),
+                "response_types_supported": ["code"],
+                "subject_types_supported": ["public"],
                 "id_token_signing_alg_values_supported": ["ES256", "HS256"],
             })
             .to_string();
@@ -391,7 +393,6 @@ mod tests {
         };
         let login = VerifiedLogin {
             claims,
-            id_token: Secret::new("id-token".into()),
             refresh_token: None,
         };
         let (_, set) = sessions.create(Arc::from("a.test"), login).await.unwrap();

@@ -61,10 +61,10 @@ pub struct IdentityValues {
     pub groups: Option<HeaderValue>,
 }
 
-/// Provider tokens kept for logout and refresh; never sent to clients or upstreams.
+/// The provider's refresh token and when the ID token expires; never sent to clients or
+/// upstreams. The ID token itself is not kept: logout names the client, not the token.
 #[derive(Debug)]
 struct Tokens {
-    id_token: Secret,
     refresh_token: Option<Secret>,
     id_token_exp: i64,
 }
@@ -135,13 +135,12 @@ impl Session {
 
     /// The session as stored in a shared store.
     pub fn record(&self) -> SessionRecord {
-        let (id_token, refresh_token, id_token_exp) = match self.tokens.lock() {
+        let (refresh_token, id_token_exp) = match self.tokens.lock() {
             Ok(t) => (
-                t.id_token.expose().to_owned(),
                 t.refresh_token.as_ref().map(|r| r.expose().to_owned()),
                 t.id_token_exp,
             ),
-            Err(_) => (String::new(), None, 0),
+            Err(_) => (None, 0),
         };
         SessionRecord {
             site: self.site.to_string(),
@@ -153,18 +152,12 @@ impl Session {
             auth_time: self.auth_time,
             created: self.created,
             expires: self.expires,
-            id_token,
             refresh_token,
             id_token_exp,
             step_up_time: self.step_up_time.load(Ordering::Acquire),
             sid: self.sid.clone(),
             email_matches: self.identity.email_matches,
         }
-    }
-
-    /// The ID token, for `id_token_hint` at logout.
-    pub fn id_token(&self) -> Option<Secret> {
-        self.tokens.lock().ok().map(|t| t.id_token.clone())
     }
 
     /// The refresh token when the ID token expires within `margin` and no refresh is running;
@@ -341,7 +334,6 @@ impl Sessions {
             expires: r.expires,
             sid: r.sid,
             tokens: Mutex::new(Tokens {
-                id_token: Secret::new(r.id_token),
                 refresh_token: r.refresh_token.map(Secret::new),
                 id_token_exp: r.id_token_exp,
             }),
@@ -368,7 +360,6 @@ impl Sessions {
             auth_time: c.auth_time,
             created: now,
             expires: c.exp,
-            id_token: String::new(),
             refresh_token: None,
             id_token_exp: c.exp,
             step_up_time: 0,
@@ -402,7 +393,6 @@ impl Sessions {
             auth_time: c.auth_time,
             created: now,
             expires: now + self.lifetime.as_secs() as i64,
-            id_token: login.id_token.expose().to_owned(),
             refresh_token: login.refresh_token.map(|t| t.expose().to_owned()),
             id_token_exp: c.exp,
             step_up_time: 0,
@@ -680,7 +670,6 @@ impl Sessions {
         record.username = c.username.or(record.username);
         record.name = c.name.or(record.name);
         record.groups = c.groups;
-        record.id_token = login.id_token.expose().to_owned();
         if let Some(r) = login.refresh_token {
             record.refresh_token = Some(r.expose().to_owned());
         }
@@ -873,7 +862,6 @@ mod tests {
                 amr: vec![],
                 acr: None,
             },
-            id_token: Secret::new("id".into()),
             refresh_token: Some(Secret::new("refresh".into())),
         }
     }
@@ -895,7 +883,6 @@ mod tests {
             auth_time: None,
             created: now - 100,
             expires,
-            id_token: String::new(),
             refresh_token: Some("r".into()),
             id_token_exp: now,
             step_up_time: 0,

@@ -74,8 +74,6 @@ pub struct SessionRecord {
     pub created: i64,
     /// Absolute end.
     pub expires: i64,
-    /// ID token (for logout).
-    pub id_token: String,
     /// Refresh token.
     pub refresh_token: Option<String>,
     /// ID token expiry.
@@ -990,7 +988,6 @@ mod tests {
             auth_time: None,
             created: now,
             expires: now + 600,
-            id_token: String::new(),
             refresh_token: None,
             id_token_exp: now + 600,
             step_up_time: 0,
