@@ -48,13 +48,13 @@ async fn deep_link_sign_in_returns_signed_in_with_identity() {
         .expect("session cookie")
         .clone();
     assert_eq!(value.len(), 87);
-    assert_eq!(
-        attrs
-            .split("; ")
-            .filter(|a| !a.starts_with("Max-Age"))
-            .collect::<Vec<_>>(),
-        vec!["Path=/", "Secure", "HttpOnly", "SameSite=Lax"]
-    );
+    // The attributes, in whatever order they are written.
+    let mut attrs: Vec<&str> = attrs
+        .split("; ")
+        .filter(|a| !a.starts_with("Max-Age"))
+        .collect();
+    attrs.sort_unstable();
+    assert_eq!(attrs, vec!["HttpOnly", "Path=/", "SameSite=Lax", "Secure"]);
     let info = b.get("/.jumpgate/userinfo").await;
     assert_eq!(info.json()["sub"], env.alice.as_str());
     assert!(

@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use cookie::prefix::{Host, Prefix};
+use cookie::time::Duration;
+use cookie::{Cookie, SameSite};
 use http::header::{self, HeaderMap, HeaderValue};
 use ring::hmac;
 
@@ -154,39 +157,55 @@ impl CookieKey {
     }
 }
 
-/// Every value of cookie `name` in the request, in order; oversized values are skipped.
+/// Every cookie `name` in the request, in order; oversized values are skipped. Read its
+/// value with [`Cookie::value_trimmed`].
 ///
-/// The header is split as bytes: another cookie in the same header may carry UTF-8 or other
-/// non-ASCII bytes (browsers send what a site or a sibling domain set), and that must not
-/// hide the gateway's cookies beside it.
-pub fn values<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+/// The header is split here, as bytes, and only pairs named `name` are handed to the
+/// `cookie` crate: its splitter takes a `&str`, but another cookie in the same header may
+/// carry UTF-8 or other non-ASCII bytes (browsers send what a site or a sibling domain set),
+/// and that must neither hide the gateway's cookies beside it nor cost a parse per cookie.
+pub fn values<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = Cookie<'a>> + 'a {
     headers
         .get_all(header::COOKIE)
         .iter()
         .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
         .filter_map(move |pair| {
             let eq = pair.iter().position(|&b| b == b'=')?;
-            let (k, v) = (&pair[..eq], &pair[eq + 1..]);
-            if k.trim_ascii() != name.as_bytes() {
+            if pair[..eq].trim_ascii() != name.as_bytes() {
                 return None;
             }
-            let v = std::str::from_utf8(v.trim_ascii()).ok()?.trim_matches('"');
-            (v.len() <= MAX_COOKIE_VALUE).then_some(v)
+            let cookie = Cookie::parse(std::str::from_utf8(pair).ok()?).ok()?;
+            (cookie.value_trimmed().len() <= MAX_COOKIE_VALUE).then_some(cookie)
         })
 }
 
-/// `Set-Cookie` for `name=value` with the attributes every gateway cookie has.
+/// `Set-Cookie` for `name=value` with the attributes every gateway cookie has: `HttpOnly`,
+/// `SameSite=Lax`, `Max-Age`, and what the `__Host-` prefix demands (`Secure`, `Path=/`,
+/// no `Domain`), so a sibling subdomain can neither read, plant nor overwrite it.
 pub fn set(name: &str, value: &str, max_age_secs: u64) -> HeaderValue {
-    let s =
-        format!("{name}={value}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age={max_age_secs}");
-    HeaderValue::from_str(&s).unwrap_or_else(|_| {
-        HeaderValue::from_static("__Host-jumpgate-invalid=; Path=/; Secure; Max-Age=0")
-    })
+    let cookie = Cookie::build((name, value))
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .max_age(Duration::seconds(max_age_secs.min(i64::MAX as u64) as i64))
+        .build();
+    header_value(<Host as Prefix>::conform(cookie))
 }
 
-/// `Set-Cookie` that deletes `name`.
+/// `Set-Cookie` that deletes `name`: empty, `Max-Age=0` and an `Expires` in the past, with
+/// the same prefix attributes, or browsers would refuse the deletion itself.
 pub fn clear(name: &str) -> HeaderValue {
-    set(name, "", 0)
+    let mut cookie = Cookie::build((name, ""))
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .build();
+    cookie.make_removal();
+    header_value(<Host as Prefix>::conform(cookie))
+}
+
+fn header_value(cookie: Cookie<'_>) -> HeaderValue {
+    HeaderValue::from_str(&cookie.to_string()).unwrap_or_else(|_| {
+        HeaderValue::from_static("__Host-jumpgate-invalid=; Path=/; Secure; Max-Age=0")
+    })
 }
 
 #[cfg(test)]
@@ -225,7 +244,7 @@ mod tests {
             header::COOKIE,
             HeaderValue::from_static("__Host-jumpgate=second"),
         );
-        let v: Vec<_> = values(&h, SESSION).collect();
+        let v: Vec<_> = read(&h);
         assert_eq!(v, vec!["xyz", "second"]);
         let big = format!(
             "__Host-jumpgate={}; other={}; __Host-jumpgate=ok",
@@ -234,27 +253,57 @@ mod tests {
         );
         let mut h = HeaderMap::new();
         h.insert(header::COOKIE, HeaderValue::from_str(&big).unwrap());
-        assert_eq!(values(&h, SESSION).collect::<Vec<_>>(), vec!["ok"]);
+        assert_eq!(read(&h), vec!["ok"]);
         let mut h = HeaderMap::new();
         h.insert(
             header::COOKIE,
             HeaderValue::from_bytes("name=Zo\u{eb}; __Host-jumpgate=ok; x=\u{ff}".as_bytes())
                 .unwrap(),
         );
-        assert_eq!(values(&h, SESSION).collect::<Vec<_>>(), vec!["ok"]);
+        assert_eq!(read(&h), vec!["ok"]);
         h.insert(
             header::COOKIE,
             HeaderValue::from_bytes(b"__Host-jumpgate=o\xffk; __Host-jumpgate=two").unwrap(),
         );
-        assert_eq!(values(&h, SESSION).collect::<Vec<_>>(), vec!["two"]);
+        assert_eq!(read(&h), vec!["two"]);
+    }
+
+    fn read(h: &HeaderMap) -> Vec<String> {
+        values(h, SESSION)
+            .map(|c| c.value_trimmed().to_owned())
+            .collect()
+    }
+
+    /// Every attribute of a set cookie and of its deletion, read back by a parser.
+    #[test]
+    fn attributes() {
+        for (v, value, max_age) in [(set(SESSION, "v", 60), "v", 60), (clear(SESSION), "", 0)] {
+            let c = Cookie::parse(v.to_str().unwrap().to_owned()).unwrap();
+            assert_eq!((c.name(), c.value()), (SESSION, value));
+            assert_eq!(c.secure(), Some(true));
+            assert_eq!(c.http_only(), Some(true));
+            assert_eq!(c.same_site(), Some(SameSite::Lax));
+            assert_eq!(c.path(), Some("/"));
+            assert_eq!(c.domain(), None);
+            assert_eq!(c.max_age(), Some(Duration::seconds(max_age)));
+        }
+        let removal = Cookie::parse(clear(LOGIN).to_str().unwrap().to_owned()).unwrap();
+        assert!(removal.expires_datetime().unwrap() < cookie::time::OffsetDateTime::now_utc());
+        assert_eq!(
+            Cookie::parse(set(SESSION, "v", 60).to_str().unwrap().to_owned())
+                .unwrap()
+                .max_age(),
+            Some(Duration::seconds(60))
+        );
     }
 
     #[test]
-    fn attributes() {
-        let v = set(SESSION, "v", 60);
-        assert_eq!(
-            v,
-            "__Host-jumpgate=v; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=60"
+    fn quoted_values_are_read_without_their_quotes() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("__Host-jumpgate=\"q\"; x=1"),
         );
+        assert_eq!(read(&h), vec!["q"]);
     }
 }

@@ -449,7 +449,7 @@ impl Sessions {
     /// attack on the store: at most [`MAX_SESSION_COOKIES`] are read, whatever follows.
     pub async fn from_headers(&self, headers: &HeaderMap, site: &str) -> Option<Arc<Session>> {
         for v in cookie::values(headers, cookie::SESSION).take(MAX_SESSION_COOKIES) {
-            let Some(id) = self.key.open(SESSION_PURPOSE, v) else {
+            let Some(id) = self.key.open(SESSION_PURPOSE, v.value_trimmed()) else {
                 continue;
             };
             if let Some(s) = self.lookup(id).await.filter(|s| &*s.site == site) {
@@ -742,7 +742,7 @@ impl Sessions {
     pub fn binding(&self, headers: &HeaderMap) -> ([u8; 32], Option<HeaderValue>) {
         if let Some(b) = cookie::values(headers, cookie::LOGIN)
             .take(MAX_SESSION_COOKIES)
-            .find_map(|v| self.key.open(LOGIN_PURPOSE, v))
+            .find_map(|v| self.key.open(LOGIN_PURPOSE, v.value_trimmed()))
         {
             return (b, None);
         }
@@ -759,7 +759,7 @@ impl Sessions {
     pub fn has_binding(&self, headers: &HeaderMap, binding: &[u8; 32]) -> bool {
         cookie::values(headers, cookie::LOGIN)
             .take(MAX_SESSION_COOKIES)
-            .filter_map(|v| self.key.open(LOGIN_PURPOSE, v))
+            .filter_map(|v| self.key.open(LOGIN_PURPOSE, v.value_trimmed()))
             .any(|b| bool::from(subtle::ConstantTimeEq::ct_eq(&b[..], &binding[..])))
     }
 
