@@ -1,7 +1,7 @@
 //! Tests of the fake JumpCloud provider itself, through plain HTTP, so the gateway tests can
 //! trust that it behaves like the JumpCloud reference says.
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 

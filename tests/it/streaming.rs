@@ -1,7 +1,7 @@
 //! Bodies and connections that outlive a single buffer: 200 MB uploads and downloads streamed
 //! in flat memory, WebSocket tunnels (echo and idle timeout), and concurrent HTTP/2 streams.
 
-mod support;
+use crate::support;
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

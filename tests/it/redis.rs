@@ -3,7 +3,7 @@
 //! of them within a second, one instance syncs the directory for all, and a Redis outage
 //! neither crashes anything nor lets a session live past the grace period.
 
-mod support;
+use crate::support;
 
 use support::eventually;
 

@@ -1,7 +1,7 @@
 //! Connection lifecycle and resource limits: slow and silent clients, oversized header
 //! sections, certificate hot-swap (good and broken), and graceful draining on shutdown.
 
-mod support;
+use crate::support;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

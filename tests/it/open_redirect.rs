@@ -11,7 +11,7 @@
 //! ever redirect to the provider's end-session endpoint with the client id and the
 //! configured `post_logout_redirect_uri` (never the ID token), never to a client-chosen URL.
 
-mod support;
+use crate::support;
 
 use support::env::is_idp_redirect;
 use support::report;

@@ -3,7 +3,7 @@
 //! `sid` ends all of the user's sessions, a bad or replayed token ends nothing, and with the
 //! Redis store a logout received by one instance reaches every instance.
 
-mod support;
+use crate::support;
 
 use support::eventually;
 
@@ -286,7 +286,7 @@ fn base64_claims(token: &str) -> Option<Vec<u8>> {
 }
 
 // ---------------------------------------------------------------------------------------
-// Several instances sharing sessions through Redis (see tests/redis.rs)
+// Several instances sharing sessions through Redis (see tests/it/redis.rs)
 // ---------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,7 +3,7 @@
 //! cache file. The gateway syncs the fake JumpCloud's directory API; the report runs the real
 //! `jumpgate` binary against the same fake.
 
-mod support;
+use crate::support;
 
 use support::eventually;
 

@@ -4,7 +4,7 @@
 //! own headers. The shipped nginx and Caddy examples run here, in front of an echo upstream,
 //! against clients that try to forge identity headers or choose the question.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -474,8 +474,8 @@ async fn forward_auth_is_not_held_to_the_sign_in_rate() {
 // The shipped nginx and Caddy examples, run for real in front of jumpgate.
 // ---------------------------------------------------------------------------------------
 
-const NGINX_EXAMPLE: &str = include_str!("../config/examples/nginx.conf");
-const CADDY_EXAMPLE: &str = include_str!("../config/examples/Caddyfile");
+const NGINX_EXAMPLE: &str = include_str!("../../config/examples/nginx.conf");
+const CADDY_EXAMPLE: &str = include_str!("../../config/examples/Caddyfile");
 
 /// The identity headers jumpgate sets (default names), lower-case.
 const IDENTITY: [&str; 6] = [
@@ -615,7 +615,7 @@ fn adapt(file: &str, text: &str, subs: &[(&str, String)]) -> String {
     for (needle, with) in subs {
         assert!(
             out.contains(needle),
-            "{file} no longer contains {needle:?}: update tests/forward_auth.rs along with it"
+            "{file} no longer contains {needle:?}: update tests/it/forward_auth.rs along with it"
         );
         out = out.replace(needle, with);
     }

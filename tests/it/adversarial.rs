@@ -9,7 +9,7 @@
 //! Every assertion can fail: each class has a control case that shows the same request
 //! shape gets through when it is legitimate.
 
-mod support;
+use crate::support;
 
 use support::browser::sets_session;
 use support::env::is_idp_redirect;
@@ -484,7 +484,7 @@ enum Want {
 use Want::{Fwd, No};
 
 /// Routes: `/public` public, `/public/admin` deny, everything else protected (no sign-in
-/// configured, so 401). These cases add to the canonicalization table in tests/paths.rs.
+/// configured, so 401). These cases add to the canonicalization table in tests/it/paths.rs.
 const PATH_CASES: &[(&str, Want)] = &[
     // Backslashes in every disguise.
     ("/public\\..\\secret", No(400)),
@@ -2420,7 +2420,7 @@ async fn logout_refuses_cross_site_requests_and_keeps_the_session() {
 }
 
 // ---------------------------------------------------------------------------------------
-// ID-token header tricks and time claims (beyond tests/signin_attacks.rs)
+// ID-token header tricks and time claims (beyond tests/it/signin_attacks.rs)
 // ---------------------------------------------------------------------------------------
 
 fn jwks_fetches(env: &SignInEnv) -> usize {

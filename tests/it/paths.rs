@@ -2,7 +2,7 @@
 //! the route decision and the exact request target the upstream received, and that HTTP/2
 //! reaches the same decisions.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

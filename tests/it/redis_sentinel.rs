@@ -4,7 +4,7 @@
 //! keep serving cached sessions through the gap within the grace period, and afterwards
 //! sessions, logouts, new sign-ins and `jumpgate sessions` work as before.
 
-mod support;
+use crate::support;
 
 use support::eventually;
 

@@ -6,7 +6,7 @@
 //! off what outlives `server.shutdown_grace`), SIGHUP reloads the certificate and the
 //! configuration without dropping connections, and a broken file on SIGHUP keeps the old one.
 
-mod support;
+use crate::support;
 
 use support::eventually;
 

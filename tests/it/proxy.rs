@@ -1,7 +1,7 @@
 //! The reverse proxy end to end: real TLS in, real HTTP upstream, routing, header hygiene,
 //! errors and the admin and redirect listeners.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! same fake as the OIDC provider), through plain HTTP, so the directory-sync tests can trust
 //! that it answers like the JumpCloud reference says.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};

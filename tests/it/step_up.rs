@@ -1,7 +1,7 @@
 //! MFA step-up end to end against the fake JumpCloud's second application, the one whose
 //! access policy requires MFA: when it is asked for, what proves it, and what never does.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

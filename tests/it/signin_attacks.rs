@@ -2,7 +2,7 @@
 //! key-id games; tampered session cookies; open redirects through `rd`; forged identity
 //! headers. Every refused attempt must leave the browser without a session.
 
-mod support;
+use crate::support;
 
 use support::browser::sets_session;
 use support::env::is_idp_redirect;

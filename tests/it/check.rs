@@ -6,7 +6,7 @@ use std::process::Command;
 
 use tempfile::TempDir;
 
-mod support;
+use crate::support;
 
 /// EX_USAGE from sysexits.h: the config file is wrong.
 const EXIT_BAD_CONFIG: i32 = 64;

@@ -2,7 +2,7 @@
 //! and decides every protected request from the snapshot, fails closed when it is stale, and
 //! enforces its cached copy after a restart during an outage.
 
-mod support;
+use crate::support;
 
 use support::eventually;
 

@@ -2,7 +2,7 @@
 //! issuer spelling, claim quirks, provider refusals and outages, the signed assertion and
 //! per-site identity header names. Everything runs against the fake JumpCloud.
 
-mod support;
+use crate::support;
 
 use support::browser::sets_session;
 use support::env::is_idp_redirect;

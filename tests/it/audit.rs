@@ -1,6 +1,6 @@
 //! The audit log, request ids and sign-in rate limits, end to end.
 
-mod support;
+use crate::support;
 
 use support::env::{Options, SignInEnv};
 use support::site;

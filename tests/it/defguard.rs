@@ -4,11 +4,11 @@
 //! gateway must not break (sign-in, "Sign in with JumpCloud", the consent form, server-sent
 //! events, Edge's enrollment cookie and its MFA WebSocket) work end to end.
 
-mod support;
+use crate::support;
 
-// Included by path so this test does not depend on `support/mod.rs` declaring it.
-#[path = "support/defguard.rs"]
-mod defguard;
+// Included by path, as examples/e2e_env.rs includes it, so it needs nothing from support.
+#[path = "../support/defguard.rs"]
+mod stand_in;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -24,7 +24,7 @@ use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
-use defguard::*;
+use stand_in::*;
 use support::browser::{idp_get, location, Browser};
 use support::env::{Options, SignInEnv};
 use support::jumpcloud::{App, User};
@@ -1347,7 +1347,7 @@ async fn edge_remote_mfa_websocket_answers_mfa_success() {
 // ---------------------------------------------------------------------------------------
 
 /// The ready configuration, as shipped.
-const SHIPPED: &str = include_str!("../config/defguard.toml");
+const SHIPPED: &str = include_str!("../../config/defguard.toml");
 
 const STEP_UP_ID: &str = "jumpgate-step-up";
 const STEP_UP_SECRET: &str = "step-up-secret";

@@ -3,7 +3,7 @@
 //! outbound TLS (provider, directory API, upstream) over real TLS on loopback with a private
 //! CA made in the test, refusing certificates from an unknown CA, for another name, or expired.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::path::Path;

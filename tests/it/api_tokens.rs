@@ -1,7 +1,7 @@
 //! API access without a browser: bearer JWTs from configured issuers, decided on with the
 //! same directory and group rules as signed-in users.
 
-mod support;
+use crate::support;
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;

@@ -1,0 +1,33 @@
+//! jumpgate's integration tests, as one test binary: one module per area (the proxy, sign-in
+//! and its attacks, step-up, the directory, Redis, forward-auth, Defguard, ...), all sharing
+//! `tests/support` (the fake JumpCloud, the browser stand-in, gateways and upstreams on
+//! loopback). One binary compiles and links the support code once.
+//!
+//! `cargo test --test it adversarial::` runs one module; `cargo test --test it` all of them.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod adversarial;
+mod api_tokens;
+mod audit;
+mod backchannel;
+mod check;
+mod defguard;
+mod directory;
+mod directory_sync;
+mod fake_directory;
+mod fake_jumpcloud;
+mod forward_auth;
+mod lifecycle;
+mod open_redirect;
+mod paths;
+mod proxy;
+mod redis;
+mod redis_sentinel;
+mod reload;
+mod signin;
+mod signin_attacks;
+mod signin_flow;
+mod step_up;
+mod streaming;
