@@ -11,7 +11,7 @@
 //!     configurations: gateway-session.toml (sign-in, in-memory sessions, no directory),
 //!     gateway-directory.toml (the same plus a [directory] snapshot and allow_groups) and
 //!     gateway-redis.toml (sessions in Redis at URL, no directory). Every site has /public
-//!     (public), /admin (step-up within 15 minutes) and protects everything else. Prints one
+//!     (public), /admin (step-up within 15 minutes, for every method) and protects everything else. Prints one
 //!     JSON line, then serves for at most S seconds (default 900) or until killed.
 //! bench_env signin --dir DIR --gateway-port P [--step-up PATH] [--count N] [--concurrency C]
 //!               [--max-seconds S]
@@ -146,7 +146,7 @@ async fn idp(args: &[String], dir: &Path) -> Result<(), Error> {
         format!(
             "[[site]]\nhost = \"{HOST}\"\nupstream = \"http://127.0.0.1:{upstream_port}\"\n\
              access = \"protected\"\n{allow}\n  [[site.route]]\n  path = \"/public\"\n  access = \"public\"\n\
-             \n  [[site.route]]\n  path = \"/admin\"\n  step_up = \"15m\"\n"
+             \n  [[site.route]]\n  path = \"/admin\"\n  step_up = \"15m\"\n  step_up_exempt_methods = []\n"
         )
     };
     std::fs::write(
