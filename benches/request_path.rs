@@ -162,7 +162,7 @@ fn fixture(sizes: Sizes) -> Fixture {
 
 fn benches(r: &mut Runner<'_>, sizes: Sizes) {
     let fx = fixture(sizes);
-    let now = jumpgate::oidc::now();
+    let now = jumpgate::clock::now();
     let site = fx.routes.site(common::HOST).expect("bench site");
     let route = site.find(TYPICAL_PATH);
     assert_eq!(&*route.label, "/svc17/api/v1/users");

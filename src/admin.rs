@@ -17,7 +17,7 @@ pub struct Readiness {
     oidc: Option<Arc<crate::oidc::Oidc>>,
     step_up: Option<Arc<crate::oidc::Oidc>>,
     directory: Option<Arc<crate::directory::Directory>>,
-    redis: Option<Arc<crate::session::redis::RedisStore>>,
+    redis: Option<Arc<crate::shared::RedisStore>>,
 }
 
 impl Readiness {
@@ -27,7 +27,7 @@ impl Readiness {
         oidc: Option<Arc<crate::oidc::Oidc>>,
         step_up: Option<Arc<crate::oidc::Oidc>>,
         directory: Option<Arc<crate::directory::Directory>>,
-        redis: Option<Arc<crate::session::redis::RedisStore>>,
+        redis: Option<Arc<crate::shared::RedisStore>>,
     ) -> Readiness {
         Readiness {
             listening: AtomicBool::new(false),
@@ -59,14 +59,14 @@ impl Readiness {
         }
         self.directory
             .as_ref()
-            .and_then(|d| d.not_ready_reason(crate::oidc::now()))
+            .and_then(|d| d.not_ready_reason(crate::clock::now()))
     }
 
     /// A line describing the directory snapshot's age, when there is a directory.
     pub fn directory_line(&self) -> String {
         match &self.directory {
             None => String::new(),
-            Some(d) => match d.age(crate::oidc::now()) {
+            Some(d) => match d.age(crate::clock::now()) {
                 Some(age) => format!("directory snapshot age: {age} s\n"),
                 None => "directory snapshot: none\n".to_owned(),
             },

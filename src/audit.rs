@@ -4,21 +4,13 @@
 
 use std::io::Write;
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-/// Where audit lines go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Output {
-    /// Standard output.
-    Stdout,
-    /// A file, appended to (created with mode 0600).
-    File(PathBuf),
-}
+use crate::config::AuditOutput;
 
 /// One audit record.
 #[derive(Debug, Serialize)]
@@ -70,10 +62,10 @@ pub struct Audit {
 
 impl Audit {
     /// Starts the writer task for `output`. Fails when the file cannot be opened.
-    pub fn start(output: &Output) -> std::io::Result<Audit> {
+    pub fn start(output: &AuditOutput) -> std::io::Result<Audit> {
         let mut sink: Box<dyn Write + Send> = match output {
-            Output::Stdout => Box::new(std::io::stdout()),
-            Output::File(path) => {
+            AuditOutput::Stdout => Box::new(std::io::stdout()),
+            AuditOutput::File(path) => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir)?;
                 }
@@ -137,7 +129,7 @@ pub struct RequestIds {
 
 impl Default for RequestIds {
     fn default() -> Self {
-        let b = crate::oidc::login::random_bytes();
+        let b = crate::secret::random_bytes();
         RequestIds {
             prefix: b[..6].iter().map(|x| format!("{x:02x}")).collect(),
             next: AtomicU64::new(1),

@@ -269,7 +269,7 @@ mod tests {
             &config.session,
             crate::session::cookie::CookieKey::from_bytes(&[1; 32]),
         );
-        let now = crate::oidc::now();
+        let now = crate::clock::now();
         let session = sessions.ephemeral(
             "a.test".into(),
             IdClaims {

@@ -21,6 +21,8 @@
 pub mod admin;
 pub mod audit;
 pub mod canonical;
+pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod devcert;
 pub mod directory;
@@ -34,6 +36,7 @@ pub mod reload;
 pub mod secret;
 pub mod server;
 pub mod session;
+pub mod shared;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;
@@ -246,7 +249,7 @@ pub async fn run(
         let auth = auth.clone();
         let notify = store.clone();
         background.push(tokio::spawn(store.clone().run(move |event| {
-            if let session::redis::Event::Snapshot(_) = event {
+            if let crate::shared::Event::Snapshot(_) = event {
                 notify.snapshot_published.notify_waiters();
             }
             auth.sessions.apply(&event);
@@ -372,8 +375,8 @@ fn build_auth(
     };
     let shared = match &config.session.redis {
         Some(rc) if config.session.store == config::StoreKind::Redis => {
-            let passwords = session::redis::Passwords::load(rc)?;
-            Some(session::redis::RedisStore::new(rc, passwords)?)
+            let passwords = crate::shared::Passwords::load(rc)?;
+            Some(crate::shared::RedisStore::new(rc, passwords)?)
         }
         _ => None,
     };

@@ -102,7 +102,7 @@ fn main() -> ExitCode {
                         Ok(rt) => rt,
                         Err(e) => return fail(&e),
                     };
-                    let found = runtime.block_on(jumpgate::directory::check::groups(&config));
+                    let found = runtime.block_on(jumpgate::cli::check::groups(&config));
                     found.warnings.iter().for_each(|w| eprintln!("{w}"));
                     if let Some(why) = found.unchecked {
                         eprintln!("note: group names not checked against the directory: {why}");
@@ -130,8 +130,7 @@ fn main() -> ExitCode {
                 Ok(rt) => rt,
                 Err(e) => return fail(&e),
             };
-            let result =
-                runtime.block_on(jumpgate::directory::report::sync_report(&config, !dry_run));
+            let result = runtime.block_on(jumpgate::cli::sync::sync_report(&config, !dry_run));
             jumpgate::telemetry::flush();
             match result {
                 Ok(report) => {
@@ -149,7 +148,7 @@ fn main() -> ExitCode {
                 Ok(rt) => rt,
                 Err(e) => return fail(&e),
             };
-            match runtime.block_on(jumpgate::session::admin::run(&config, command.into())) {
+            match runtime.block_on(jumpgate::cli::sessions::run(&config, command.into())) {
                 Ok(out) => {
                     print!("{out}");
                     ExitCode::SUCCESS
@@ -194,11 +193,11 @@ fn main() -> ExitCode {
     }
 }
 
-impl From<SessionsCommand> for jumpgate::session::admin::Command {
+impl From<SessionsCommand> for jumpgate::cli::sessions::Command {
     fn from(c: SessionsCommand) -> Self {
         match c {
-            SessionsCommand::List { user } => jumpgate::session::admin::Command::List(user),
-            SessionsCommand::Revoke { user } => jumpgate::session::admin::Command::Revoke(user),
+            SessionsCommand::List { user } => jumpgate::cli::sessions::Command::List(user),
+            SessionsCommand::Revoke { user } => jumpgate::cli::sessions::Command::Revoke(user),
         }
     }
 }

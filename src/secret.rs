@@ -3,7 +3,18 @@
 
 use std::fmt;
 
-use crate::config::SecretSource;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use ring::rand::{SecureRandom, SystemRandom};
+
+/// Where a secret comes from. The value itself is read at start-up, never stored in `Config`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// `*_file`: a file holding the secret (trailing newline ignored).
+    File(std::path::PathBuf),
+    /// `*_env`: an environment variable holding the secret.
+    Env(String),
+}
 
 /// A secret string. `Debug` and `Display` print `[redacted]`.
 #[derive(Clone)]
@@ -21,10 +32,40 @@ impl Secret {
     }
 }
 
+/// Stored as the plain string (a session record in Redis holds the refresh token), but still
+/// never printed: only `Debug` is redacted, serialization is the one way out by design.
+impl serde::Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Secret)
+    }
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret([redacted])")
     }
+}
+
+/// 256 random bits, base64url.
+pub fn random_token() -> String {
+    URL_SAFE_NO_PAD.encode(random_bytes())
+}
+
+/// 32 random bytes from the operating system.
+pub fn random_bytes() -> [u8; 32] {
+    let mut b = [0u8; 32];
+    // The system RNG only fails when the OS cannot provide entropy at all; a zeroed value
+    // would be guessable, so stop rather than continue.
+    if SystemRandom::new().fill(&mut b).is_err() {
+        std::process::abort();
+    }
+    b
 }
 
 /// Why a secret could not be read.

@@ -152,7 +152,7 @@ pub(crate) fn raw_directory(users: usize, groups: usize, per_user: usize) -> Raw
         });
     }
     RawDirectory {
-        taken_at: jumpgate::oidc::now(),
+        taken_at: jumpgate::clock::now(),
         users: raw_users,
         groups: members
             .into_iter()

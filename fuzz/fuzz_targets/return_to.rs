@@ -9,7 +9,7 @@
 #![no_main]
 
 use jumpgate::oidc::http::{parse_query, urlencode};
-use jumpgate::oidc::login::safe_return_to;
+use jumpgate::policy::return_to::safe_return_to;
 use libfuzzer_sys::fuzz_target;
 
 fn hex(c: u8) -> Option<u8> {

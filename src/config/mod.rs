@@ -42,7 +42,7 @@ pub struct Config {
     /// `[directory]`: the JumpCloud directory every protected request is checked against.
     pub directory: Option<DirectoryConfig>,
     /// `[audit] output`: where the audit log goes, when enabled.
-    pub audit: Option<crate::audit::Output>,
+    pub audit: Option<AuditOutput>,
     /// `[[api_token]]`: issuers whose bearer JWTs sites with `api_tokens = true` accept.
     pub api_tokens: Vec<ApiTokenIssuer>,
 }
@@ -104,13 +104,15 @@ impl Allow {
     }
 }
 
-/// Where a secret comes from. The value itself is read at start-up, never stored in `Config`.
+pub use crate::secret::SecretSource;
+
+/// Where audit lines go.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SecretSource {
-    /// `*_file`: a file holding the secret (trailing newline ignored).
+pub enum AuditOutput {
+    /// Standard output.
+    Stdout,
+    /// A file, appended to (created with mode 0600).
     File(PathBuf),
-    /// `*_env`: an environment variable holding the secret.
-    Env(String),
 }
 
 /// How the gateway authenticates to the token endpoint.

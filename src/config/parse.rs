@@ -728,8 +728,8 @@ fn read_config(root: &mut Reader<'_>, file: &Path) -> Option<Config> {
             .and_then(|mut r| {
                 let out = r.need("output", "\"stdout\" or a file path").and_then(|e| {
                     match e.str("\"stdout\" or a file path")? {
-                        "stdout" => Some(crate::audit::Output::Stdout),
-                        _ => e.path().map(crate::audit::Output::File),
+                        "stdout" => Some(super::AuditOutput::Stdout),
+                        _ => e.path().map(super::AuditOutput::File),
                     }
                 });
                 r.finish();

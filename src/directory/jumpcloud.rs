@@ -162,7 +162,7 @@ impl<'a> JumpCloud<'a> {
                 });
             }
             self.metrics.directory_retries.inc();
-            let backoff = crate::oidc::jitter(
+            let backoff = crate::clock::jitter(
                 self.backoff
                     .saturating_mul(1 << (attempt - 1).min(16))
                     .min(MAX_BACKOFF),
@@ -291,7 +291,7 @@ impl<'a> JumpCloud<'a> {
             None => None,
         };
         Ok(RawDirectory {
-            taken_at: crate::oidc::now(),
+            taken_at: crate::clock::now(),
             users,
             groups,
             app_groups,

@@ -4,9 +4,7 @@
 //! file, which is loaded at start-up so a restart during an outage still enforces the last
 //! good state.
 
-pub mod check;
 pub mod jumpcloud;
-pub mod report;
 pub mod snapshot;
 
 use std::io::Write;
@@ -255,7 +253,7 @@ impl Syncer {
                 tracing::info!(
                     users = s.user_count(),
                     groups = s.group_count(),
-                    age_s = crate::oidc::now() - s.taken_at,
+                    age_s = crate::clock::now() - s.taken_at,
                     "directory snapshot loaded from cache"
                 );
             }
@@ -296,7 +294,7 @@ impl Syncer {
     pub async fn run_shared(
         self,
         directory: Arc<Directory>,
-        store: Arc<crate::session::redis::RedisStore>,
+        store: Arc<crate::shared::RedisStore>,
     ) {
         let interval = self.config.sync_interval;
         let period = (interval / 3).max(Duration::from_millis(100));
@@ -310,7 +308,7 @@ impl Syncer {
                         last_sync = Some(Instant::now());
                         match self.sync_once(&directory).await {
                             Ok(raw) => {
-                                let version = crate::oidc::now_ms();
+                                let version = crate::clock::now_ms();
                                 match serde_json::to_vec(&*raw) {
                                     Ok(json) => {
                                         match store.publish_snapshot(version, &json).await {
@@ -365,7 +363,7 @@ impl Syncer {
                 Err(e) => tracing::debug!(error = %e, "directory lease unavailable (redis down)"),
             }
             tokio::select! {
-                () = tokio::time::sleep(crate::oidc::jitter(period)) => {}
+                () = tokio::time::sleep(crate::clock::jitter(period)) => {}
                 () = store.snapshot_published.notified() => {}
             }
         }
@@ -376,10 +374,10 @@ impl Syncer {
         loop {
             if let Err(e) = self.sync_once(&directory).await {
                 self.metrics.directory_sync_failures.inc();
-                let age = directory.age(crate::oidc::now());
+                let age = directory.age(crate::clock::now());
                 tracing::warn!(error = %e, snapshot_age_s = ?age, "directory sync failed; keeping the last good snapshot");
             }
-            tokio::time::sleep(crate::oidc::jitter(self.config.sync_interval)).await;
+            tokio::time::sleep(crate::clock::jitter(self.config.sync_interval)).await;
         }
     }
 }

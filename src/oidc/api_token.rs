@@ -104,7 +104,7 @@ impl ApiTokens {
             if missing == 0 {
                 return;
             }
-            tokio::time::sleep(super::jitter(delay)).await;
+            tokio::time::sleep(crate::clock::jitter(delay)).await;
             delay = (delay * 2).min(Duration::from_secs(60));
         }
     }
@@ -148,7 +148,7 @@ impl ApiTokens {
             client_id: &issuer.config.audience,
             nonce: None,
             access_token: None,
-            now: super::now(),
+            now: crate::clock::now(),
             skew: self.skew,
             groups_claim: None,
             match_by_email: issuer.config.match_by_email,

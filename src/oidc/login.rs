@@ -3,27 +3,7 @@
 
 use std::sync::Arc;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use ring::rand::{SecureRandom, SystemRandom};
-
-use crate::secret::Secret;
-
-/// 256 random bits, base64url.
-pub fn random_token() -> String {
-    URL_SAFE_NO_PAD.encode(random_bytes())
-}
-
-/// 32 random bytes from the operating system.
-pub fn random_bytes() -> [u8; 32] {
-    let mut b = [0u8; 32];
-    // The system RNG only fails when the OS cannot provide entropy at all; a zeroed value
-    // would be guessable, so stop rather than continue.
-    if SystemRandom::new().fill(&mut b).is_err() {
-        std::process::abort();
-    }
-    b
-}
+use crate::secret::{random_token, Secret};
 
 /// A sign-in started by the gateway and not yet completed.
 #[derive(Debug)]
@@ -66,7 +46,7 @@ impl PendingLogin {
             site,
             redirect_uri,
             binding,
-            started: super::now(),
+            started: crate::clock::now(),
             step_up,
         }
     }
@@ -85,51 +65,6 @@ impl PendingLogin {
             step_up: self.step_up,
         }
     }
-
-    /// The PKCE S256 challenge for the verifier.
-    pub fn challenge(&self) -> String {
-        let digest = ring::digest::digest(&ring::digest::SHA256, self.verifier.expose().as_bytes());
-        URL_SAFE_NO_PAD.encode(digest.as_ref())
-    }
-}
-
-/// A return-to target if it is safe: a path on the same site, nothing else. Refuses
-/// `//evil`, `/\evil`, `https:evil`, encoded or control-character variants, and our own
-/// endpoints; anything refused falls back to `/`.
-pub fn safe_return_to(raw: &str) -> Option<String> {
-    if raw.len() > 2048 || !raw.starts_with('/') {
-        return None;
-    }
-    let b = raw.as_bytes();
-    if b.get(1).is_some_and(|&c| c == b'/' || c == b'\\') {
-        return None;
-    }
-    if b.iter()
-        .any(|&c| c < 0x21 || c == 0x7f || c == b'\\' || c >= 0x80)
-    {
-        return None;
-    }
-    // Browsers decode before interpreting; an encoded slash or backslash right after the
-    // first one would become `//` or `/\`.
-    let lower = raw.to_ascii_lowercase();
-    if lower.starts_with("/%2f")
-        || lower.starts_with("/%5c")
-        || lower.contains("%00")
-        || lower.contains("%0d")
-        || lower.contains("%0a")
-        || lower.contains("%09")
-    {
-        return None;
-    }
-    let path = raw.split(['?', '#']).next().unwrap_or(raw);
-    let canonical = crate::canonical::path(path).ok()?;
-    // The gateway's namespace in any spelling a server may treat as the same (case,
-    // `;parameters`), as the request path treats it.
-    let key = crate::policy::routes::match_key(&canonical);
-    if key.starts_with("/.jumpgate/") || key == "/.jumpgate" {
-        return None;
-    }
-    Some(raw.to_owned())
 }
 
 #[cfg(test)]
@@ -137,39 +72,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn return_to() {
-        for ok in ["/", "/a/b?c=d", "/dashboard#x", "/a%20b"] {
-            assert_eq!(safe_return_to(ok).as_deref(), Some(ok), "{ok}");
-        }
-        for bad in [
-            "/.JUMPGATE/logout",
-            "/.Jumpgate/x",
-            "/.jumpgate;x/logout",
-            "/%2Ejumpgate/logout",
-            "/.jumpgate",
-            "//evil.example",
-            "/\\evil.example",
-            "https:evil.example",
-            "https://evil.example",
-            "evil",
-            "",
-            "/%2fevil.example",
-            "/%5Cevil.example",
-            "/\tevil",
-            "/a\r\nSet-Cookie:x",
-            "/%0d%0aX",
-            "/a/%2F/b",
-            "/.jumpgate/logout",
-            "/x/../.jumpgate/callback",
-            " /a",
-            "/é",
-        ] {
-            assert_eq!(safe_return_to(bad), None, "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn pkce_challenge_is_s256() {
+    fn state_nonce_and_verifier_are_fresh_and_distinct() {
         let l = PendingLogin::new(
             "s".into(),
             "/".into(),
@@ -177,8 +80,16 @@ mod tests {
             [0; 32],
             false,
         );
-        assert_eq!(l.state.len(), 43);
+        let m = PendingLogin::new(
+            "s".into(),
+            "/".into(),
+            "https://s/cb".into(),
+            [0; 32],
+            false,
+        );
+        assert_eq!(l.state.len(), 43, "256 bits, base64url");
         assert_ne!(l.state, l.nonce);
-        assert_eq!(l.challenge().len(), 43);
+        assert_ne!(l.state, m.state);
+        assert_ne!(l.verifier.expose(), m.verifier.expose());
     }
 }

@@ -11,7 +11,7 @@ pub mod provider;
 pub mod verify;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use std::borrow::Cow;
 
@@ -108,20 +108,6 @@ type LibraryClient<Auth, Token> = openidconnect::Client<
     EndpointNotSet,
 >;
 
-/// Milliseconds since the epoch.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-/// Seconds since the epoch.
-pub fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 /// The sign-in client for one provider and client id.
 #[derive(Debug)]
 pub struct Oidc {
@@ -208,7 +194,7 @@ impl Oidc {
                 Ok(()) => return,
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in = ?delay, "identity provider discovery failed");
-                    tokio::time::sleep(jitter(delay)).await;
+                    tokio::time::sleep(crate::clock::jitter(delay)).await;
                     delay = (delay * 2).min(Duration::from_secs(60));
                 }
             }
@@ -293,7 +279,7 @@ impl Oidc {
             client_id: &self.config.client_id,
             nonce,
             access_token: Some(tokens.access_token().secret()),
-            now: now(),
+            now: crate::clock::now(),
             skew: self.config.clock_skew.as_secs() as i64,
             groups_claim: self.config.groups_claim.as_deref(),
             match_by_email: self.config.match_by_email,
@@ -366,7 +352,7 @@ impl Oidc {
         let discovered = self.provider().ok_or(VerifyError::NotReady)?;
         let expect = LogoutExpect {
             client_id: &self.config.client_id,
-            now: now(),
+            now: crate::clock::now(),
             skew: self.config.clock_skew.as_secs() as i64,
         };
         let claims =
@@ -425,14 +411,6 @@ fn token_error(
         RequestTokenError::Parse(e, _) => OidcError::InvalidResponse(e.inner().to_string()),
         RequestTokenError::Other(why) => OidcError::InvalidResponse(why),
     }
-}
-
-/// `d` ± up to 20 %, so many gateways restarting together do not retry in lockstep.
-pub fn jitter(d: Duration) -> Duration {
-    let mut b = [0u8; 1];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
-    let factor = 0.8 + (f64::from(b[0]) / 255.0) * 0.4;
-    d.mul_f64(factor)
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Access decisions: a pure function from a matched route, the request's session and the
 //! directory snapshot to a [`Decision`]. Nothing here performs I/O or builds HTTP responses.
 
+pub mod return_to;
 pub mod routes;
 
 use std::sync::Arc;

@@ -10,8 +10,9 @@ use super::body::ResponseBody;
 use super::respond::{self, Rejection};
 use crate::identity::Signer;
 use crate::oidc::http::urlencode;
-use crate::oidc::login::{safe_return_to, PendingLogin};
+use crate::oidc::login::PendingLogin;
 use crate::oidc::{Oidc, OidcError};
+use crate::policy::return_to::safe_return_to;
 use crate::policy::Site;
 use crate::session::{Session, Sessions};
 
@@ -121,7 +122,7 @@ impl Auth {
     /// A refused refresh (the user was suspended or unbound at the provider) ends the
     /// session; an unreachable provider leaves it alone.
     pub fn maybe_refresh(self: &Arc<Self>, session: &Arc<Session>) {
-        let now = crate::oidc::now();
+        let now = crate::clock::now();
         let Some(refresh_token) = session.claim_refresh(now, REFRESH_MARGIN) else {
             return;
         };
@@ -140,7 +141,7 @@ impl Auth {
                 }
                 Err(e) => {
                     tracing::warn!(user.sub = %session.identity.sub, error = %e, "token refresh failed; session kept");
-                    session.refresh_failed(crate::oidc::now() + REFRESH_RETRY);
+                    session.refresh_failed(crate::clock::now() + REFRESH_RETRY);
                 }
             }
         });

@@ -181,7 +181,7 @@ async fn logout(
     // This instance has not seen the jti; ask every other one.
     let skew = oidc.config().clock_skew.as_secs() as i64;
     let claimed = sessions
-        .claim_logout_jti(&claims.jti, claims.replay_window(crate::oidc::now(), skew))
+        .claim_logout_jti(&claims.jti, claims.replay_window(crate::clock::now(), skew))
         .await;
     if let Ok(false) = claimed {
         tracing::info!(user.sub = %sub, "back-channel logout token replayed; refused");
@@ -341,8 +341,8 @@ mod tests {
         fn claims(&self, sub: &str, sid: &str) -> Value {
             json!({
                 "iss": self.issuer, "aud": [CLIENT_ID], "sub": sub, "sid": sid,
-                "iat": crate::oidc::now(), "exp": crate::oidc::now() + 120,
-                "jti": crate::oidc::login::random_token(),
+                "iat": crate::clock::now(), "exp": crate::clock::now() + 120,
+                "jti": crate::secret::random_token(),
                 "events": {BACKCHANNEL_LOGOUT_EVENT: {}},
             })
         }
@@ -378,8 +378,8 @@ mod tests {
     async fn sign_in(sessions: &Sessions, sub: &str, sid: Option<&str>) -> HeaderMap {
         let claims = IdClaims {
             sub: sub.into(),
-            exp: crate::oidc::now() + 3600,
-            iat: crate::oidc::now(),
+            exp: crate::clock::now() + 3600,
+            iat: crate::clock::now(),
             auth_time: None,
             email: None,
             email_verified: None,
@@ -542,14 +542,14 @@ mod tests {
             (
                 "old",
                 edited(&|c| {
-                    c.insert("iat".into(), json!(crate::oidc::now() - 3600));
+                    c.insert("iat".into(), json!(crate::clock::now() - 3600));
                     c.remove("exp");
                 }),
             ),
             (
                 "expired",
                 edited(&|c| {
-                    c.insert("exp".into(), json!(crate::oidc::now() - 600));
+                    c.insert("exp".into(), json!(crate::clock::now() - 600));
                 }),
             ),
             (

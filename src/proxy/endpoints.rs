@@ -191,7 +191,7 @@ async fn step_up_callback(
     })?;
     let c = &verified.claims;
     let skew = step_up.oidc.config().clock_skew.as_secs() as i64;
-    let now = crate::oidc::now();
+    let now = crate::clock::now();
     let refusal = if c.sub != session.identity.sub {
         Some("the step-up sign-in was for another user")
     } else if c.auth_time.is_none_or(|t| t < login.started - skew) {

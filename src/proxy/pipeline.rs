@@ -155,7 +155,7 @@ async fn forward(
     }
 
     // 4. Policy, on the request's session when the route needs one.
-    let now = crate::oidc::now();
+    let now = crate::clock::now();
     let upgrade = headers::is_upgrade(&parts.headers);
     let asked = access::Asked {
         site,

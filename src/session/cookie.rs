@@ -99,7 +99,7 @@ impl CookieKey {
     pub fn load_or_create(path: &Path) -> Result<(CookieKey, bool), KeyError> {
         let (bytes, created) = load_or_create(path, "session.key_file", || {
             URL_SAFE_NO_PAD
-                .encode(crate::oidc::login::random_bytes())
+                .encode(crate::secret::random_bytes())
                 .into_bytes()
         })?;
         let material: Vec<u8> = String::from_utf8(bytes.clone())

@@ -2,10 +2,7 @@
 //! identity, tokens and timestamps stay here, in memory (moka) with an absolute lifetime and
 //! an idle timeout.
 
-pub mod admin;
 pub mod cookie;
-pub mod redis;
-pub mod sentinel;
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,11 +13,13 @@ use http::header::{HeaderMap, HeaderValue};
 use moka::sync::Cache;
 
 use self::cookie::CookieKey;
-use self::redis::{Event, LoginRecord, RedisStore, SessionRecord};
+use crate::clock::now_ms;
 use crate::config::SessionConfig;
-use crate::oidc::login::{random_bytes, PendingLogin};
+use crate::oidc::login::PendingLogin;
 use crate::oidc::VerifiedLogin;
+use crate::secret::random_bytes;
 use crate::secret::Secret;
+use crate::shared::{Event, LoginRecord, RedisStore, SessionRecord};
 
 const SESSION_PURPOSE: &str = "session";
 
@@ -136,10 +135,7 @@ impl Session {
     /// The session as stored in a shared store.
     pub fn record(&self) -> SessionRecord {
         let (refresh_token, id_token_exp) = match self.tokens.lock() {
-            Ok(t) => (
-                t.refresh_token.as_ref().map(|r| r.expose().to_owned()),
-                t.id_token_exp,
-            ),
+            Ok(t) => (t.refresh_token.clone(), t.id_token_exp),
             Err(_) => (None, 0),
         };
         SessionRecord {
@@ -212,14 +208,8 @@ fn key_from_hex(hash: &str) -> Option<[u8; 32]> {
     Some(key)
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 /// Why a session or sign-in could not be stored.
-pub use self::redis::StoreError;
+pub use crate::shared::StoreError;
 
 /// The session and sign-in store: in memory, or in Redis with a local cache in front.
 #[derive(Debug)]
@@ -334,7 +324,7 @@ impl Sessions {
             expires: r.expires,
             sid: r.sid,
             tokens: Mutex::new(Tokens {
-                refresh_token: r.refresh_token.map(Secret::new),
+                refresh_token: r.refresh_token,
                 id_token_exp: r.id_token_exp,
             }),
             refreshing: AtomicBool::new(false),
@@ -349,7 +339,7 @@ impl Sessions {
 
     /// A session for one request authenticated by a bearer token: never stored, no cookie.
     pub fn ephemeral(&self, site: Arc<str>, c: crate::oidc::verify::IdClaims) -> Arc<Session> {
-        let now = crate::oidc::now();
+        let now = crate::clock::now();
         let record = SessionRecord {
             site: site.to_string(),
             sub: c.sub,
@@ -370,7 +360,7 @@ impl Sessions {
     }
 
     fn ttl_for(&self, expires: i64) -> u64 {
-        let left = (expires - crate::oidc::now()).max(1) as u64;
+        let left = (expires - crate::clock::now()).max(1) as u64;
         left.min(self.idle_timeout.as_secs().max(1))
     }
 
@@ -381,7 +371,7 @@ impl Sessions {
         login: VerifiedLogin,
     ) -> Result<(Arc<Session>, HeaderValue), StoreError> {
         let id = random_bytes();
-        let now = crate::oidc::now();
+        let now = crate::clock::now();
         let c = login.claims;
         let record = SessionRecord {
             site: site.to_string(),
@@ -393,7 +383,7 @@ impl Sessions {
             auth_time: c.auth_time,
             created: now,
             expires: now + self.lifetime.as_secs() as i64,
-            refresh_token: login.refresh_token.map(|t| t.expose().to_owned()),
+            refresh_token: login.refresh_token,
             id_token_exp: c.exp,
             step_up_time: 0,
             sid: c.sid,
@@ -411,11 +401,11 @@ impl Sessions {
         record: SessionRecord,
     ) -> Result<(Arc<Session>, HeaderValue), StoreError> {
         let ttl = self.ttl_for(record.expires);
-        let left = (record.expires - crate::oidc::now()).max(1) as u64;
+        let left = (record.expires - crate::clock::now()).max(1) as u64;
         let session = self.build(id, site, record.clone());
         if let Some(shared) = &self.shared {
             shared
-                .put_session(&redis::hex(&session.key), &record, ttl)
+                .put_session(&crate::shared::hex(&session.key), &record, ttl)
                 .await?;
         }
         self.local.insert(session.key, session.clone());
@@ -463,7 +453,7 @@ impl Sessions {
     /// the session's own `expires`, counted from the first sign-in and carried through every
     /// refresh and step-up; the caches' lifetimes are housekeeping, never the limit.
     async fn lookup(&self, id: [u8; 32]) -> Option<Arc<Session>> {
-        let now = crate::oidc::now();
+        let now = crate::clock::now();
         let found = self.lookup_any(id).await?;
         if found.expires <= now {
             self.local.invalidate(&found.key);
@@ -489,7 +479,7 @@ impl Sessions {
                 return cached;
             }
         }
-        match shared.get_session(&redis::hex(&key)).await {
+        match shared.get_session(&crate::shared::hex(&key)).await {
             Ok(Some(record)) => {
                 let site: Arc<str> = match &cached {
                     Some(c) if *c.site == *record.site => c.site.clone(),
@@ -525,7 +515,7 @@ impl Sessions {
             return;
         }
         let shared = shared.clone();
-        let hash = redis::hex(&s.key);
+        let hash = crate::shared::hex(&s.key);
         let ttl = self.ttl_for(s.expires);
         tokio::spawn(async move {
             let _ = shared.touch(&hash, ttl).await;
@@ -537,7 +527,7 @@ impl Sessions {
         self.local.invalidate(&s.key);
         if let Some(shared) = &self.shared {
             shared
-                .end_session(&redis::hex(&s.key), &s.identity.sub)
+                .end_session(&crate::shared::hex(&s.key), &s.identity.sub)
                 .await;
         }
     }
@@ -671,7 +661,7 @@ impl Sessions {
         record.name = c.name.or(record.name);
         record.groups = c.groups;
         if let Some(r) = login.refresh_token {
-            record.refresh_token = Some(r.expose().to_owned());
+            record.refresh_token = Some(r);
         }
         record.id_token_exp = c.exp;
         let new = self.build(old.id, old.site.clone(), record.clone());
@@ -686,7 +676,10 @@ impl Sessions {
                 None => moka::ops::compute::Op::Nop,
             });
         if let Some(shared) = &self.shared {
-            if let Err(e) = shared.update_session(&redis::hex(&new.key), &record).await {
+            if let Err(e) = shared
+                .update_session(&crate::shared::hex(&new.key), &record)
+                .await
+            {
                 tracing::warn!(error = %e, "could not update the refreshed session in redis");
             }
         }
@@ -697,7 +690,7 @@ impl Sessions {
     pub async fn save(&self, s: &Session) {
         if let Some(shared) = &self.shared {
             if let Err(e) = shared
-                .update_session(&redis::hex(&s.key), &s.record())
+                .update_session(&crate::shared::hex(&s.key), &s.record())
                 .await
             {
                 tracing::warn!(error = %e, "could not update the session in redis");
@@ -769,11 +762,11 @@ impl Sessions {
             let record = LoginRecord {
                 state: login.state.clone(),
                 nonce: login.nonce.clone(),
-                verifier: login.verifier.expose().to_owned(),
+                verifier: login.verifier.clone(),
                 return_to: login.return_to.clone(),
                 site: login.site.to_string(),
                 redirect_uri: login.redirect_uri.clone(),
-                binding: redis::hex(&login.binding),
+                binding: crate::shared::hex(&login.binding),
                 started: login.started,
                 step_up: login.step_up,
             };
@@ -806,7 +799,7 @@ impl Sessions {
                 Some(PendingLogin {
                     state: r.state,
                     nonce: r.nonce,
-                    verifier: Secret::new(r.verifier),
+                    verifier: r.verifier,
                     return_to: r.return_to,
                     site: Arc::from(r.site.as_str()),
                     redirect_uri: r.redirect_uri,
@@ -821,7 +814,7 @@ impl Sessions {
                 .map(|l| Arc::try_unwrap(l).unwrap_or_else(|a| a.duplicate())),
         };
         // A cache's expiry is housekeeping; the deadline itself is checked here.
-        Ok(login.filter(|l| crate::oidc::now() - l.started < self.login_timeout.as_secs() as i64))
+        Ok(login.filter(|l| crate::clock::now() - l.started < self.login_timeout.as_secs() as i64))
     }
 }
 
@@ -872,7 +865,7 @@ mod tests {
     }
 
     fn record(sub: &str, expires: i64) -> SessionRecord {
-        let now = crate::oidc::now();
+        let now = crate::clock::now();
         SessionRecord {
             site: "site".into(),
             sub: sub.into(),
@@ -883,7 +876,7 @@ mod tests {
             auth_time: None,
             created: now - 100,
             expires,
-            refresh_token: Some("r".into()),
+            refresh_token: Some(Secret::new("r".into())),
             id_token_exp: now,
             step_up_time: 0,
             sid: None,
@@ -896,7 +889,7 @@ mod tests {
     #[test]
     fn the_absolute_end_holds_through_refresh_and_step_up() {
         let store = sessions();
-        let now = crate::oidc::now();
+        let now = crate::clock::now();
         let (alive, _) =
             now_or_never(store.store_new(random_bytes(), Arc::from("site"), record("a", now + 60)))
                 .unwrap();
@@ -928,7 +921,7 @@ mod tests {
     #[test]
     fn an_ended_session_never_returns() {
         let store = sessions();
-        let now = crate::oidc::now();
+        let now = crate::clock::now();
         for ending in ["logout", "revocation", "rotation"] {
             let (s, _) =
                 now_or_never(store.create(Arc::from("site"), login("u", now + 30))).unwrap();
@@ -978,7 +971,7 @@ mod tests {
     #[test]
     fn at_most_two_session_cookies_are_read() {
         let store = sessions();
-        let now = crate::oidc::now();
+        let now = crate::clock::now();
         let (s, set) =
             now_or_never(store.create(Arc::from("site"), login("u", now + 3600))).unwrap();
         let live = set.to_str().unwrap().split(';').next().unwrap().to_owned();
@@ -1009,7 +1002,7 @@ mod tests {
     #[test]
     fn a_flood_of_sign_in_starts_never_refuses_a_new_one() {
         let store = sessions();
-        let now = crate::oidc::now();
+        let now = crate::clock::now();
         let pending = |i: u64| PendingLogin {
             state: format!("flood-{i}"),
             nonce: String::new(),

@@ -26,7 +26,7 @@ fn mint_typed(env: &SignInEnv, typ: &str, claims: serde_json::Value) -> String {
 }
 
 fn claims(env: &SignInEnv, sub: &str) -> serde_json::Value {
-    let now = jumpgate::oidc::now();
+    let now = jumpgate::clock::now();
     json!({"iss": env.fake.issuer(), "aud": [AUDIENCE], "sub": sub, "iat": now, "exp": now + 300, "email": "alice@example.com"})
 }
 
@@ -111,7 +111,7 @@ async fn bearer_tokens_are_verified_and_decided_like_users() {
     );
     assert_eq!(forward_auth(env, "Bearer not-a-jwt").await.0, 401);
 
-    let now = jumpgate::oidc::now();
+    let now = jumpgate::clock::now();
     let bad: Vec<(&str, String)> = vec![
         (
             "expired",

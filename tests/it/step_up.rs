@@ -116,7 +116,7 @@ async fn fresh_step_up_is_asked_for_accepted_reused_and_asked_again_when_old() {
         .unwrap()
         .parse()
         .unwrap();
-    assert!((t - jumpgate::oidc::now()).abs() < 60);
+    assert!((t - jumpgate::clock::now()).abs() < 60);
     let assertion = page.upstream_header("x-jumpgate-assertion").unwrap();
     let claims: serde_json::Value = serde_json::from_slice(
         &base64::Engine::decode(
@@ -270,7 +270,7 @@ async fn tokens_that_do_not_prove_a_fresh_step_up_are_refused() {
     .await;
     // An old authentication (the provider reused a sign-in from 10 minutes ago).
     refused(&s, |env| {
-        let old = jumpgate::oidc::now() - 600;
+        let old = jumpgate::clock::now() - 600;
         env.fake
             .tamper_next_id_token(Tamper::claims(move |c| c["auth_time"] = json!(old)));
     })

@@ -24,7 +24,7 @@ pub struct Prefix(pub String, String);
 
 impl Prefix {
     pub fn new(url: &str) -> Prefix {
-        let rand: String = jumpgate::oidc::login::random_token()
+        let rand: String = jumpgate::secret::random_token()
             .chars()
             .filter(char::is_ascii_alphanumeric)
             .take(12)

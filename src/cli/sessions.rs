@@ -2,8 +2,8 @@
 
 use std::fmt::Write;
 
-use super::redis::{Passwords, RedisStore, StoreError};
 use crate::config::{Config, StoreKind};
+use crate::shared::{Passwords, RedisStore, StoreError};
 
 /// What to do.
 #[derive(Debug, Clone)]

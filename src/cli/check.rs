@@ -8,9 +8,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::jumpcloud::{JumpCloud, SyncError};
-use super::snapshot::Reference;
 use crate::config::{Config, Problem};
+use crate::directory::jumpcloud::{JumpCloud, SyncError};
+use crate::directory::snapshot::Reference;
 use crate::metrics::Metrics;
 
 /// Longest wait for one API request during a check.
@@ -116,12 +116,12 @@ pub async fn groups(config: &Config) -> Findings {
     };
     // The references resolve exactly as they will in service: through a snapshot of the
     // groups just read (their members are not needed to know what a reference finds).
-    let raw = super::RawDirectory {
-        taken_at: crate::oidc::now(),
+    let raw = crate::directory::RawDirectory {
+        taken_at: crate::clock::now(),
         users: Vec::new(),
         groups: groups
             .into_iter()
-            .map(|(id, name)| super::snapshot::RawGroup {
+            .map(|(id, name)| crate::directory::snapshot::RawGroup {
                 id,
                 name,
                 members: Vec::new(),
@@ -133,7 +133,7 @@ pub async fn groups(config: &Config) -> Findings {
         .iter()
         .flat_map(|(_, refs)| refs.iter().cloned())
         .collect();
-    let snapshot = super::Snapshot::build(&raw, &refs, 0);
+    let snapshot = crate::directory::Snapshot::build(&raw, &refs, 0);
     let app = dc.application_id.as_deref().unwrap_or_default();
     let mut found = Vec::new();
     let mut r = 0;

@@ -1,4 +1,5 @@
-//! Sessions, sign-ins in progress and the directory snapshot shared through Redis, so several
+//! What several gateways share through Redis: sessions, sign-ins in progress, the directory
+//! sync lease and snapshot, and the endings (logouts, revocations) published to all, so several
 //! gateways behave as one: a session created on one instance works on all, and a logout or
 //! revocation on one is published so every instance drops its cached copy within a second.
 //!
@@ -17,6 +18,8 @@
 //! command answers `READONLY` or fails to connect) and resolves again, rather than following
 //! the old address to a demoted or dead node.
 
+pub mod sentinel;
+
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +31,8 @@ use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use super::sentinel::{self, Sentinels};
+use self::sentinel::Sentinels;
+use crate::clock::now_ms;
 use crate::config::{RedisConfig, RedisTarget};
 use crate::secret::{Secret, SecretError};
 
@@ -75,7 +79,7 @@ pub struct SessionRecord {
     /// Absolute end.
     pub expires: i64,
     /// Refresh token.
-    pub refresh_token: Option<String>,
+    pub refresh_token: Option<Secret>,
     /// ID token expiry.
     pub id_token_exp: i64,
     /// Last step-up time (0: none).
@@ -98,7 +102,7 @@ pub struct LoginRecord {
     /// `nonce`.
     pub nonce: String,
     /// PKCE verifier.
-    pub verifier: String,
+    pub verifier: Secret,
     /// Return path.
     pub return_to: String,
     /// Site.
@@ -236,12 +240,6 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 impl RedisStore {
     /// A store for `config`; nothing is connected until [`RedisStore::run`] or
     /// [`RedisStore::connect`].
@@ -270,7 +268,7 @@ impl RedisStore {
             problem: ArcSwapOption::empty(),
             recheck: Notify::new(),
             prefix: config.key_prefix.clone(),
-            instance: crate::oidc::login::random_token(),
+            instance: crate::secret::random_token(),
             last_ok_ms: AtomicI64::new(0),
             pubsub_up: AtomicBool::new(false),
             config: config.clone(),
@@ -377,7 +375,7 @@ impl RedisStore {
                     },
                     Err(e) => {
                         tracing::warn!(error = %e, retry_in = ?delay, "redis connection failed");
-                        tokio::time::sleep(crate::oidc::jitter(delay)).await;
+                        tokio::time::sleep(crate::clock::jitter(delay)).await;
                         delay = (delay * 2).min(max_delay);
                         continue;
                     }
@@ -425,7 +423,7 @@ impl RedisStore {
                 }
                 Err(e) => tracing::warn!(error = %e, "redis subscription failed"),
             }
-            tokio::time::sleep(crate::oidc::jitter(delay)).await;
+            tokio::time::sleep(crate::clock::jitter(delay)).await;
             delay = (delay * 2).min(max_delay);
         }
     }
@@ -534,7 +532,7 @@ impl RedisStore {
         let mut c = self.conn().await?;
         let json = serde_json::to_string(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let user_key = self.key("u", &record.sub);
-        let lifetime = (record.expires - crate::oidc::now()).max(1);
+        let lifetime = (record.expires - crate::clock::now()).max(1);
         let mut pipe = redis::pipe();
         pipe.atomic()
             .set_ex(self.key("s", hash), json, ttl.max(1))
@@ -935,6 +933,33 @@ impl RedisStore {
 mod tests {
     use super::*;
 
+    /// The records kept in Redis hold a refresh token and a PKCE verifier; neither appears
+    /// in their `Debug` output, while the stored form keeps them.
+    #[test]
+    fn records_never_print_their_secrets() {
+        let record = SessionRecord {
+            site: "s".into(),
+            sub: "u".into(),
+            email: None,
+            username: None,
+            name: None,
+            groups: vec![],
+            auth_time: None,
+            created: 0,
+            expires: 1,
+            refresh_token: Some(Secret::new("ory_rt_SECRET".into())),
+            id_token_exp: 1,
+            step_up_time: 0,
+            sid: None,
+            email_matches: false,
+        };
+        assert!(!format!("{record:?}").contains("SECRET"));
+        let stored = serde_json::to_string(&record).unwrap();
+        assert!(stored.contains("ory_rt_SECRET"));
+        let back: SessionRecord = serde_json::from_str(&stored).unwrap();
+        assert_eq!(back.refresh_token.unwrap().expose(), "ory_rt_SECRET");
+    }
+
     /// Ends that cannot reach Redis are remembered, one entry each, and hide exactly the
     /// sessions they ended.
     #[tokio::test]
@@ -964,7 +989,7 @@ mod tests {
     /// suite runs on 127.0.0.1:6379, under a key prefix of its own.
     #[tokio::test]
     async fn ended_sessions_are_hidden_from_every_reader_until_redis_knows() {
-        let prefix = format!("jgunit:{}:", crate::oidc::login::random_token());
+        let prefix = format!("jgunit:{}:", crate::secret::random_token());
         let config = RedisConfig {
             target: RedisTarget::Url("redis://127.0.0.1:6379/0".into()),
             password: None,
@@ -977,7 +1002,7 @@ mod tests {
             .connect()
             .await
             .expect("the test suite's Redis on 127.0.0.1:6379");
-        let now = crate::oidc::now();
+        let now = crate::clock::now();
         let record = |sub: &str| SessionRecord {
             site: "site".into(),
             sub: sub.into(),

@@ -6,9 +6,9 @@ use std::fmt::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::snapshot::Reference;
-use super::{load_cache, store_cache, Directory, Snapshot, Syncer};
 use crate::config::{Access, Config};
+use crate::directory::snapshot::Reference;
+use crate::directory::{load_cache, store_cache, Directory, Snapshot, Syncer};
 use crate::metrics::Metrics;
 use crate::policy::{admits, Routes};
 
@@ -26,10 +26,10 @@ pub enum ReportError {
     Tls(#[from] crate::tls::TlsError),
     /// The sync failed.
     #[error(transparent)]
-    Sync(#[from] super::jumpcloud::SyncError),
+    Sync(#[from] crate::directory::jumpcloud::SyncError),
     /// The cache could not be written.
     #[error(transparent)]
-    Cache(#[from] super::CacheError),
+    Cache(#[from] crate::directory::CacheError),
 }
 
 /// Users each site's default rule admits in `snapshot` (by email, else id).
