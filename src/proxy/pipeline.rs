@@ -19,6 +19,8 @@ use super::{auth, endpoints, tunnel, ConnInfo, Shared};
 use crate::canonical;
 use crate::headers;
 use crate::metrics::{LabelText, RequestLabel, SiteLabel, UpstreamErrorLabel, UpstreamFailure};
+use crate::policy::routes::{Route, Site};
+use crate::policy::Permit;
 
 /// The site and route of a request that matched none, shared rather than allocated.
 static NONE: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from("-"));
@@ -98,63 +100,26 @@ async fn forward(
     request_id: Option<&HeaderValue>,
 ) -> Result<Response<ResponseBody>, Rejection> {
     // 1. Size, then canonical method, host and path: everything after this reads only these.
-    if headers::section_size(req.method(), req.uri(), req.headers()) > shared.max_header_bytes {
-        return Err(Rejection::HeadersTooLarge);
-    }
-    if !canonical::method_ok(req.method().as_str()) {
-        return Err(Rejection::BadRequest);
-    }
-    if canonical::method_echoes(req.method().as_str()) {
-        return Err(Rejection::MethodNotAllowed);
-    }
-    let host = request_host(&req)?;
-    if conn.sni.as_deref().is_some_and(|sni| sni != host) {
-        return Err(Rejection::Misdirected);
-    }
-    let (mut parts, body) = req.into_parts();
-    let uri = std::mem::take(&mut parts.uri);
-    let path = canonical::path(uri.path()).map_err(|e| {
-        tracing::debug!(error = %e, "refused request path");
-        Rejection::BadRequest
-    })?;
+    let (target, mut parts, body) = Target::read(shared, conn, req)?;
+    let path = target.path()?;
     if shared.access_log {
         log.path = path.to_string();
     }
-
     // 2. No identity header from a client survives, on any route.
     headers::strip_inbound_identity(&mut parts.headers, &shared.extra_identity_headers);
-
-    // 3. Site and route.
-    let site = shared.routes.site(&host).ok_or(Rejection::Misdirected)?;
+    // 3. Site and route; the gateway's own endpoints answer here.
+    let site = shared
+        .routes
+        .site(&target.host)
+        .ok_or(Rejection::Misdirected)?;
     let readings = site.readings(&path);
     let route = readings.primary();
     log.site = site.host.clone();
     log.route = route.label.clone();
     if is_reserved(&path) {
-        if !path.starts_with(RESERVED_PREFIX) {
-            // Another spelling of the gateway's namespace (case, `;params`): never forwarded.
-            return Err(Rejection::NotFound);
-        }
-        if is_rate_limited_endpoint(&path, shared) {
-            if let Err(wait) = shared.rate_limit.check(log.client) {
-                return Ok(respond::too_many(wait, json));
-            }
-        }
-        if let Some(auth) = super::backchannel::route(shared, &path, &parts.method) {
-            return Ok(super::backchannel::handle(auth, body, &parts.headers).await);
-        }
-        return endpoints::handle(
-            shared.auth.as_deref(),
-            site,
-            &path,
-            &parts.method,
-            &uri,
-            &parts.headers,
-        )
-        .await;
+        return gateway_endpoint(shared, site, &path, &target.uri, parts, body, log, json).await;
     }
-
-    // 4. Policy, on the request's session when the route needs one.
+    // 4. The access decision, on the request's session when the route needs one.
     let now = crate::clock::now();
     let upgrade = headers::is_upgrade(&parts.headers);
     let asked = access::Asked {
@@ -167,99 +132,210 @@ async fn forward(
     };
     let permit = match access::decide(shared, asked, now).await? {
         Verdict::Allow(permit) => permit,
-        Verdict::SignIn => {
-            let Some(auth) = &shared.auth else {
-                return Err(Rejection::SignInRequired);
-            };
+        verdict => {
+            return challenge(shared, site, &path, &target.uri, &parts, verdict, log, json).await
+        }
+    };
+    // 5. The upstream request, identity set through the permit.
+    let upgrade = upgrade && parts.version == Version::HTTP_11;
+    let outgoing = Outgoing {
+        site,
+        path: &path,
+        query: target.uri.query(),
+        host: &target.host,
+        upgrade,
+        request_id,
+        now,
+    };
+    let (mut req, accept) = outgoing.prepare(shared, conn, &permit, parts, body)?;
+    // 6. Forwarded, streaming; an upgrade becomes a tunnel.
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let response = send(shared, site, route, req).await?;
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        return switch_protocols(shared, site, route, response, client_upgrade, accept);
+    }
+    // 7. The answer, finished.
+    Ok(finish(response, &permit))
+}
+
+/// What step 1 reads off a request: its canonical host, and its URI (the path is made
+/// canonical from it, borrowed, by [`Target::path`]).
+struct Target {
+    host: String,
+    uri: http::Uri,
+}
+
+impl Target {
+    /// The header section's size, the method, and the host (which must agree with the TLS
+    /// server name); the request's parts and body go on.
+    fn read(
+        shared: &Shared,
+        conn: &ConnInfo,
+        req: Request<Incoming>,
+    ) -> Result<(Target, http::request::Parts, Incoming), Rejection> {
+        if headers::section_size(req.method(), req.uri(), req.headers()) > shared.max_header_bytes {
+            return Err(Rejection::HeadersTooLarge);
+        }
+        if !canonical::method_ok(req.method().as_str()) {
+            return Err(Rejection::BadRequest);
+        }
+        if canonical::method_echoes(req.method().as_str()) {
+            return Err(Rejection::MethodNotAllowed);
+        }
+        let host = request_host(&req)?;
+        if conn.sni.as_deref().is_some_and(|sni| sni != host) {
+            return Err(Rejection::Misdirected);
+        }
+        let (mut parts, body) = req.into_parts();
+        let uri = std::mem::take(&mut parts.uri);
+        Ok((Target { host, uri }, parts, body))
+    }
+
+    /// The canonical path; a path with no canonical form is refused.
+    fn path(&self) -> Result<std::borrow::Cow<'_, str>, Rejection> {
+        canonical::path(self.uri.path()).map_err(|e| {
+            tracing::debug!(error = %e, "refused request path");
+            Rejection::BadRequest
+        })
+    }
+}
+
+/// The gateway's own endpoints (`/.jumpgate/…`), in their one canonical spelling only:
+/// another spelling of the namespace (case, `;params`) is never forwarded either.
+#[allow(clippy::too_many_arguments)]
+async fn gateway_endpoint(
+    shared: &Shared,
+    site: &Site,
+    path: &str,
+    uri: &http::Uri,
+    parts: http::request::Parts,
+    body: Incoming,
+    log: &AccessLog,
+    json: bool,
+) -> Result<Response<ResponseBody>, Rejection> {
+    if !path.starts_with(RESERVED_PREFIX) {
+        return Err(Rejection::NotFound);
+    }
+    if is_rate_limited_endpoint(path, shared) {
+        if let Err(wait) = shared.rate_limit.check(log.client) {
+            return Ok(respond::too_many(wait, json));
+        }
+    }
+    if let Some(auth) = super::backchannel::route(shared, path, &parts.method) {
+        return Ok(super::backchannel::handle(auth, body, &parts.headers).await);
+    }
+    let auth = shared.auth.as_deref();
+    endpoints::handle(auth, site, path, &parts.method, uri, &parts.headers).await
+}
+
+/// The answer to a request that may not pass yet: a sign-in, or a fresher MFA step-up.
+#[allow(clippy::too_many_arguments)]
+async fn challenge(
+    shared: &Shared,
+    site: &Site,
+    path: &str,
+    uri: &http::Uri,
+    parts: &http::request::Parts,
+    verdict: Verdict,
+    log: &AccessLog,
+    json: bool,
+) -> Result<Response<ResponseBody>, Rejection> {
+    let return_to = auth::return_to(path, uri.query());
+    match (verdict, &shared.auth) {
+        (Verdict::Allow(_), _) => unreachable!("an allowed request is forwarded"),
+        (Verdict::SignIn, None) => Err(Rejection::SignInRequired),
+        (Verdict::StepUp { .. }, None) => Err(Rejection::Forbidden),
+        (Verdict::SignIn, Some(auth)) => {
             if let Err(wait) = shared.rate_limit.check(log.client) {
                 return Ok(respond::too_many(wait, json));
             }
-            let return_to = auth::return_to(&path, uri.query());
-            return auth::sign_in_required(
-                auth,
-                site,
-                &parts.method,
-                &parts.headers,
-                &return_to,
-                json,
-            )
-            .await;
+            auth::sign_in_required(auth, site, &parts.method, &parts.headers, &return_to, json)
+                .await
         }
-        Verdict::StepUp { max_age } => {
-            let Some(auth) = &shared.auth else {
-                return Err(Rejection::Forbidden);
-            };
-            let return_to = auth::return_to(&path, uri.query());
-            return auth::step_up_required(
-                auth,
-                site,
-                &parts.method,
-                &parts.headers,
-                &return_to,
-                json,
-                max_age,
-            )
-            .await;
+        (Verdict::StepUp { max_age }, Some(auth)) => {
+            let (method, headers) = (&parts.method, &parts.headers);
+            auth::step_up_required(auth, site, method, headers, &return_to, json, max_age).await
         }
-    };
-
-    // 5. Upstream request: hop-by-hop gone, forwarding headers ours, URI rewritten.
-    let upgrade = upgrade && parts.version == Version::HTTP_11;
-    // What the upstream must answer a WebSocket handshake with; without a key the handshake
-    // is malformed and is not forwarded.
-    let accept = match upgrade {
-        true => Some(headers::websocket_accept(&parts.headers).ok_or(Rejection::BadRequest)?),
-        false => None,
-    };
-    let trusted = headers::is_trusted(conn.peer_ip(), &shared.trusted_proxies);
-    headers::strip_hop_by_hop(&mut parts.headers, upgrade);
-    headers::strip_gateway_cookies(&mut parts.headers);
-    headers::set_forwarded(
-        &mut parts.headers,
-        conn.peer_ip(),
-        conn.peer_value.as_ref(),
-        trusted,
-        &host,
-    );
-    if let Some(v) = request_id {
-        parts.headers.insert(X_REQUEST_ID.clone(), v.clone());
     }
-    if let Some(auth) = &shared.auth {
-        auth::set_identity(
-            &mut parts.headers,
-            auth,
-            &shared.identity_headers[site.upstream],
-            &permit,
-            now,
+}
+
+/// An allowed request on its way upstream.
+struct Outgoing<'a> {
+    site: &'a Site,
+    path: &'a str,
+    query: Option<&'a str>,
+    host: &'a str,
+    upgrade: bool,
+    request_id: Option<&'a HeaderValue>,
+    now: i64,
+}
+
+impl Outgoing<'_> {
+    /// The upstream request: hop-by-hop headers and the gateway's cookies gone, forwarding
+    /// headers ours, identity only from the permit, the site's Host, the canonical path.
+    /// With it, what the upstream must answer a WebSocket handshake with.
+    fn prepare(
+        &self,
+        shared: &Shared,
+        conn: &ConnInfo,
+        permit: &Permit,
+        mut parts: http::request::Parts,
+        body: Incoming,
+    ) -> Result<(Request<Incoming>, Option<HeaderValue>), Rejection> {
+        // Without a key the handshake is malformed and is not forwarded.
+        let accept = match self.upgrade {
+            true => Some(headers::websocket_accept(&parts.headers).ok_or(Rejection::BadRequest)?),
+            false => None,
+        };
+        let peer = conn.peer_ip();
+        let trusted = headers::is_trusted(peer, &shared.trusted_proxies);
+        let h = &mut parts.headers;
+        headers::strip_hop_by_hop(h, self.upgrade);
+        headers::strip_gateway_cookies(h);
+        headers::set_forwarded(h, peer, conn.peer_value.as_ref(), trusted, self.host);
+        if let Some(v) = self.request_id {
+            h.insert(X_REQUEST_ID.clone(), v.clone());
+        }
+        if let Some(auth) = &shared.auth {
+            let names = &shared.identity_headers[self.site.upstream];
+            auth::set_identity(h, auth, names, permit, self.now);
+            if let Some(session) = permit.session() {
+                auth.maybe_refresh(session);
+            }
+        }
+        // The host the request was decided on, as browsers reach it: never the client's
+        // spelling (case, trailing dot, another port), which an upstream building URLs from
+        // it would hand to the next user. HTTP/2 carries none; an HTTP/1.1 upstream needs one.
+        h.insert(
+            header::HOST,
+            shared.upstream_hosts[self.site.upstream].clone(),
         );
-        if let Some(session) = permit.session() {
-            auth.maybe_refresh(session);
+        let path_and_query = match self.query {
+            Some(q) => PathAndQuery::try_from(format!("{}?{q}", self.path)),
+            None => PathAndQuery::try_from(self.path),
         }
-    }
-    // The host the request was decided on, as browsers reach it: never the client's
-    // spelling (case, trailing dot, another port), which an upstream building URLs from it
-    // would hand to the next user. HTTP/2 carries none; an HTTP/1.1 upstream needs one.
-    parts
-        .headers
-        .insert(header::HOST, shared.upstream_hosts[site.upstream].clone());
-    let upstream = &shared.upstreams[site.upstream];
-    let path_and_query = match uri.query() {
-        Some(q) => PathAndQuery::try_from(format!("{path}?{q}")),
-        None => PathAndQuery::try_from(path.as_ref()),
-    }
-    .map_err(|_| Rejection::BadRequest)?;
-    parts.uri = upstream
-        .uri(path_and_query)
         .map_err(|_| Rejection::BadRequest)?;
-    let mut req = Request::from_parts(parts, body);
+        parts.uri = shared.upstreams[self.site.upstream]
+            .uri(path_and_query)
+            .map_err(|_| Rejection::BadRequest)?;
+        Ok((Request::from_parts(parts, body), accept))
+    }
+}
 
-    // 6. Forward, streaming; an upgrade becomes a tunnel.
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let mut response = match upstream.forward(req, route.upstream_response_timeout).await {
-        Ok(response) => response,
+/// Sends the request to the site's upstream; a failure is counted and becomes 502 or 504
+/// (400 when it was the client's body that failed).
+async fn send(
+    shared: &Shared,
+    site: &Site,
+    route: &Route,
+    req: Request<Incoming>,
+) -> Result<Response<Incoming>, Rejection> {
+    let upstream = &shared.upstreams[site.upstream];
+    match upstream.forward(req, route.upstream_response_timeout).await {
+        Ok(response) => Ok(response),
         Err(e @ UpstreamError::ClientBody(_)) => {
             tracing::debug!(site = %site.host, route = %route.label, error = %ErrorChain(&e), "request body from the client failed");
-            return Err(Rejection::BadRequest);
+            Err(Rejection::BadRequest)
         }
         Err(e) => {
             let kind = match e {
@@ -267,59 +343,70 @@ async fn forward(
                 _ => UpstreamFailure::Connect,
             };
             tracing::warn!(site = %site.host, route = %route.label, error = %ErrorChain(&e), "upstream request failed");
-            shared
-                .metrics
-                .upstream_errors
-                .get_or_create(&UpstreamErrorLabel {
-                    site: LabelText(site.host.clone()),
-                    kind,
-                })
-                .inc();
-            return Err(match kind {
+            let label = UpstreamErrorLabel {
+                site: LabelText(site.host.clone()),
+                kind,
+            };
+            shared.metrics.upstream_errors.get_or_create(&label).inc();
+            Err(match kind {
                 UpstreamFailure::Connect => Rejection::BadGateway,
                 UpstreamFailure::Timeout => Rejection::GatewayTimeout,
-            });
+            })
         }
-    };
-    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        let (Some(client_upgrade), Some(accept)) = (client_upgrade, accept) else {
-            tracing::warn!(site = %site.host, "upstream switched protocols without being asked");
-            return Err(Rejection::BadGateway);
-        };
-        // A 101 hands the client a raw socket to the upstream, past every later rule: only
-        // a real answer to this WebSocket handshake may open one.
-        if !headers::is_websocket_switch(response.headers(), &accept) {
-            tracing::warn!(site = %site.host, route = %route.label, "upstream answered 101 without accepting the WebSocket handshake");
-            return Err(Rejection::BadGateway);
-        }
-        let upstream_upgrade = hyper::upgrade::on(&mut response);
-        let idle = route.tunnel_idle_timeout;
-        let shutdown = shared.shutdown.clone();
-        let metrics = shared.metrics.clone();
-        tokio::spawn(async move {
-            match tokio::try_join!(client_upgrade, upstream_upgrade) {
-                Ok((client, upstream)) => {
-                    metrics.open_tunnels.inc();
-                    tunnel::pump(client, upstream, idle, shutdown).await;
-                    metrics.open_tunnels.dec();
-                }
-                Err(e) => tracing::debug!(error = %e, "upgrade did not complete"),
-            }
-        });
-        let (mut parts, _) = response.into_parts();
-        headers::strip_hop_by_hop(&mut parts.headers, true);
-        return Ok(Response::from_parts(parts, ResponseBody::empty()));
     }
+}
+
+/// A 101 hands the client a raw socket to the upstream, past every later rule: only a real
+/// answer to this request's WebSocket handshake opens one, and the tunnel is pumped in its
+/// own task until either side closes, it idles out, or the gateway shuts down.
+fn switch_protocols(
+    shared: &Shared,
+    site: &Site,
+    route: &Route,
+    mut response: Response<Incoming>,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    accept: Option<HeaderValue>,
+) -> Result<Response<ResponseBody>, Rejection> {
+    let (Some(client_upgrade), Some(accept)) = (client_upgrade, accept) else {
+        tracing::warn!(site = %site.host, "upstream switched protocols without being asked");
+        return Err(Rejection::BadGateway);
+    };
+    if !headers::is_websocket_switch(response.headers(), &accept) {
+        tracing::warn!(site = %site.host, route = %route.label, "upstream answered 101 without accepting the WebSocket handshake");
+        return Err(Rejection::BadGateway);
+    }
+    let upstream_upgrade = hyper::upgrade::on(&mut response);
+    let idle = route.tunnel_idle_timeout;
+    let shutdown = shared.shutdown.clone();
+    let metrics = shared.metrics.clone();
+    tokio::spawn(async move {
+        match tokio::try_join!(client_upgrade, upstream_upgrade) {
+            Ok((client, upstream)) => {
+                metrics.open_tunnels.inc();
+                tunnel::pump(client, upstream, idle, shutdown).await;
+                metrics.open_tunnels.dec();
+            }
+            Err(e) => tracing::debug!(error = %e, "upgrade did not complete"),
+        }
+    });
+    let (mut parts, _) = response.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers, true);
+    Ok(Response::from_parts(parts, ResponseBody::empty()))
+}
+
+/// The upstream's answer for the client: hop-by-hop headers gone, and private to the
+/// signed-in user unless the upstream chose its own caching.
+fn finish(response: Response<Incoming>, permit: &Permit) -> Response<ResponseBody> {
     let (mut parts, body) = response.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers, false);
     if permit.session().is_some() && !parts.headers.contains_key(header::CACHE_CONTROL) {
         // A page made for one signed-in user must never be kept by a shared cache in
-        // front of the gateway and handed to someone else; the upstream may say otherwise.
+        // front of the gateway and handed to someone else.
         parts
             .headers
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
     }
-    Ok(Response::from_parts(parts, ResponseBody::stream(body)))
+    Response::from_parts(parts, ResponseBody::stream(body))
 }
 
 /// Whether a canonical path is in the gateway's namespace in any spelling a server might
