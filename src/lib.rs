@@ -111,6 +111,16 @@ pub struct Listeners {
 }
 
 impl Listeners {
+    /// The public listener, and the others.
+    fn split(self) -> (TcpListener, SideListeners) {
+        let side = SideListeners {
+            admin: self.admin,
+            verify: self.verify,
+            redirect: self.redirect,
+        };
+        (self.public, side)
+    }
+
     /// Binds every address the configuration names.
     pub async fn bind(config: &Config) -> Result<Listeners, StartError> {
         async fn one(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -144,197 +154,45 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
-    let metrics = Arc::new(Metrics::new());
-    let certs = CertStore::load(&config.server.tls_cert, &config.server.tls_key)?;
-    let acceptor = TlsAcceptor::from(tls::server_config(certs.clone())?);
+    let https_port = listeners.public.local_addr().map_or(443, |a| a.port());
+    let public_port = config.server.public_port.unwrap_or(https_port);
+    // Built once for the life of the process...
+    let services = Services::start(&config, public_port)?;
     let (tunnel_stop, tunnel_rx) = shutdown::channel();
-    let public_port = config.server.public_port.unwrap_or_else(|| {
-        listeners
-            .public
-            .local_addr()
-            .map(|a| a.port())
-            .unwrap_or(443)
-    });
-    let audit = match &config.audit {
-        Some(output) => Some(Arc::new(
-            audit::Audit::start(output).map_err(|source| StartError::Audit { source })?,
-        )),
-        None => None,
-    };
-    let auth = build_auth(&config, public_port, &audit)?;
-    let mut shared = Shared::new(
-        &config,
-        public_port,
-        auth.clone(),
-        metrics.clone(),
-        tunnel_rx.receiver(),
-    )?;
-    shared.audit = audit;
-    if !config.api_tokens.is_empty() {
-        let skew = config
-            .oidc
-            .as_ref()
-            .map_or(std::time::Duration::from_secs(120), |o| o.clock_skew);
-        let ca = config.oidc.as_ref().and_then(|o| o.ca_file.as_deref());
-        shared.api_tokens = Some(Arc::new(oidc::api_token::ApiTokens::new(
-            &config.api_tokens,
-            ca,
-            skew,
-        )?));
-    }
-    let syncer = match &config.directory {
-        Some(dc) => {
-            let directory = Arc::new(directory::Directory::new(
-                dc.max_staleness,
-                shared.routes.group_refs().to_vec(),
-            ));
-            let syncer = directory::Syncer {
-                config: dc.clone(),
-                client: oidc::http::IdpClient::new(
-                    config.oidc.as_ref().and_then(|o| o.ca_file.as_deref()),
-                    dc.request_timeout,
-                )?,
-                api_key: secret::load(&dc.api_key, "directory.api_key")?,
-                metrics: metrics.clone(),
-            };
-            // The last good snapshot is in force before the first sync, so a restart during
-            // a JumpCloud outage still enforces it.
-            syncer.load_cache_into(&directory);
-            shared.directory = Some(directory.clone());
-            Some((syncer, directory))
-        }
-        None => None,
-    };
-    let directory_handle = shared.directory.clone();
+    // ...and the routing built on them, which a reload replaces whole.
+    let (shared, sync) = services.routing(&config, public_port, tunnel_rx.receiver())?;
+    let readiness = Arc::new(services.readiness(shared.directory.clone()));
     let shared: Arc<proxy::Live> = Arc::new(arc_swap::ArcSwap::from_pointee(shared));
-    let redis = auth.as_ref().and_then(|a| a.sessions.shared().cloned());
-    let readiness = Arc::new(Readiness::new(
-        auth.as_ref().map(|a| a.oidc.clone()),
-        auth.as_ref()
-            .and_then(|a| a.step_up.as_ref())
-            .map(|s| s.oidc.clone()),
-        directory_handle,
-        redis.clone(),
-    ));
+    let background = services.spawn_background(&config, &shared, sync);
+
     let (stop, stopped) = shutdown::channel();
-    let limits = config.server.limits.clone();
+    let limits = &config.server.limits;
+    let (public, side) = listeners.split();
+    let metrics = &services.metrics;
+    let serving = side.serve(limits, &stopped, &readiness, metrics, &shared, https_port);
 
-    let reload_requested = Arc::new(tokio::sync::Notify::new());
-    let mut background = vec![
-        tokio::spawn(certs.clone().watch(CERT_POLL, metrics.clone())),
-        tokio::spawn(reload_on_sighup(
-            shutdown::Hangups::new(),
-            certs,
-            metrics.clone(),
-            reload_requested.clone(),
-        )),
-        tokio::spawn(reload::watch(
-            config.source.clone(),
-            config.clone(),
-            shared.clone(),
-            metrics.clone(),
-            reload_requested,
-        )),
-    ];
-    if let Some(auth) = &auth {
-        background.push(tokio::spawn(auth.oidc.clone().discover_until_ready()));
-        if let Some(step_up) = &auth.step_up {
-            background.push(tokio::spawn(step_up.oidc.clone().discover_until_ready()));
-        }
-    }
-    if let Some(tokens) = shared.load().api_tokens.clone() {
-        background.push(tokio::spawn(tokens.run()));
-    }
-    if let (Some(store), Some(auth)) = (&redis, &auth) {
-        let auth = auth.clone();
-        let notify = store.clone();
-        background.push(tokio::spawn(store.clone().run(move |event| {
-            if let crate::shared::Event::Snapshot(_) = event {
-                notify.snapshot_published.notify_waiters();
-            }
-            auth.sessions.apply(&event);
-        })));
-    }
-    match (syncer, &redis) {
-        (Some((syncer, directory)), Some(store)) => {
-            background.push(tokio::spawn(syncer.run_shared(directory, store.clone())));
-        }
-        (Some((syncer, directory)), None) => background.push(tokio::spawn(syncer.run(directory))),
-        (None, _) => {}
-    }
-
-    let mut listeners_done = Vec::new();
-    if let Some(listener) = listeners.admin {
-        let readiness = readiness.clone();
-        let metrics = metrics.clone();
-        log_listening("admin", &listener);
-        listeners_done.push(tokio::spawn(server::serve_plain(
-            listener,
-            limits.clone(),
-            stopped.clone().wait(),
-            move |req| admin::handle(&req, &readiness, &metrics),
-        )));
-    }
-    if let Some(listener) = listeners.verify {
-        log_listening("forward-auth", &listener);
-        let shared = shared.clone();
-        listeners_done.push(tokio::spawn(server::serve_plain_async(
-            listener,
-            limits.clone(),
-            stopped.clone().wait(),
-            move |req, peer| {
-                let shared = shared.clone();
-                async move {
-                    let shared = shared.load_full();
-                    let json = proxy::respond::wants_json(req.headers());
-                    if req.uri().path() != proxy::verify::VERIFY_PATH {
-                        return proxy::respond::rejection(
-                            proxy::respond::Rejection::NotFound,
-                            json,
-                        );
-                    }
-                    let mut headers = req.headers().clone();
-                    headers::mark_sensitive(&mut headers);
-                    proxy::verify::serve(&shared, peer.ip(), &headers, json).await
-                }
-            },
-        )));
-    }
-    let https_port = listeners
-        .public
-        .local_addr()
-        .map(|a| a.port())
-        .unwrap_or(443);
-    if let Some(listener) = listeners.redirect {
-        log_listening("http redirect", &listener);
-        listeners_done.push(tokio::spawn(server::serve_redirect(
-            listener,
-            shared.clone(),
-            https_port,
-            limits.clone(),
-            stopped.clone().wait(),
-        )));
-    }
-
-    log_listening("public (TLS)", &listeners.public);
+    log_listening("public (TLS)", &public);
     readiness.set_listening(true);
     let public_readiness = readiness.clone();
+    let stop_accepting = async move {
+        shutdown.await;
+        public_readiness.set_listening(false);
+    };
+    let (grace, acceptor) = (config.server.shutdown_grace, services.acceptor.clone());
     server::serve_public(
-        listeners.public,
+        public,
         acceptor,
         shared,
-        limits,
-        config.server.shutdown_grace,
-        async move {
-            shutdown.await;
-            public_readiness.set_listening(false);
-        },
+        limits.clone(),
+        grace,
+        stop_accepting,
     )
     .await;
 
+    // Tunnels and the side listeners stop with the public one; the loops beside them end.
     tunnel_stop.stop();
     stop.stop();
-    for task in listeners_done {
+    for task in serving {
         let _ = task.await;
     }
     for task in background {
@@ -342,6 +200,237 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// What start-up builds once and keeps for the life of the process: metrics, the TLS
+/// certificate, the audit log, sign-in and sessions, API-token issuers, the shared store.
+/// The routing built on them ([`Shared`]) is what a reload replaces.
+struct Services {
+    metrics: Arc<Metrics>,
+    certs: Arc<CertStore>,
+    acceptor: TlsAcceptor,
+    audit: Option<Arc<audit::Audit>>,
+    auth: Option<Arc<proxy::auth::Auth>>,
+    api_tokens: Option<Arc<oidc::api_token::ApiTokens>>,
+    redis: Option<Arc<crate::shared::RedisStore>>,
+}
+
+/// The directory and the syncer that keeps it, when `[directory]` is set.
+type Sync = Option<(directory::Syncer, Arc<directory::Directory>)>;
+
+impl Services {
+    fn start(config: &Config, public_port: u16) -> Result<Services, StartError> {
+        let certs = CertStore::load(&config.server.tls_cert, &config.server.tls_key)?;
+        let acceptor = TlsAcceptor::from(tls::server_config(certs.clone())?);
+        let audit = match &config.audit {
+            Some(output) => Some(Arc::new(
+                audit::Audit::start(output).map_err(|source| StartError::Audit { source })?,
+            )),
+            None => None,
+        };
+        let auth = build_auth(config, public_port, &audit)?;
+        let api_tokens = match config.api_tokens.is_empty() {
+            true => None,
+            false => {
+                let oidc = config.oidc.as_ref();
+                let skew = oidc.map_or(Duration::from_secs(120), |o| o.clock_skew);
+                let ca = oidc.and_then(|o| o.ca_file.as_deref());
+                let tokens = oidc::api_token::ApiTokens::new(&config.api_tokens, ca, skew)?;
+                Some(Arc::new(tokens))
+            }
+        };
+        let redis = auth.as_ref().and_then(|a| a.sessions.shared().cloned());
+        Ok(Services {
+            metrics: Arc::new(Metrics::new()),
+            certs,
+            acceptor,
+            audit,
+            auth,
+            api_tokens,
+            redis,
+        })
+    }
+
+    /// The routing for `config` on these services, with the directory (its last good
+    /// snapshot already in force, so a restart during a JumpCloud outage enforces it).
+    fn routing(
+        &self,
+        config: &Config,
+        public_port: u16,
+        tunnels: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(Shared, Sync), StartError> {
+        let metrics = self.metrics.clone();
+        let mut shared = Shared::new(config, public_port, self.auth.clone(), metrics, tunnels)?;
+        shared.audit = self.audit.clone();
+        shared.api_tokens = self.api_tokens.clone();
+        let Some(dc) = &config.directory else {
+            return Ok((shared, None));
+        };
+        let groups = shared.routes.group_refs().to_vec();
+        let directory = Arc::new(directory::Directory::new(dc.max_staleness, groups));
+        let ca = config.oidc.as_ref().and_then(|o| o.ca_file.as_deref());
+        let syncer = directory::Syncer {
+            config: dc.clone(),
+            client: oidc::http::IdpClient::new(ca, dc.request_timeout)?,
+            api_key: secret::load(&dc.api_key, "directory.api_key")?,
+            metrics: self.metrics.clone(),
+        };
+        syncer.load_cache_into(&directory);
+        shared.directory = Some(directory.clone());
+        Ok((shared, Some((syncer, directory))))
+    }
+
+    fn readiness(&self, directory: Option<Arc<directory::Directory>>) -> Readiness {
+        let auth = self.auth.as_ref();
+        let step_up = auth
+            .and_then(|a| a.step_up.as_ref())
+            .map(|s| s.oidc.clone());
+        Readiness::new(
+            auth.map(|a| a.oidc.clone()),
+            step_up,
+            directory,
+            self.redis.clone(),
+        )
+    }
+
+    /// The loops that run beside the listeners: certificate and configuration watching,
+    /// SIGHUP, provider discovery, API-token keys, the shared store's events, the sync.
+    fn spawn_background(
+        &self,
+        config: &Config,
+        shared: &Arc<proxy::Live>,
+        sync: Sync,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let metrics = &self.metrics;
+        let reload_requested = Arc::new(tokio::sync::Notify::new());
+        let hangups = shutdown::Hangups::new();
+        let certs = self.certs.clone();
+        let mut tasks = vec![
+            tokio::spawn(certs.clone().watch(CERT_POLL, metrics.clone())),
+            tokio::spawn(reload_on_sighup(
+                hangups,
+                certs,
+                metrics.clone(),
+                reload_requested.clone(),
+            )),
+            tokio::spawn(reload::watch(
+                config.source.clone(),
+                config.clone(),
+                shared.clone(),
+                metrics.clone(),
+                reload_requested,
+            )),
+        ];
+        if let Some(auth) = &self.auth {
+            tasks.push(tokio::spawn(auth.oidc.clone().discover_until_ready()));
+            if let Some(step_up) = &auth.step_up {
+                tasks.push(tokio::spawn(step_up.oidc.clone().discover_until_ready()));
+            }
+        }
+        if let Some(tokens) = &self.api_tokens {
+            tasks.push(tokio::spawn(tokens.clone().run()));
+        }
+        if let (Some(store), Some(auth)) = (&self.redis, &self.auth) {
+            let (auth, notify) = (auth.clone(), store.clone());
+            tasks.push(tokio::spawn(store.clone().run(move |event| {
+                if let crate::shared::Event::Snapshot(_) = event {
+                    notify.snapshot_published.notify_waiters();
+                }
+                auth.sessions.apply(&event);
+            })));
+        }
+        match (sync, &self.redis) {
+            (Some((syncer, directory)), Some(store)) => {
+                tasks.push(tokio::spawn(syncer.run_shared(directory, store.clone())));
+            }
+            (Some((syncer, directory)), None) => tasks.push(tokio::spawn(syncer.run(directory))),
+            (None, _) => {}
+        }
+        tasks
+    }
+}
+
+/// The listeners beside the public one.
+struct SideListeners {
+    admin: Option<TcpListener>,
+    verify: Option<TcpListener>,
+    redirect: Option<TcpListener>,
+}
+
+impl SideListeners {
+    /// Serves each until `stopped`; the handles finish once their connections have.
+    fn serve(
+        self,
+        limits: &config::Limits,
+        stopped: &shutdown::Stop,
+        readiness: &Arc<Readiness>,
+        metrics: &Arc<Metrics>,
+        shared: &Arc<proxy::Live>,
+        https_port: u16,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut serving = Vec::new();
+        if let Some(listener) = self.admin {
+            serving.push(serve_admin(listener, limits, stopped, readiness, metrics));
+        }
+        if let Some(listener) = self.verify {
+            serving.push(serve_forward_auth(listener, limits, stopped, shared));
+        }
+        if let Some(listener) = self.redirect {
+            log_listening("http redirect", &listener);
+            let (shared, done) = (shared.clone(), stopped.clone().wait());
+            let redirect =
+                server::serve_redirect(listener, shared, https_port, limits.clone(), done);
+            serving.push(tokio::spawn(redirect));
+        }
+        serving
+    }
+}
+
+/// The admin listener: health, readiness and metrics.
+fn serve_admin(
+    listener: TcpListener,
+    limits: &config::Limits,
+    stopped: &shutdown::Stop,
+    readiness: &Arc<Readiness>,
+    metrics: &Arc<Metrics>,
+) -> tokio::task::JoinHandle<()> {
+    log_listening("admin", &listener);
+    let (readiness, metrics) = (readiness.clone(), metrics.clone());
+    tokio::spawn(server::serve_plain(
+        listener,
+        limits.clone(),
+        stopped.clone().wait(),
+        move |req| admin::handle(&req, &readiness, &metrics),
+    ))
+}
+
+/// The forward-auth listener: `/.jumpgate/verify` only, for the front proxy.
+fn serve_forward_auth(
+    listener: TcpListener,
+    limits: &config::Limits,
+    stopped: &shutdown::Stop,
+    shared: &Arc<proxy::Live>,
+) -> tokio::task::JoinHandle<()> {
+    log_listening("forward-auth", &listener);
+    let shared = shared.clone();
+    tokio::spawn(server::serve_plain_async(
+        listener,
+        limits.clone(),
+        stopped.clone().wait(),
+        move |req, peer| {
+            let shared = shared.clone();
+            async move {
+                let shared = shared.load_full();
+                let json = proxy::respond::wants_json(req.headers());
+                if req.uri().path() != proxy::verify::VERIFY_PATH {
+                    return proxy::respond::rejection(proxy::respond::Rejection::NotFound, json);
+                }
+                let mut headers = req.headers().clone();
+                headers::mark_sensitive(&mut headers);
+                proxy::verify::serve(&shared, peer.ip(), &headers, json).await
+            }
+        },
+    ))
 }
 
 /// Loads the client secret and keys and builds the sign-in state, when `[oidc]` is set.
