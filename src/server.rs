@@ -80,6 +80,26 @@ where
     }
 }
 
+/// The next connection, or `None` once `shutdown` resolves. A failed accept (usually EMFILE,
+/// or a connection reset before it was taken) is logged and waited out, never the end.
+async fn accept(
+    listener: &TcpListener,
+    shutdown: &mut Pin<&mut impl Future<Output = ()>>,
+) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => return Some(pair),
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            () = shutdown.as_mut() => return None,
+        }
+    }
+}
+
 /// Drives one connection: drops it (closing the socket) when no request has started within
 /// `deadline`, since a client that completes a handshake and then stays silent must not hold
 /// a connection; drains it once it has had no request in flight for `idle` (HTTP/2, whose
@@ -148,17 +168,8 @@ pub async fn serve_public(
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     tokio::pin!(shutdown);
     loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Usually EMFILE or a connection reset before accept: keep serving.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
+        let Some((stream, peer)) = accept(&listener, &mut shutdown).await else {
+            break;
         };
         let _ = stream.set_nodelay(true);
         let acceptor = acceptor.clone();
@@ -316,16 +327,8 @@ pub async fn serve_plain_async<F, Fut>(
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
-        let (stream, peer): (TcpStream, SocketAddr) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
+        let Some((stream, peer)) = accept(&listener, &mut shutdown).await else {
+            break;
         };
         let handler = handler.clone();
         let mut builder = hyper::server::conn::http1::Builder::new();

@@ -231,3 +231,24 @@ pub fn client_config(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig, Tl
             .with_no_client_auth();
     Ok(config)
 }
+
+/// The connector for outbound HTTPS (and plain HTTP where configured): rustls trusting the web
+/// PKI plus `ca_file`, HTTP/1.1, a connect timeout. One for the upstreams and the provider.
+pub fn https_connector(
+    ca_file: Option<&Path>,
+    connect_timeout: Duration,
+) -> Result<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    TlsError,
+> {
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    // Requests are written whole; Nagle would only hold back their last segment.
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(client_config(ca_file)?)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http))
+}

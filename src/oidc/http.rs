@@ -79,15 +79,7 @@ pub struct IdpClient {
 impl IdpClient {
     /// A client trusting the web PKI plus `ca_file`.
     pub fn new(ca_file: Option<&Path>, timeout: Duration) -> Result<IdpClient, TlsError> {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(timeout));
-        let tls = tls::client_config(ca_file)?;
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
+        let connector = tls::https_connector(ca_file, timeout)?;
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(30))

@@ -93,6 +93,20 @@ pub async fn handle(
     }
 }
 
+/// Whether a callback completes the kind of sign-in `login` is (a step-up or not), on the
+/// site and in the browser (its login cookie) that started it.
+fn started_here(
+    auth: &Auth,
+    login: &crate::oidc::login::PendingLogin,
+    site: &Site,
+    headers: &HeaderMap,
+    step_up: bool,
+) -> bool {
+    login.step_up == step_up
+        && *login.site == *site.host
+        && auth.sessions.has_binding(headers, &login.binding)
+}
+
 async fn callback(
     auth: &Auth,
     site: &Site,
@@ -103,10 +117,7 @@ async fn callback(
 ) -> Result<Response<ResponseBody>, Rejection> {
     // The state is consumed whatever happens next: a callback URL works once.
     let login = take_login(auth, state).await?;
-    if login.step_up
-        || *login.site != *site.host
-        || !auth.sessions.has_binding(headers, &login.binding)
-    {
+    if !started_here(auth, &login, site, headers, false) {
         tracing::info!(site = %site.host, "sign-in callback from a different browser or site refused");
         return Err(Rejection::SignInExpired);
     }
@@ -164,10 +175,7 @@ async fn step_up_callback(
     error: Option<&str>,
 ) -> Result<Response<ResponseBody>, Rejection> {
     let login = take_login(auth, state).await?;
-    if !login.step_up
-        || *login.site != *site.host
-        || !auth.sessions.has_binding(headers, &login.binding)
-    {
+    if !started_here(auth, &login, site, headers, true) {
         return Err(Rejection::SignInExpired);
     }
     let session = auth

@@ -63,16 +63,10 @@ pub type Upstreams = Arc<[Upstream]>;
 pub fn build(sites: &[SiteConfig], limits: &Limits) -> Result<Upstreams, TlsError> {
     let mut out = Vec::with_capacity(sites.len());
     for site in sites {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(limits.upstream_connect_timeout));
-        let tls = tls::client_config(site.upstream.ca_file.as_deref())?;
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
+        let connector = tls::https_connector(
+            site.upstream.ca_file.as_deref(),
+            limits.upstream_connect_timeout,
+        )?;
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(limits.upstream_idle_timeout)

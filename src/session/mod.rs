@@ -208,6 +208,32 @@ fn key_from_hex(hash: &str) -> Option<[u8; 32]> {
     Some(key)
 }
 
+/// A new session's record from verified claims: created `now`, ending at `expires`.
+fn new_record(
+    site: &str,
+    c: crate::oidc::verify::IdClaims,
+    now: i64,
+    expires: i64,
+    refresh_token: Option<Secret>,
+) -> SessionRecord {
+    SessionRecord {
+        site: site.to_owned(),
+        sub: c.sub,
+        email: c.email,
+        username: c.username,
+        name: c.name,
+        groups: c.groups,
+        auth_time: c.auth_time,
+        created: now,
+        expires,
+        refresh_token,
+        id_token_exp: c.exp,
+        step_up_time: 0,
+        sid: c.sid,
+        email_matches: c.email_matches,
+    }
+}
+
 /// Why a session or sign-in could not be stored.
 pub use crate::shared::StoreError;
 
@@ -339,23 +365,9 @@ impl Sessions {
 
     /// A session for one request authenticated by a bearer token: never stored, no cookie.
     pub fn ephemeral(&self, site: Arc<str>, c: crate::oidc::verify::IdClaims) -> Arc<Session> {
-        let now = crate::clock::now();
-        let record = SessionRecord {
-            site: site.to_string(),
-            sub: c.sub,
-            email: c.email,
-            username: c.username,
-            name: c.name,
-            groups: c.groups,
-            auth_time: c.auth_time,
-            created: now,
-            expires: c.exp,
-            refresh_token: None,
-            id_token_exp: c.exp,
-            step_up_time: 0,
-            sid: None,
-            email_matches: c.email_matches,
-        };
+        let expires = c.exp;
+        let mut record = new_record(&site, c, crate::clock::now(), expires, None);
+        record.sid = None;
         self.build(random_bytes(), site, record)
     }
 
@@ -372,23 +384,8 @@ impl Sessions {
     ) -> Result<(Arc<Session>, HeaderValue), StoreError> {
         let id = random_bytes();
         let now = crate::clock::now();
-        let c = login.claims;
-        let record = SessionRecord {
-            site: site.to_string(),
-            sub: c.sub,
-            email: c.email,
-            username: c.username,
-            name: c.name,
-            groups: c.groups,
-            auth_time: c.auth_time,
-            created: now,
-            expires: now + self.lifetime.as_secs() as i64,
-            refresh_token: login.refresh_token,
-            id_token_exp: c.exp,
-            step_up_time: 0,
-            sid: c.sid,
-            email_matches: c.email_matches,
-        };
+        let expires = now + self.lifetime.as_secs() as i64;
+        let record = new_record(&site, login.claims, now, expires, login.refresh_token);
         self.store_new(id, site, record).await
     }
 
