@@ -45,7 +45,7 @@ pub enum OidcError {
     NotReady,
     /// The provider could not be reached or answered 5xx.
     #[error("identity provider unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[from] FetchError),
     /// The provider refused the code or refresh token (`invalid_grant`, `invalid_client`, …).
     #[error("identity provider refused the request: {0}")]
     Rejected(String),
@@ -55,12 +55,6 @@ pub enum OidcError {
     /// The ID token failed verification.
     #[error("ID token rejected: {0}")]
     Token(#[from] VerifyError),
-}
-
-impl From<FetchError> for OidcError {
-    fn from(e: FetchError) -> Self {
-        OidcError::Unavailable(e.to_string())
-    }
 }
 
 /// A completed, verified sign-in.
@@ -405,7 +399,7 @@ fn token_error(
 ) -> OidcError {
     match e {
         RequestTokenError::ServerResponse(r) => OidcError::Rejected(r.error().as_ref().to_owned()),
-        RequestTokenError::Request(e) => OidcError::Unavailable(e.to_string()),
+        RequestTokenError::Request(e) => OidcError::Unavailable(e),
         // Which field failed, and why: a provider writing a claim the library's model
         // refuses (JumpCloud's `email_verified` as "1") is told apart from garbage.
         RequestTokenError::Parse(e, _) => OidcError::InvalidResponse(e.inner().to_string()),

@@ -43,18 +43,30 @@ const SENTINEL_CHECK: Duration = Duration::from_secs(1);
 /// Why a Redis operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// Not connected yet, or the connection is down.
+    /// A command or connection failed.
     #[error("redis unavailable: {0}")]
-    Unavailable(String),
-    /// A stored value could not be read.
+    Redis(#[from] redis::RedisError),
+    /// No master could be found through the sentinels.
+    #[error("redis unavailable: {0}")]
+    Sentinel(#[from] sentinel::ResolveError),
+    /// Not connected yet.
+    #[error("redis unavailable: not connected")]
+    NotConnected,
+    /// A setting names no usable Redis.
+    #[error("{key}: {source}")]
+    Config {
+        /// The setting.
+        key: &'static str,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A stored value could not be written or read back.
     #[error("redis value unreadable: {0}")]
-    Corrupt(String),
-}
-
-impl From<redis::RedisError> for StoreError {
-    fn from(e: redis::RedisError) -> Self {
-        StoreError::Unavailable(e.to_string())
-    }
+    Corrupt(#[from] serde_json::Error),
+    /// A stored snapshot could not be packed or unpacked.
+    #[error("redis snapshot unreadable: {0}")]
+    Packing(#[from] std::io::Error),
 }
 
 /// A session as stored in Redis.
@@ -247,18 +259,21 @@ impl RedisStore {
         let source = match &config.target {
             RedisTarget::Url(url) => {
                 let mut info = redis::IntoConnectionInfo::into_connection_info(url.as_str())
-                    .map_err(|e| StoreError::Unavailable(format!("session.redis_url: {e}")))?;
+                    .map_err(|e| StoreError::Config {
+                        key: "session.redis_url",
+                        source: Box::new(e),
+                    })?;
                 if let Some(p) = &passwords.data {
                     info.redis.password = Some(p.expose().to_owned());
                 }
-                Source::Fixed(
-                    redis::Client::open(info)
-                        .map_err(|e| StoreError::Unavailable(e.to_string()))?,
-                )
+                Source::Fixed(redis::Client::open(info)?)
             }
             RedisTarget::Sentinel(s) => Source::Sentinel(
                 Sentinels::new(s, passwords.sentinel.as_ref(), passwords.data.as_ref()).map_err(
-                    |e| StoreError::Unavailable(format!("session.redis_sentinels: {e}")),
+                    |e| StoreError::Config {
+                        key: "session.redis_sentinels",
+                        source: Box::new(e),
+                    },
                 )?,
             ),
         };
@@ -312,7 +327,7 @@ impl RedisStore {
             }
         }
         self.problem.store(Some(Arc::new(e.to_string())));
-        Err(StoreError::Unavailable(e.to_string()))
+        Err(StoreError::Sentinel(e))
     }
 
     /// Resolves the node to use and connects to it, unless already connected to that node.
@@ -497,10 +512,7 @@ impl RedisStore {
     }
 
     async fn conn(&self) -> Result<ConnectionManager, StoreError> {
-        let link = self
-            .conn
-            .load_full()
-            .ok_or_else(|| StoreError::Unavailable("not connected".to_owned()))?;
+        let link = self.conn.load_full().ok_or(StoreError::NotConnected)?;
         Ok(link.manager.clone())
     }
 
@@ -530,7 +542,7 @@ impl RedisStore {
         ttl: u64,
     ) -> Result<(), StoreError> {
         let mut c = self.conn().await?;
-        let json = serde_json::to_string(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let json = serde_json::to_string(record)?;
         let user_key = self.key("u", &record.sub);
         let lifetime = (record.expires - crate::clock::now()).max(1);
         let mut pipe = redis::pipe();
@@ -559,7 +571,7 @@ impl RedisStore {
         record: &SessionRecord,
     ) -> Result<(), StoreError> {
         let mut c = self.conn().await?;
-        let json = serde_json::to_string(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let json = serde_json::to_string(record)?;
         let r = redis::cmd("SET")
             .arg(self.key("s", hash))
             .arg(json)
@@ -579,8 +591,7 @@ impl RedisStore {
         let Some(json) = self.track(r).await? else {
             return Ok(None);
         };
-        let record: SessionRecord =
-            serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let record: SessionRecord = serde_json::from_str(&json)?;
         Ok((!self.is_ending(hash, &record.sub)).then_some(record))
     }
 
@@ -790,7 +801,7 @@ impl RedisStore {
         max: u64,
     ) -> Result<(), StoreError> {
         let mut c = self.conn().await?;
-        let json = serde_json::to_string(login).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let json = serde_json::to_string(login)?;
         // Every pending sign-in is indexed by its start; past `max` the oldest are dropped,
         // so a flood of sign-in starts costs Redis a bounded amount of memory and never
         // refuses a new one (a real user's start is always kept; a flood can only push out
@@ -845,7 +856,7 @@ impl RedisStore {
             None => Ok(None),
             Some(json) => serde_json::from_str(&json)
                 .map(Some)
-                .map_err(|e| StoreError::Corrupt(e.to_string())),
+                .map_err(StoreError::from),
         }
     }
 
@@ -886,11 +897,8 @@ impl RedisStore {
     pub async fn publish_snapshot(&self, version: i64, json: &[u8]) -> Result<(), StoreError> {
         use std::io::Write;
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        gz.write_all(json)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let packed = gz
-            .finish()
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        gz.write_all(json)?;
+        let packed = gz.finish()?;
         let mut c = self.conn().await?;
         let r = redis::pipe()
             .atomic()
@@ -923,8 +931,7 @@ impl RedisStore {
         let mut json = Vec::new();
         flate2::read::GzDecoder::new(&packed[..])
             .take(512 * 1024 * 1024)
-            .read_to_end(&mut json)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            .read_to_end(&mut json)?;
         Ok(Some((version, json)))
     }
 }
