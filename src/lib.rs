@@ -163,9 +163,9 @@ pub async fn run(
     let (shared, sync) = services.routing(&config, public_port, tunnel_rx.receiver())?;
     let readiness = Arc::new(services.readiness(shared.directory.clone()));
     let shared: Arc<proxy::Live> = Arc::new(arc_swap::ArcSwap::from_pointee(shared));
-    let background = services.spawn_background(&config, &shared, sync);
-
     let (stop, stopped) = shutdown::channel();
+    let background = services.spawn_background(&config, &shared, sync, &stopped);
+
     let limits = &config.server.limits;
     let (public, side) = listeners.split();
     let metrics = &services.metrics;
@@ -189,15 +189,13 @@ pub async fn run(
     )
     .await;
 
-    // Tunnels and the side listeners stop with the public one; the loops beside them end.
+    // Tunnels, the side listeners and the loops beside them stop with the public one.
     tunnel_stop.stop();
     stop.stop();
     for task in serving {
         let _ = task.await;
     }
-    for task in background {
-        task.abort();
-    }
+    join_within(background, grace).await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -300,53 +298,85 @@ impl Services {
         config: &Config,
         shared: &Arc<proxy::Live>,
         sync: Sync,
+        stopped: &shutdown::Stop,
     ) -> Vec<tokio::task::JoinHandle<()>> {
         let metrics = &self.metrics;
         let reload_requested = Arc::new(tokio::sync::Notify::new());
         let hangups = shutdown::Hangups::new();
         let certs = self.certs.clone();
         let mut tasks = vec![
-            tokio::spawn(certs.clone().watch(CERT_POLL, metrics.clone())),
-            tokio::spawn(reload_on_sighup(
-                hangups,
-                certs,
-                metrics.clone(),
-                reload_requested.clone(),
-            )),
-            tokio::spawn(reload::watch(
-                config.source.clone(),
-                config.clone(),
-                shared.clone(),
-                metrics.clone(),
-                reload_requested,
-            )),
+            until(stopped, certs.clone().watch(CERT_POLL, metrics.clone())),
+            until(
+                stopped,
+                reload_on_sighup(hangups, certs, metrics.clone(), reload_requested.clone()),
+            ),
+            until(
+                stopped,
+                reload::watch(
+                    config.source.clone(),
+                    config.clone(),
+                    shared.clone(),
+                    metrics.clone(),
+                    reload_requested,
+                ),
+            ),
         ];
         if let Some(auth) = &self.auth {
-            tasks.push(tokio::spawn(auth.oidc.clone().discover_until_ready()));
+            tasks.push(until(stopped, auth.oidc.clone().discover_until_ready()));
             if let Some(step_up) = &auth.step_up {
-                tasks.push(tokio::spawn(step_up.oidc.clone().discover_until_ready()));
+                tasks.push(until(stopped, step_up.oidc.clone().discover_until_ready()));
             }
         }
         if let Some(tokens) = &self.api_tokens {
-            tasks.push(tokio::spawn(tokens.clone().run()));
+            tasks.push(until(stopped, tokens.clone().run()));
         }
         if let (Some(store), Some(auth)) = (&self.redis, &self.auth) {
             let (auth, notify) = (auth.clone(), store.clone());
-            tasks.push(tokio::spawn(store.clone().run(move |event| {
-                if let crate::shared::Event::Snapshot(_) = event {
-                    notify.snapshot_published.notify_waiters();
-                }
-                auth.sessions.apply(&event);
-            })));
+            tasks.push(until(
+                stopped,
+                store.clone().run(move |event| {
+                    if let crate::shared::Event::Snapshot(_) = event {
+                        notify.snapshot_published.notify_waiters();
+                    }
+                    auth.sessions.apply(&event);
+                }),
+            ));
         }
         match (sync, &self.redis) {
             (Some((syncer, directory)), Some(store)) => {
-                tasks.push(tokio::spawn(syncer.run_shared(directory, store.clone())));
+                tasks.push(until(stopped, syncer.run_shared(directory, store.clone())));
             }
-            (Some((syncer, directory)), None) => tasks.push(tokio::spawn(syncer.run(directory))),
+            (Some((syncer, directory)), None) => tasks.push(until(stopped, syncer.run(directory))),
             (None, _) => {}
         }
         tasks
+    }
+}
+
+/// Runs `task` in its own task until it ends or `stopped` is set, whichever is first: a loop
+/// is told to stop at one of its waits, and can be joined.
+fn until(
+    stopped: &shutdown::Stop,
+    task: impl Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    let stopped = stopped.clone().wait();
+    tokio::spawn(async move {
+        tokio::select! {
+            () = task => {}
+            () = stopped => {}
+        }
+    })
+}
+
+/// Joins the background loops, within `deadline`; any still running then is cut off.
+async fn join_within(tasks: Vec<tokio::task::JoinHandle<()>>, deadline: Duration) {
+    let aborts: Vec<_> = tasks.iter().map(|t| t.abort_handle()).collect();
+    if tokio::time::timeout(deadline, futures_util::future::join_all(tasks))
+        .await
+        .is_err()
+    {
+        tracing::warn!("background tasks still running at the drain deadline; cut off");
+        aborts.iter().for_each(|a| a.abort());
     }
 }
 
@@ -510,5 +540,33 @@ async fn reload_on_sighup(
                 tracing::error!(error = %e, "SIGHUP: TLS certificate reload failed; keeping the previous certificate");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A background loop never ends by itself; the stop flag ends it at its next wait, and
+    /// the drain joins it instead of leaving it running.
+    #[tokio::test]
+    async fn background_loops_stop_and_are_joined() {
+        let (stop, stopped) = shutdown::channel();
+        let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = ran.clone();
+        let task = until(&stopped, async move {
+            seen.store(true, std::sync::atomic::Ordering::SeqCst);
+            std::future::pending::<()>().await;
+        });
+        tokio::task::yield_now().await;
+        let handle = task.abort_handle();
+        stop.stop();
+        let joined = tokio::time::timeout(
+            Duration::from_secs(5),
+            join_within(vec![task], Duration::from_secs(5)),
+        );
+        joined.await.expect("joined within the deadline");
+        assert!(handle.is_finished());
+        assert!(ran.load(std::sync::atomic::Ordering::SeqCst));
     }
 }

@@ -364,8 +364,14 @@ impl RedisStore {
 
     /// Keeps the command connection and the invalidation subscription up, reconnecting with
     /// backoff, and hands every event to `on_event`.
+    ///
+    /// The writer of the endings made while Redis was unreachable runs inside it: it stops
+    /// when this stops, and never outlives the gateway.
     pub async fn run(self: Arc<Self>, on_event: impl Fn(Event) + Send + Sync + 'static) {
-        tokio::spawn(self.clone().write_endings());
+        tokio::join!(self.clone().write_endings(), self.follow(on_event));
+    }
+
+    async fn follow(self: Arc<Self>, on_event: impl Fn(Event) + Send + Sync + 'static) {
         let on_event = Arc::new(on_event);
         // A failover ends within seconds, and only asking again finds the new master.
         let max_delay = match self.source {
