@@ -7,6 +7,7 @@
 pub mod api_token;
 pub mod http;
 pub mod login;
+pub mod logout_token;
 pub mod provider;
 pub mod verify;
 
@@ -31,8 +32,9 @@ use openidconnect::{
 
 use self::http::{FetchError, IdpClient};
 use self::login::PendingLogin;
+use self::logout_token::{LogoutClaims, LogoutExpect};
 use self::provider::{Jwks, Provider, ProviderError};
-use self::verify::{Expect, IdClaims, LogoutClaims, LogoutExpect, OtherClaims, VerifyError};
+use self::verify::{Expect, IdClaims, OtherClaims, VerifyError};
 use crate::config::{ClientAuth, OidcConfig};
 use crate::secret::Secret;
 use crate::tls::TlsError;
@@ -121,7 +123,7 @@ impl Oidc {
         let client = IdpClient::new(config.ca_file.as_deref(), Duration::from_secs(10))?;
         // A logout token is refused once it is older than its maximum age (plus the skew),
         // and may have been issued up to the skew in the future: remember its jti that long.
-        let replay_window = Duration::from_secs(verify::LOGOUT_TOKEN_MAX_AGE as u64)
+        let replay_window = Duration::from_secs(logout_token::LOGOUT_TOKEN_MAX_AGE as u64)
             + config.clock_skew * 2
             + Duration::from_secs(1);
         Ok(Oidc {
@@ -339,7 +341,7 @@ impl Oidc {
     /// Verifies a back-channel logout token: signed by the provider like an ID token (its
     /// asymmetric algorithms and published keys only), `iss` its issuer exactly, `aud`
     /// containing our client id, `iat` neither in the future nor older than
-    /// [`verify::LOGOUT_TOKEN_MAX_AGE`] (beyond the clock skew), the back-channel logout
+    /// [`logout_token::LOGOUT_TOKEN_MAX_AGE`] (beyond the clock skew), the back-channel logout
     /// event, `sub` and/or `sid`, a `jti`, and no `nonce`. A `jti` already accepted by this
     /// instance is refused as a replay; other instances are the caller's to ask.
     pub async fn verify_logout_token(&self, token: &str) -> Result<LogoutClaims, VerifyError> {
@@ -350,7 +352,7 @@ impl Oidc {
             skew: self.config.clock_skew.as_secs() as i64,
         };
         let claims =
-            verify::verify_logout(token, &discovered.0, &discovered.1, &self.client, &expect)
+            logout_token::verify_logout(token, &discovered.0, &discovered.1, &self.client, &expect)
                 .await?;
         // Atomic: of two deliveries racing here, one is fresh and the other a replay.
         if !self

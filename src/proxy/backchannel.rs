@@ -251,7 +251,8 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
-    use crate::oidc::verify::{IdClaims, BACKCHANNEL_LOGOUT_EVENT};
+    use crate::oidc::logout_token::BACKCHANNEL_LOGOUT_EVENT;
+    use crate::oidc::verify::IdClaims;
     use crate::oidc::VerifiedLogin;
     use crate::secret::Secret;
     use crate::session::cookie::CookieKey;
