@@ -452,12 +452,12 @@ fn serve_forward_auth(
             async move {
                 let shared = shared.load_full();
                 let json = proxy::respond::wants_json(req.headers());
-                if req.uri().path() != proxy::verify::VERIFY_PATH {
+                if req.uri().path() != proxy::forward_auth::VERIFY_PATH {
                     return proxy::respond::rejection(proxy::respond::Rejection::NotFound, json);
                 }
                 let mut headers = req.headers().clone();
                 headers::mark_sensitive(&mut headers);
-                proxy::verify::serve(&shared, peer.ip(), &headers, json).await
+                proxy::forward_auth::serve(&shared, peer.ip(), &headers, json).await
             }
         },
     ))

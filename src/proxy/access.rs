@@ -61,7 +61,7 @@ fn severity(d: &Decision) -> u8 {
 
 /// Decides `asked` at `now`. `Err` is a refusal, already logged, audited and counted; a user
 /// the directory no longer admits has had every session ended.
-pub async fn decide(shared: &Shared, asked: Asked<'_>, now: i64) -> Result<Verdict, Rejection> {
+pub async fn verdict(shared: &Shared, asked: Asked<'_>, now: i64) -> Result<Verdict, Rejection> {
     let Asked {
         site,
         readings,

@@ -9,12 +9,12 @@ pub mod auth;
 pub mod backchannel;
 pub mod body;
 pub mod endpoints;
+pub mod forward_auth;
 pub mod log;
 pub mod pipeline;
 pub mod respond;
 pub mod tunnel;
 pub mod upstream;
-pub mod verify;
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};

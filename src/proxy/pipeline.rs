@@ -130,7 +130,7 @@ async fn forward(
         path: &path,
         headers: &parts.headers,
     };
-    let permit = match access::decide(shared, asked, now).await? {
+    let permit = match access::verdict(shared, asked, now).await? {
         Verdict::Allow(permit) => permit,
         verdict => {
             return challenge(shared, site, &path, &target.uri, &parts, verdict, log, json).await

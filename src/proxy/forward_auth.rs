@@ -136,7 +136,7 @@ pub async fn verify(
         tracing::warn!(client.ip = %peer, "forward-auth call from a peer not in verify_clients refused");
         return respond::rejection(Rejection::Forbidden, json);
     }
-    match decide(shared, headers, json).await {
+    match answer(shared, headers, json).await {
         Ok(r) | Err(r) => r,
     }
 }
@@ -160,7 +160,7 @@ pub async fn serve(
         .await
 }
 
-async fn decide(
+async fn answer(
     shared: &Shared,
     headers: &HeaderMap,
     json: bool,
@@ -188,7 +188,7 @@ async fn decide(
         path: &o.path,
         headers,
     };
-    let permit = match access::decide(shared, asked, now).await.map_err(reject)? {
+    let permit = match access::verdict(shared, asked, now).await.map_err(reject)? {
         Verdict::Allow(permit) => permit,
         Verdict::SignIn => {
             let Some(auth) = &shared.auth else {
