@@ -154,6 +154,7 @@ impl Session {
             step_up_time: self.step_up_time.load(Ordering::Acquire),
             sid: self.sid.clone(),
             email_matches: self.identity.email_matches,
+            legacy_id_token: (),
         }
     }
 
@@ -232,6 +233,7 @@ fn new_record(
         step_up_time: 0,
         sid: c.sid,
         email_matches: c.email_matches,
+        legacy_id_token: (),
     }
 }
 

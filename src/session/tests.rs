@@ -62,6 +62,7 @@ fn record(sub: &str, expires: i64) -> SessionRecord {
         step_up_time: 0,
         sid: None,
         email_matches: false,
+        legacy_id_token: (),
     }
 }
 

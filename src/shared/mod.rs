@@ -495,12 +495,17 @@ mod tests {
             step_up_time: 0,
             sid: None,
             email_matches: false,
+            legacy_id_token: (),
         };
         assert!(!format!("{record:?}").contains("SECRET"));
         let stored = serde_json::to_string(&record).unwrap();
         assert!(stored.contains("ory_rt_SECRET"));
         let back: SessionRecord = serde_json::from_str(&stored).unwrap();
         assert_eq!(back.refresh_token.unwrap().expose(), "ory_rt_SECRET");
+        // Readable by the previous release, which requires `id_token`, and its records by this.
+        assert!(stored.contains(r#""id_token":"""#), "{stored}");
+        let old = stored.replace(r#""id_token":"""#, r#""id_token":"eyJ.old.token""#);
+        assert!(serde_json::from_str::<SessionRecord>(&old).is_ok());
     }
 
     /// Ends that cannot reach Redis are remembered, one entry each, and hide exactly the
@@ -561,6 +566,7 @@ mod tests {
             step_up_time: 0,
             sid: Some("provider-session".into()),
             email_matches: false,
+            legacy_id_token: (),
         };
         store
             .put_session("aa", &record("alice"), 600)

@@ -43,6 +43,20 @@ pub struct SessionRecord {
     /// for it). Records written before it was kept say no.
     #[serde(default)]
     pub email_matches: bool,
+    /// Written as an empty `id_token`, read as nothing: the previous release requires the
+    /// field it kept the ID token in, and reads records this one writes during a rolling
+    /// upgrade. Costs no memory.
+    #[serde(
+        rename = "id_token",
+        serialize_with = "empty_string",
+        skip_deserializing,
+        default
+    )]
+    pub legacy_id_token: (),
+}
+
+fn empty_string<S: serde::Serializer>(_: &(), serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str("")
 }
 
 impl RedisStore {
