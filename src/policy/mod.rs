@@ -12,7 +12,7 @@ use crate::config::Access;
 use crate::directory::{Snapshot, Unavailable, UserEntry};
 use crate::session::Session;
 
-pub use routes::{Allowed, Route, Routes, Site};
+pub use routes::{Allowed, Readings, Route, Routes, Site};
 
 /// Proof that a request was allowed; forwarding with identity requires one, and only
 /// [`decide`] makes them.
@@ -174,6 +174,82 @@ pub fn decide(
         user,
         step_up_time,
     })
+}
+
+/// The request a decision is about, as the policy sees it: canonical, no headers.
+#[derive(Debug, Clone, Copy)]
+pub struct Asked<'a> {
+    /// Its site.
+    pub site: &'a Site,
+    /// The routes its path yields in every reading; the strictest decision of them applies.
+    pub readings: Readings<'a>,
+    /// Its method.
+    pub method: &'a Method,
+    /// Whether it asks to switch protocols (a WebSocket handshake).
+    pub upgrade: bool,
+    /// Whether it is a browser's page load (see `step_up_on_navigation`).
+    pub page_load: bool,
+}
+
+/// How strict a decision is: where readings of one path disagree, the strictest wins.
+fn severity(d: &Decision) -> u8 {
+    match d {
+        Decision::Allow(p) if p.step_up_time().is_some() => 1,
+        Decision::Allow(_) => 0,
+        Decision::StepUp { .. } => 2,
+        Decision::SignIn => 3,
+        Decision::Unavailable(_) => 4,
+        Decision::Deny(_) => 5,
+    }
+}
+
+/// The gateway's whole decision on a request: every reading of its path decided, the
+/// strictest applied, then a page load on a site that steps up at navigation sent through
+/// the step-up first (see [`navigation_step_up`]). Returns the route that decided it with
+/// the decision. The reverse proxy, forward-auth and `jumpgate explain` all decide here.
+pub fn judge<'a>(
+    asked: &Asked<'a>,
+    session: Option<Arc<Session>>,
+    directory: Option<Result<Arc<Snapshot>, Unavailable>>,
+    now: i64,
+) -> (&'a Route, Decision) {
+    let Asked {
+        site,
+        readings,
+        method,
+        upgrade,
+        page_load,
+    } = *asked;
+    let mut route = readings.primary();
+    let mut decision = decide(
+        route,
+        method,
+        upgrade,
+        session.clone(),
+        directory.clone(),
+        now,
+    );
+    for &other in &readings.all()[1..] {
+        let d = decide(
+            other,
+            method,
+            upgrade,
+            session.clone(),
+            directory.clone(),
+            now,
+        );
+        if severity(&d) > severity(&decision) {
+            (route, decision) = (other, d);
+        }
+    }
+    if let Decision::Allow(permit) = &decision {
+        if page_load {
+            if let Some(max_age) = navigation_step_up(site, permit, now) {
+                decision = Decision::StepUp { max_age };
+            }
+        }
+    }
+    (route, decision)
 }
 
 /// Whether a step-up rule asks this user: every user when it names no groups, else its

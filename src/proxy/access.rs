@@ -47,18 +47,6 @@ pub enum Verdict {
     },
 }
 
-/// How strict a decision is: where readings of one path disagree, the strictest wins.
-fn severity(d: &Decision) -> u8 {
-    match d {
-        Decision::Allow(p) if p.step_up_time().is_some() => 1,
-        Decision::Allow(_) => 0,
-        Decision::StepUp { .. } => 2,
-        Decision::SignIn => 3,
-        Decision::Unavailable(_) => 4,
-        Decision::Deny(_) => 5,
-    }
-}
-
 /// Decides `asked` at `now`. `Err` is a refusal, already logged, audited and counted; a user
 /// the directory no longer admits has had every session ended.
 pub async fn verdict(shared: &Shared, asked: Asked<'_>, now: i64) -> Result<Verdict, Rejection> {
@@ -84,36 +72,14 @@ pub async fn verdict(shared: &Shared, asked: Asked<'_>, now: i64) -> Result<Verd
         (Some(d), Some(_)) => Some(d.fresh(now)),
         _ => None,
     };
-    let mut route = readings.primary();
-    let mut decision = policy::decide(
-        route,
+    let judged = policy::Asked {
+        site,
+        readings,
         method,
         upgrade,
-        session.clone(),
-        directory.clone(),
-        now,
-    );
-    for other in &readings.all()[1..] {
-        let d = policy::decide(
-            other,
-            method,
-            upgrade,
-            session.clone(),
-            directory.clone(),
-            now,
-        );
-        if severity(&d) > severity(&decision) {
-            (route, decision) = (other, d);
-        }
-    }
-    // A page load on a site that steps up at navigation: see policy::navigation_step_up.
-    if let Decision::Allow(permit) = &decision {
-        if site.step_up_on_navigation && super::auth::is_navigation(method, headers, false) {
-            if let Some(max_age) = policy::navigation_step_up(site, permit, now) {
-                decision = Decision::StepUp { max_age };
-            }
-        }
-    }
+        page_load: super::auth::is_navigation(method, headers, false),
+    };
+    let (route, decision) = policy::judge(&judged, session.clone(), directory, now);
     let asked = Audited {
         site,
         route,

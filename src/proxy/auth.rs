@@ -200,6 +200,29 @@ pub fn is_navigation(method: &Method, headers: &HeaderMap, json: bool) -> bool {
     }
 }
 
+/// Who sent a request that may not pass yet, which decides how it is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Asker {
+    /// A browser's page load: redirected into the sign-in or step-up.
+    Page,
+    /// A browser's native form post: sent through the step-up to post again (a sign-in
+    /// answers it as a script, since its session is gone and the form with it).
+    Form,
+    /// A script or API client: 401 with JSON saying where to go.
+    Script,
+}
+
+/// Tells [`Asker`]s apart, from the method, the headers and whether JSON is wanted.
+pub fn asker(method: &Method, headers: &HeaderMap, json: bool) -> Asker {
+    if is_navigation(method, headers, json) {
+        Asker::Page
+    } else if is_form_navigation(method, headers, json) {
+        Asker::Form
+    } else {
+        Asker::Script
+    }
+}
+
 /// Whether a POST is a browser's top-level form submission, whose answer the browser shows
 /// as a page (an HTML form can only GET or POST).
 fn is_form_navigation(method: &Method, headers: &HeaderMap, json: bool) -> bool {
@@ -245,7 +268,7 @@ pub async fn sign_in_required(
     return_to: &str,
     json: bool,
 ) -> Result<Response<ResponseBody>, Rejection> {
-    if is_navigation(method, headers, json) {
+    if asker(method, headers, json) == Asker::Page {
         return auth.start(site, headers, return_to, false).await;
     }
     let url = format!(
@@ -285,10 +308,11 @@ pub async fn step_up_required(
     let Some(step_up) = &auth.step_up else {
         return Err(Rejection::Forbidden);
     };
-    if is_navigation(method, headers, json) {
+    let asker = asker(method, headers, json);
+    if asker == Asker::Page {
         return auth.start(site, headers, return_to, true).await;
     }
-    if is_form_navigation(method, headers, json) {
+    if asker == Asker::Form {
         // A native form post (Defguard's consent page, say) shows its answer as a page: a
         // 401 JSON body there is raw text the user cannot act on, and the body cannot be
         // replayed after the step-up. So the browser goes through the step-up and back to

@@ -121,6 +121,83 @@ pub struct Session {
 }
 
 impl Session {
+    fn from_record(id: [u8; 32], site: Arc<str>, r: SessionRecord) -> Session {
+        let identity = Identity {
+            sub: r.sub,
+            email: r.email,
+            email_matches: r.email_matches,
+            username: r.username,
+            name: r.name,
+            groups: r.groups,
+        };
+        let values = IdentityValues {
+            user: header_value(&identity.sub).unwrap_or_else(|| HeaderValue::from_static("")),
+            email: identity.email.as_deref().and_then(header_value),
+            username: identity.username.as_deref().and_then(header_value),
+            groups: (!identity.groups.is_empty())
+                .then(|| {
+                    identity
+                        .groups
+                        .iter()
+                        .map(|g| g.replace(',', " "))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .and_then(|s| header_value(&s)),
+        };
+        Session {
+            id,
+            key: key_of(&id),
+            site,
+            identity,
+            values,
+            auth_time: r.auth_time,
+            created: r.created,
+            expires: r.expires,
+            sid: r.sid,
+            tokens: Mutex::new(Tokens {
+                refresh_token: r.refresh_token,
+                id_token_exp: r.id_token_exp,
+            }),
+            refreshing: AtomicBool::new(false),
+            refresh_not_before: AtomicI64::new(0),
+            step_up_time: AtomicI64::new(r.step_up_time),
+            fetched_ms: AtomicI64::new(now_ms()),
+            touched_ms: AtomicI64::new(now_ms()),
+            assertion: ArcSwapOption::empty(),
+            assertion_step_up: ArcSwapOption::empty(),
+        }
+    }
+
+    /// A session in no store and behind no cookie, as `identity` would hold one on `site`
+    /// at `now`, last stepped up at `step_up_time`: what `jumpgate explain` asks the policy
+    /// about. It ends in an hour; nothing can present it.
+    pub fn detached(
+        site: Arc<str>,
+        identity: Identity,
+        step_up_time: Option<i64>,
+        now: i64,
+    ) -> Arc<Session> {
+        let record = SessionRecord {
+            site: site.to_string(),
+            sub: identity.sub,
+            email: identity.email,
+            username: identity.username,
+            name: identity.name,
+            groups: identity.groups,
+            auth_time: Some(now),
+            created: now,
+            expires: now + 3600,
+            refresh_token: None,
+            id_token_exp: now + 3600,
+            step_up_time: step_up_time.unwrap_or(0),
+            sid: None,
+            email_matches: identity.email_matches,
+            legacy_id_token: (),
+        };
+        Arc::new(Session::from_record(random_bytes(), site, record))
+    }
+
     /// When the user last proved a fresh multi-factor sign-in (the step-up token's
     /// `auth_time`), if ever in this session.
     pub fn step_up_time(&self) -> Option<i64> {
@@ -309,61 +386,17 @@ impl Sessions {
     }
 
     fn build(&self, id: [u8; 32], site: Arc<str>, r: SessionRecord) -> Arc<Session> {
-        let identity = Identity {
-            sub: r.sub,
-            email: r.email,
-            email_matches: r.email_matches,
-            username: r.username,
-            name: r.name,
-            groups: r.groups,
-        };
-        let values = IdentityValues {
-            user: header_value(&identity.sub).unwrap_or_else(|| HeaderValue::from_static("")),
-            email: identity.email.as_deref().and_then(header_value),
-            username: identity.username.as_deref().and_then(header_value),
-            groups: (!identity.groups.is_empty())
-                .then(|| {
-                    identity
-                        .groups
-                        .iter()
-                        .map(|g| g.replace(',', " "))
-                        .collect::<Vec<_>>()
-                        .join(",")
-                })
-                .and_then(|s| header_value(&s)),
-        };
-        let key = key_of(&id);
-        if let Some(sid) = &r.sid {
+        let session = Session::from_record(id, site, r);
+        if let Some(sid) = &session.sid {
             let entry = self.by_sid.get_with_by_ref(sid.as_str(), Default::default);
             let mut keys = entry
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if !keys.contains(&key) {
-                keys.push(key);
+            if !keys.contains(&session.key) {
+                keys.push(session.key);
             }
         }
-        Arc::new(Session {
-            id,
-            key,
-            site,
-            identity,
-            values,
-            auth_time: r.auth_time,
-            created: r.created,
-            expires: r.expires,
-            sid: r.sid,
-            tokens: Mutex::new(Tokens {
-                refresh_token: r.refresh_token,
-                id_token_exp: r.id_token_exp,
-            }),
-            refreshing: AtomicBool::new(false),
-            refresh_not_before: AtomicI64::new(0),
-            step_up_time: AtomicI64::new(r.step_up_time),
-            fetched_ms: AtomicI64::new(now_ms()),
-            touched_ms: AtomicI64::new(now_ms()),
-            assertion: ArcSwapOption::empty(),
-            assertion_step_up: ArcSwapOption::empty(),
-        })
+        Arc::new(session)
     }
 
     /// A session for one request authenticated by a bearer token: never stored, no cookie.
