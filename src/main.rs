@@ -8,6 +8,8 @@ use jumpgate::config::{Config, ConfigError, LogFormat};
 
 /// `EX_USAGE`: the configuration is wrong.
 const EXIT_CONFIG: u8 = 64;
+/// Clap's own status for a bad command line.
+const EXIT_USAGE: u8 = 2;
 
 #[derive(Parser)]
 #[command(
@@ -41,6 +43,26 @@ enum Command {
     Sessions {
         #[command(subcommand)]
         command: SessionsCommand,
+    },
+    /// Say what the gateway would decide on one request, and why, from the configuration and
+    /// the cached directory snapshot (no network). Exit status: 0 allow, 10 deny, 11 sign-in,
+    /// 12 step-up.
+    Explain {
+        /// The user's id or email; without it, a request with no session.
+        #[arg(long)]
+        user: Option<String>,
+        /// The request method.
+        #[arg(long, short = 'X', default_value = "GET")]
+        method: String,
+        /// A request header, `Name: value` (repeatable): `Accept: application/json` for a
+        /// script, `Sec-Fetch-Mode: cors` for a page's fetch.
+        #[arg(long = "header", short = 'H')]
+        headers: Vec<String>,
+        /// The session's last step-up was this long ago (`90s`, `4m`); default: never.
+        #[arg(long)]
+        stepped_up: Option<humantime::Duration>,
+        /// The URL, as the browser asks for it: `https://host/path?query`.
+        url: String,
     },
     /// Write a development CA and a localhost server certificate.
     DevCert {
@@ -156,6 +178,31 @@ fn main() -> ExitCode {
                 Err(e) => fail(&e),
             }
         }
+        Command::Explain {
+            user,
+            method,
+            headers,
+            stepped_up,
+            url,
+        } => {
+            let Ok(config) = load(&cli.config) else {
+                return ExitCode::from(EXIT_CONFIG);
+            };
+            let question = match question(user, &method, &headers, stepped_up, url) {
+                Ok(q) => q,
+                Err(why) => {
+                    eprintln!("error: {why}");
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            };
+            match jumpgate::cli::explain::explain(&config, &question, jumpgate::clock::now()) {
+                Ok(e) => {
+                    print!("{}", e.text);
+                    ExitCode::from(e.outcome.exit_code())
+                }
+                Err(e) => fail(&e),
+            }
+        }
         Command::Run => {
             let Ok(config) = load(&cli.config) else {
                 return ExitCode::from(EXIT_CONFIG);
@@ -200,6 +247,36 @@ impl From<SessionsCommand> for jumpgate::cli::sessions::Command {
             SessionsCommand::Revoke { user } => jumpgate::cli::sessions::Command::Revoke(user),
         }
     }
+}
+
+/// The request `jumpgate explain` is asked about.
+fn question(
+    user: Option<String>,
+    method: &str,
+    headers: &[String],
+    stepped_up: Option<humantime::Duration>,
+    url: String,
+) -> Result<jumpgate::cli::explain::Question, String> {
+    let method = http::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+        .map_err(|_| format!("--method {method:?} is not a method"))?;
+    let mut map = http::HeaderMap::new();
+    for h in headers {
+        let (name, value) = h
+            .split_once(':')
+            .ok_or_else(|| format!("--header {h:?}: write it as Name: value"))?;
+        let name = http::HeaderName::from_bytes(name.trim().as_bytes())
+            .map_err(|_| format!("--header {h:?}: not a header name"))?;
+        let value = http::HeaderValue::from_str(value.trim())
+            .map_err(|_| format!("--header {h:?}: not a header value"))?;
+        map.append(name, value);
+    }
+    Ok(jumpgate::cli::explain::Question {
+        user,
+        method,
+        url,
+        headers: map,
+        step_up_age: stepped_up.map(|d| d.as_secs() as i64),
+    })
 }
 
 /// A runtime for the one-shot commands.

@@ -125,26 +125,6 @@ async fn sign_in_endpoints_are_rate_limited_per_client() {
     assert_eq!(b.get("/public/x").await.status, 200);
 }
 
-/// Lines a file of JSON lines holds, once `pred` holds for one of them (audit lines are
-/// written as events happen, some from background tasks).
-async fn audit_lines(
-    log: &std::path::Path,
-    pred: impl Fn(&serde_json::Value) -> bool,
-) -> Vec<serde_json::Value> {
-    let read = || -> Vec<serde_json::Value> {
-        std::fs::read_to_string(log)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    };
-    support::eventually(std::time::Duration::from_secs(5), async || {
-        read().iter().any(&pred)
-    })
-    .await;
-    read()
-}
-
 /// The events decided away from a page view are audited too: a forward-auth question (with
 /// the client the front proxy names), the revocation of a user the directory no longer
 /// admits, and a back-channel logout from the provider.
@@ -177,7 +157,7 @@ async fn forward_auth_revocations_and_back_channel_logouts_are_audited() {
     )
     .await;
     assert_eq!(status, 200);
-    let lines = audit_lines(&log, |l| l["path"] == "/asked/by/nginx").await;
+    let lines = support::audit_lines(&log, |l| l["path"] == "/asked/by/nginx").await;
     let asked = lines
         .iter()
         .find(|l| l["path"] == "/asked/by/nginx")
@@ -204,7 +184,7 @@ async fn forward_auth_revocations_and_back_channel_logouts_are_audited() {
             == 403)
         .await
     );
-    let lines = audit_lines(&log, |l| l["event"] == "revocation").await;
+    let lines = support::audit_lines(&log, |l| l["event"] == "revocation").await;
     let revoked = lines
         .iter()
         .find(|l| l["event"] == "revocation")
@@ -235,7 +215,7 @@ async fn forward_auth_revocations_and_back_channel_logouts_are_audited() {
         ))))
         .unwrap();
     assert_eq!(env.gw.client().send("app.test", req).await.status, 200);
-    let lines = audit_lines(&log, |l| l["event"] == "backchannel_logout").await;
+    let lines = support::audit_lines(&log, |l| l["event"] == "backchannel_logout").await;
     let out = lines
         .iter()
         .find(|l| l["event"] == "backchannel_logout")

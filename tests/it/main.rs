@@ -16,6 +16,7 @@ mod check;
 mod defguard;
 mod directory;
 mod directory_sync;
+mod explain;
 mod fake_directory;
 mod fake_jumpcloud;
 mod forward_auth;

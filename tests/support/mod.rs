@@ -365,6 +365,23 @@ pub async fn collect(resp: Response<Incoming>) -> Reply {
     }
 }
 
+/// Lines a file of JSON lines holds, once `pred` holds for one of them (audit lines are
+/// written as events happen, some from background tasks).
+pub async fn audit_lines(
+    log: &std::path::Path,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> Vec<serde_json::Value> {
+    let read = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    eventually(Duration::from_secs(5), async || read().iter().any(&pred)).await;
+    read()
+}
+
 /// Polls `f` until it is true or `limit` passes; whether it became true.
 pub async fn eventually(limit: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
     let start = std::time::Instant::now();
