@@ -1,5 +1,5 @@
-//! The admin listener: liveness, readiness and Prometheus metrics. It is bound to its own
-//! address and never answers on the public listener.
+//! The admin listener: liveness, readiness, Prometheus metrics and the status page. It is
+//! bound to its own address and never answers on the public listener.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -7,8 +7,8 @@ use std::sync::Arc;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 
-use crate::metrics::Metrics;
 use crate::proxy::ResponseBody;
+use crate::status::Status;
 
 /// Whether the gateway is ready to serve traffic.
 #[derive(Debug, Default)]
@@ -85,11 +85,8 @@ fn text(status: StatusCode, body: String, content_type: &'static str) -> Respons
 }
 
 /// Answers one admin request.
-pub fn handle<B>(
-    req: &Request<B>,
-    readiness: &Arc<Readiness>,
-    metrics: &Arc<Metrics>,
-) -> Response<ResponseBody> {
+pub fn handle<B>(req: &Request<B>, status: &Status) -> Response<ResponseBody> {
+    let (readiness, metrics) = (&status.readiness, &status.metrics);
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -111,10 +108,23 @@ pub fn handle<B>(
                 "text/plain; charset=utf-8",
             ),
         },
-        "/metrics" => text(
+        "/metrics" => {
+            status.refresh_gauges();
+            text(
+                StatusCode::OK,
+                metrics.encode(),
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )
+        }
+        "/status" if !crate::proxy::respond::wants_json(req.headers()) => text(
             StatusCode::OK,
-            metrics.encode(),
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            crate::status::html(&status.report(crate::clock::now())),
+            "text/html; charset=utf-8",
+        ),
+        "/status" | "/status.json" => text(
+            StatusCode::OK,
+            crate::status::json(&status.report(crate::clock::now())),
+            "application/json",
         ),
         _ => text(
             StatusCode::NOT_FOUND,

@@ -38,6 +38,7 @@ pub mod server;
 pub mod session;
 pub mod shared;
 pub mod shutdown;
+pub mod status;
 pub mod telemetry;
 pub mod tls;
 
@@ -169,7 +170,14 @@ pub async fn run(
     let limits = &config.server.limits;
     let (public, side) = listeners.split();
     let metrics = &services.metrics;
-    let serving = side.serve(limits, &stopped, &readiness, metrics, &shared, https_port);
+    let status = Arc::new(status::Status {
+        started: clock::now(),
+        live: shared.clone(),
+        certs: services.certs.clone(),
+        metrics: metrics.clone(),
+        readiness: readiness.clone(),
+    });
+    let serving = side.serve(limits, &stopped, &status, &shared, https_port);
 
     log_listening("public (TLS)", &public);
     readiness.set_listening(true);
@@ -226,7 +234,8 @@ impl Services {
             )),
             None => None,
         };
-        let auth = build_auth(config, public_port, &audit)?;
+        let metrics = Arc::new(Metrics::new());
+        let auth = build_auth(config, public_port, &audit, &metrics)?;
         let api_tokens = match config.api_tokens.is_empty() {
             true => None,
             false => {
@@ -239,7 +248,7 @@ impl Services {
         };
         let redis = auth.as_ref().and_then(|a| a.sessions.shared().cloned());
         Ok(Services {
-            metrics: Arc::new(Metrics::new()),
+            metrics,
             certs,
             acceptor,
             audit,
@@ -393,14 +402,13 @@ impl SideListeners {
         self,
         limits: &config::Limits,
         stopped: &shutdown::Stop,
-        readiness: &Arc<Readiness>,
-        metrics: &Arc<Metrics>,
+        status: &Arc<status::Status>,
         shared: &Arc<proxy::Live>,
         https_port: u16,
     ) -> Vec<tokio::task::JoinHandle<()>> {
         let mut serving = Vec::new();
         if let Some(listener) = self.admin {
-            serving.push(serve_admin(listener, limits, stopped, readiness, metrics));
+            serving.push(serve_admin(listener, limits, stopped, status));
         }
         if let Some(listener) = self.verify {
             serving.push(serve_forward_auth(listener, limits, stopped, shared));
@@ -416,21 +424,20 @@ impl SideListeners {
     }
 }
 
-/// The admin listener: health, readiness and metrics.
+/// The admin listener: health, readiness, metrics and the status page.
 fn serve_admin(
     listener: TcpListener,
     limits: &config::Limits,
     stopped: &shutdown::Stop,
-    readiness: &Arc<Readiness>,
-    metrics: &Arc<Metrics>,
+    status: &Arc<status::Status>,
 ) -> tokio::task::JoinHandle<()> {
     log_listening("admin", &listener);
-    let (readiness, metrics) = (readiness.clone(), metrics.clone());
+    let status = status.clone();
     tokio::spawn(server::serve_plain(
         listener,
         limits.clone(),
         stopped.clone().wait(),
-        move |req| admin::handle(&req, &readiness, &metrics),
+        move |req| admin::handle(&req, &status),
     ))
 }
 
@@ -468,6 +475,7 @@ fn build_auth(
     config: &Config,
     public_port: u16,
     audit: &Option<Arc<audit::Audit>>,
+    metrics: &Arc<Metrics>,
 ) -> Result<Option<Arc<proxy::auth::Auth>>, StartError> {
     let Some(oidc_config) = &config.oidc else {
         return Ok(None);
@@ -501,6 +509,7 @@ fn build_auth(
     };
     Ok(Some(Arc::new(proxy::auth::Auth {
         audit: audit.clone(),
+        metrics: metrics.clone(),
         oidc,
         sessions: session::Sessions::with_shared(&config.session, key, shared),
         signer,

@@ -140,6 +140,103 @@ pub struct Metrics {
     pub config_reloads: Family<OutcomeLabel, Counter>,
     /// Reloads that changed settings needing a restart.
     pub config_restart_needed: Counter,
+    /// `directory.max_staleness` in seconds (0 without a directory), for alerts on the age.
+    pub directory_max_staleness: Gauge<i64, AtomicI64>,
+    /// The served certificate's `notAfter`, by its first name.
+    pub cert_expiry: Family<CertLabel, Gauge<i64, AtomicI64>>,
+    /// 1 when the session store answers, by kind.
+    pub session_store_up: Family<StoreLabel, Gauge<i64, AtomicI64>>,
+    /// Sign-in callbacks, by outcome.
+    pub sign_ins: Family<OutcomeLabel, Counter>,
+    /// What happened lately, for the status page.
+    pub recent: Recent,
+}
+
+/// Labels naming a certificate.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertLabel {
+    /// Its first name.
+    pub certificate: String,
+}
+
+/// Labels naming the session store.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StoreLabel {
+    /// `memory` or `redis`.
+    pub store: &'static str,
+}
+
+/// Labels of the build.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabel {
+    version: &'static str,
+}
+
+/// What the status page counts over the last hour.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Lately {
+    /// A sign-in callback, labelled `ok` or why it failed.
+    SignIn,
+    /// A protected request refused, labelled with the reason.
+    Denial,
+    /// A request that did not reach its upstream, labelled with the site.
+    UpstreamError,
+}
+
+/// Counts by kind and label over the last hour, in one-minute buckets. Prometheus counters
+/// only grow and need a Prometheus to be read as rates; the status page answers "lately"
+/// on its own. Only rare events are counted here (sign-ins, refusals, upstream failures),
+/// so one lock is cheap.
+#[derive(Debug, Default)]
+pub struct Recent {
+    minutes: std::sync::Mutex<std::collections::VecDeque<Minute>>,
+}
+
+/// One minute's counts: the minute (seconds since the epoch / 60), then by kind and label.
+type Minute = (i64, Vec<(Lately, Arc<str>, u64)>);
+
+impl Recent {
+    /// Counts one event of `kind` labelled `label` at `now` (seconds).
+    pub fn count(&self, kind: Lately, label: &Arc<str>, now: i64) {
+        let minute = now.div_euclid(60);
+        let mut minutes = self
+            .minutes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while minutes.front().is_some_and(|(m, _)| *m <= minute - 60) {
+            minutes.pop_front();
+        }
+        if minutes.back().is_none_or(|(m, _)| *m != minute) {
+            minutes.push_back((minute, Vec::new()));
+        }
+        if let Some((_, counts)) = minutes.back_mut() {
+            match counts.iter_mut().find(|(k, l, _)| *k == kind && l == label) {
+                Some((_, _, n)) => *n += 1,
+                None => counts.push((kind, label.clone(), 1)),
+            }
+        }
+    }
+
+    /// Totals by kind and label over the hour up to `now`, largest first within a kind.
+    pub fn last_hour(&self, now: i64) -> Vec<(Lately, Arc<str>, u64)> {
+        let since = now.div_euclid(60) - 60;
+        let minutes = self
+            .minutes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut totals: Vec<(Lately, Arc<str>, u64)> = Vec::new();
+        for (_, counts) in minutes.iter().filter(|(m, _)| *m > since) {
+            for (kind, label, n) in counts {
+                match totals.iter_mut().find(|(k, l, _)| k == kind && l == label) {
+                    Some((_, _, t)) => *t += n,
+                    None => totals.push((*kind, label.clone(), *n)),
+                }
+            }
+        }
+        totals.sort_by(|a, b| a.0.cmp(&b.0).then(b.2.cmp(&a.2)).then(a.1.cmp(&b.1)));
+        totals
+    }
 }
 
 /// Labels holding a decision reason.
@@ -262,7 +359,43 @@ impl Metrics {
             "Reloads that changed settings which only take effect after a restart",
             config_restart_needed.clone(),
         );
+        let directory_max_staleness = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "directory_max_staleness_seconds",
+            "The configured directory.max_staleness (0: no directory)",
+            directory_max_staleness.clone(),
+        );
+        let cert_expiry = Family::<CertLabel, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "When the served TLS certificate expires, by its first name",
+            cert_expiry.clone(),
+        );
+        let session_store_up = Family::<StoreLabel, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "session_store_up",
+            "1 when the session store answers, by kind (memory or redis)",
+            session_store_up.clone(),
+        );
+        let sign_ins = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "sign_ins",
+            "Sign-in callbacks, by outcome",
+            sign_ins.clone(),
+        );
+        let build_info = Family::<VersionLabel, Gauge<i64, AtomicI64>>::default();
+        build_info
+            .get_or_create(&VersionLabel {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register("build_info", "The running version (always 1)", build_info);
         Metrics {
+            directory_max_staleness,
+            cert_expiry,
+            session_store_up,
+            sign_ins,
+            recent: Recent::default(),
             config_reloads,
             config_restart_needed,
             directory_last_success,
@@ -297,5 +430,39 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_counts_cover_the_last_hour_only() {
+        let r = Recent::default();
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
+        r.count(Lately::Denial, &a, 1_000);
+        r.count(Lately::Denial, &b, 1_030);
+        r.count(Lately::Denial, &b, 1_100);
+        r.count(Lately::SignIn, &a, 1_100);
+        assert_eq!(
+            r.last_hour(1_100),
+            vec![
+                (Lately::SignIn, a.clone(), 1),
+                (Lately::Denial, b.clone(), 2),
+                (Lately::Denial, a.clone(), 1),
+            ]
+        );
+        // An hour after the second event, the first two minutes are gone; counting prunes.
+        assert_eq!(
+            r.last_hour(1_030 + 3_600),
+            vec![
+                (Lately::SignIn, a.clone(), 1),
+                (Lately::Denial, b.clone(), 1)
+            ]
+        );
+        r.count(Lately::UpstreamError, &a, 10_000);
+        assert_eq!(r.last_hour(10_000), vec![(Lately::UpstreamError, a, 1)]);
+        assert_eq!(r.minutes.lock().unwrap().len(), 1);
     }
 }

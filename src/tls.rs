@@ -103,6 +103,60 @@ pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsEr
     Ok(certified)
 }
 
+/// What an operator needs to know of a certificate: the names it is valid for and when
+/// it stops being valid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertInfo {
+    /// Its DNS and IP subject alternative names, else its subject.
+    pub names: Vec<String>,
+    /// Its `notAfter`, in seconds since the epoch.
+    pub not_after: i64,
+}
+
+impl CertInfo {
+    /// Reads `der`; `None` when it is not a certificate x509-cert can decode.
+    pub fn of(der: &CertificateDer<'_>) -> Option<CertInfo> {
+        use x509_cert::der::Decode;
+        use x509_cert::ext::pkix::name::GeneralName;
+        use x509_cert::ext::pkix::SubjectAltName;
+        let cert = x509_cert::Certificate::from_der(der.as_ref()).ok()?;
+        let tbs = &cert.tbs_certificate;
+        let not_after = tbs.validity.not_after.to_unix_duration().as_secs() as i64;
+        let mut names = Vec::new();
+        for ext in tbs.extensions.iter().flatten() {
+            if ext.extn_id != <SubjectAltName as x509_cert::der::oid::AssociatedOid>::OID {
+                continue;
+            }
+            let Ok(san) = SubjectAltName::from_der(ext.extn_value.as_bytes()) else {
+                continue;
+            };
+            for name in san.0 {
+                match name {
+                    GeneralName::DnsName(n) => names.push(n.to_string()),
+                    GeneralName::IpAddress(ip) => match ip.as_bytes().len() {
+                        4 | 16 => names.push(ip_text(ip.as_bytes())),
+                        _ => {}
+                    },
+                    _ => {}
+                }
+            }
+        }
+        if names.is_empty() {
+            names.push(tbs.subject.to_string());
+        }
+        Some(CertInfo { names, not_after })
+    }
+}
+
+fn ip_text(bytes: &[u8]) -> String {
+    match <[u8; 4]>::try_from(bytes) {
+        Ok(v4) => std::net::Ipv4Addr::from(v4).to_string(),
+        Err(_) => <[u8; 16]>::try_from(bytes)
+            .map(|v6| std::net::Ipv6Addr::from(v6).to_string())
+            .unwrap_or_default(),
+    }
+}
+
 /// The server certificate in service, replaceable while connections are open.
 #[derive(Debug)]
 pub struct CertStore {
@@ -122,6 +176,11 @@ impl CertStore {
             current: ArcSwap::from_pointee(certified),
             stamp: std::sync::Mutex::new((mtime(cert_path), mtime(key_path))),
         }))
+    }
+
+    /// The certificate in service: its names and when it expires.
+    pub fn info(&self) -> Option<CertInfo> {
+        CertInfo::of(self.current.load().end_entity_cert().ok()?)
     }
 
     /// Re-reads the pair. On failure the previous pair stays in service and the error is returned.

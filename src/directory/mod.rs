@@ -134,9 +134,27 @@ pub enum Unavailable {
     Stale,
 }
 
+/// How the sync has been going, for the status page: a failing sync shows here long before
+/// the snapshot is stale enough for readiness to fail.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncStatus {
+    /// When the last sync finished or failed (seconds since the epoch; 0: none yet).
+    pub last_attempt: i64,
+    /// The last failure, when the last attempt failed: when, and why.
+    pub last_error: Option<(i64, String)>,
+    /// Failures in a row.
+    pub failures_in_a_row: u32,
+    /// Why the cache file could not be written at the last sync, if it could not.
+    pub cache_error: Option<String>,
+    /// With shared sessions: whether this instance holds the sync lease (it syncs; the
+    /// others load what it publishes). `None` when syncing alone.
+    pub lease_held: Option<bool>,
+}
+
 /// The directory handle shared by the request path and the sync loop.
 #[derive(Debug)]
 pub struct Directory {
+    status: std::sync::Mutex<SyncStatus>,
     current: ArcSwapOption<Snapshot>,
     max_staleness: i64,
     group_refs: arc_swap::ArcSwap<Vec<String>>,
@@ -150,6 +168,7 @@ impl Directory {
     /// An empty directory enforcing `max_staleness`, resolving `group_refs` in each snapshot.
     pub fn new(max_staleness: Duration, group_refs: Vec<String>) -> Directory {
         Directory {
+            status: std::sync::Mutex::default(),
             current: ArcSwapOption::empty(),
             max_staleness: max_staleness.as_secs() as i64,
             group_refs: arc_swap::ArcSwap::from_pointee(group_refs),
@@ -190,6 +209,26 @@ impl Directory {
         if let Some(raw) = self.raw.load_full() {
             self.publish(raw);
         }
+    }
+
+    /// `max_staleness`, in seconds.
+    pub fn max_staleness(&self) -> i64 {
+        self.max_staleness
+    }
+
+    /// How the sync has been going.
+    pub fn sync_status(&self) -> SyncStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn update_status(&self, f: impl FnOnce(&mut SyncStatus)) {
+        f(&mut self
+            .status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner));
     }
 
     /// The snapshot in service, whatever its age.
@@ -265,7 +304,18 @@ impl Syncer {
     /// One sync: read, publish, persist. On failure the snapshot in service stays.
     pub async fn sync_once(&self, directory: &Directory) -> Result<Arc<RawDirectory>, SyncError> {
         let started = Instant::now();
-        let (raw, fetched) = self.read().await?;
+        let (raw, fetched) = match self.read().await {
+            Ok(read) => read,
+            Err(e) => {
+                let now = crate::clock::now();
+                directory.update_status(|s| {
+                    s.last_attempt = now;
+                    s.last_error = Some((now, e.to_string()));
+                    s.failures_in_a_row += 1;
+                });
+                return Err(e);
+            }
+        };
         let raw = Arc::new(raw);
         let snapshot = directory.publish(raw.clone());
         let m = &self.metrics;
@@ -281,9 +331,16 @@ impl Syncer {
             duration_ms = started.elapsed().as_millis() as u64,
             "directory synced"
         );
-        if let Err(e) = store_cache(&self.config.cache_file, &raw) {
+        let cached = store_cache(&self.config.cache_file, &raw);
+        if let Err(e) = &cached {
             tracing::error!(error = %e, "could not write the directory cache; the new snapshot is in service but will not survive a restart");
         }
+        directory.update_status(|s| {
+            s.last_attempt = raw.taken_at;
+            s.last_error = None;
+            s.failures_in_a_row = 0;
+            s.cache_error = cached.err().map(|e| e.to_string());
+        });
         Ok(raw)
     }
 
@@ -302,7 +359,9 @@ impl Syncer {
         let mut last_sync: Option<Instant> = None;
         let mut loaded_version: i64 = 0;
         loop {
-            match store.hold_lease(lease).await {
+            let held = store.hold_lease(lease).await;
+            directory.update_status(|s| s.lease_held = held.as_ref().ok().copied());
+            match held {
                 Ok(true) => {
                     if last_sync.is_none_or(|t| t.elapsed() >= interval) {
                         last_sync = Some(Instant::now());

@@ -11,7 +11,7 @@ use http::Method;
 use super::respond::Rejection;
 use super::Shared;
 use crate::config::Access;
-use crate::metrics::ReasonLabel;
+use crate::metrics::{Lately, ReasonLabel};
 use crate::policy::routes::Readings;
 use crate::policy::{self, Decision, Permit, Route, Site};
 use crate::session::Session;
@@ -123,6 +123,8 @@ pub async fn verdict(shared: &Shared, asked: Asked<'_>, now: i64) -> Result<Verd
                     reason: reason.as_str(),
                 })
                 .inc();
+            let label = Arc::from(reason.as_str());
+            shared.metrics.recent.count(Lately::Denial, &label, now);
             if let (true, Some(s), Some(auth)) = (reason.ends_session(), &session, &shared.auth) {
                 // The user may use nothing any more: every one of their sessions ends now,
                 // on every instance, not at expiry. Once per user and minute: a client
@@ -158,6 +160,8 @@ pub async fn verdict(shared: &Shared, asked: Asked<'_>, now: i64) -> Result<Verd
                     reason: "directory_unavailable",
                 })
                 .inc();
+            let label = Arc::from("directory_unavailable");
+            shared.metrics.recent.count(Lately::Denial, &label, now);
             Err(Rejection::DirectoryUnavailable)
         }
     }

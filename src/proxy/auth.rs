@@ -36,6 +36,8 @@ pub struct Auth {
     pub step_up: Option<StepUp>,
     /// The audit log, when configured.
     pub audit: Option<Arc<crate::audit::Audit>>,
+    /// Where sign-ins are counted.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Auth {

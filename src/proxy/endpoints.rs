@@ -7,6 +7,7 @@ use http::{Method, Response, StatusCode, Uri};
 use super::auth::Auth;
 use super::body::ResponseBody;
 use super::respond::{self, Rejection};
+use crate::metrics::{Lately, OutcomeLabel};
 use crate::oidc::http::parse_query;
 use crate::oidc::OidcError;
 use crate::policy::Site;
@@ -32,15 +33,10 @@ pub async fn handle(
             .map(|(_, v)| v.as_str())
     };
     if path == auth.oidc.config().callback_path {
-        return callback(
-            auth,
-            site,
-            headers,
-            param("code"),
-            param("state"),
-            param("error"),
-        )
-        .await;
+        let (code, state, error) = (param("code"), param("state"), param("error"));
+        let answer = callback(auth, site, headers, code, state, error).await;
+        count_sign_in(auth, answer.as_ref().err());
+        return answer;
     }
     if let Some(step_up) = auth
         .step_up
@@ -95,6 +91,27 @@ pub async fn handle(
 
 /// Whether a callback completes the kind of sign-in `login` is (a step-up or not), on the
 /// site and in the browser (its login cookie) that started it.
+/// Counts a sign-in callback: in the metrics by outcome, and lately by why it failed.
+fn count_sign_in(auth: &Auth, failed: Option<&Rejection>) {
+    let (outcome, label) = match failed {
+        None => (OutcomeLabel::ok(), "ok"),
+        Some(r) => (
+            OutcomeLabel::failed(),
+            match r {
+                Rejection::SignInExpired => "expired_or_replayed",
+                Rejection::IdpDenied => "refused_by_provider",
+                Rejection::IdpUnavailable => "provider_or_store_unavailable",
+                Rejection::SignInFailed => "not_verified",
+                _ => "failed",
+            },
+        ),
+    };
+    auth.metrics.sign_ins.get_or_create(&outcome).inc();
+    let label = std::sync::Arc::from(label);
+    let now = crate::clock::now();
+    auth.metrics.recent.count(Lately::SignIn, &label, now);
+}
+
 fn started_here(
     auth: &Auth,
     login: &crate::oidc::login::PendingLogin,

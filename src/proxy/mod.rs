@@ -77,6 +77,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Whether to write access-log lines.
     pub access_log: bool,
+    /// The configuration as `jumpgate check` summarises it (no secrets), for `/status`.
+    pub summary: Arc<str>,
     /// `server.limits.max_header_bytes`, enforced on the parsed header section (hyper's
     /// own limit bounds only its read buffer, which one TLS record can overshoot).
     pub max_header_bytes: usize,
@@ -142,6 +144,7 @@ impl Shared {
             )),
             metrics,
             access_log: config.log.access,
+            summary: Arc::from(crate::config::summary(config)),
             max_header_bytes: config.server.limits.max_header_bytes,
             shutdown,
         })

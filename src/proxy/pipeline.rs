@@ -18,7 +18,9 @@ use super::upstream::UpstreamError;
 use super::{auth, endpoints, tunnel, ConnInfo, Shared};
 use crate::canonical;
 use crate::headers;
-use crate::metrics::{LabelText, RequestLabel, SiteLabel, UpstreamErrorLabel, UpstreamFailure};
+use crate::metrics::{
+    LabelText, Lately, RequestLabel, SiteLabel, UpstreamErrorLabel, UpstreamFailure,
+};
 use crate::policy::routes::{Route, Site};
 use crate::policy::Permit;
 
@@ -348,6 +350,11 @@ async fn send(
                 kind,
             };
             shared.metrics.upstream_errors.get_or_create(&label).inc();
+            let now = crate::clock::now();
+            shared
+                .metrics
+                .recent
+                .count(Lately::UpstreamError, &site.host, now);
             Err(match kind {
                 UpstreamFailure::Connect => Rejection::BadGateway,
                 UpstreamFailure::Timeout => Rejection::GatewayTimeout,

@@ -30,5 +30,6 @@ mod reload;
 mod signin;
 mod signin_attacks;
 mod signin_flow;
+mod status;
 mod step_up;
 mod streaming;

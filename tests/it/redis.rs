@@ -345,3 +345,61 @@ async fn pending_sign_ins_in_redis_are_bounded_and_new_ones_always_admitted() {
     let (mut oldest, idp) = tabs.remove(0);
     assert_eq!(oldest.follow(&idp).await.status, 400);
 }
+
+/// The status page and the metrics say where sessions are and whether Redis answers, and
+/// which instance holds the directory sync lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_and_metrics_report_redis_and_the_sync_lease() {
+    let mut redis = OwnRedis::start();
+    let env = SignInEnv::start_with(Options {
+        session: session_keys(&redis.url(), "jg:", ""),
+        directory: Some(String::new()),
+        ..Options::default()
+    })
+    .await;
+    let status = async || -> serde_json::Value {
+        serde_json::from_str(&env.gw.admin_get("/status.json").await.1).unwrap()
+    };
+    let up = async || {
+        let metrics = env.gw.admin_get("/metrics").await.1;
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("jumpgate_session_store_up{store=\"redis\"} "))
+            .map(str::to_owned)
+    };
+    assert!(
+        eventually(Duration::from_secs(5), async || status().await["directory"]
+            ["sync_lease"]
+            == "held")
+        .await,
+        "{:#}",
+        status().await
+    );
+    let s = status().await;
+    assert_eq!(s["sessions"]["store"], "redis", "{s:#}");
+    assert_eq!(s["sessions"]["reachable"], true, "{s:#}");
+    assert_eq!(up().await.as_deref(), Some("1"));
+
+    redis.down();
+    assert!(
+        eventually(Duration::from_secs(5), async || status().await["sessions"]
+            ["reachable"]
+            == false)
+        .await
+    );
+    let s = status().await;
+    assert!(s["sessions"]["problem"].as_str().is_some(), "{s:#}");
+    assert_eq!(up().await.as_deref(), Some("0"));
+    let html = env.gw.admin_get("/status").await.1;
+    assert!(
+        html.contains("The session store (redis) is unreachable"),
+        "{html}"
+    );
+    redis.up();
+    assert!(
+        eventually(Duration::from_secs(15), async || up().await.as_deref()
+            == Some("1"))
+        .await,
+        "Redis back, but the metric still says it is down"
+    );
+}
