@@ -703,4 +703,43 @@ describe('jumpgate in a real browser', { timeout: 300_000 }, () => {
       assert.ok(atJumpCloud(new URL(page.url()), { stepUp: false }), page.url());
     });
   });
+  // The admin listener's status page, after the scenarios above have signed people in and
+  // refused some: what an operator sees first, and nothing secret on it.
+  test('11. the status page on the admin listener: readable, current, and no secrets', { timeout: 60_000 }, async () => {
+    const admin = env.info.gateways.a.admin;
+    assert.ok(admin, 'gateway a has an admin listener');
+    await withBrowser(async ({ page }) => {
+      const response = await page.goto(`${admin}/status`);
+      assert.equal(response.status(), 200);
+      assert.equal(response.headers()['cache-control'], 'no-store');
+      await screenshot(page, 'admin-status-a');
+      const html = await response.text();
+      assert.match(await page.locator('h1').innerText(), /^jumpgate \S+ ready$/);
+      assert.equal(await page.title(), 'jumpgate status');
+      const directory = await page.locator('#directory').innerText();
+      assert.match(directory, /\d+ users, \d+ groups, \d+ memberships/, directory);
+      const lastHour = await page.locator('#last-hour').innerText();
+      assert.match(lastHour, /sign-ins\s+ok \d+/, lastHour);
+      assert.match(lastHour, /denials\s+\S+ \d+/, `scenario 3's refusals are counted: ${lastHour}`);
+      assert.match(await page.locator('#certificate').innerText(), /localhost/);
+      // Secrets, user ids and tokens never; internal addresses are the operator's to see.
+      for (const s of [...env.info.secrets, idp.clientSecret, ...Object.values(env.info.users)]) {
+        if (s) assert.ok(!html.includes(s), `the status page leaks ${JSON.stringify(s.slice(0, 6))}…`);
+      }
+      assert.ok(!html.includes('eyJ'), 'no token (JWT) in the page');
+      assert.ok(!/PRIVATE KEY|__Host-jumpgate/.test(html), 'no key or cookie in the page');
+      // The same report for scripts.
+      const json = await pageFetch(page, '/status.json');
+      assert.equal(json.status, 200);
+      assert.equal(json.json.ready, true);
+      assert.ok(json.json.last_hour.sign_ins.ok >= 1, json.text);
+      assert.ok(json.json.directory.users >= 4, json.text);
+
+      // Defguard's gateway: its directory, and groups that admit no one would be named.
+      const e = await page.goto(`${env.info.gateways.e.admin}/status`);
+      assert.equal(e.status(), 200);
+      await screenshot(page, 'admin-status-defguard');
+      assert.match(await page.locator('#config').innerText(), /sites \(2\)/);
+    });
+  });
 });
