@@ -325,8 +325,6 @@ pub struct Sessions {
     pending: Cache<String, Arc<PendingLogin>>,
     /// Users whose sessions were ended for a directory reason within the last minute.
     revoked: Cache<String, ()>,
-    /// Provider session id → keys of the sessions signed in through it, on this instance.
-    by_sid: Cache<String, Arc<Mutex<Vec<[u8; 32]>>>>,
     shared: Option<Arc<RedisStore>>,
     lifetime: Duration,
     idle_timeout: Duration,
@@ -362,12 +360,6 @@ impl Sessions {
                 .eviction_policy(moka::policy::EvictionPolicy::lru())
                 .time_to_live(config.login_timeout)
                 .build(),
-            // Every session indexed here was built at most `lifetime` before the entry was
-            // last touched, so an idle entry outlives the sessions it names.
-            by_sid: Cache::builder()
-                .max_capacity(config.max_sessions)
-                .time_to_idle(config.lifetime)
-                .build(),
             revoked: Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(60))
@@ -386,17 +378,7 @@ impl Sessions {
     }
 
     fn build(&self, id: [u8; 32], site: Arc<str>, r: SessionRecord) -> Arc<Session> {
-        let session = Session::from_record(id, site, r);
-        if let Some(sid) = &session.sid {
-            let entry = self.by_sid.get_with_by_ref(sid.as_str(), Default::default);
-            let mut keys = entry
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if !keys.contains(&session.key) {
-                keys.push(session.key);
-            }
-        }
-        Arc::new(session)
+        Arc::new(Session::from_record(id, site, r))
     }
 
     /// A session for one request authenticated by a bearer token: never stored, no cookie.
@@ -594,34 +576,15 @@ impl Sessions {
         let matches =
             |s_sid: Option<&str>, s_sub: &str| s_sid == Some(sid) && sub.is_none_or(|u| u == s_sub);
         // Here first, so this instance stops serving them even when Redis cannot be reached.
-        let keys = self
-            .by_sid
-            .get(sid)
-            .map(|entry| {
-                entry
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .clone()
-            })
-            .unwrap_or_default();
+        // A walk over the sessions held here rather than an index by `sid`: a back-channel
+        // logout is rare and comes only with a token the provider signed, while an index
+        // entry cost every session 0.6 KiB.
         let mut ended = 0;
-        let mut dropped = Vec::new();
-        for key in keys {
-            match self.local.get(&key) {
-                Some(s) if !matches(s.sid.as_deref(), &s.identity.sub) => continue,
-                Some(_) => {
-                    self.local.invalidate(&key);
-                    ended += 1;
-                }
-                None => {}
+        for (key, s) in self.local.iter() {
+            if matches(s.sid.as_deref(), &s.identity.sub) {
+                self.local.invalidate(&*key);
+                ended += 1;
             }
-            dropped.push(key);
-        }
-        if let Some(entry) = self.by_sid.get(sid) {
-            let mut keys = entry
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            keys.retain(|key| !dropped.contains(key));
         }
         let Some(shared) = &self.shared else {
             return Ok(ended);
