@@ -289,6 +289,10 @@ impl Syncer {
         match load_cache(&self.config.cache_file) {
             Ok(Some(raw)) => {
                 let s = directory.publish(Arc::new(raw));
+                // The snapshot in service was taken then: its age, and the alerts on it,
+                // count from there, not from the first sync of this process.
+                self.metrics.directory_last_success.set(s.taken_at);
+                self.metrics.directory_users.set(s.user_count() as i64);
                 tracing::info!(
                     users = s.user_count(),
                     groups = s.group_count(),

@@ -155,6 +155,30 @@ async fn a_restart_during_an_outage_enforces_the_cached_snapshot() {
         r.upstream_header("x-jumpgate-groups").as_deref(),
         Some("Admins,Staff")
     );
+    // The cached snapshot's age counts from when it was taken, for /status and the alerts.
+    let cached = jumpgate::directory::load_cache(&env.dir.path().join("directory.json"))
+        .unwrap()
+        .unwrap();
+    let metrics = env.gw.admin_get("/metrics").await.1;
+    let last_success = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("jumpgate_directory_last_success_timestamp_seconds "))
+        .unwrap();
+    assert_eq!(last_success, cached.taken_at.to_string());
+    let last_error = async || -> serde_json::Value {
+        let status: serde_json::Value =
+            serde_json::from_str(&env.gw.admin_get("/status.json").await.1).unwrap();
+        status["directory"]["last_error"].clone()
+    };
+    assert!(
+        eventually(Duration::from_secs(10), async || last_error()
+            .await
+            .as_str()
+            .is_some_and(|e| e.contains("503")))
+        .await,
+        "the failing sync never showed: {}",
+        last_error().await
+    );
 
     // A corrupt cache is never trusted: with the API still down, protected routes fail closed.
     let cache = env.dir.path().join("directory.json");
