@@ -21,6 +21,7 @@ mod fake_directory;
 mod fake_jumpcloud;
 mod forward_auth;
 mod lifecycle;
+mod monitoring;
 mod open_redirect;
 mod paths;
 mod proxy;
