@@ -88,13 +88,13 @@ pub struct OutcomeLabel {
 }
 
 impl OutcomeLabel {
-    /// `outcome="ok"`.
+    /// `outcome="Ok"` (labels are the variants' names).
     pub fn ok() -> Self {
         OutcomeLabel {
             outcome: Outcome::Ok,
         }
     }
-    /// `outcome="failed"`.
+    /// `outcome="Failed"`.
     pub fn failed() -> Self {
         OutcomeLabel {
             outcome: Outcome::Failed,
