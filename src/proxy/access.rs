@@ -16,21 +16,42 @@ use crate::policy::routes::Readings;
 use crate::policy::{self, Decision, Permit, Route, Site};
 use crate::session::Session;
 
-/// The request a decision is about, canonical.
+/// The request a decision is about, canonical: what the policy judges, and what the
+/// session and the audit line are read from.
 #[derive(Debug, Clone, Copy)]
 pub struct Asked<'a> {
-    /// Its site.
-    pub site: &'a Site,
-    /// The routes its path yields in every reading; the strictest decision of them applies.
-    pub readings: Readings<'a>,
-    /// Its method.
-    pub method: &'a Method,
-    /// Whether it asks to switch protocols (a WebSocket handshake).
-    pub upgrade: bool,
+    /// The request as the policy sees it.
+    pub request: policy::Asked<'a>,
     /// Its canonical path.
     pub path: &'a str,
     /// Its headers (cookies, `Authorization`).
     pub headers: &'a HeaderMap,
+}
+
+impl<'a> Asked<'a> {
+    /// The request on `site` whose path yields `readings`; `upgrade` says it asks to switch
+    /// protocols (a WebSocket handshake).
+    pub fn new(
+        site: &'a Site,
+        readings: Readings<'a>,
+        method: &'a Method,
+        upgrade: bool,
+        path: &'a str,
+        headers: &'a HeaderMap,
+    ) -> Asked<'a> {
+        let request = policy::Asked {
+            site,
+            readings,
+            method,
+            upgrade,
+            page_load: super::auth::is_navigation(method, headers, false),
+        };
+        Asked {
+            request,
+            path,
+            headers,
+        }
+    }
 }
 
 /// What the caller must answer.
@@ -51,13 +72,16 @@ pub enum Verdict {
 /// the directory no longer admits has had every session ended.
 pub async fn verdict(shared: &Shared, asked: Asked<'_>, now: i64) -> Result<Verdict, Rejection> {
     let Asked {
-        site,
-        readings,
-        method,
-        upgrade,
+        request,
         path,
         headers,
     } = asked;
+    let policy::Asked {
+        site,
+        readings,
+        method,
+        ..
+    } = request;
     let protected = readings.all().iter().any(|r| r.access == Access::Protected);
     let mut session = match (protected, &shared.auth) {
         (true, Some(auth)) => auth.sessions.from_headers(headers, &site.host).await,
@@ -72,14 +96,7 @@ pub async fn verdict(shared: &Shared, asked: Asked<'_>, now: i64) -> Result<Verd
         (Some(d), Some(_)) => Some(d.fresh(now)),
         _ => None,
     };
-    let judged = policy::Asked {
-        site,
-        readings,
-        method,
-        upgrade,
-        page_load: super::auth::is_navigation(method, headers, false),
-    };
-    let (route, decision) = policy::judge(&judged, session.clone(), directory, now);
+    let (route, decision) = policy::judge(&request, session.clone(), directory, now);
     let asked = Audited {
         site,
         route,

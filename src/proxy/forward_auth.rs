@@ -180,14 +180,7 @@ async fn answer(
     // The front proxy's subrequest carries the client's headers: an Upgrade there is a
     // WebSocket handshake, and step-up decides it as a write.
     let upgrade = headers.contains_key(header::UPGRADE);
-    let asked = access::Asked {
-        site,
-        readings,
-        method: &o.method,
-        upgrade,
-        path: &o.path,
-        headers,
-    };
+    let asked = access::Asked::new(site, readings, &o.method, upgrade, &o.path, headers);
     let permit = match access::verdict(shared, asked, now).await.map_err(reject)? {
         Verdict::Allow(permit) => permit,
         Verdict::SignIn => {

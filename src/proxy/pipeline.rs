@@ -124,14 +124,14 @@ async fn forward(
     // 4. The access decision, on the request's session when the route needs one.
     let now = crate::clock::now();
     let upgrade = headers::is_upgrade(&parts.headers);
-    let asked = access::Asked {
+    let asked = access::Asked::new(
         site,
         readings,
-        method: &parts.method,
+        &parts.method,
         upgrade,
-        path: &path,
-        headers: &parts.headers,
-    };
+        &path,
+        &parts.headers,
+    );
     let permit = match access::verdict(shared, asked, now).await? {
         Verdict::Allow(permit) => permit,
         verdict => {
