@@ -16,15 +16,20 @@
 # and kernel time) and, when perf can count the raw_syscalls tracepoint, its system calls per
 # request. Rows: direct upstream; nginx TLS proxy; jumpgate public route; protected route with
 # a session; protected with the directory snapshot and the signed assertion; a step-up route
-# after a fresh MFA step-up; protected with sessions in Redis (skipped when no Redis answers).
-# Then it measures sign-ins per second through the whole code flow against the stand-in.
+# after a fresh MFA step-up; protected with sessions in Redis (skipped when no Redis answers);
+# the directory row again with the access log on as shipped (level info, a line per request,
+# to a file) against nginx with its default access log (combined format, buffered); and the
+# nginx, public, protected and directory rows again over HTTP/2 with h2load (one stream per
+# connection, so each row asks the same of both proxies as its HTTP/1.1 row; p50 and p99 from
+# h2load's per-request log). Then it measures sign-ins per second through the whole code flow
+# against the stand-in.
 # The table is printed and written to $OUT/results.md. Every process the script starts is
 # stopped on exit, by PID. Whole run: about two minutes after the build.
 #
 # Settings (environment):
 #   DURATION (10)  CONNECTIONS (64)  SERVER_CPU (1)  CLIENT_CPU (0)  NICE (-10)  SIGNINS (400)
 #   REDIS_URL (redis://127.0.0.1:6379/0; the Redis row's keys carry a per-run prefix)
-#   PORT_BASE (18080; uses PORT_BASE .. PORT_BASE+3)  OUT (target/bench-load)
+#   PORT_BASE (18080; uses PORT_BASE .. PORT_BASE+4)  OUT (target/bench-load)
 #   SKIP_BUILD (1: use the binaries already in target/release)
 #
 #     bash benches/load.sh --profile
@@ -44,6 +49,7 @@ PORT_UP=$PORT_BASE
 PORT_NGINX=$((PORT_BASE + 1))
 PORT_GW=$((PORT_BASE + 2))
 PORT_ADMIN=$((PORT_BASE + 3))
+PORT_NGINX_LOG=$((PORT_BASE + 4))
 SIGNINS=${SIGNINS:-400}
 REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/0}
 PROFILE=0
@@ -63,6 +69,7 @@ LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 need=()
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
 command -v wrk >/dev/null || need+=(wrk)
+command -v h2load >/dev/null || need+=(nghttp2-client)
 command -v curl >/dev/null || need+=(curl)
 command -v taskset >/dev/null || need+=(util-linux)
 if [ ${#need[@]} -gt 0 ]; then
@@ -73,7 +80,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
-for p in $PORT_UP $PORT_NGINX $PORT_GW $PORT_ADMIN; do
+for p in $PORT_UP $PORT_NGINX $PORT_GW $PORT_ADMIN $PORT_NGINX_LOG; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
     echo "load.sh: port $p on 127.0.0.1 is in use; set PORT_BASE" >&2
     exit 1
@@ -158,6 +165,21 @@ for _ in $(seq 1 300); do [ -s "$OUT/idp.json" ] && break; sleep 0.1; done
 [ -s "$OUT/idp.json" ] || { cat "$OUT/idp.log" >&2; exit 1; }
 cp "$OUT/idp.json" "$ENV_DIR/idp.json"
 
+# The TLS proxy's work, the same in both of its servers.
+NGINX_TLS_PROXY=$(cat <<EOF
+    ssl_certificate $ENV_DIR/gateway.pem;
+    ssl_certificate_key $ENV_DIR/gateway.key;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$remote_addr;
+      proxy_set_header X-Forwarded-Proto https;
+    }
+EOF
+)
 cat >"$OUT/nginx-proxy/nginx.conf" <<EOF
 worker_processes 1;
 daemon off;
@@ -173,18 +195,16 @@ http {
     keepalive_requests 10000000;
   }
   server {
-    listen 127.0.0.1:$PORT_NGINX ssl;
-    ssl_certificate $ENV_DIR/gateway.pem;
-    ssl_certificate_key $ENV_DIR/gateway.key;
-    ssl_protocols TLSv1.2 TLSv1.3;
-    location / {
-      proxy_pass http://backend;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host \$host;
-      proxy_set_header X-Forwarded-For \$remote_addr;
-      proxy_set_header X-Forwarded-Proto https;
-    }
+    # HTTP/2 by ALPN, as jumpgate; "http2" on listen is understood by every nginx since 1.9.5.
+    listen 127.0.0.1:$PORT_NGINX ssl http2;
+$NGINX_TLS_PROXY
+  }
+  # The same with nginx's default access log (combined format), buffered as a production
+  # configuration would have it.
+  server {
+    listen 127.0.0.1:$PORT_NGINX_LOG ssl;
+$NGINX_TLS_PROXY
+    access_log $OUT/nginx-proxy/access.log combined buffer=64k flush=1s;
   }
 }
 EOF
@@ -214,6 +234,16 @@ to_ms() { # wrk latency such as 812.00us, 1.23ms, 2.01s -> milliseconds
     else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.3f", v }
     else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.3f", v * 1000 }
     else printf "%s", v }'
+}
+
+# cpu_per_request "UTIME STIME" "UTIME STIME" REQUESTS: "µs/request U+S util%", from the
+# CPU ticks before and after a row (the split is user + kernel µs/request, one word).
+cpu_per_request() {
+  local du ds
+  du=$(( ${2% *} - ${1% *} ))
+  ds=$(( ${2#* } - ${1#* } ))
+  awk -v u="$du" -v s="$ds" -v hz="$CLK_TCK" -v n="$3" -v d="$DURATION" 'BEGIN {
+    printf "%.1f %.1f+%.1f %.0f", (u + s) / hz * 1e6 / n, u / hz * 1e6 / n, s / hz * 1e6 / n, (u + s) / hz / d * 100 }'
 }
 
 # measure NAME URL "PIDS" [wrk args...]
@@ -257,28 +287,62 @@ measure() {
     echo "load.sh: $name: wrk reported errors: $errors" >&2
     exit 1
   fi
-  local du ds
-  du=$(( ${after% *} - ${before% *} ))
-  ds=$(( ${after#* } - ${before#* } ))
-  cpu_us=$(awk -v t=$((du + ds)) -v hz="$CLK_TCK" -v n="$requests" 'BEGIN {printf "%.1f", t / hz * 1e6 / n}')
   local split
-  split=$(awk -v u="$du" -v s="$ds" -v hz="$CLK_TCK" -v n="$requests" 'BEGIN {printf "%.1f + %.1f", u / hz * 1e6 / n, s / hz * 1e6 / n}')
+  read -r cpu_us split util <<<"$(cpu_per_request "$before" "$after" "$requests")"
   if [ "$syscalls" != "-" ] && [ -n "$syscalls" ]; then
     syscalls=$(awk -v c="$syscalls" -v n="$requests" 'BEGIN {printf "%.2f", c / n}')
   else
     syscalls="-"
   fi
-  util=$(awk -v t=$((du + ds)) -v hz="$CLK_TCK" -v d="$DURATION" 'BEGIN {printf "%.0f", t / hz / d * 100}')
-  if [ "$name" = "nginx TLS proxy" ]; then
-    NGINX_CPU=$cpu_us NGINX_RPS=$rps NGINX_P99=$p99
-  fi
+  row "$name" "$rps" "$p50" "$p99" "$cpu_us" "$split" "$util" "$syscalls"
+}
+
+# row NAME RPS P50 P99 CPU SPLIT UTIL SYSCALLS: adds a table row. A row named "nginx …"
+# becomes the baseline of the rows after it, until the next one.
+row() {
+  local name=$1 rps=$2 p50=$3 p99=$4 cpu_us=$5 split=$6 util=$7 syscalls=$8
   local ratio="-"
-  if [ -n "$NGINX_CPU" ] && [ "$name" != "nginx TLS proxy" ] && [ "$name" != "direct upstream" ]; then
-    ratio=$(awk -v c="$cpu_us" -v nc="$NGINX_CPU" -v r="$rps" -v nr="$NGINX_RPS" -v p="$p99" -v np="$NGINX_P99" \
-      'BEGIN {printf "CPU %.2f×, req/s %.2f×, p99 %.2f×", c / nc, r / nr, p / np}')
-  fi
+  case "$name" in
+    nginx*) NGINX_CPU=$cpu_us NGINX_RPS=$rps NGINX_P99=$p99 ;;
+    "direct upstream") ;;
+    *)
+      if [ -n "$NGINX_CPU" ]; then
+        ratio=$(awk -v c="$cpu_us" -v nc="$NGINX_CPU" -v r="$rps" -v nr="$NGINX_RPS" -v p="$p99" -v np="$NGINX_P99" \
+          'BEGIN {printf "CPU %.2f×, req/s %.2f×, p99 %.2f×", c / nc, r / nr, p / np}')
+      fi
+      ;;
+  esac
   ROWS+=("| $name | $rps | $p50 | $p99 | $cpu_us | $split | $util % | $syscalls | $ratio |")
   log "$name: $rps req/s, p50 $p50 ms, p99 $p99 ms, $cpu_us µs CPU/request (user + sys $split; $util % of a core), $syscalls syscalls/request"
+}
+
+# measure_h2 NAME URL "PIDS" [h2load args...]: as measure, over HTTP/2 with h2load (one
+# stream per connection); latency percentiles from its per-request log.
+measure_h2() {
+  local name=$1 url=$2 pids=$3; shift 3
+  "${PRIO[@]}" taskset -c "$CLIENT_CPU" h2load -D 2 -c"$CONNECTIONS" -m1 -t1 "$@" "$url" >/dev/null
+  local slug before after out
+  slug=h2-$(echo "$name" | tr -c 'a-zA-Z0-9' '-')
+  # shellcheck disable=SC2086
+  before=$(cpu_ticks $pids)
+  out=$("${PRIO[@]}" taskset -c "$CLIENT_CPU" h2load -D "$DURATION" -c"$CONNECTIONS" -m1 -t1 \
+    --log-file="$OUT/$slug.log" "$@" "$url")
+  # shellcheck disable=SC2086
+  after=$(cpu_ticks $pids)
+  echo "$out" >"$OUT/$slug.txt"
+  local ok total rps p50 p99
+  read -r total ok <<<"$(echo "$out" | awk '/^requests:/ {print $2, $8}')"
+  if ! echo "$out" | grep -q "status codes: [0-9]* 2xx, 0 3xx, 0 4xx, 0 5xx" || [ "$total" != "$ok" ] || [ "${total:-0}" = 0 ]; then
+    echo "load.sh: $name: h2load reported failures or non-2xx answers:" >&2
+    echo "$out" >&2
+    exit 1
+  fi
+  rps=$(echo "$out" | awk '/^finished in/ {gsub(",", ""); printf "%.0f", $4}')
+  read -r p50 p99 <<<"$(cut -f3 "$OUT/$slug.log" | sort -n | awk '{v[NR] = $1} END {
+    printf "%.3f %.3f", v[int(NR * 0.50) + 1] / 1000, v[int(NR * 0.99) + 1] / 1000 }')"
+  local cpu_us split util
+  read -r cpu_us split util <<<"$(cpu_per_request "$before" "$after" "$total")"
+  row "$name" "$rps" "$p50" "$p99" "$cpu_us" "$split" "$util" "-"
 }
 
 start_gateway() { # CONFIG
@@ -342,6 +406,7 @@ log "direct upstream"
 measure "direct upstream" "http://127.0.0.1:$PORT_UP/public" "$(nginx_pids "$UP_PID")" -H "Host: app.test"
 log "nginx TLS proxy"
 measure "nginx TLS proxy" "https://127.0.0.1:$PORT_NGINX/public" "$(nginx_pids "$NGINX_PID")" -H "Host: app.test"
+NGINX_CPU_H1=$NGINX_CPU NGINX_RPS_H1=$NGINX_RPS NGINX_P99_H1=$NGINX_P99
 
 log "jumpgate (sign-in, no directory)"
 start_gateway "$ENV_DIR/gateway-session.toml"
@@ -358,6 +423,7 @@ COOKIE=$(sign_in)
 [ -n "$COOKIE" ] || { echo "load.sh: sign-in failed" >&2; exit 1; }
 measure "jumpgate protected, session + directory + assertion" "https://127.0.0.1:$PORT_GW/private" "$GW_PID" \
   -H "Host: app.test" -H "Cookie: $COOKIE"
+DIRECTORY_COOKIE=$COOKIE
 COOKIE=$(sign_in --step-up /admin)
 [ -n "$COOKIE" ] || { echo "load.sh: step-up sign-in failed" >&2; exit 1; }
 measure "jumpgate step-up route (fresh MFA) + directory + assertion" "https://127.0.0.1:$PORT_GW/admin" "$GW_PID" \
@@ -371,7 +437,26 @@ read -r au as <<<"$(cpu_ticks "$GW_PID")"
 SIGNIN_RATE=$(echo "$SIGNIN_JSON" | sed -n 's/.*"per_second":\([0-9.]*\).*/\1/p')
 SIGNIN_COUNT=$(echo "$SIGNIN_JSON" | sed -n 's/.*"signins":\([0-9]*\).*/\1/p')
 SIGNIN_CPU=$(awk -v t=$((au + as - bu - bs)) -v hz="$CLK_TCK" -v n="$SIGNIN_COUNT" 'BEGIN {printf "%.0f", t / hz * 1e6 / n}')
+
+log "HTTP/2 (h2load, one stream per connection)"
+# h2load takes :authority and the TLS server name from the URL, and is sent to loopback.
+measure_h2 "nginx TLS proxy, HTTP/2" "https://app.test:$PORT_NGINX/public" "$(nginx_pids "$NGINX_PID")" \
+  --connect-to="127.0.0.1:$PORT_NGINX"
+measure_h2 "jumpgate public route, HTTP/2" "https://app.test:$PORT_GW/public" "$GW_PID" --connect-to="127.0.0.1:$PORT_GW"
+measure_h2 "jumpgate protected, session + directory + assertion, HTTP/2" "https://app.test:$PORT_GW/private" "$GW_PID" \
+  --connect-to="127.0.0.1:$PORT_GW" -H "cookie: $DIRECTORY_COOKIE"
 stop_gateway
+
+log "access logs on: nginx's default (combined, buffered) and jumpgate's as shipped (level info)"
+measure "nginx TLS proxy, access log" "https://127.0.0.1:$PORT_NGINX_LOG/public" "$(nginx_pids "$NGINX_PID")" -H "Host: app.test"
+start_gateway "$ENV_DIR/gateway-directory-log.toml"
+COOKIE=$(sign_in)
+[ -n "$COOKIE" ] || { echo "load.sh: sign-in failed" >&2; exit 1; }
+measure "jumpgate protected, session + directory + assertion, access log" "https://127.0.0.1:$PORT_GW/private" "$GW_PID" \
+  -H "Host: app.test" -H "Cookie: $COOKIE"
+stop_gateway
+# The Redis row compares with the first nginx row again.
+NGINX_CPU=$NGINX_CPU_H1 NGINX_RPS=$NGINX_RPS_H1 NGINX_P99=$NGINX_P99_H1
 
 if [ "$(redis-cli -u "$REDIS_URL" ping 2>/dev/null || true)" = PONG ] ||
   (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then

@@ -7,10 +7,11 @@
 //! bench_env idp --dir DIR --gateway-port P --upstream-port U --admin-port A [--users N]
 //!               [--redis-url URL] [--max-seconds S]
 //!     Starts the provider (a sign-in application and a step-up application that requires
-//!     MFA), writes DIR/dev-ca.pem, DIR/gateway.pem, DIR/gateway.key and three gateway
+//!     MFA), writes DIR/dev-ca.pem, DIR/gateway.pem, DIR/gateway.key and four gateway
 //!     configurations: gateway-session.toml (sign-in, in-memory sessions, no directory),
-//!     gateway-directory.toml (the same plus a [directory] snapshot and allow_groups) and
-//!     gateway-redis.toml (sessions in Redis at URL, no directory). Every site has /public
+//!     gateway-directory.toml (the same plus a [directory] snapshot and allow_groups),
+//!     gateway-directory-log.toml (the same, logging as shipped: an access line per request)
+//!     and gateway-redis.toml (sessions in Redis at URL, no directory). Every site has /public
 //!     (public), /admin (step-up within 15 minutes, for every method) and protects everything else. Prints one
 //!     JSON line, then serves for at most S seconds (default 900) or until killed.
 //! bench_env signin --dir DIR --gateway-port P [--step-up PATH] [--count N] [--concurrency C]
@@ -126,14 +127,16 @@ async fn idp(args: &[String], dir: &Path) -> Result<(), Error> {
     std::fs::write(dir.join("client-secret"), format!("{CLIENT_SECRET}\n"))?;
     std::fs::write(dir.join("step-up-secret"), format!("{STEP_UP_SECRET}\n"))?;
     std::fs::write(dir.join("api-key"), fake.api_key())?;
-    // Access logs off (nginx runs without one too); every sign-in of the benchmark comes from
-    // 127.0.0.1, so the per-IP sign-in rate limit is raised out of the way.
-    let common = |session: &str| {
+    // Access logs off (nginx runs without one too), except in gateway-directory-log.toml,
+    // which logs as shipped (level info, an access line per request) against an nginx with
+    // its access log on; every sign-in of the benchmark comes from 127.0.0.1, so the per-IP
+    // sign-in rate limit is raised out of the way.
+    let common = |session: &str, log: &str| {
         format!(
             "[server]\nlisten = \"127.0.0.1:{gateway_port}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\n\
              tls_cert = \"gateway.pem\"\ntls_key = \"gateway.key\"\nshutdown_grace = \"1s\"\nstate_dir = \"state\"\n\n\
              [server.limits]\nsign_in_rate = 100000\n\n\
-             [log]\nlevel = \"warn\"\naccess = false\n\n\
+             [log]\n{log}\n\
              [oidc]\nissuer = \"{issuer}\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret_file = \"client-secret\"\n\
              scopes = [\"openid\", \"profile\", \"email\"]\ngroups_claim = \"memberOf\"\n\n\
              [oidc.step_up]\nclient_id = \"{STEP_UP_ID}\"\nclient_secret_file = \"step-up-secret\"\n\n\
@@ -142,6 +145,7 @@ async fn idp(args: &[String], dir: &Path) -> Result<(), Error> {
             issuer = fake.issuer()
         )
     };
+    const QUIET: &str = "level = \"warn\"\naccess = false\n";
     let site = |allow: &str| {
         format!(
             "[[site]]\nhost = \"{HOST}\"\nupstream = \"http://127.0.0.1:{upstream_port}\"\n\
@@ -151,29 +155,40 @@ async fn idp(args: &[String], dir: &Path) -> Result<(), Error> {
     };
     std::fs::write(
         dir.join("gateway-session.toml"),
-        format!("{}{}", common(""), site("")),
+        format!("{}{}", common("", QUIET), site("")),
     )?;
     std::fs::write(
         dir.join("gateway-redis.toml"),
         format!(
             "{}{}",
-            common(&format!(
-                "store = \"redis\"\nredis_url = \"{redis_url}\"\nkey_prefix = \"jumpgate-bench-{}:\"\n",
-                std::process::id()
-            )),
+            common(
+                &format!(
+                    "store = \"redis\"\nredis_url = \"{redis_url}\"\nkey_prefix = \"jumpgate-bench-{}:\"\n",
+                    std::process::id()
+                ),
+                QUIET
+            ),
             site("")
         ),
     )?;
-    std::fs::write(
-        dir.join("gateway-directory.toml"),
-        format!(
-            "{}[directory]\nprovider = \"jumpcloud\"\napi_url = \"{}\"\napi_key_file = \"api-key\"\n\
-             cache_file = \"state/directory.json\"\nsync_interval = \"10m\"\nrequest_interval = \"1ms\"\n\n{}",
-            common(""),
-            fake.base_url(),
-            site("allow_groups = [\"Staff\"]")
+    for (file, log) in [
+        ("gateway-directory.toml", QUIET),
+        (
+            "gateway-directory-log.toml",
+            "level = \"info\"\naccess = true\n",
         ),
-    )?;
+    ] {
+        std::fs::write(
+            dir.join(file),
+            format!(
+                "{}[directory]\nprovider = \"jumpcloud\"\napi_url = \"{}\"\napi_key_file = \"api-key\"\n\
+                 cache_file = \"state/directory.json\"\nsync_interval = \"10m\"\nrequest_interval = \"1ms\"\n\n{}",
+                common("", log),
+                fake.base_url(),
+                site("allow_groups = [\"Staff\"]")
+            ),
+        )?;
+    }
     println!(
         "{}",
         serde_json::json!({
@@ -183,6 +198,7 @@ async fn idp(args: &[String], dir: &Path) -> Result<(), Error> {
             "configs": [
                 dir.join("gateway-session.toml"),
                 dir.join("gateway-directory.toml"),
+                dir.join("gateway-directory-log.toml"),
                 dir.join("gateway-redis.toml"),
             ],
             "directory_users": users + 1,
