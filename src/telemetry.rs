@@ -4,7 +4,8 @@
 //! configuration. Header values are never recorded as fields anywhere in jumpgate, so
 //! credentials cannot reach the log whatever the level.
 
-use std::io::{BufWriter, Stderr, Write};
+use std::io::{BufWriter, IsTerminal, Stderr, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -19,6 +20,9 @@ use crate::config::{LogConfig, LogFormat};
 /// tracing-appender's non-blocking writer, which needs a guard kept alive for the whole
 /// process and brings a date-time crate for rolling files jumpgate does not use.
 static OUT: Mutex<Option<BufWriter<Stderr>>> = Mutex::new(None);
+
+/// Whether lines are JSON (else text), as the subscriber was set up.
+static JSON: AtomicBool = AtomicBool::new(false);
 
 /// How long a log line may wait in the buffer.
 const FLUSH_EVERY: Duration = Duration::from_millis(50);
@@ -39,6 +43,17 @@ impl Write for Buffered {
         flush();
         Ok(())
     }
+}
+
+/// Whether log lines are JSON lines (else text), for the lines written without `tracing`.
+pub fn json() -> bool {
+    JSON.load(Ordering::Relaxed)
+}
+
+/// Adds one whole line, already formatted, to the buffer the subscriber writes to: the
+/// access log's way in (see `proxy::log`).
+pub fn write_line(line: &[u8]) {
+    let _ = Buffered.write_all(line);
 }
 
 /// Writes out whatever log lines are buffered. Call before the process exits.
@@ -68,9 +83,13 @@ pub fn init(log: &LogConfig) {
                 });
         }
     }
+    // Colour only for a person at a terminal: escape codes in a file or the journal are
+    // noise to every reader and cost formatting time on every line.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(|| Buffered);
+    JSON.store(log.format == LogFormat::Json, Ordering::Relaxed);
     let _ = match log.format {
         LogFormat::Text => builder.with_target(true).try_init(),
         LogFormat::Json => builder

@@ -736,6 +736,14 @@ mod real_binary {
         let mut gw = Jumpgate::start(&config).await;
         let tls = trusting(&[&certs.ca]);
         assert_eq!(get(gw.public, &tls, "/warm-up").await.0, 200);
+        // The access line, as JSON like every other line, within the buffer's flush period.
+        let line = gw.wait_for(0, "request").await;
+        assert_eq!(line["target"], "jumpgate::access", "{line}");
+        assert_eq!(line["level"], "INFO", "{line}");
+        assert_eq!(line["path"], "/warm-up", "{line}");
+        assert_eq!(line["status"], 200, "{line}");
+        assert_eq!(line["site"], "app.test", "{line}");
+        assert_eq!(line["client.ip"], "127.0.0.1", "{line}");
 
         let mut waiting = Conn::open(gw.public, &tls).await;
         let waiting = tokio::spawn(async move { waiting.try_get("/slow/2000").await });
@@ -782,6 +790,15 @@ mod real_binary {
         gw.wait_for(from, "all connections drained").await;
         gw.wait_for(from, "stopped").await;
         drop(streaming);
+        // Nothing buffered is lost at exit: both drained requests have their access line.
+        let text = gw.stderr_text();
+        for path in ["/slow/2000", "/drip/2000"] {
+            assert!(
+                text.lines().any(|l| l.contains("\"jumpgate::access\"")
+                    && l.contains(&format!("\"path\":\"{path}\""))),
+                "no access line for {path}:\n{text}"
+            );
+        }
     }
 
     /// SIGTERM with requests in flight that outlive `shutdown_grace`: while draining, /readyz
