@@ -67,6 +67,23 @@ pub struct Provider {
     pub algorithms: Vec<Algorithm>,
 }
 
+#[cfg(test)]
+impl Provider {
+    /// JumpCloud's issuer and algorithm with no endpoints: what the token checks' unit tests
+    /// verify against.
+    pub(crate) fn jumpcloud_for_tests() -> Provider {
+        Provider {
+            issuer: "https://oauth.id.jumpcloud.com/".into(),
+            authorization_endpoint: String::new(),
+            token_endpoint: String::new(),
+            userinfo_endpoint: None,
+            jwks_uri: String::new(),
+            end_session_endpoint: None,
+            algorithms: vec![jsonwebtoken::Algorithm::RS256],
+        }
+    }
+}
+
 impl Provider {
     /// The accepted algorithms in the OIDC library's terms.
     pub fn library_algorithms(&self) -> Vec<CoreJwsSigningAlgorithm> {

@@ -387,15 +387,7 @@ mod tests {
     use serde_json::json;
 
     fn provider() -> Provider {
-        Provider {
-            issuer: "https://oauth.id.jumpcloud.com/".into(),
-            authorization_endpoint: String::new(),
-            token_endpoint: String::new(),
-            userinfo_endpoint: None,
-            jwks_uri: String::new(),
-            end_session_endpoint: None,
-            algorithms: vec![Algorithm::RS256],
-        }
+        Provider::jumpcloud_for_tests()
     }
 
     fn expect() -> Expect<'static> {
