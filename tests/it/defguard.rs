@@ -27,7 +27,7 @@ use tokio_tungstenite::tungstenite::Message;
 use stand_in::*;
 use support::browser::{idp_get, location, Browser};
 use support::env::{Options, SignInEnv};
-use support::jumpcloud::{App, User};
+use support::jumpcloud::User;
 
 /// Every request of these tests is bounded by this.
 const LIMIT: Duration = Duration::from_secs(15);
@@ -1484,14 +1484,7 @@ impl Fronted {
         })
         .await;
         let port = env.gw.addr.port();
-        let mut app = App::new(
-            STEP_UP_ID,
-            STEP_UP_SECRET,
-            &format!("https://app.test:{port}/.jumpgate/step-up/callback"),
-        );
-        app.require_mfa = true;
-        app.bind_everyone = true;
-        env.fake.add_app(app);
+        env.register_step_up_app(STEP_UP_ID, STEP_UP_SECRET);
         env.wait_ready().await;
         // DEFGUARD_URL is the public address.
         core.set_public_url(&format!("https://app.test:{port}"));

@@ -430,24 +430,8 @@ async fn certificate_is_swapped_without_dropping_connections_and_broken_files_ar
     let new_der = first_cert_der(&new.cert);
     assert_ne!(old_der, new_der);
 
-    // A client trusting both CAs, without session resumption (a resumed session would
-    // report the certificate of the original handshake).
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in [&gw.certs.ca, &new.ca] {
-        for cert in jumpgate::tls::load_certs(ca).unwrap() {
-            roots.add(cert).unwrap();
-        }
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.resumption = rustls::client::Resumption::disabled();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let config = Arc::new(config);
+    // A client trusting both CAs, without session resumption.
+    let config = support::tls_trusting(&[&gw.certs.ca, &new.ca]);
     assert_eq!(served_leaf(gw.addr, &config).await, old_der);
 
     // A keep-alive connection opened on the old certificate.

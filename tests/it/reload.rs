@@ -480,22 +480,7 @@ mod real_binary {
     /// A TLS client trusting `cas`, speaking HTTP/1.1, without session resumption (a resumed
     /// session would report the certificate of the original handshake).
     fn trusting(cas: &[&Path]) -> Arc<rustls::ClientConfig> {
-        let mut roots = rustls::RootCertStore::empty();
-        for ca in cas {
-            for cert in jumpgate::tls::load_certs(ca).unwrap() {
-                roots.add(cert).unwrap();
-            }
-        }
-        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        config.resumption = rustls::client::Resumption::disabled();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Arc::new(config)
+        super::support::tls_trusting(cas)
     }
 
     /// A TLS connection to `addr` with SNI app.test, bounded.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::json;
 use support::browser::{idp_get, location, Browser};
 use support::env::{Options, SignInEnv};
-use support::jumpcloud::{App, Tamper};
+use support::jumpcloud::Tamper;
 use support::site;
 
 const STEP_UP_ID: &str = "jumpgate-step-up";
@@ -58,15 +58,7 @@ async fn start(step_up_extra: &str, admin_max_age: &str) -> StepUpEnv {
 /// Registers the step-up application at the fake: its access policy requires MFA, and it
 /// is bound to everyone.
 fn register_step_up_app(env: &SignInEnv) {
-    let port = env.gw.addr.port();
-    let mut app = App::new(
-        STEP_UP_ID,
-        STEP_UP_SECRET,
-        &format!("https://app.test:{port}/.jumpgate/step-up/callback"),
-    );
-    app.require_mfa = true;
-    app.bind_everyone = true;
-    env.fake.add_app(app);
+    env.register_step_up_app(STEP_UP_ID, STEP_UP_SECRET);
 }
 
 /// From a 302 into the step-up application to the reply of our step-up callback.

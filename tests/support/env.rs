@@ -216,6 +216,20 @@ impl SignInEnv {
         env
     }
 
+    /// Registers the step-up application `client_id` at the fake, its callback on this
+    /// gateway's app.test: its access policy requires MFA, and it is bound to everyone.
+    pub fn register_step_up_app(&self, client_id: &str, secret: &str) {
+        let port = self.gw.addr.port();
+        let mut app = App::new(
+            client_id,
+            secret,
+            &format!("https://app.test:{port}/.jumpgate/step-up/callback"),
+        );
+        app.require_mfa = true;
+        app.bind_everyone = true;
+        self.fake.add_app(app);
+    }
+
     /// The id of the fake's group named `name`.
     /// Waits until a directory sync that started after this call has finished: the count
     /// of records fetched moves twice (the first move may end a sync already under way).

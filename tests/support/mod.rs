@@ -262,19 +262,32 @@ impl Reply {
 }
 
 pub fn tls_config(ca: &Path, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in jumpgate::tls::load_certs(ca).unwrap() {
-        roots.add(cert).unwrap();
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let mut config = client_config(&[ca]);
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Arc::new(config)
+}
+
+/// A TLS client trusting `cas`, speaking HTTP/1.1, without session resumption (a resumed
+/// session would report the certificate of the original handshake).
+pub fn tls_trusting(cas: &[&Path]) -> Arc<rustls::ClientConfig> {
+    let mut config = client_config(cas);
+    config.resumption = rustls::client::Resumption::disabled();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+fn client_config(cas: &[&Path]) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in cas {
+        for cert in jumpgate::tls::load_certs(ca).unwrap() {
+            roots.add(cert).unwrap();
+        }
+    }
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
 }
 
 impl Client {
