@@ -1,6 +1,6 @@
 //! Fixtures shared by the benchmarks: a generated configuration (one site, 500 routes), signed-in
 //! sessions with realistic token sizes, and a generated directory. Everything goes through the
-//! library's public API, the way the gateway builds the same objects at start-up.
+//! jumpgate crate's public API, the way the gateway builds the same objects at start-up.
 
 #![allow(dead_code)]
 

@@ -1,5 +1,5 @@
 //! Token handling on arbitrary input: the JWT header parser, the gateway's verification of
-//! API tokens (jsonwebtoken) and of ID tokens (the OIDC library) up to key selection (with no key for the token nothing may ever verify), the claim checks
+//! API tokens (jsonwebtoken) and of ID tokens (openidconnect) up to key selection (with no key for the token nothing may ever verify), the claim checks
 //! on arbitrary claims signed with a key the provider publishes (whatever verifies must meet
 //! every rule), the groups-claim reader on arbitrary JSON, and the callback's query-string
 //! parser.
@@ -140,7 +140,7 @@ fn check_signed_claims(claims: &serde_json::Map<String, Value>) {
     if let Ok(c) = api {
         check_verified(claims, &c, false);
     }
-    // The same claims as an ID token, through the OIDC library's verifier.
+    // The same claims as an ID token, through openidconnect's verifier.
     let Ok(id_token) = token.parse::<verify::IdToken>() else {
         return;
     };

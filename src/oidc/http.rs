@@ -159,7 +159,7 @@ impl IdpClient {
     }
 }
 
-/// The OIDC library's requests (code exchange, refresh) go through this client: the same
+/// openidconnect's requests (code exchange, refresh) go through this client: the same
 /// TLS roots, timeouts, body limit and refusal to follow redirects as every other request
 /// to the provider, and no second HTTP stack.
 impl<'c> openidconnect::AsyncHttpClient<'c> for IdpClient {

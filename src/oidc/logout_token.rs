@@ -1,6 +1,6 @@
 //! Back-channel logout tokens (OpenID Connect Back-Channel Logout 1.0): signed by the
 //! provider like its ID tokens (its asymmetric algorithms and published keys only) but with
-//! claim rules of their own. The OIDC library has no model of them, so they are checked here,
+//! claim rules of their own. openidconnect has no model of them, so they are checked here,
 //! on jsonwebtoken.
 
 use jsonwebtoken::{Algorithm, Validation};

@@ -68,7 +68,7 @@ pub struct VerifiedLogin {
     pub refresh_token: Option<Secret>,
 }
 
-/// The token endpoint's answer as the library reads it, with our ID-token claims model.
+/// The token endpoint's answer as the crate reads it, with our ID-token claims model.
 type TokenResponse = StandardTokenResponse<
     IdTokenFields<
         OtherClaims,
@@ -80,11 +80,11 @@ type TokenResponse = StandardTokenResponse<
     CoreTokenType,
 >;
 
-/// The library's client, with the authorization and token endpoints set.
-type Client = LibraryClient<EndpointSet, EndpointSet>;
+/// The crate's client, with the authorization and token endpoints set.
+type Client = CrateClient<EndpointSet, EndpointSet>;
 
-/// The library's client for our claims model, by which endpoints are set.
-type LibraryClient<Auth, Token> = openidconnect::Client<
+/// The crate's client for our claims model, by which endpoints are set.
+type CrateClient<Auth, Token> = openidconnect::Client<
     OtherClaims,
     CoreAuthDisplay,
     CoreGenderClaim,
@@ -197,12 +197,12 @@ impl Oidc {
         }
     }
 
-    /// The library's client for the discovered provider: its endpoints, our client id and
+    /// The crate's client for the discovered provider: its endpoints, our client id and
     /// secret and how the secret is sent. Its key set stays empty: ID tokens are verified by
     /// [`verify::verify_id_token`], which fetches keys it has not seen.
     fn client(&self, provider: &Provider) -> Result<Client, OidcError> {
         let invalid = |what: &str| OidcError::InvalidResponse(format!("unusable {what}"));
-        let client = LibraryClient::<EndpointNotSet, EndpointNotSet>::new(
+        let client = CrateClient::<EndpointNotSet, EndpointNotSet>::new(
             ClientId::new(self.config.client_id.clone()),
             IssuerUrl::new(provider.issuer.clone()).map_err(|_| invalid("issuer"))?,
             JsonWebKeySet::new(Vec::new()),
@@ -241,7 +241,7 @@ impl Oidc {
             )
             .set_redirect_uri(Cow::Owned(redirect))
             .set_pkce_challenge(PkceCodeChallenge::from_code_verifier_sha256(&verifier))
-            // The library always asks for `openid` itself.
+            // The crate always asks for `openid` itself.
             .add_scopes(
                 self.config
                     .scopes
@@ -394,7 +394,7 @@ impl Oidc {
     }
 }
 
-/// The library's token-endpoint failure in the gateway's terms: the provider's refusal
+/// The crate's token-endpoint failure in the gateway's terms: the provider's refusal
 /// (`invalid_grant`, …) ends a refresh for good; an outage is retried later.
 fn token_error(
     e: RequestTokenError<FetchError, StandardErrorResponse<CoreErrorResponseType>>,
@@ -402,7 +402,7 @@ fn token_error(
     match e {
         RequestTokenError::ServerResponse(r) => OidcError::Rejected(r.error().as_ref().to_owned()),
         RequestTokenError::Request(e) => OidcError::Unavailable(e),
-        // Which field failed, and why: a provider writing a claim the library's model
+        // Which field failed, and why: a provider writing a claim the crate's model
         // refuses (JumpCloud's `email_verified` as "1") is told apart from garbage.
         RequestTokenError::Parse(e, _) => OidcError::InvalidResponse(e.inner().to_string()),
         RequestTokenError::Other(why) => OidcError::InvalidResponse(why),
@@ -415,7 +415,7 @@ mod tests {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine;
 
-    /// A claim the library's model refuses fails the whole token response, and the error
+    /// A claim the crate's model refuses fails the whole token response, and the error
     /// says which claim, so the admin knows what to change at the provider.
     #[test]
     fn an_unreadable_claim_is_named() {

@@ -85,17 +85,14 @@ impl Provider {
 }
 
 impl Provider {
-    /// The accepted algorithms in the OIDC library's terms.
-    pub fn library_algorithms(&self) -> Vec<CoreJwsSigningAlgorithm> {
-        self.algorithms
-            .iter()
-            .map(|&a| library_algorithm(a))
-            .collect()
+    /// The accepted algorithms in openidconnect's terms.
+    pub fn verifier_algorithms(&self) -> Vec<CoreJwsSigningAlgorithm> {
+        self.algorithms.iter().map(|&a| core_algorithm(a)).collect()
     }
 }
 
-/// The same algorithm in the OIDC library's terms (asymmetric ones only are ever accepted).
-fn library_algorithm(a: Algorithm) -> CoreJwsSigningAlgorithm {
+/// The same algorithm in openidconnect's terms (asymmetric ones only are ever accepted).
+fn core_algorithm(a: Algorithm) -> CoreJwsSigningAlgorithm {
     match a {
         Algorithm::RS384 => CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha384,
         Algorithm::RS512 => CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha512,
@@ -136,8 +133,8 @@ pub fn discovery_url(issuer: &str) -> String {
 
 /// Fetches and checks the discovery document for `configured_issuer`.
 ///
-/// The document is read by the OIDC library's own model of it (`ProviderMetadataWithLogout`:
-/// required fields, URL and algorithm types). The fetch is ours rather than the library's
+/// The document is read by openidconnect's own model of it (`ProviderMetadataWithLogout`:
+/// required fields, URL and algorithm types). The fetch is ours rather than the crate's
 /// `discover_async` for one reason: that function insists the configured issuer is spelled
 /// exactly as the provider spells it, and admins type JumpCloud's issuer without its
 /// trailing slash. Either spelling finds the provider here; from then on tokens must carry
@@ -229,7 +226,7 @@ pub async fn discover(
     })
 }
 
-/// An algorithm's registered name (`RS256`, …), as the library writes it.
+/// An algorithm's registered name (`RS256`, …), as the crate writes it.
 fn serde_plain_name(alg: &CoreJwsSigningAlgorithm) -> Option<String> {
     match serde_json::to_value(alg).ok()? {
         serde_json::Value::String(s) => Some(s),
@@ -252,18 +249,18 @@ pub struct Key {
 }
 
 /// The provider's accepted keys, in the two forms their verifiers take: by `kid` for
-/// jsonwebtoken (logout and API tokens), and as the OIDC library's key set (ID tokens).
+/// jsonwebtoken (logout and API tokens), and as openidconnect's key set (ID tokens).
 #[derive(Clone)]
 struct KeySet {
     by_kid: HashMap<String, Key>,
-    library: CoreJsonWebKeySet,
+    core: CoreJsonWebKeySet,
 }
 
 impl Default for KeySet {
     fn default() -> KeySet {
         KeySet {
             by_kid: HashMap::new(),
-            library: CoreJsonWebKeySet::new(Vec::new()),
+            core: CoreJsonWebKeySet::new(Vec::new()),
         }
     }
 }
@@ -344,10 +341,10 @@ impl Jwks {
     pub fn install(&self, document: &[u8]) -> Result<usize, serde_json::Error> {
         let set: JwkSet = serde_json::from_slice(document)?;
         let mut by_kid = HashMap::new();
-        let mut library = Vec::new();
+        let mut core_keys = Vec::new();
         for jwk in &set.keys {
             // One rule decides which keys are accepted, for both forms: a key jsonwebtoken
-            // refuses or the gateway finds too weak is not handed to the library either.
+            // refuses or the gateway finds too weak is not handed to the crate either.
             let Some((kid, key)) = parse_jwk(jwk) else {
                 continue;
             };
@@ -355,19 +352,19 @@ impl Jwks {
                 continue;
             };
             by_kid.insert(kid, key);
-            library.push(core);
+            core_keys.push(core);
         }
         let n = by_kid.len();
         self.keys.store(Arc::new(KeySet {
             by_kid,
-            library: CoreJsonWebKeySet::new(library),
+            core: CoreJsonWebKeySet::new(core_keys),
         }));
         Ok(n)
     }
 
-    /// The accepted keys as the OIDC library's key set.
-    pub fn library_set(&self) -> CoreJsonWebKeySet {
-        self.keys.load().library.clone()
+    /// The accepted keys as openidconnect's key set.
+    pub fn core_key_set(&self) -> CoreJsonWebKeySet {
+        self.keys.load().core.clone()
     }
 
     fn lookup(&self, kid: &str) -> Option<Key> {

@@ -1,4 +1,4 @@
-//! ID tokens and bearer API tokens, through the OIDC library's verifier ([`verify_id_token`],
+//! ID tokens and bearer API tokens, through openidconnect's verifier ([`verify_id_token`],
 //! [`verify_api_token`]), with the checks it leaves to the client; the claims the gateway
 //! reads from them. Logout tokens are `logout_token`'s.
 
@@ -95,7 +95,7 @@ pub struct Expect<'a> {
     /// Whether this issuer is trusted to name directory users by verified email.
     pub match_by_email: bool,
     /// The caller has checked the header's `typ` itself (an API token may say `at+jwt`), so
-    /// the library's ID-token types are not required.
+    /// the crate's ID-token types are not required.
     pub typ_checked: bool,
 }
 
@@ -139,14 +139,14 @@ pub(super) const MAX_TOKEN: usize = 16 * 1024;
 /// `username` arrive here too.
 #[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize)]
 pub struct OtherClaims {
-    /// Every claim the library's ID-token model does not name.
+    /// Every claim the crate's ID-token model does not name.
     #[serde(flatten)]
     pub claims: Map<String, Value>,
 }
 
 impl openidconnect::AdditionalClaims for OtherClaims {}
 
-/// An ID token as the OIDC library parses it from a token response.
+/// An ID token as openidconnect parses it from a token response.
 pub type IdToken = openidconnect::IdToken<
     OtherClaims,
     CoreGenderClaim,
@@ -175,15 +175,15 @@ pub async fn verify_api_token(
     verify_id_token(&token, provider, jwks, client, expect).await
 }
 
-/// Verifies an ID token with the OIDC library's verifier: signature by a key from the
+/// Verifies an ID token with openidconnect's verifier: signature by a key from the
 /// provider's set and an algorithm it announced (never `none`, never symmetric: the verifier
 /// is a public client's), `iss` exactly the provider's, `aud` containing our client id and no
 /// audience we do not trust, `exp` and `iat` within the clock skew, and the nonce.
 ///
 /// Ours, before it: the size limit, and selecting the key by `kid`, so that an unknown key
 /// re-fetches the provider's set (rate-limited) instead of failing. Ours, after it, because
-/// the library leaves them to the client: `azp` (the library defers it), `nbf` (not an ID
-/// token claim in the library's model), `at_hash` against the access token, an expiry beyond
+/// the crate leaves them to the client: `azp` (the crate defers it), `nbf` (not an ID
+/// token claim in the crate's model), `at_hash` against the access token, an expiry beyond
 /// any real lifetime, and a non-empty `sub`.
 pub async fn verify_id_token(
     token: &IdToken,
@@ -219,10 +219,10 @@ pub async fn verify_id_token(
     let mut verifier = IdTokenVerifier::new_public_client(
         ClientId::new(expect.client_id.to_owned()),
         issuer,
-        jwks.library_set(),
+        jwks.core_key_set(),
     )
-    .set_allowed_algs(provider.library_algorithms())
-    // The library's expiry test is `now >= exp`; shifting its clock back by the skew is
+    .set_allowed_algs(provider.verifier_algorithms())
+    // The crate's expiry test is `now >= exp`; shifting its clock back by the skew is
     // how a skew is given to it.
     .set_time_fn(move || timestamp(now.saturating_sub(skew)))
     .set_issue_time_verifier_fn(move |iat| {
@@ -240,7 +240,7 @@ pub async fn verify_id_token(
         // A refreshed token answers no sign-in of ours: no nonce to compare.
         None => token.claims(&verifier, |_: Option<&Nonce>| Ok(())),
     };
-    let c = verified.map_err(|e| library_error(e, alg_name))?;
+    let c = verified.map_err(|e| verifier_error(e, alg_name))?;
 
     let audiences = c.audiences();
     match c.authorized_party() {
@@ -308,8 +308,8 @@ pub async fn verify_id_token(
     })
 }
 
-/// The library's refusal as the check that failed.
-fn library_error(e: ClaimsVerificationError, alg: &str) -> VerifyError {
+/// The crate's refusal as the check that failed.
+fn verifier_error(e: ClaimsVerificationError, alg: &str) -> VerifyError {
     match e {
         ClaimsVerificationError::InvalidIssuer(_) => VerifyError::Issuer,
         ClaimsVerificationError::InvalidAudience(_) => VerifyError::Audience,
@@ -339,7 +339,7 @@ fn timestamp(secs: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(secs, 0).unwrap_or_default()
 }
 
-/// The header of a compact JWS as JSON, read without trusting any library to accept it.
+/// The header of a compact JWS as JSON, read without trusting any crate to accept it.
 pub(super) fn raw_header(token: &str) -> Option<Map<String, Value>> {
     let header = token.split('.').next()?;
     let bytes = URL_SAFE_NO_PAD.decode(header.trim_end_matches('=')).ok()?;
@@ -475,7 +475,7 @@ mod tests {
         }
     }
 
-    /// The library's verifier with the rules around it: each check refuses what it must, the
+    /// The crate's verifier with the rules around it: each check refuses what it must, the
     /// skew is granted both ways, and JumpCloud's claims read as the gateway expects.
     #[tokio::test]
     async fn id_token_checks() {
@@ -541,7 +541,7 @@ mod tests {
     }
 
     /// An email names a directory user only when it is verified (JumpCloud's string
-    /// `"true"` included) and the issuer is trusted to match by email. A claim the library
+    /// `"true"` included) and the issuer is trusted to match by email. A claim the crate
     /// cannot read as its standard type refuses the whole token.
     #[tokio::test]
     async fn email_matches_only_when_verified_and_trusted() {

@@ -352,7 +352,7 @@ async fn serve_raw(mut s: TcpStream, conn: usize, log: Arc<Mutex<Log>>) {
 }
 
 // ---------------------------------------------------------------------------------------
-// A raw HTTP/2 client: frames written by hand, so requests the h2 library would refuse to
+// A raw HTTP/2 client: frames written by hand, so requests the h2 crate would refuse to
 // send (connection-specific headers, upper-case names, misplaced pseudo-headers) reach the
 // gateway's HTTP/2 server as an attacker would send them.
 // ---------------------------------------------------------------------------------------
@@ -1024,7 +1024,7 @@ async fn public_prefixes_are_never_matched_against_the_query_or_fragment() {
         if !target.starts_with('/') {
             continue;
         }
-        // The client library drops a fragment itself; judge what it sent.
+        // The client crate drops a fragment itself; judge what it sent.
         let sent = target.split('#').next().unwrap_or(target);
         let Ok(req) = Request::get(format!("https://app.test{sent}")).body(Full::new(Bytes::new()))
         else {
@@ -2585,7 +2585,7 @@ async fn id_token_time_claims_at_and_beyond_the_allowed_skew() {
         ),
         ("exp 0", Box::new(|c| c["exp"] = 0.into()), false),
         ("exp negative", Box::new(|c| c["exp"] = (-1).into()), false),
-        // No date at all: the OIDC library refuses a time it cannot represent, and nothing
+        // No date at all: openidconnect refuses a time it cannot represent, and nothing
         // overflows on the way.
         (
             "iat negative, far past",

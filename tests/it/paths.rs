@@ -243,7 +243,7 @@ async fn canonical_paths_over_http1() {
 }
 
 /// The same table over HTTP/2, for every case the `http` crate can express as a request
-/// (origin-form targets; the client library refuses the rest, or drops a fragment itself).
+/// (origin-form targets; the client crate refuses the rest, or drops a fragment itself).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn canonical_paths_over_http2_reach_the_same_decisions() {
     let (_echo, gw) = gateway().await;

@@ -581,7 +581,7 @@ async fn every_email_verified_spelling_jumpcloud_writes_signs_in() {
 }
 
 /// An `email_verified` of "1" (an admin's hand-typed constant attribute) is not a boolean
-/// the OIDC library reads: the sign-in fails closed, with no session, and the log names
+/// openidconnect reads: the sign-in fails closed, with no session, and the log names
 /// the claim so the admin knows what to change.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_email_verified_of_one_fails_the_sign_in_and_says_why() {
