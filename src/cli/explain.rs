@@ -338,12 +338,8 @@ fn answered(
 /// snapshot knows them (a session's `sub` is JumpCloud's user id), else `who` as the id.
 fn identity_of(who: &str, directory: Option<&Result<Arc<Snapshot>, Unavailable>>) -> Identity {
     let found = match directory {
-        Some(Ok(snapshot)) => snapshot.users().iter().find(|u| {
-            *u.id == *who
-                || u.email
-                    .as_deref()
-                    .is_some_and(|e| e.eq_ignore_ascii_case(who))
-        }),
+        // By id, else by email: the snapshot's own indexes.
+        Some(Ok(snapshot)) => snapshot.user(who, Some(who)),
         _ => None,
     };
     Identity {
