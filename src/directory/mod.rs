@@ -138,8 +138,6 @@ pub enum Unavailable {
 /// the snapshot is stale enough for readiness to fail.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SyncStatus {
-    /// When the last sync finished or failed (seconds since the epoch; 0: none yet).
-    pub last_attempt: i64,
     /// The last failure, when the last attempt failed: when, and why.
     pub last_error: Option<(i64, String)>,
     /// Failures in a row.
@@ -313,7 +311,6 @@ impl Syncer {
             Err(e) => {
                 let now = crate::clock::now();
                 directory.update_status(|s| {
-                    s.last_attempt = now;
                     s.last_error = Some((now, e.to_string()));
                     s.failures_in_a_row += 1;
                 });
@@ -340,7 +337,6 @@ impl Syncer {
             tracing::error!(error = %e, "could not write the directory cache; the new snapshot is in service but will not survive a restart");
         }
         directory.update_status(|s| {
-            s.last_attempt = raw.taken_at;
             s.last_error = None;
             s.failures_in_a_row = 0;
             s.cache_error = cached.err().map(|e| e.to_string());
