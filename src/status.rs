@@ -178,28 +178,7 @@ impl Status {
                 }),
             }
         });
-        let sessions = match &shared.auth {
-            None => SessionStore {
-                store: "none",
-                reachable: true,
-                problem: None,
-            },
-            Some(auth) => match auth.sessions.shared() {
-                None => SessionStore {
-                    store: "memory",
-                    reachable: true,
-                    problem: None,
-                },
-                Some(redis) => {
-                    let problem = redis.not_ready_reason();
-                    SessionStore {
-                        store: "redis",
-                        reachable: problem.is_none(),
-                        problem,
-                    }
-                }
-            },
-        };
+        let sessions = session_store(&shared);
         let mut last_hour = LastHour::default();
         for (kind, label, n) in self.metrics.recent.last_hour(now) {
             let list = match kind {
@@ -227,7 +206,7 @@ impl Status {
     /// certificate's expiry, the session store's reachability, the allowed staleness.
     pub fn refresh_gauges(&self) {
         let m = &self.metrics;
-        let report = self.report(crate::clock::now());
+        let shared = self.live.load();
         m.cert_expiry.clear();
         if let Some(info) = self.certs.info() {
             let certificate = info.names.first().cloned().unwrap_or_default();
@@ -235,15 +214,42 @@ impl Status {
                 .get_or_create(&CertLabel { certificate })
                 .set(info.not_after);
         }
-        if report.sessions.store != "none" {
+        let sessions = session_store(&shared);
+        if sessions.store != "none" {
             m.session_store_up
                 .get_or_create(&StoreLabel {
-                    store: report.sessions.store,
+                    store: sessions.store,
                 })
-                .set(i64::from(report.sessions.reachable));
+                .set(i64::from(sessions.reachable));
         }
         m.directory_max_staleness
-            .set(report.directory.map_or(0, |d| d.max_staleness_seconds));
+            .set(shared.directory.as_ref().map_or(0, |d| d.max_staleness()));
+    }
+}
+
+/// The session store in force, and whether it answers.
+fn session_store(shared: &crate::proxy::Shared) -> SessionStore {
+    match &shared.auth {
+        None => SessionStore {
+            store: "none",
+            reachable: true,
+            problem: None,
+        },
+        Some(auth) => match auth.sessions.shared() {
+            None => SessionStore {
+                store: "memory",
+                reachable: true,
+                problem: None,
+            },
+            Some(redis) => {
+                let problem = redis.not_ready_reason();
+                SessionStore {
+                    store: "redis",
+                    reachable: problem.is_none(),
+                    problem,
+                }
+            }
+        },
     }
 }
 
