@@ -22,7 +22,7 @@ use jumpgate::directory::Directory;
 use jumpgate::headers;
 use jumpgate::identity::{self, HeaderNames, Signer};
 use jumpgate::metrics::{LabelText, Metrics, RequestLabel, SiteLabel};
-use jumpgate::policy::{self, Decision, Routes};
+use jumpgate::policy::{self, Routes, Verdict};
 use jumpgate::session::cookie::CookieKey;
 use jumpgate::session::{key_of, Session, Sessions};
 
@@ -349,7 +349,7 @@ fn benches(r: &mut Runner<'_>, sizes: Sizes) {
             Some(Ok(snapshot.clone())),
             now
         ),
-        Decision::Allow(_)
+        Ok(Verdict::Allow(_))
     ));
     r.run("policy/decide_without_directory", || {
         policy::decide(
@@ -454,7 +454,7 @@ fn benches(r: &mut Runner<'_>, sizes: Sizes) {
             let reserved = policy::routes::match_key(&path).starts_with("/.jumpgate/");
             let session = ready(fx.sessions.from_headers(h, &site.host));
             let snapshot = fx.directory.fresh(now);
-            let Decision::Allow(permit) =
+            let Ok(Verdict::Allow(permit)) =
                 policy::decide(route, &Method::GET, false, session, Some(snapshot), now)
             else {
                 panic!("typical request refused");

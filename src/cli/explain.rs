@@ -11,7 +11,7 @@ use http::{HeaderMap, Method};
 use crate::config::{Access, Config};
 use crate::directory::snapshot::RawUser;
 use crate::directory::{load_cache, CacheError, Directory, RawDirectory, Snapshot, Unavailable};
-use crate::policy::{self, Decision, Route, Routes};
+use crate::policy::{self, Refusal, Route, Routes, Verdict};
 use crate::proxy::auth::{self, Asker};
 use crate::proxy::pipeline::RESERVED_PREFIX;
 use crate::proxy::respond::wants_json;
@@ -225,7 +225,7 @@ pub fn explain(config: &Config, q: &Question, now: i64) -> Result<Explanation, E
     let signs_in = config.oidc.is_some();
     let route_label = Some(route.label.clone());
     let (outcome, status, name, reason, line) = match decision {
-        Decision::Allow(permit) => {
+        Ok(Verdict::Allow(permit)) => {
             let step = match permit.step_up_time() {
                 Some(t) => format!(", step-up {} s ago within the route's limit", now - t),
                 None => String::new(),
@@ -237,14 +237,14 @@ pub fn explain(config: &Config, q: &Question, now: i64) -> Result<Explanation, E
             };
             (Outcome::Allow, None, "allow", None, format!("allow: forwarded to the upstream {who}{step}"))
         }
-        Decision::Deny(reason) => (
+        Err(Refusal::Deny(reason)) => (
             Outcome::Deny,
             Some(403),
             "deny",
             Some(reason.as_str()),
             format!("deny ({}): 403 Forbidden", reason.as_str()),
         ),
-        Decision::Unavailable(why) => {
+        Err(Refusal::Unavailable(why)) => {
             let why = match why {
                 Unavailable::NeverSynced => "the directory was never synced",
                 Unavailable::Stale => "the directory snapshot is older than max_staleness",
@@ -257,7 +257,7 @@ pub fn explain(config: &Config, q: &Question, now: i64) -> Result<Explanation, E
                 format!("unavailable: {why}; 503, fail closed"),
             )
         }
-        Decision::SignIn => match (signs_in, asker) {
+        Ok(Verdict::SignIn) => match (signs_in, asker) {
             (false, _) => (
                 Outcome::SignIn,
                 Some(401),
@@ -280,7 +280,7 @@ pub fn explain(config: &Config, q: &Question, now: i64) -> Result<Explanation, E
                 "sign-in: 401 sign_in_required (JSON with sign_in_url), for a script to handle".to_owned(),
             ),
         },
-        Decision::StepUp { max_age } => match (step_up_app.filter(|_| signs_in), asker) {
+        Ok(Verdict::StepUp { max_age }) => match (step_up_app.filter(|_| signs_in), asker) {
             (None, _) => (
                 Outcome::StepUp,
                 Some(403),

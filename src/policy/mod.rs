@@ -1,5 +1,6 @@
 //! Access decisions: a pure function from a matched route, the request's session and the
-//! directory snapshot to a [`Decision`]. Nothing here performs I/O or builds HTTP responses.
+//! directory snapshot to a [`Decision`]: a [`Verdict`] to act on, or a [`Refusal`]. Nothing
+//! here performs I/O or builds HTTP responses.
 
 pub mod return_to;
 pub mod routes;
@@ -74,22 +75,32 @@ impl DenyReason {
     }
 }
 
-/// What the gateway does with a request on a route.
+/// What the gateway does with a request on a route: a [`Verdict`] to act on, or the
+/// [`Refusal`] to answer. Every caller answers a refusal the same way (an error page), so
+/// refusals are the error side and callers can pass them on with `?`.
+pub type Decision = Result<Verdict, Refusal>;
+
+/// A request the gateway acts on: forwards, or first sends through a sign-in.
 #[derive(Debug, Clone)]
-pub enum Decision {
+pub enum Verdict {
     /// Forward it.
     Allow(Permit),
     /// The route needs a signed-in user and there is none.
     SignIn,
-    /// Refused.
-    Deny(DenyReason),
-    /// The directory is too old (or was never read) to decide: fail closed.
-    Unavailable(Unavailable),
     /// Allowed only after a fresh multi-factor sign-in no older than `max_age` seconds.
     StepUp {
         /// The route's limit, in seconds.
         max_age: i64,
     },
+}
+
+/// Why a request is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Refused by the route or the directory.
+    Deny(DenyReason),
+    /// The directory is too old (or was never read) to decide: fail closed.
+    Unavailable(Unavailable),
 }
 
 /// Whether the directory lets `user` through a protected route with `allow`: active, bound
@@ -127,21 +138,21 @@ pub fn decide(
 ) -> Decision {
     match route.access {
         Access::Public => {
-            return Decision::Allow(Permit {
+            return Ok(Verdict::Allow(Permit {
                 session: None,
                 user: None,
                 step_up_time: None,
-            })
+            }))
         }
-        Access::Deny => return Decision::Deny(DenyReason::Route),
+        Access::Deny => return Err(Refusal::Deny(DenyReason::Route)),
         Access::Protected => {}
     }
     let Some(session) = session else {
-        return Decision::SignIn;
+        return Ok(Verdict::SignIn);
     };
     let snapshot = match directory {
         None => None,
-        Some(Err(why)) => return Decision::Unavailable(why),
+        Some(Err(why)) => return Err(Refusal::Unavailable(why)),
         Some(Ok(snapshot)) => Some(snapshot),
     };
     // The directory is consulted before any step-up, so a step-up never gets an inactive or
@@ -150,7 +161,7 @@ pub fn decide(
         None => None,
         Some(snapshot) => match admitted_user(&snapshot, &session, &route.allow) {
             Ok(index) => Some((snapshot, index)),
-            Err(reason) => return Decision::Deny(reason),
+            Err(reason) => return Err(Refusal::Deny(reason)),
         },
     };
     let step_up_time = match &route.step_up {
@@ -161,19 +172,19 @@ pub fn decide(
             match session.step_up_time() {
                 Some(t) if now - t <= rule.max_age => Some(t),
                 _ => {
-                    return Decision::StepUp {
+                    return Ok(Verdict::StepUp {
                         max_age: rule.max_age,
-                    }
+                    })
                 }
             }
         }
         _ => None,
     };
-    Decision::Allow(Permit {
+    Ok(Verdict::Allow(Permit {
         session: Some(session),
         user,
         step_up_time,
-    })
+    }))
 }
 
 /// The request a decision is about, as the policy sees it: canonical, no headers.
@@ -194,12 +205,12 @@ pub struct Asked<'a> {
 /// How strict a decision is: where readings of one path disagree, the strictest wins.
 fn severity(d: &Decision) -> u8 {
     match d {
-        Decision::Allow(p) if p.step_up_time().is_some() => 1,
-        Decision::Allow(_) => 0,
-        Decision::StepUp { .. } => 2,
-        Decision::SignIn => 3,
-        Decision::Unavailable(_) => 4,
-        Decision::Deny(_) => 5,
+        Ok(Verdict::Allow(p)) if p.step_up_time().is_some() => 1,
+        Ok(Verdict::Allow(_)) => 0,
+        Ok(Verdict::StepUp { .. }) => 2,
+        Ok(Verdict::SignIn) => 3,
+        Err(Refusal::Unavailable(_)) => 4,
+        Err(Refusal::Deny(_)) => 5,
     }
 }
 
@@ -242,10 +253,10 @@ pub fn judge<'a>(
             (route, decision) = (other, d);
         }
     }
-    if let Decision::Allow(permit) = &decision {
+    if let Ok(Verdict::Allow(permit)) = &decision {
         if page_load {
             if let Some(max_age) = navigation_step_up(site, permit, now) {
-                decision = Decision::StepUp { max_age };
+                decision = Ok(Verdict::StepUp { max_age });
             }
         }
     }
@@ -428,14 +439,14 @@ mod tests {
 
     fn verdict(d: Decision) -> String {
         match d {
-            Decision::Allow(p) => format!(
+            Ok(Verdict::Allow(p)) => format!(
                 "allow:{}",
                 p.user().map_or("-".to_owned(), |(_, u)| u.id.to_string())
             ),
-            Decision::SignIn => "sign-in".into(),
-            Decision::Deny(r) => format!("deny:{}", r.as_str()),
-            Decision::Unavailable(u) => format!("unavailable:{u:?}"),
-            Decision::StepUp { max_age } => format!("step-up:{max_age}"),
+            Ok(Verdict::SignIn) => "sign-in".into(),
+            Err(Refusal::Deny(r)) => format!("deny:{}", r.as_str()),
+            Err(Refusal::Unavailable(u)) => format!("unavailable:{u:?}"),
+            Ok(Verdict::StepUp { max_age }) => format!("step-up:{max_age}"),
         }
     }
 

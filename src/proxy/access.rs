@@ -13,7 +13,7 @@ use super::Shared;
 use crate::config::Access;
 use crate::metrics::{Lately, ReasonLabel};
 use crate::policy::routes::Readings;
-use crate::policy::{self, Decision, Permit, Route, Site};
+use crate::policy::{self, Refusal, Route, Site, Verdict};
 use crate::session::Session;
 
 /// The request a decision is about, canonical: what the policy judges, and what the
@@ -54,20 +54,6 @@ impl<'a> Asked<'a> {
     }
 }
 
-/// What the caller must answer.
-#[derive(Debug)]
-pub enum Verdict {
-    /// Forward it (or say yes), with this permit.
-    Allow(Permit),
-    /// No session on a protected route: start a sign-in, or say how to.
-    SignIn,
-    /// A fresher multi-factor sign-in is needed, no older than `max_age` seconds.
-    StepUp {
-        /// The route's limit, in seconds.
-        max_age: i64,
-    },
-}
-
 /// Decides `asked` at `now`. `Err` is a refusal, already logged, audited and counted; a user
 /// the directory no longer admits has had every session ended.
 pub async fn verdict(shared: &Shared, asked: Asked<'_>, now: i64) -> Result<Verdict, Rejection> {
@@ -103,7 +89,7 @@ pub async fn verdict(shared: &Shared, asked: Asked<'_>, now: i64) -> Result<Verd
         method,
     };
     match decision {
-        Decision::Allow(permit) => {
+        Ok(Verdict::Allow(permit)) => {
             audit(
                 shared,
                 asked,
@@ -114,15 +100,15 @@ pub async fn verdict(shared: &Shared, asked: Asked<'_>, now: i64) -> Result<Verd
             );
             Ok(Verdict::Allow(permit))
         }
-        Decision::SignIn => {
+        Ok(Verdict::SignIn) => {
             audit(shared, asked, path, None, "sign_in", None);
             Ok(Verdict::SignIn)
         }
-        Decision::StepUp { max_age } => {
+        Ok(Verdict::StepUp { max_age }) => {
             audit(shared, asked, path, session.as_deref(), "step_up", None);
             Ok(Verdict::StepUp { max_age })
         }
-        Decision::Deny(reason) => {
+        Err(Refusal::Deny(reason)) => {
             audit(
                 shared,
                 asked,
@@ -160,7 +146,7 @@ pub async fn verdict(shared: &Shared, asked: Asked<'_>, now: i64) -> Result<Verd
             }
             Err(Rejection::Forbidden)
         }
-        Decision::Unavailable(why) => {
+        Err(Refusal::Unavailable(why)) => {
             audit(
                 shared,
                 asked,

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode};
 
-use super::access::{self, Verdict};
+use super::access;
 use super::auth;
 use super::body::ResponseBody;
 use super::respond::{self, Rejection};
@@ -19,6 +19,7 @@ use crate::canonical;
 use crate::config::UriHeader;
 use crate::headers;
 use crate::oidc::http::urlencode;
+use crate::policy::Verdict;
 
 /// Where forward-auth is answered: on `server.verify_listen` only. The public listener never
 /// answers it, whoever asks: a front proxy that passes `/.jumpgate/*` through from its own

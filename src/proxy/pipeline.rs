@@ -10,7 +10,7 @@ use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
-use super::access::{self, Verdict};
+use super::access;
 use super::body::ResponseBody;
 use super::log::AccessLog;
 use super::respond::{self, Rejection};
@@ -23,6 +23,7 @@ use crate::metrics::{
 };
 use crate::policy::routes::{Route, Site};
 use crate::policy::Permit;
+use crate::policy::Verdict;
 
 /// The site and route of a request that matched none, shared rather than allocated.
 static NONE: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from("-"));
