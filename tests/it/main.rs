@@ -3,13 +3,13 @@
 //! `tests/support` (the fake JumpCloud, the browser stand-in, gateways and upstreams on
 //! loopback). One binary compiles and links the support code once.
 //!
-//! `cargo test --test it adversarial::` runs one module; `cargo test --test it` all of them.
+//! `cargo test --test it attacks::` runs one module (`attacks::smuggling::` one attack class); `cargo test --test it` all of them.
 
 #[path = "../support/mod.rs"]
 mod support;
 
-mod adversarial;
 mod api_tokens;
+mod attacks;
 mod audit;
 mod backchannel;
 mod check;
@@ -22,14 +22,11 @@ mod fake_jumpcloud;
 mod forward_auth;
 mod lifecycle;
 mod monitoring;
-mod open_redirect;
-mod paths;
 mod proxy;
 mod redis;
 mod redis_sentinel;
 mod reload;
 mod signin;
-mod signin_attacks;
 mod signin_flow;
 mod status;
 mod step_up;

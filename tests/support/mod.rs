@@ -677,6 +677,7 @@ impl Client {
 pub mod browser;
 pub mod env;
 pub mod jumpcloud;
+pub mod raw;
 pub mod redis;
 
 /// Runs `f` with a bound: a request that hangs fails the test instead of hanging it.

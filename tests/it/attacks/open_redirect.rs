@@ -11,20 +11,7 @@
 //! ever redirect to the provider's end-session endpoint with the client id and the
 //! configured `post_logout_redirect_uri` (never the ID token), never to a client-chosen URL.
 
-use crate::support;
-
-use support::env::is_idp_redirect;
-use support::report;
-use support::SESSION;
-
-use bytes::Bytes;
-use http::Request;
-use http_body_util::Full;
-
-use support::browser::{idp_get, location, Browser};
-use support::env::{Options, SignInEnv};
-use support::jumpcloud::{encode, parse_query};
-use support::Reply;
+use super::prelude::*;
 
 // ---------------------------------------------------------------------------------------
 // The payload corpus
@@ -669,6 +656,175 @@ async fn logout_without_provider_logout_is_always_a_local_page() {
     let mut failures = failures;
     if r.text().contains("evil.example") {
         failures.push("the signed-out page repeats the rd value".into());
+    }
+    report(failures);
+}
+
+// ---------------------------------------------------------------------------------------
+// Open redirects
+// ---------------------------------------------------------------------------------------
+
+/// Whether a browser following `location` from `https://app.test/` stays on that host and
+/// avoids the gateway's own endpoints. Browsers drop tabs and newlines anywhere in a URL,
+/// strip leading spaces and control characters and read `\` as `/`, so all of those are
+/// refused outright.
+fn safe_location(location: &str) -> Result<(), String> {
+    let b = location.as_bytes();
+    if b.first() != Some(&b'/') {
+        return Err("does not start with /".into());
+    }
+    if matches!(b.get(1), Some(b'/') | Some(b'\\')) {
+        return Err("starts with // or /\\".into());
+    }
+    if let Some(c) = b
+        .iter()
+        .find(|&&c| c < 0x21 || c == 0x7f || c == b'\\' || c >= 0x80)
+    {
+        return Err(format!("contains byte {c:#04x}"));
+    }
+    let decoded = url_decode(location);
+    let d = decoded.as_bytes();
+    if matches!(d.get(1), Some(b'/') | Some(b'\\')) {
+        return Err(format!("decodes to {decoded:?}"));
+    }
+    let path = decoded.split(['?', '#']).next().unwrap_or("");
+    if path.to_ascii_lowercase().starts_with("/.jumpgate") {
+        return Err("returns to a gateway endpoint".into());
+    }
+    Ok(())
+}
+
+#[test]
+fn safe_location_rejects_what_it_should() {
+    for bad in [
+        "//evil",
+        "/\\evil",
+        "https://evil",
+        "evil",
+        "/\tevil",
+        "/%2F/evil",
+        "/%5Cevil",
+        "/.jumpgate/logout",
+        "/é",
+    ] {
+        assert!(safe_location(bad).is_err(), "{bad:?}");
+    }
+    for good in ["/", "/a/b?c=d", "/a%20b", "/?next=//evil"] {
+        assert!(safe_location(good).is_ok(), "{good:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_never_returns_to_another_host() {
+    let env = SignInEnv::start().await;
+    let payloads: &[&str] = &[
+        "//evil.example",
+        "/\\evil.example",
+        "/\\\\evil.example",
+        "\\\\evil.example",
+        "\\/evil.example",
+        "https:evil.example",
+        "https://evil.example",
+        "HTTPS://evil.example",
+        "http:/\\/evil.example",
+        "//evil.example/%2F..",
+        "///evil.example",
+        "////evil.example",
+        "%2F%2Fevil.example",
+        "/%2F/evil.example",
+        "/%2f%2fevil.example",
+        "/%5Cevil.example",
+        "/%5c%5cevil.example",
+        "%5C%5Cevil.example",
+        "/\tevil.example",
+        "/\t/evil.example",
+        "\t//evil.example",
+        "/%09/evil.example",
+        "/\n/evil.example",
+        "/\r\n/evil.example",
+        "%0d%0aLocation:%20https://evil.example",
+        "/%0d%0aLocation:%20https://evil.example",
+        "/x\r\nLocation: https://evil.example",
+        "javascript:alert(1)",
+        "JaVaScRiPt:alert(1)",
+        "data:text/html,<script>alert(1)</script>",
+        "/.jumpgate/logout",
+        "/%2ejumpgate/logout",
+        "/x/../.jumpgate/logout",
+        "/.jumpgate/callback?code=x&state=y",
+        "//evil%00.example",
+        "/\0/evil.example",
+        "/%00/evil.example",
+        "/%2e%2e//evil.example",
+        "/..//evil.example",
+        "/.//evil.example",
+        "/%2e//evil.example",
+        " //evil.example",
+        " /evil",
+        "/\u{7f}/evil.example",
+        "/%E3%80%82evil.example",
+        "/\u{3002}evil.example",
+        "/\u{ff0f}evil.example",
+        "//app.test@evil.example",
+        "/@evil.example",
+        "https://app.test.evil.example/",
+        "",
+        "/%252f%252fevil.example",
+        "/%25%32%66/evil.example",
+        "?//evil.example",
+        "#//evil.example",
+    ];
+    assert!(payloads.len() >= 30);
+    let mut failures = Vec::new();
+    for payload in payloads {
+        let mut b = env.browser();
+        let start = b
+            .get(&format!("/.jumpgate/sign-in?rd={}", encode(payload)))
+            .await;
+        if !is_idp_redirect(&env, &start) {
+            failures.push(format!(
+                "{payload:?}: sign-in did not start: {} {}",
+                start.status,
+                start.text()
+            ));
+            continue;
+        }
+        let idp = support::browser::idp_get(&location(&start)).await;
+        let cb = b.follow(&idp).await;
+        if cb.status != 302 {
+            failures.push(format!("{payload:?}: callback {} {}", cb.status, cb.text()));
+            continue;
+        }
+        let Some(to) = cb.headers.get("location") else {
+            failures.push(format!("{payload:?}: callback without Location"));
+            continue;
+        };
+        let to = String::from_utf8_lossy(to.as_bytes()).into_owned();
+        if let Err(e) = safe_location(&to) {
+            failures.push(format!("{payload:?} → Location {to:?}: {e}"));
+        }
+    }
+    // Legitimate targets come back exactly.
+    for good in [
+        "/a/b?c=d",
+        "/a%20b",
+        "/dashboard?tab=2&x=%2F",
+        "/evil.example",
+        "/",
+    ] {
+        let mut b = env.browser();
+        let start = b
+            .get(&format!("/.jumpgate/sign-in?rd={}", encode(good)))
+            .await;
+        let idp = support::browser::idp_get(&location(&start)).await;
+        let cb = b.follow(&idp).await;
+        if cb.status != 302 || location(&cb) != *good {
+            failures.push(format!(
+                "legitimate {good:?} not preserved: {} {:?}",
+                cb.status,
+                cb.headers.get("location")
+            ));
+        }
     }
     report(failures);
 }
