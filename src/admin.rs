@@ -18,6 +18,8 @@ pub struct Readiness {
     step_up: Option<Arc<crate::oidc::Oidc>>,
     directory: Option<Arc<crate::directory::Directory>>,
     redis: Option<Arc<crate::shared::RedisStore>>,
+    /// The gateway's time, which the snapshot's age is counted on.
+    clock: crate::clock::Clock,
 }
 
 impl Readiness {
@@ -28,6 +30,7 @@ impl Readiness {
         step_up: Option<Arc<crate::oidc::Oidc>>,
         directory: Option<Arc<crate::directory::Directory>>,
         redis: Option<Arc<crate::shared::RedisStore>>,
+        clock: crate::clock::Clock,
     ) -> Readiness {
         Readiness {
             listening: AtomicBool::new(false),
@@ -35,6 +38,7 @@ impl Readiness {
             step_up,
             directory,
             redis,
+            clock,
         }
     }
 
@@ -59,14 +63,14 @@ impl Readiness {
         }
         self.directory
             .as_ref()
-            .and_then(|d| d.not_ready_reason(crate::clock::now()))
+            .and_then(|d| d.not_ready_reason(self.clock.now()))
     }
 
     /// A line describing the directory snapshot's age, when there is a directory.
     pub fn directory_line(&self) -> String {
         match &self.directory {
             None => String::new(),
-            Some(d) => match d.age(crate::clock::now()) {
+            Some(d) => match d.age(self.clock.now()) {
                 Some(age) => format!("directory snapshot age: {age} s\n"),
                 None => "directory snapshot: none\n".to_owned(),
             },
@@ -118,12 +122,12 @@ pub fn handle<B>(req: &Request<B>, status: &Status) -> Response<ResponseBody> {
         }
         "/status" if !crate::proxy::respond::wants_json(req.headers()) => text(
             StatusCode::OK,
-            crate::status::html(&status.report(crate::clock::now())),
+            crate::status::html(&status.report(status.clock.now())),
             "text/html; charset=utf-8",
         ),
         "/status" | "/status.json" => text(
             StatusCode::OK,
-            crate::status::json(&status.report(crate::clock::now())),
+            crate::status::json(&status.report(status.clock.now())),
             "application/json",
         ),
         _ => text(

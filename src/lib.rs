@@ -52,6 +52,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::admin::Readiness;
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::metrics::{Metrics, OutcomeLabel};
 use crate::proxy::Shared;
@@ -155,10 +156,21 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
+    run_with(config, listeners, Clock::system(), shutdown).await
+}
+
+/// [`run`], keeping time by `clock`: a test moves an adjustable clock past a session's end or
+/// the directory's `max_staleness` instead of sleeping through it.
+pub async fn run_with(
+    config: Config,
+    listeners: Listeners,
+    clock: Clock,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
     let https_port = listeners.public.local_addr().map_or(443, |a| a.port());
     let public_port = config.server.public_port.unwrap_or(https_port);
     // Built once for the life of the process...
-    let services = Services::start(&config, public_port)?;
+    let services = Services::start(&config, public_port, clock)?;
     let (tunnel_stop, tunnel_rx) = shutdown::channel();
     // ...and the routing built on them, which a reload replaces whole.
     let (shared, sync) = services.routing(&config, public_port, tunnel_rx.receiver())?;
@@ -171,7 +183,8 @@ pub async fn run(
     let (public, side) = listeners.split();
     let metrics = &services.metrics;
     let status = Arc::new(status::Status {
-        started: clock::now(),
+        started: services.clock.now(),
+        clock: services.clock.clone(),
         live: shared.clone(),
         certs: services.certs.clone(),
         metrics: metrics.clone(),
@@ -219,13 +232,14 @@ struct Services {
     auth: Option<Arc<proxy::auth::Auth>>,
     api_tokens: Option<Arc<oidc::api_token::ApiTokens>>,
     redis: Option<Arc<crate::shared::RedisStore>>,
+    clock: Clock,
 }
 
 /// The directory and the syncer that keeps it, when `[directory]` is set.
 type Sync = Option<(directory::Syncer, Arc<directory::Directory>)>;
 
 impl Services {
-    fn start(config: &Config, public_port: u16) -> Result<Services, StartError> {
+    fn start(config: &Config, public_port: u16, clock: Clock) -> Result<Services, StartError> {
         let certs = CertStore::load(&config.server.tls_cert, &config.server.tls_key)?;
         let acceptor = TlsAcceptor::from(tls::server_config(certs.clone())?);
         let audit = match &config.audit {
@@ -235,7 +249,7 @@ impl Services {
             None => None,
         };
         let metrics = Arc::new(Metrics::new());
-        let auth = build_auth(config, public_port, &audit, &metrics)?;
+        let auth = build_auth(config, public_port, &audit, &metrics, &clock)?;
         let api_tokens = match config.api_tokens.is_empty() {
             true => None,
             false => {
@@ -255,6 +269,7 @@ impl Services {
             auth,
             api_tokens,
             redis,
+            clock,
         })
     }
 
@@ -267,7 +282,14 @@ impl Services {
         tunnels: tokio::sync::watch::Receiver<bool>,
     ) -> Result<(Shared, Sync), StartError> {
         let metrics = self.metrics.clone();
-        let mut shared = Shared::new(config, public_port, self.auth.clone(), metrics, tunnels)?;
+        let mut shared = Shared::new(
+            config,
+            public_port,
+            self.auth.clone(),
+            metrics,
+            tunnels,
+            self.clock.clone(),
+        )?;
         shared.audit = self.audit.clone();
         shared.api_tokens = self.api_tokens.clone();
         let Some(dc) = &config.directory else {
@@ -281,6 +303,7 @@ impl Services {
             client: oidc::http::IdpClient::new(ca, dc.request_timeout)?,
             api_key: secret::load(&dc.api_key, "directory.api_key")?,
             metrics: self.metrics.clone(),
+            clock: self.clock.clone(),
         };
         syncer.load_cache_into(&directory);
         shared.directory = Some(directory.clone());
@@ -297,6 +320,7 @@ impl Services {
             step_up,
             directory,
             self.redis.clone(),
+            self.clock.clone(),
         )
     }
 
@@ -476,6 +500,7 @@ fn build_auth(
     public_port: u16,
     audit: &Option<Arc<audit::Audit>>,
     metrics: &Arc<Metrics>,
+    clock: &Clock,
 ) -> Result<Option<Arc<proxy::auth::Auth>>, StartError> {
     let Some(oidc_config) = &config.oidc else {
         return Ok(None);
@@ -511,7 +536,7 @@ fn build_auth(
         audit: audit.clone(),
         metrics: metrics.clone(),
         oidc,
-        sessions: session::Sessions::with_shared(&config.session, key, shared),
+        sessions: session::Sessions::with_shared(&config.session, key, shared, clock.clone()),
         signer,
         public_port,
         step_up,

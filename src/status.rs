@@ -28,6 +28,8 @@ pub struct Status {
     pub metrics: Arc<Metrics>,
     /// Readiness.
     pub readiness: Arc<Readiness>,
+    /// The gateway's time.
+    pub clock: crate::clock::Clock,
 }
 
 /// The page's content.

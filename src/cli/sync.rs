@@ -58,6 +58,7 @@ pub async fn sync_report(config: &Config, write: bool) -> Result<String, ReportE
     let routes = Routes::compile(config);
     let refs = routes.group_refs().to_vec();
     let syncer = Syncer {
+        clock: crate::clock::Clock::system(),
         config: dc.clone(),
         client: crate::oidc::http::IdpClient::new(
             config.oidc.as_ref().and_then(|o| o.ca_file.as_deref()),

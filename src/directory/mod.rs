@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use self::jumpcloud::{JumpCloud, SyncError};
 pub use self::snapshot::{RawDirectory, Snapshot, UserEntry};
+use crate::clock::Clock;
 use crate::config::DirectoryConfig;
 use crate::metrics::Metrics;
 use crate::oidc::http::IdpClient;
@@ -272,13 +273,17 @@ pub struct Syncer {
     pub api_key: Secret,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// The gateway's time: a snapshot is stamped, and its age counted, on it.
+    pub clock: Clock,
 }
 
 impl Syncer {
     /// One complete read of the directory.
     pub async fn read(&self) -> Result<(RawDirectory, u64), SyncError> {
         let mut api = JumpCloud::new(&self.config, &self.client, &self.api_key, &self.metrics);
-        let raw = api.read(self.config.application_id.as_deref()).await?;
+        let mut raw = api.read(self.config.application_id.as_deref()).await?;
+        // Its age is counted on the gateway's clock, so it is stamped on it too.
+        raw.taken_at = self.clock.now();
         Ok((raw, api.fetched))
     }
 
@@ -294,7 +299,7 @@ impl Syncer {
                 tracing::info!(
                     users = s.user_count(),
                     groups = s.group_count(),
-                    age_s = crate::clock::now() - s.taken_at,
+                    age_s = self.clock.now() - s.taken_at,
                     "directory snapshot loaded from cache"
                 );
             }
@@ -309,7 +314,7 @@ impl Syncer {
         let (raw, fetched) = match self.read().await {
             Ok(read) => read,
             Err(e) => {
-                let now = crate::clock::now();
+                let now = self.clock.now();
                 directory.update_status(|s| {
                     s.last_error = Some((now, e.to_string()));
                     s.failures_in_a_row += 1;
@@ -433,7 +438,7 @@ impl Syncer {
         loop {
             if let Err(e) = self.sync_once(&directory).await {
                 self.metrics.directory_sync_failures.inc();
-                let age = directory.age(crate::clock::now());
+                let age = directory.age(self.clock.now());
                 tracing::warn!(error = %e, snapshot_age_s = ?age, "directory sync failed; keeping the last good snapshot");
             }
             tokio::time::sleep(crate::clock::jitter(self.config.sync_interval)).await;

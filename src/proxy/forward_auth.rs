@@ -177,7 +177,7 @@ async fn answer(
         return Err(reject(Rejection::NotFound));
     }
     let return_to = auth::return_to(&o.path, o.query.as_deref());
-    let now = crate::clock::now();
+    let now = shared.clock.now();
     // The front proxy's subrequest carries the client's headers: an Upgrade there is a
     // WebSocket handshake, and step-up decides it as a write.
     let upgrade = headers.contains_key(header::UPGRADE);

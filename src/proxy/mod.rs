@@ -79,6 +79,8 @@ pub struct Shared {
     pub access_log: bool,
     /// The configuration as `jumpgate check` summarises it (no secrets), for `/status`.
     pub summary: Arc<str>,
+    /// The gateway's time, which every access decision is made at.
+    pub clock: crate::clock::Clock,
     /// `server.limits.max_header_bytes`, enforced on the parsed header section (hyper's
     /// own limit bounds only its read buffer, which one TLS record can overshoot).
     pub max_header_bytes: usize,
@@ -94,6 +96,7 @@ impl Shared {
         auth: Option<Arc<Auth>>,
         metrics: Arc<Metrics>,
         shutdown: watch::Receiver<bool>,
+        clock: crate::clock::Clock,
     ) -> Result<Shared, TlsError> {
         let upstream_hosts = config
             .sites
@@ -147,6 +150,7 @@ impl Shared {
             summary: Arc::from(crate::config::summary(config)),
             max_header_bytes: config.server.limits.max_header_bytes,
             shutdown,
+            clock,
         })
     }
 }
@@ -164,6 +168,7 @@ impl Shared {
             self.auth.clone(),
             self.metrics.clone(),
             self.shutdown.clone(),
+            self.clock.clone(),
         )?;
         next.routes = Routes::compile_extending(config, self.routes.group_refs());
         next.directory = self.directory.clone();

@@ -123,7 +123,7 @@ async fn forward(
         return gateway_endpoint(shared, site, &path, &target.uri, parts, body, log, json).await;
     }
     // 4. The access decision, on the request's session when the route needs one.
-    let now = crate::clock::now();
+    let now = shared.clock.now();
     let upgrade = headers::is_upgrade(&parts.headers);
     let asked = access::Asked::new(
         site,

@@ -14,7 +14,7 @@ use http::header::{HeaderMap, HeaderValue};
 use moka::sync::Cache;
 
 use self::cookie::CookieKey;
-use crate::clock::now_ms;
+use crate::clock::Clock;
 use crate::config::SessionConfig;
 use crate::oidc::login::PendingLogin;
 use crate::oidc::VerifiedLogin;
@@ -112,7 +112,8 @@ pub struct Session {
     step_up_time: AtomicI64,
     /// When this copy was read from the shared store (ms since the epoch).
     fetched_ms: AtomicI64,
-    /// When its shared TTL was last extended (ms since the epoch).
+    /// When it was last used (ms since the epoch): in memory, for the idle timeout; in
+    /// Redis, when its shared TTL was last extended.
     touched_ms: AtomicI64,
     /// The last assertion signed for this session.
     pub assertion: ArcSwapOption<CachedAssertion>,
@@ -121,7 +122,8 @@ pub struct Session {
 }
 
 impl Session {
-    fn from_record(id: [u8; 32], site: Arc<str>, r: SessionRecord) -> Session {
+    /// `now_ms` is when it was read: its last use, and when its copy was fetched.
+    fn from_record(id: [u8; 32], site: Arc<str>, r: SessionRecord, now_ms: i64) -> Session {
         let identity = Identity {
             sub: r.sub,
             email: r.email,
@@ -162,8 +164,8 @@ impl Session {
             refreshing: AtomicBool::new(false),
             refresh_not_before: AtomicI64::new(0),
             step_up_time: AtomicI64::new(r.step_up_time),
-            fetched_ms: AtomicI64::new(now_ms()),
-            touched_ms: AtomicI64::new(now_ms()),
+            fetched_ms: AtomicI64::new(now_ms),
+            touched_ms: AtomicI64::new(now_ms),
             assertion: ArcSwapOption::empty(),
             assertion_step_up: ArcSwapOption::empty(),
         }
@@ -195,7 +197,12 @@ impl Session {
             email_matches: identity.email_matches,
             legacy_id_token: (),
         };
-        Arc::new(Session::from_record(random_bytes(), site, record))
+        Arc::new(Session::from_record(
+            random_bytes(),
+            site,
+            record,
+            now * 1000,
+        ))
     }
 
     /// When the user last proved a fresh multi-factor sign-in (the step-up token's
@@ -330,19 +337,22 @@ pub struct Sessions {
     idle_timeout: Duration,
     login_timeout: Duration,
     max_pending_logins: u64,
+    /// The gateway's time: session ends and idle time are counted on it.
+    clock: Clock,
 }
 
 impl Sessions {
     /// An empty store; with `shared`, sessions live in Redis and `local` only caches them.
     pub fn new(config: &SessionConfig, key: CookieKey) -> Sessions {
-        Self::with_shared(config, key, None)
+        Self::with_shared(config, key, None, Clock::system())
     }
 
-    /// A store backed by Redis when `shared` is given.
+    /// A store backed by Redis when `shared` is given, keeping time by `clock`.
     pub fn with_shared(
         config: &SessionConfig,
         key: CookieKey,
         shared: Option<Arc<RedisStore>>,
+        clock: Clock,
     ) -> Sessions {
         Sessions {
             key,
@@ -369,7 +379,13 @@ impl Sessions {
             idle_timeout: config.idle_timeout,
             login_timeout: config.login_timeout,
             max_pending_logins: config.max_pending_logins,
+            clock,
         }
+    }
+
+    /// The time sessions are kept by.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// The Redis store, when sessions are shared.
@@ -378,19 +394,19 @@ impl Sessions {
     }
 
     fn build(&self, id: [u8; 32], site: Arc<str>, r: SessionRecord) -> Arc<Session> {
-        Arc::new(Session::from_record(id, site, r))
+        Arc::new(Session::from_record(id, site, r, self.clock.now_ms()))
     }
 
     /// A session for one request authenticated by a bearer token: never stored, no cookie.
     pub fn ephemeral(&self, site: Arc<str>, c: crate::oidc::verify::IdClaims) -> Arc<Session> {
         let expires = c.exp;
-        let mut record = new_record(&site, c, crate::clock::now(), expires, None);
+        let mut record = new_record(&site, c, self.clock.now(), expires, None);
         record.sid = None;
         self.build(random_bytes(), site, record)
     }
 
     fn ttl_for(&self, expires: i64) -> u64 {
-        let left = (expires - crate::clock::now()).max(1) as u64;
+        let left = (expires - self.clock.now()).max(1) as u64;
         left.min(self.idle_timeout.as_secs().max(1))
     }
 
@@ -401,7 +417,7 @@ impl Sessions {
         login: VerifiedLogin,
     ) -> Result<(Arc<Session>, HeaderValue), StoreError> {
         let id = random_bytes();
-        let now = crate::clock::now();
+        let now = self.clock.now();
         let expires = now + self.lifetime.as_secs() as i64;
         let record = new_record(&site, login.claims, now, expires, login.refresh_token);
         self.store_new(id, site, record).await
@@ -416,7 +432,7 @@ impl Sessions {
         record: SessionRecord,
     ) -> Result<(Arc<Session>, HeaderValue), StoreError> {
         let ttl = self.ttl_for(record.expires);
-        let left = (record.expires - crate::clock::now()).max(1) as u64;
+        let left = (record.expires - self.clock.now()).max(1) as u64;
         let session = self.build(id, site, record.clone());
         if let Some(shared) = &self.shared {
             shared
@@ -468,7 +484,7 @@ impl Sessions {
     /// the session's own `expires`, counted from the first sign-in and carried through every
     /// refresh and step-up; the caches' lifetimes are housekeeping, never the limit.
     async fn lookup(&self, id: [u8; 32]) -> Option<Arc<Session>> {
-        let now = crate::clock::now();
+        let now = self.clock.now();
         let found = self.lookup_any(id).await?;
         if found.expires <= now {
             self.local.invalidate(&found.key);
@@ -481,11 +497,11 @@ impl Sessions {
         let key = key_of(&id);
         let cached = self.local.get(&key);
         let Some(shared) = &self.shared else {
-            return cached;
+            return cached.filter(|s| self.used_within_idle_timeout(s));
         };
         let fresh_enough = |s: &Session| {
             shared.subscribed()
-                && now_ms() - s.fetched_ms.load(Ordering::Relaxed)
+                && self.clock.now_ms() - s.fetched_ms.load(Ordering::Relaxed)
                     < shared.config.local_cache_ttl.as_millis() as i64
         };
         if let Some(s) = &cached {
@@ -517,10 +533,24 @@ impl Sessions {
         }
     }
 
+    /// Whether an in-memory session was last used within the idle timeout; if so, this use
+    /// starts its idle time again. The cache's own idle eviction runs on the system's clock
+    /// and only frees memory; this is the limit. (In Redis the limit is the record's TTL.)
+    fn used_within_idle_timeout(&self, s: &Arc<Session>) -> bool {
+        let now = self.clock.now_ms();
+        let idle = i64::try_from(self.idle_timeout.as_millis()).unwrap_or(i64::MAX);
+        if now - s.touched_ms.load(Ordering::Relaxed) > idle {
+            self.local.invalidate(&s.key);
+            return false;
+        }
+        s.touched_ms.store(now, Ordering::Relaxed);
+        true
+    }
+
     /// Extends a shared session's idle TTL, at most every tenth of the idle timeout.
     fn touch(&self, shared: &Arc<RedisStore>, s: &Arc<Session>) {
         let every = (self.idle_timeout.as_millis() as i64 / 10).max(1000);
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let last = s.touched_ms.load(Ordering::Relaxed);
         if now - last < every
             || s.touched_ms

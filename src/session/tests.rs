@@ -1,5 +1,5 @@
-//! The session store's own rules, in memory: absolute ends, ended sessions, cookie
-//! bounds and the pending sign-in bound.
+//! The session store's own rules, in memory: absolute ends, idle time, ended sessions,
+//! cookie bounds and the pending sign-in bound.
 
 use super::*;
 use crate::config::{SessionConfig, StoreKind};
@@ -204,4 +204,40 @@ fn a_flood_of_sign_in_starts_never_refuses_a_new_one() {
     assert!(store.pending.entry_count() <= store.max_pending_logins);
     let taken = now_or_never(store.take_login("real-user")).unwrap();
     assert_eq!(taken.map(|l| l.state).as_deref(), Some("real-user"));
+}
+
+/// An in-memory session ends after the idle timeout on the store's clock, and every use
+/// starts the idle time again; the end of its lifetime holds however often it is used.
+#[test]
+fn idle_time_and_lifetime_are_counted_on_the_stores_clock() {
+    let config = SessionConfig {
+        store: StoreKind::Memory,
+        key_file: "unused".into(),
+        lifetime: Duration::from_secs(3600),
+        idle_timeout: Duration::from_secs(600),
+        login_timeout: Duration::from_secs(600),
+        max_sessions: 1000,
+        max_pending_logins: 100_000,
+        redis: None,
+    };
+    let clock = Clock::adjustable();
+    let store = Sessions::with_shared(
+        &config,
+        CookieKey::from_bytes(&[7; 32]),
+        None,
+        clock.clone(),
+    );
+    let exp = crate::clock::now() + 7200;
+    let (used, _) = now_or_never(store.create("site".into(), login("used", exp))).unwrap();
+    let (idle, _) = now_or_never(store.create("site".into(), login("idle", exp))).unwrap();
+    for minutes in [9, 9, 9, 9, 9, 9] {
+        assert!(clock.advance(Duration::from_secs(minutes * 60)));
+        assert!(now_or_never(store.lookup(used.id)).is_some(), "in use");
+    }
+    assert!(now_or_never(store.lookup(idle.id)).is_none(), "idle 54 min");
+    assert!(clock.advance(Duration::from_secs(9 * 60)));
+    assert!(
+        now_or_never(store.lookup(used.id)).is_none(),
+        "in use, but past its lifetime of an hour"
+    );
 }

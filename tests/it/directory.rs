@@ -95,6 +95,9 @@ async fn a_stale_directory_fails_closed_for_protected_routes_only() {
     let mut b = env.browser();
     assert_eq!(b.sign_in("/x").await.status, 200);
     env.fake.directory_faults(|f| f.fail_prefix("/api", 503));
+    // Past max_staleness at once; a sync already under way when the fault came may still
+    // land, and its snapshot goes stale in real time.
+    env.gw.advance(Duration::from_secs(3));
     assert!(
         eventually(Duration::from_secs(6), async || b.get("/x").await.status
             == 503)

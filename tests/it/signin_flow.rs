@@ -426,7 +426,7 @@ async fn sessions_end_at_their_absolute_lifetime() {
     let attrs = b.cookies[SESSION].1.clone();
     assert!(attrs.contains("Max-Age=2"), "{attrs}");
     assert_signed_in(&env, &mut b, "/life", "within the lifetime").await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    env.gw.advance(Duration::from_secs(3));
     // The browser still sends the cookie (as one ignoring Max-Age would): the server decides.
     assert!(b.cookie(SESSION).is_some());
     assert_no_session(&env, &mut b, "after the lifetime").await;
@@ -442,10 +442,10 @@ async fn sessions_end_after_the_idle_timeout_but_not_while_used() {
     let mut b = env.browser();
     assert_eq!(b.sign_in("/idle").await.status, 200);
     for i in 1..=4 {
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        env.gw.advance(Duration::from_secs(1));
         assert_signed_in(&env, &mut b, "/idle", &format!("request {i} s into use")).await;
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    env.gw.advance(Duration::from_secs(3));
     assert_no_session(&env, &mut b, "after 3 s idle").await;
 }
 

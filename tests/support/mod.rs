@@ -56,6 +56,8 @@ pub struct Gateway {
     pub verify: SocketAddr,
     pub certs: Certs,
     pub config_path: PathBuf,
+    /// The gateway's time: a test moves it forward instead of sleeping.
+    pub clock: jumpgate::clock::Clock,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), jumpgate::StartError>>>,
 }
@@ -94,9 +96,15 @@ impl Gateway {
             verify: Some(verify),
         };
         let (tx, rx) = oneshot::channel();
-        let task = tokio::spawn(jumpgate::run(config, listeners, async move {
-            let _ = rx.await;
-        }));
+        let clock = jumpgate::clock::Clock::adjustable();
+        let task = tokio::spawn(jumpgate::run_with(
+            config,
+            listeners,
+            clock.clone(),
+            async move {
+                let _ = rx.await;
+            },
+        ));
         Gateway {
             addr,
             admin: admin_addr,
@@ -104,9 +112,18 @@ impl Gateway {
             verify: verify_addr,
             certs,
             config_path,
+            clock,
             stop: Some(tx),
             task: Some(task),
         }
+    }
+
+    /// Moves the gateway's time forward by `by`, as if that long had passed.
+    pub fn advance(&self, by: Duration) {
+        assert!(
+            self.clock.advance(by),
+            "test gateways keep an adjustable clock"
+        );
     }
 
     /// A client trusting this gateway's CA.
