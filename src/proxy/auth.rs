@@ -260,6 +260,16 @@ fn referer_path(auth: &Auth, site: &Site, headers: &HeaderMap) -> Option<String>
     rest.starts_with('/').then(|| rest.to_owned())
 }
 
+/// The absolute URL of the gateway's `endpoint` (`sign-in`, `step-up`) on `site`, which
+/// starts it and then returns the browser to `rd`.
+fn entry_url(auth: &Auth, site: &Site, endpoint: &str, rd: &str) -> String {
+    format!(
+        "{}/.jumpgate/{endpoint}?rd={}",
+        auth.origin(site),
+        urlencode(rd)
+    )
+}
+
 /// What a client without a session gets on a protected route: a redirect into the sign-in
 /// for navigations, 401 JSON with the URL that starts it for everything else.
 pub async fn sign_in_required(
@@ -273,11 +283,7 @@ pub async fn sign_in_required(
     if asker(method, headers, json) == Asker::Page {
         return auth.start(site, headers, return_to, false).await;
     }
-    let url = format!(
-        "{}/.jumpgate/sign-in?rd={}",
-        auth.origin(site),
-        urlencode(return_to)
-    );
+    let url = entry_url(auth, site, "sign-in", return_to);
     let mut response = respond::json(
         StatusCode::UNAUTHORIZED,
         &serde_json::json!({
@@ -320,18 +326,10 @@ pub async fn step_up_required(
         // replayed after the step-up. So the browser goes through the step-up and back to
         // the page that posted the form, to submit it again.
         let back = referer_path(auth, site, headers).unwrap_or_else(|| "/".to_owned());
-        let url = format!(
-            "{}/.jumpgate/step-up?rd={}",
-            auth.origin(site),
-            urlencode(&back)
-        );
+        let url = entry_url(auth, site, "step-up", &back);
         return Ok(respond::redirect_see_other(&url));
     }
-    let url = format!(
-        "{}/.jumpgate/step-up?rd={}",
-        auth.origin(site),
-        urlencode(return_to)
-    );
+    let url = entry_url(auth, site, "step-up", return_to);
     let mut challenge = format!(
         "Bearer error=\"insufficient_user_authentication\", error_description=\"A recent multi-factor sign-in is required\", max_age=\"{max_age}\""
     );

@@ -124,6 +124,37 @@ fn started_here(
         && auth.sessions.has_binding(headers, &login.binding)
 }
 
+/// The sign-in (or step-up, with `step_up`) a callback returns from, when this browser and
+/// site started it. Its state is consumed whatever happens next: a callback URL works once.
+async fn returning_login(
+    auth: &Auth,
+    site: &Site,
+    headers: &HeaderMap,
+    state: Option<&str>,
+    step_up: bool,
+) -> Result<crate::oidc::login::PendingLogin, Rejection> {
+    let login = take_login(auth, state).await?;
+    if !started_here(auth, &login, site, headers, step_up) {
+        tracing::info!(site = %site.host, step_up, "callback from a different browser or site refused");
+        return Err(Rejection::SignInExpired);
+    }
+    Ok(login)
+}
+
+/// A callback's `code`, when it is one a provider could have issued.
+fn code_param(code: Option<&str>) -> Option<&str> {
+    code.filter(|c| !c.is_empty() && c.len() <= 2048)
+}
+
+/// What a failed code exchange answers: an unreachable or undiscovered provider is worth a
+/// retry; anything else is `refused`.
+fn exchange_failed(e: &OidcError, refused: Rejection) -> Rejection {
+    match e {
+        OidcError::Unavailable(_) | OidcError::NotReady => Rejection::IdpUnavailable,
+        _ => refused,
+    }
+}
+
 async fn callback(
     auth: &Auth,
     site: &Site,
@@ -132,12 +163,7 @@ async fn callback(
     state: Option<&str>,
     error: Option<&str>,
 ) -> Result<Response<ResponseBody>, Rejection> {
-    // The state is consumed whatever happens next: a callback URL works once.
-    let login = take_login(auth, state).await?;
-    if !started_here(auth, &login, site, headers, false) {
-        tracing::info!(site = %site.host, "sign-in callback from a different browser or site refused");
-        return Err(Rejection::SignInExpired);
-    }
+    let login = returning_login(auth, site, headers, state, false).await?;
     if let Some(error) = error {
         tracing::info!(site = %site.host, idp.error = %error, "identity provider refused the sign-in");
         return Err(match error {
@@ -148,15 +174,10 @@ async fn callback(
             _ => Rejection::SignInFailed,
         });
     }
-    let code = code
-        .filter(|c| !c.is_empty() && c.len() <= 2048)
-        .ok_or(Rejection::SignInFailed)?;
+    let code = code_param(code).ok_or(Rejection::SignInFailed)?;
     let verified = auth.oidc.exchange(code, &login).await.map_err(|e| {
         tracing::warn!(site = %site.host, error = %e, "sign-in callback failed");
-        match e {
-            OidcError::Unavailable(_) | OidcError::NotReady => Rejection::IdpUnavailable,
-            _ => Rejection::SignInFailed,
-        }
+        exchange_failed(&e, Rejection::SignInFailed)
     })?;
     tracing::info!(site = %site.host, user.sub = %verified.claims.sub, "signed in");
     auth.audit(
@@ -191,10 +212,7 @@ async fn step_up_callback(
     state: Option<&str>,
     error: Option<&str>,
 ) -> Result<Response<ResponseBody>, Rejection> {
-    let login = take_login(auth, state).await?;
-    if !started_here(auth, &login, site, headers, true) {
-        return Err(Rejection::SignInExpired);
-    }
+    let login = returning_login(auth, site, headers, state, true).await?;
     let session = auth
         .sessions
         .from_headers(headers, &site.host)
@@ -204,15 +222,10 @@ async fn step_up_callback(
         tracing::info!(site = %site.host, user.sub = %session.identity.sub, idp.error = %error, "step-up refused by the identity provider");
         return Err(Rejection::StepUpRefused);
     }
-    let code = code
-        .filter(|c| !c.is_empty() && c.len() <= 2048)
-        .ok_or(Rejection::StepUpRefused)?;
+    let code = code_param(code).ok_or(Rejection::StepUpRefused)?;
     let verified = step_up.oidc.exchange(code, &login).await.map_err(|e| {
         tracing::warn!(site = %site.host, user.sub = %session.identity.sub, error = %e, "step-up token refused");
-        match e {
-            OidcError::Unavailable(_) | OidcError::NotReady => Rejection::IdpUnavailable,
-            _ => Rejection::StepUpRefused,
-        }
+        exchange_failed(&e, Rejection::StepUpRefused)
     })?;
     let c = &verified.claims;
     let skew = step_up.oidc.config().clock_skew.as_secs() as i64;
