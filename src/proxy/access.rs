@@ -14,7 +14,7 @@ use crate::config::Access;
 use crate::metrics::{Lately, ReasonLabel};
 use crate::policy::routes::Readings;
 use crate::policy::{self, Refusal, Route, Site, Verdict};
-use crate::session::Session;
+use crate::session::{OpenedCookie, Session};
 
 /// The request a decision is about, canonical: what the policy judges, and what the
 /// session and the audit line are read from.
@@ -26,6 +26,8 @@ pub struct Asked<'a> {
     pub path: &'a str,
     /// Its headers (cookies, `Authorization`).
     pub headers: &'a HeaderMap,
+    /// Where its connection remembers the session cookie it last presented, if it does.
+    pub opened: Option<&'a OpenedCookie>,
 }
 
 impl<'a> Asked<'a> {
@@ -50,6 +52,16 @@ impl<'a> Asked<'a> {
             request,
             path,
             headers,
+            opened: None,
+        }
+    }
+
+    /// The same request, arriving on a connection that remembers its session cookie in
+    /// `opened`.
+    pub fn on_connection(self, opened: &'a OpenedCookie) -> Asked<'a> {
+        Asked {
+            opened: Some(opened),
+            ..self
         }
     }
 }
@@ -61,6 +73,7 @@ pub async fn verdict(shared: &Shared, asked: Asked<'_>, now: i64) -> Result<Verd
         request,
         path,
         headers,
+        opened,
     } = asked;
     let policy::Asked {
         site,
@@ -70,7 +83,11 @@ pub async fn verdict(shared: &Shared, asked: Asked<'_>, now: i64) -> Result<Verd
     } = request;
     let protected = readings.all().iter().any(|r| r.access == Access::Protected);
     let mut session = match (protected, &shared.auth) {
-        (true, Some(auth)) => auth.sessions.from_headers(headers, &site.host).await,
+        (true, Some(auth)) => {
+            auth.sessions
+                .from_headers_on(headers, &site.host, opened)
+                .await
+        }
         _ => None,
     };
     if session.is_none() && protected && site.api_tokens {

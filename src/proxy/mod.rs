@@ -183,7 +183,7 @@ impl Shared {
 }
 
 /// What the gateway knows about the connection a request arrived on.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ConnInfo {
     /// The TCP peer.
     pub peer: SocketAddr,
@@ -191,6 +191,8 @@ pub struct ConnInfo {
     pub sni: Option<String>,
     /// The peer's address as a header value (for `X-Forwarded-For`), made once.
     pub peer_value: Option<http::HeaderValue>,
+    /// The session cookie the connection last presented, opened.
+    pub session_cookie: crate::session::OpenedCookie,
 }
 
 impl ConnInfo {
@@ -200,6 +202,7 @@ impl ConnInfo {
             peer,
             sni,
             peer_value: http::HeaderValue::from_str(&peer.ip().to_string()).ok(),
+            session_cookie: crate::session::OpenedCookie::default(),
         }
     }
 

@@ -132,7 +132,8 @@ async fn forward(
         upgrade,
         &path,
         &parts.headers,
-    );
+    )
+    .on_connection(&conn.session_cookie);
     let permit = match access::verdict(shared, asked, now).await? {
         Verdict::Allow(permit) => permit,
         verdict => {

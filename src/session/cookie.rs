@@ -20,7 +20,7 @@ pub const SESSION: &str = "__Host-jumpgate";
 pub const LOGIN: &str = "__Host-jumpgate-login";
 
 /// Length of a sealed value: 43 characters of id, `.`, 43 of tag.
-const SEALED_LEN: usize = 87;
+pub(super) const SEALED_LEN: usize = 87;
 /// Longest cookie value the gateway will look at; a longer `__Host-jumpgate*` value is
 /// treated as absent. The limit is per value, not per header, so an upstream's own large
 /// cookies on the same host never hide the gateway's.

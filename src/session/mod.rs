@@ -4,6 +4,9 @@
 
 pub mod cookie;
 mod logins;
+mod opened;
+
+pub use self::opened::OpenedCookie;
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -469,23 +472,50 @@ impl Sessions {
     /// A browser holds one `__Host-` cookie per name and host, so more than a few are an
     /// attack on the store: at most [`MAX_SESSION_COOKIES`] are read, whatever follows.
     pub async fn from_headers(&self, headers: &HeaderMap, site: &str) -> Option<Arc<Session>> {
+        self.from_headers_on(headers, site, None).await
+    }
+
+    /// [`Sessions::from_headers`] for a request on a connection that remembers the session
+    /// cookie it last presented in `opened`: the same cookie again is not opened again.
+    pub async fn from_headers_on(
+        &self,
+        headers: &HeaderMap,
+        site: &str,
+        opened: Option<&OpenedCookie>,
+    ) -> Option<Arc<Session>> {
         for v in cookie::values(headers, cookie::SESSION).take(MAX_SESSION_COOKIES) {
-            let Some(id) = self.key.open(SESSION_PURPOSE, v.value_trimmed()) else {
+            let value = v.value_trimmed();
+            let recalled = opened.and_then(|o| o.recall(value));
+            let Some(found) = recalled.or_else(|| self.open(value)) else {
                 continue;
             };
-            if let Some(s) = self.lookup(id).await.filter(|s| &*s.site == site) {
+            if let Some(s) = self
+                .lookup(found.id, found.key)
+                .await
+                .filter(|s| &*s.site == site)
+            {
+                if let (Some(o), None) = (opened, recalled) {
+                    o.remember(found);
+                }
                 return Some(s);
             }
         }
         None
     }
 
-    /// The session stored under `id`, if it has not reached its absolute end. The end is
-    /// the session's own `expires`, counted from the first sign-in and carried through every
-    /// refresh and step-up; the caches' lifetimes are housekeeping, never the limit.
-    async fn lookup(&self, id: [u8; 32]) -> Option<Arc<Session>> {
+    /// A session cookie's value opened: its id, if the tag verifies, and the id's store key.
+    fn open(&self, value: &str) -> Option<opened::Opened> {
+        let id = self.key.open(SESSION_PURPOSE, value)?;
+        opened::Opened::new(value, id, key_of(&id))
+    }
+
+    /// The session stored under `id` (whose store key is `key`), if it has not reached its
+    /// absolute end. The end is the session's own `expires`, counted from the first sign-in
+    /// and carried through every refresh and step-up; the caches' lifetimes are
+    /// housekeeping, never the limit.
+    async fn lookup(&self, id: [u8; 32], key: [u8; 32]) -> Option<Arc<Session>> {
         let now = self.clock.now();
-        let found = self.lookup_any(id).await?;
+        let found = self.lookup_any(id, key).await?;
         if found.expires <= now {
             self.local.invalidate(&found.key);
             return None;
@@ -493,8 +523,7 @@ impl Sessions {
         Some(found)
     }
 
-    async fn lookup_any(&self, id: [u8; 32]) -> Option<Arc<Session>> {
-        let key = key_of(&id);
+    async fn lookup_any(&self, id: [u8; 32], key: [u8; 32]) -> Option<Arc<Session>> {
         let cached = self.local.get(&key);
         let Some(shared) = &self.shared else {
             return cached.filter(|s| self.used_within_idle_timeout(s));

@@ -75,24 +75,27 @@ fn the_absolute_end_holds_through_refresh_and_step_up() {
     let (alive, _) =
         now_or_never(store.store_new(random_bytes(), Arc::from("site"), record("a", now + 60)))
             .unwrap();
-    assert!(now_or_never(store.lookup(alive.id)).is_some(), "control");
+    assert!(
+        now_or_never(store.lookup(alive.id, key_of(&alive.id))).is_some(),
+        "control"
+    );
     let (ended, _) =
         now_or_never(store.store_new(random_bytes(), Arc::from("site"), record("b", now))).unwrap();
     assert!(
-        now_or_never(store.lookup(ended.id)).is_none(),
+        now_or_never(store.lookup(ended.id, key_of(&ended.id))).is_none(),
         "past its end"
     );
     // A refresh with a new, later ID token does not start a new lifetime.
     now_or_never(store.refreshed(&ended, login("b", now + 3600)));
     assert!(
-        now_or_never(store.lookup(ended.id)).is_none(),
+        now_or_never(store.lookup(ended.id, key_of(&ended.id))).is_none(),
         "after a refresh"
     );
     // Nor does a step-up's new id.
     let (rotated, _) = now_or_never(store.rotate(&ended, now)).unwrap();
     assert_eq!(rotated.expires, now);
     assert!(
-        now_or_never(store.lookup(rotated.id)).is_none(),
+        now_or_never(store.lookup(rotated.id, key_of(&rotated.id))).is_none(),
         "after a step-up"
     );
 }
@@ -122,11 +125,12 @@ fn an_ended_session_never_returns() {
         now_or_never(store.refreshed(&s, login("u", now + 3600)));
         store.local.run_pending_tasks();
         assert!(
-            now_or_never(store.lookup(s.id)).is_none(),
+            now_or_never(store.lookup(s.id, key_of(&s.id))).is_none(),
             "{ending}: the refresh wrote the ended session back"
         );
         if let Some(r) = rotated {
-            let r = now_or_never(store.lookup(r.id)).expect("the rotated session lives");
+            let r =
+                now_or_never(store.lookup(r.id, key_of(&r.id))).expect("the rotated session lives");
             assert_eq!(r.step_up_time(), Some(now));
             assert_eq!(
                 s.step_up_time(),
@@ -139,7 +143,7 @@ fn an_ended_session_never_returns() {
     let (s, _) = now_or_never(store.create(Arc::from("site"), login("v", now + 30))).unwrap();
     let _ = s.claim_refresh(now, 300);
     now_or_never(store.refreshed(&s, login("v", now + 3600)));
-    let after = now_or_never(store.lookup(s.id)).expect("still signed in");
+    let after = now_or_never(store.lookup(s.id, key_of(&s.id))).expect("still signed in");
     assert!(
         after.claim_refresh(now, 300).is_none(),
         "the new ID token was kept"
@@ -175,6 +179,69 @@ fn at_most_two_session_cookies_are_read() {
     let mut many: Vec<String> = (0..200).map(stale).collect();
     many.push(live);
     assert_eq!(ask(many), None);
+}
+
+/// A connection's remembered cookie saves the opening, never the store's answer: the same
+/// bytes find the session until it ends, and then find nothing; any other bytes (a tampered
+/// copy, another session's cookie, one for another site) are opened and checked afresh.
+#[test]
+fn a_remembered_cookie_is_still_checked_against_the_store() {
+    let store = sessions();
+    let now = crate::clock::now();
+    let cookie_of = |set: &HeaderValue| set.to_str().unwrap().split(';').next().unwrap().to_owned();
+    let (s, set) = now_or_never(store.create(Arc::from("site"), login("u", now + 3600))).unwrap();
+    let (other, other_set) =
+        now_or_never(store.create(Arc::from("site"), login("v", now + 3600))).unwrap();
+    let (_, foreign_set) =
+        now_or_never(store.create(Arc::from("elsewhere"), login("w", now + 3600))).unwrap();
+    let conn = OpenedCookie::default();
+    let ask = |cookie: &str| {
+        let mut h = HeaderMap::new();
+        h.insert(http::header::COOKIE, HeaderValue::from_str(cookie).unwrap());
+        now_or_never(store.from_headers_on(&h, "site", Some(&conn))).map(|found| found.id)
+    };
+    let live = cookie_of(&set);
+    assert_eq!(ask(&live), Some(s.id), "first request opens it");
+    assert!(
+        conn.recall(&live[cookie::SESSION.len() + 1..]).is_some(),
+        "and remembers it"
+    );
+    assert_eq!(ask(&live), Some(s.id), "the next one recalls it");
+
+    let mut tampered = live.clone().into_bytes();
+    let last = tampered.len() - 1;
+    tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+    assert_eq!(
+        ask(std::str::from_utf8(&tampered).unwrap()),
+        None,
+        "tampered"
+    );
+    assert_eq!(
+        ask(&cookie_of(&foreign_set)),
+        None,
+        "another site's session"
+    );
+    assert_eq!(ask(&live), Some(s.id), "still remembered after the misses");
+    assert_eq!(
+        ask(&cookie_of(&other_set)),
+        Some(other.id),
+        "another user on the connection"
+    );
+    assert_eq!(ask(&live), Some(s.id), "and back");
+
+    now_or_never(store.remove(&s));
+    assert_eq!(
+        ask(&live),
+        None,
+        "an ended session ends on this connection too"
+    );
+    // The directory suspends the other user.
+    now_or_never(store.revoke_user("v"));
+    assert_eq!(
+        ask(&cookie_of(&other_set)),
+        None,
+        "revoked while remembered"
+    );
 }
 
 /// A store full of sign-ins a flood started still admits a real one.
@@ -232,12 +299,18 @@ fn idle_time_and_lifetime_are_counted_on_the_stores_clock() {
     let (idle, _) = now_or_never(store.create("site".into(), login("idle", exp))).unwrap();
     for minutes in [9, 9, 9, 9, 9, 9] {
         assert!(clock.advance(Duration::from_secs(minutes * 60)));
-        assert!(now_or_never(store.lookup(used.id)).is_some(), "in use");
+        assert!(
+            now_or_never(store.lookup(used.id, key_of(&used.id))).is_some(),
+            "in use"
+        );
     }
-    assert!(now_or_never(store.lookup(idle.id)).is_none(), "idle 54 min");
+    assert!(
+        now_or_never(store.lookup(idle.id, key_of(&idle.id))).is_none(),
+        "idle 54 min"
+    );
     assert!(clock.advance(Duration::from_secs(9 * 60)));
     assert!(
-        now_or_never(store.lookup(used.id)).is_none(),
+        now_or_never(store.lookup(used.id, key_of(&used.id))).is_none(),
         "in use, but past its lifetime of an hour"
     );
 }

@@ -257,3 +257,78 @@ async fn the_gateways_cookies_never_reach_the_upstream() {
     }
     report(failures);
 }
+
+/// A connection remembers the session cookie it last presented, to save opening it again;
+/// the store is still asked on every request. A session that ends elsewhere ends on a
+/// connection kept alive with it, over HTTP/1.1 and HTTP/2, and a tampered copy of the
+/// cookie on that connection is no session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_ended_elsewhere_ends_on_a_connection_kept_alive_with_it() {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let env = SignInEnv::start().await;
+    let mut b = env.browser();
+    assert_eq!(b.sign_in("/cookie").await.status, 200);
+    let cookie = format!("{SESSION}={}", b.cookie(SESSION).expect("session cookie"));
+    let mut tampered = cookie.clone().into_bytes();
+    let last = tampered.len() - 1;
+    tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).unwrap();
+
+    let client = env.gw.client();
+    let tls = client.connect("app.test", &[b"http/1.1"]).await;
+    let (mut h1, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let tls = client.connect("app.test", &[b"h2"]).await;
+    let (mut h2, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let get = |uri: &str, cookie: &str| {
+        Request::get(uri)
+            .header("host", "app.test")
+            .header("cookie", cookie)
+            .header("accept", "application/json")
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    let mut statuses = async |cookie: &str| {
+        let one = support::collect(h1.send_request(get("/cookie", cookie)).await.unwrap()).await;
+        let two = support::collect(
+            h2.send_request(get("https://app.test/cookie", cookie))
+                .await
+                .unwrap(),
+        )
+        .await;
+        (one.status.as_u16(), two.status.as_u16())
+    };
+    assert_eq!(statuses(&cookie).await, (200, 200), "signed in");
+    assert_eq!(
+        statuses(&cookie).await,
+        (200, 200),
+        "again, on the same connections"
+    );
+    assert_eq!(
+        statuses(&tampered).await,
+        (401, 401),
+        "tampered, after the real one"
+    );
+    assert_eq!(
+        statuses(&cookie).await,
+        (200, 200),
+        "the real one still works"
+    );
+
+    assert!(
+        b.logout().await.status.is_redirection(),
+        "logout on its own connection"
+    );
+    assert_eq!(
+        statuses(&cookie).await,
+        (401, 401),
+        "the ended session still worked on a connection that had presented it"
+    );
+}
