@@ -31,6 +31,8 @@
 #   REDIS_URL (redis://127.0.0.1:6379/0; the Redis row's keys carry a per-run prefix)
 #   PORT_BASE (18080; uses PORT_BASE .. PORT_BASE+4)  OUT (target/bench-load)
 #   SKIP_BUILD (1: use the binaries already in target/release)
+#   GW_BIN (target/release/jumpgate: another build to measure, e.g. the previous commit's,
+#   copied aside, so that two versions are compared against nginx on the same machine)
 #
 #     bash benches/load.sh --profile
 #
@@ -91,7 +93,7 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
   log "building jumpgate (release) and the benchmark environment"
   cargo build --release --locked --bin jumpgate --example bench_env >&2
 fi
-GW_BIN=target/release/jumpgate
+GW_BIN=${GW_BIN:-target/release/jumpgate}
 ENV_BIN=target/release/examples/bench_env
 
 rm -rf "$OUT"
