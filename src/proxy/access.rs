@@ -92,7 +92,8 @@ pub async fn verdict(shared: &Shared, asked: Asked<'_>, now: i64) -> Result<Verd
     };
     if session.is_none() && protected && site.api_tokens {
         if let Some(token) = bearer(headers) {
-            session = Some(api_token_session(shared, site, token).await?);
+            // Boxed: rare, and its future would otherwise enlarge every request's.
+            session = Some(Box::pin(api_token_session(shared, site, token)).await?);
         }
     }
     let directory = match (&shared.directory, &session) {

@@ -120,7 +120,10 @@ async fn forward(
     log.site = site.host.clone();
     log.route = route.label.clone();
     if is_reserved(&path) {
-        return gateway_endpoint(shared, site, &path, &target.uri, parts, body, log, json).await;
+        // Boxed, as is the challenge below: their futures are large and rare, and inline
+        // they would be copied with every request's future (see BENCHMARKS.md).
+        let endpoint = gateway_endpoint(shared, site, &path, &target.uri, parts, body, log, json);
+        return Box::pin(endpoint).await;
     }
     // 4. The access decision, on the request's session when the route needs one.
     let now = shared.clock.now();
@@ -137,7 +140,8 @@ async fn forward(
     let permit = match access::verdict(shared, asked, now).await? {
         Verdict::Allow(permit) => permit,
         verdict => {
-            return challenge(shared, site, &path, &target.uri, &parts, verdict, log, json).await
+            let challenge = challenge(shared, site, &path, &target.uri, &parts, verdict, log, json);
+            return Box::pin(challenge).await;
         }
     };
     // 5. The upstream request, identity set through the permit.
@@ -437,7 +441,7 @@ pub(super) fn request_id(shared: &Shared, peer: IpAddr, headers: &http::HeaderMa
             }
         }
     }
-    Arc::from(shared.request_ids.next())
+    shared.request_ids.next()
 }
 
 /// Endpoints a flood would make expensive: sign-in starts and callbacks (each costs the

@@ -539,7 +539,10 @@ impl Sessions {
                 return cached;
             }
         }
-        match shared.get_session(&crate::shared::hex(&key)).await {
+        // Boxed: a local-cache miss is the rare case, and Redis's future is large enough
+        // that inline it would be copied with every request's future.
+        let hex = crate::shared::hex(&key);
+        match Box::pin(shared.get_session(&hex)).await {
             Ok(Some(record)) => {
                 let site: Arc<str> = match &cached {
                     Some(c) if *c.site == *record.site => c.site.clone(),
