@@ -430,8 +430,12 @@ fn benches(r: &mut Runner<'_>, sizes: Sizes) {
 
     // --- Everything above that one protected request runs, in pipeline order, minus I/O
     // (TLS, HTTP parsing, the upstream exchange).
-    let upstreams = jumpgate::proxy::upstream::build(&config.sites, &config.server.limits)
-        .expect("upstream clients");
+    let upstreams = jumpgate::proxy::upstream::build(
+        &config.sites,
+        &config.server.limits,
+        &jumpgate::clock::Clock::system(),
+    )
+    .expect("upstream pools");
     r.run_batched(
         "request_path/all_steps_protected",
         || browser.clone(),

@@ -14,12 +14,22 @@ use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 
 use super::log::AccessLog;
+use super::upstream::Checkin;
 
 pin_project! {
     #[project = InnerProj]
     enum Inner {
         Full { #[pin] body: Full<Bytes> },
         Stream { #[pin] body: Incoming },
+    }
+}
+
+impl Inner {
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Inner::Full { body } => body.is_end_stream(),
+            Inner::Stream { body } => body.is_end_stream(),
+        }
     }
 }
 
@@ -30,6 +40,10 @@ pin_project! {
         inner: Inner,
         log: Option<Box<AccessLog>>,
         in_flight: Option<super::InFlight>,
+        // The upstream connection the body comes from, and whether it has been read to its
+        // end, when the connection goes back to its pool.
+        checkin: Option<Checkin>,
+        ended: bool,
     }
 
     impl PinnedDrop for ResponseBody {
@@ -37,6 +51,11 @@ pin_project! {
             let this = this.project();
             if let Some(log) = this.log.take() {
                 log.emit();
+            }
+            // hyper stops polling a body that says it has ended, so ask it too.
+            let ended = *this.ended || this.inner.is_end_stream();
+            if let (Some(checkin), true) = (this.checkin.take(), ended) {
+                checkin.done();
             }
         }
     }
@@ -51,6 +70,8 @@ impl ResponseBody {
             },
             log: None,
             in_flight: None,
+            checkin: None,
+            ended: false,
         }
     }
 
@@ -59,12 +80,15 @@ impl ResponseBody {
         Self::full(Bytes::new())
     }
 
-    /// An upstream body, streamed.
-    pub fn stream(body: Incoming) -> Self {
+    /// An upstream body, streamed; `checkin` returns its connection to the pool once the
+    /// body has been read to its end.
+    pub fn stream(body: Incoming, checkin: Checkin) -> Self {
         ResponseBody {
             inner: Inner::Stream { body },
             log: None,
             in_flight: None,
+            checkin: Some(checkin),
+            ended: false,
         }
     }
 
@@ -100,14 +124,14 @@ impl Body for ResponseBody {
                 log.bytes += data.len() as u64;
             }
         }
+        if let Poll::Ready(None) = polled {
+            *this.ended = true;
+        }
         polled
     }
 
     fn is_end_stream(&self) -> bool {
-        match &self.inner {
-            Inner::Full { body } => body.is_end_stream(),
-            Inner::Stream { body } => body.is_end_stream(),
-        }
+        self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {

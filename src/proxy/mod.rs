@@ -129,7 +129,7 @@ impl Shared {
         }
         Ok(Shared {
             routes: Routes::compile(config),
-            upstreams: upstream::build(&config.sites, &config.server.limits)?,
+            upstreams: upstream::build(&config.sites, &config.server.limits, &clock)?,
             trusted_proxies: config.server.trusted_proxies.clone(),
             verify_clients: config.server.verify_clients.clone(),
             verify_uri_header: config.server.verify_uri_header,

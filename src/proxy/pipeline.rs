@@ -14,7 +14,7 @@ use super::access;
 use super::body::ResponseBody;
 use super::log::AccessLog;
 use super::respond::{self, Rejection};
-use super::upstream::UpstreamError;
+use super::upstream::{Checkin, UpstreamError};
 use super::{auth, endpoints, tunnel, ConnInfo, Shared};
 use crate::canonical;
 use crate::headers;
@@ -158,12 +158,12 @@ async fn forward(
     let (mut req, accept) = outgoing.prepare(shared, conn, &permit, parts, body)?;
     // 6. Forwarded, streaming; an upgrade becomes a tunnel.
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let response = send(shared, site, route, req).await?;
+    let (response, checkin) = send(shared, site, route, req).await?;
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         return switch_protocols(shared, site, route, response, client_upgrade, accept);
     }
     // 7. The answer, finished.
-    Ok(finish(response, &permit))
+    Ok(finish(response, checkin, &permit))
 }
 
 /// What step 1 reads off a request: its canonical host, and its URI (the path is made
@@ -337,7 +337,7 @@ async fn send(
     site: &Site,
     route: &Route,
     req: Request<Incoming>,
-) -> Result<Response<Incoming>, Rejection> {
+) -> Result<(Response<Incoming>, Checkin), Rejection> {
     let upstream = &shared.upstreams[site.upstream];
     match upstream.forward(req, route.upstream_response_timeout).await {
         Ok(response) => Ok(response),
@@ -409,7 +409,11 @@ fn switch_protocols(
 
 /// The upstream's answer for the client: hop-by-hop headers gone, and private to the
 /// signed-in user unless the upstream chose its own caching.
-fn finish(response: Response<Incoming>, permit: &Permit) -> Response<ResponseBody> {
+fn finish(
+    response: Response<Incoming>,
+    checkin: Checkin,
+    permit: &Permit,
+) -> Response<ResponseBody> {
     let (mut parts, body) = response.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers, false);
     if permit.session().is_some() && !parts.headers.contains_key(header::CACHE_CONTROL) {
@@ -419,7 +423,7 @@ fn finish(response: Response<Incoming>, permit: &Permit) -> Response<ResponseBod
             .headers
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
     }
-    Response::from_parts(parts, ResponseBody::stream(body))
+    Response::from_parts(parts, ResponseBody::stream(body, checkin))
 }
 
 /// Whether a canonical path is in the gateway's namespace in any spelling a server might

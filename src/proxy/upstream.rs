@@ -1,116 +1,247 @@
-//! Connections to upstreams: one pooled hyper-util client per site, over plain TCP or rustls.
+//! Connections to upstreams: one pool of HTTP/1.1 connections per site, over plain TCP or
+//! rustls.
 //!
-//! The request body is streamed straight through; only connect and response-header waits
-//! are bounded here (bodies may legitimately take long, and are bounded by the client side).
+//! The request body is streamed straight through; only the wait for response headers is
+//! bounded here (bodies may legitimately take long, and are bounded by the client side).
+//!
+//! The pool is ours rather than hyper-util's legacy `Client`, because a site has exactly one
+//! origin: the legacy client keys its pool by scheme and authority, hashing both on every
+//! checkout and return, and spawns a task per request to wait for the connection to become
+//! free again; that was about 5,000 instructions of a proxied request (BENCHMARKS.md). Here
+//! a connection goes back to its site's pool when the response body has been read to its
+//! end, and is taken again newest first. What the legacy client did that matters is kept:
+//! idle connections expire, a connection the upstream closed is never handed out, and a
+//! request that could not be written on a pooled connection is sent once more on a new one.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::uri::{PathAndQuery, Uri};
 use http::{Request, Response, Version};
 use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tower_service::Service;
 
+use crate::clock::Clock;
 use crate::config::{Limits, SiteConfig};
 use crate::tls::{self, TlsError};
+
+/// Idle connections kept per site, beyond which a finished connection is closed.
+const MAX_IDLE: usize = 256;
 
 /// Why an upstream request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    /// No connection, or the connection broke before a response.
+    /// No connection could be opened (refused, unreachable, TLS failed).
+    #[error("upstream connection failed: {0}")]
+    Connect(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The connection broke before a response.
     #[error("upstream request failed: {0}")]
-    Connect(#[source] hyper_util::client::legacy::Error),
+    Request(#[source] hyper::Error),
     /// No response headers within the route's timeout.
     #[error("upstream did not answer within {0:?}")]
     Timeout(Duration),
     /// The client's request body broke while it was being forwarded (malformed chunked
     /// framing, a connection reset mid-upload): the client's fault, not the upstream's.
     #[error("request body from the client failed: {0}")]
-    ClientBody(#[source] hyper_util::client::legacy::Error),
+    ClientBody(#[source] hyper::Error),
 }
 
-/// Whether a client error came from the request body we were streaming upstream: hyper
+/// Whether a request error came from the request body we were streaming upstream: hyper
 /// reports a failed outgoing body as a user error whose cause is the body's own error,
 /// here the server side's `hyper::Error` for the client's connection.
-fn is_client_body(e: &hyper_util::client::legacy::Error) -> bool {
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if let Some(h) = s.downcast_ref::<hyper::Error>() {
-            if h.is_user() && std::error::Error::source(h).is_some_and(|c| c.is::<hyper::Error>()) {
-                return true;
-            }
-        }
-        source = s.source();
-    }
-    false
+fn is_client_body(e: &hyper::Error) -> bool {
+    e.is_user() && std::error::Error::source(e).is_some_and(|c| c.is::<hyper::Error>())
 }
 
-/// A site's upstream: its origin and pooled client.
-#[derive(Debug, Clone)]
+/// A connection waiting in the pool, and since when (milliseconds on the gateway's clock).
+struct Idle {
+    sender: SendRequest<Incoming>,
+    since_ms: i64,
+}
+
+/// A site's idle connections, newest last.
+struct Pool {
+    idle: Mutex<Vec<Idle>>,
+    idle_timeout_ms: i64,
+    clock: Clock,
+}
+
+impl Pool {
+    /// The newest idle connection that is still open, free and within its idle time;
+    /// closed and expired ones met on the way are dropped.
+    fn take(&self) -> Option<SendRequest<Incoming>> {
+        let now = self.clock.now_ms();
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(c) = idle.pop() {
+            if now - c.since_ms < self.idle_timeout_ms && c.sender.is_ready() {
+                return Some(c.sender);
+            }
+        }
+        None
+    }
+
+    /// Puts a connection whose exchange is over back, if it can take another request.
+    fn put(&self, sender: SendRequest<Incoming>) {
+        if !sender.is_ready() {
+            // Still busy (an upload the upstream answered before it ended) or closed:
+            // dropping it lets hyper finish what is in flight and close.
+            return;
+        }
+        let now = self.clock.now_ms();
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        // The oldest are at the front: expired ones go first, then any over the bound.
+        let expired = idle
+            .iter()
+            .take_while(|c| now - c.since_ms >= self.idle_timeout_ms)
+            .count();
+        let over = (idle.len() - expired + 1).saturating_sub(MAX_IDLE);
+        idle.drain(..expired + over);
+        idle.push(Idle {
+            sender,
+            since_ms: now,
+        });
+    }
+}
+
+/// A connection lent to one exchange; [`Checkin::done`] returns it once the response body
+/// has been read to its end. Dropped instead, the connection closes.
+pub struct Checkin {
+    sender: SendRequest<Incoming>,
+    pool: Arc<Pool>,
+}
+
+impl std::fmt::Debug for Checkin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Checkin")
+    }
+}
+
+impl Checkin {
+    /// The response body has been read to its end: the connection may serve another.
+    pub fn done(self) {
+        self.pool.put(self.sender);
+    }
+}
+
+/// A site's upstream: its origin, connector and pool.
+#[derive(Clone)]
 pub struct Upstream {
-    scheme: http::uri::Scheme,
-    authority: http::uri::Authority,
-    client: Client<HttpsConnector<HttpConnector>, Incoming>,
+    origin: Uri,
+    connector: HttpsConnector<HttpConnector>,
+    pool: Arc<Pool>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Upstreams for every site, indexed like the configuration's sites.
 pub type Upstreams = Arc<[Upstream]>;
 
-/// Builds one client per site.
-pub fn build(sites: &[SiteConfig], limits: &Limits) -> Result<Upstreams, TlsError> {
+/// Builds one pool per site; idle time is counted on `clock`.
+pub fn build(sites: &[SiteConfig], limits: &Limits, clock: &Clock) -> Result<Upstreams, TlsError> {
     let mut out = Vec::with_capacity(sites.len());
     for site in sites {
         let connector = tls::https_connector(
             site.upstream.ca_file.as_deref(),
             limits.upstream_connect_timeout,
         )?;
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(limits.upstream_idle_timeout)
-            .pool_max_idle_per_host(256)
-            .build(connector);
-        let origin = &site.upstream.origin;
-        let (Some(scheme), Some(authority)) =
-            (origin.scheme().cloned(), origin.authority().cloned())
-        else {
-            // Validation guarantees both; an origin without them cannot be reached.
-            continue;
-        };
         out.push(Upstream {
-            scheme,
-            authority,
-            client,
+            origin: site.upstream.origin.clone(),
+            connector,
+            pool: Arc::new(Pool {
+                idle: Mutex::new(Vec::new()),
+                idle_timeout_ms: i64::try_from(limits.upstream_idle_timeout.as_millis())
+                    .unwrap_or(i64::MAX),
+                clock: clock.clone(),
+            }),
         });
     }
     Ok(out.into())
 }
 
 impl Upstream {
-    /// The absolute URI for `path_and_query` on this upstream.
+    /// The request target for `path_and_query` on this upstream: origin-form, as an
+    /// HTTP/1.1 request line carries it (the `Host` header names the upstream).
     pub fn uri(&self, path_and_query: PathAndQuery) -> Result<Uri, http::Error> {
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
+        Uri::builder().path_and_query(path_and_query).build()
     }
 
-    /// Sends `req` (URI already rewritten) and waits for the response headers.
+    /// Sends `req` (URI already rewritten) and waits for the response headers. The
+    /// [`Checkin`] goes with the response body.
     pub async fn forward(
         &self,
         mut req: Request<Incoming>,
         timeout: Duration,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        // Clients may speak h2 to us; upstreams get HTTP/1.1 (or h2 by ALPN on TLS).
+    ) -> Result<(Response<Incoming>, Checkin), UpstreamError> {
+        // Clients may speak h2 to us; upstreams get HTTP/1.1.
         *req.version_mut() = Version::HTTP_11;
-        match tokio::time::timeout(timeout, self.client.request(req)).await {
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) if is_client_body(&e) => Err(UpstreamError::ClientBody(e)),
-            Ok(Err(e)) => Err(UpstreamError::Connect(e)),
+        match tokio::time::timeout(timeout, self.exchange(req)).await {
+            Ok(result) => result,
             Err(_) => Err(UpstreamError::Timeout(timeout)),
         }
+    }
+
+    async fn exchange(
+        &self,
+        req: Request<Incoming>,
+    ) -> Result<(Response<Incoming>, Checkin), UpstreamError> {
+        let req = match self.pool.take() {
+            Some(mut sender) => match sender.try_send_request(req).await {
+                Ok(response) => return Ok((response, self.checkin(sender))),
+                Err(mut e) => match e.take_message() {
+                    // Not written: the upstream had closed the idle connection. Once more,
+                    // on a new one.
+                    Some(req) => req,
+                    None => return Err(request_error(e.into_error())),
+                },
+            },
+            None => req,
+        };
+        let mut sender = self.connect().await?;
+        match sender.send_request(req).await {
+            Ok(response) => Ok((response, self.checkin(sender))),
+            Err(e) => Err(request_error(e)),
+        }
+    }
+
+    fn checkin(&self, sender: SendRequest<Incoming>) -> Checkin {
+        Checkin {
+            sender,
+            pool: self.pool.clone(),
+        }
+    }
+
+    /// A new connection, its I/O driven by a task of its own until it closes.
+    async fn connect(&self) -> Result<SendRequest<Incoming>, UpstreamError> {
+        let mut connector = self.connector.clone();
+        let io = connector
+            .call(self.origin.clone())
+            .await
+            .map_err(UpstreamError::Connect)?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|e| UpstreamError::Connect(Box::new(e)))?;
+        tokio::spawn(async move {
+            // An upgraded connection (a WebSocket) is handed to the tunnel from here.
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream connection ended");
+            }
+        });
+        Ok(sender)
+    }
+}
+
+fn request_error(e: hyper::Error) -> UpstreamError {
+    match is_client_body(&e) {
+        true => UpstreamError::ClientBody(e),
+        false => UpstreamError::Request(e),
     }
 }

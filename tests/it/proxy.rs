@@ -314,3 +314,158 @@ async fn gateway_namespace_is_never_forwarded_in_any_spelling() {
         );
     }
 }
+
+/// An HTTP/1.1 upstream that counts the connections it accepts. `/big` is answered with
+/// 4 MiB sent slowly, anything else with `ok` (HEAD without it); with `close_after` set it closes each
+/// connection after its answer, without saying so, as an upstream's idle timeout does.
+struct CountingUpstream {
+    addr: std::net::SocketAddr,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    close_after: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for CountingUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl CountingUpstream {
+    async fn start() -> CountingUpstream {
+        use std::sync::atomic::Ordering;
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let close_after = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (count, close) = (accepted.clone(), close_after.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let close = close.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    while let Some(end) =
+                        support::raw::fill_until(&mut s, &mut buf, b"\r\n\r\n").await
+                    {
+                        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                        buf.drain(..end);
+                        if head.starts_with("GET /big ") {
+                            let size = 4 << 20;
+                            let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {size}\r\n\r\n");
+                            if s.write_all(head.as_bytes()).await.is_err() {
+                                return;
+                            }
+                            for _ in 0..size / 65536 {
+                                if s.write_all(&[b'x'; 65536]).await.is_err() {
+                                    return;
+                                }
+                                tokio::time::sleep(Duration::from_millis(5)).await;
+                            }
+                        } else {
+                            let answer: &[u8] = match head.starts_with("HEAD ") {
+                                true => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n",
+                                false => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+                            };
+                            let _ = s.write_all(answer).await;
+                            if close.load(Ordering::SeqCst) {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        CountingUpstream {
+            addr,
+            accepted,
+            close_after,
+            task,
+        }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Upstream connections are kept and reused; one the upstream closed is never handed out,
+/// one idle past `upstream_idle_timeout` is not reused, and one whose response body was
+/// abandoned half read is closed, never given to the next request.
+#[tokio::test]
+async fn upstream_connections_are_pooled_and_only_clean_ones_reused() {
+    use std::sync::atomic::Ordering;
+    let up = CountingUpstream::start().await;
+    let gw = Gateway::start_with(
+        &site("app.test", &format!("http://{}", up.addr), "public", &[]),
+        "",
+        "upstream_idle_timeout = \"10s\"",
+    )
+    .await;
+    let c = gw.client();
+    let ok = async |what: &str| {
+        let r = c.get("app.test", "/").await;
+        assert_eq!(
+            (r.status.as_u16(), r.body.as_ref()),
+            (200, &b"ok"[..]),
+            "{what}"
+        );
+    };
+    for i in 0..5 {
+        ok(&format!("request {i}")).await;
+    }
+    assert_eq!(up.accepted(), 1, "five requests, one upstream connection");
+
+    let head = c
+        .send(
+            "app.test",
+            Request::head("/")
+                .header("host", "app.test")
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(head.status, 200);
+    ok("after a HEAD").await;
+    assert_eq!(
+        up.accepted(),
+        1,
+        "a bodiless answer gives its connection back too"
+    );
+
+    up.close_after.store(true, Ordering::SeqCst);
+    for i in 0..3 {
+        ok(&format!("upstream closing, request {i}")).await;
+    }
+    // The first of the three went on the pooled connection, which the upstream then closed.
+    assert_eq!(up.accepted(), 3, "a closed connection is never reused");
+    up.close_after.store(false, Ordering::SeqCst);
+    ok("upstream keeping connections again").await;
+    ok("reused").await;
+    assert_eq!(up.accepted(), 4);
+
+    gw.advance(Duration::from_secs(11));
+    ok("after the idle timeout").await;
+    assert_eq!(up.accepted(), 5, "an expired connection is not reused");
+
+    // A download abandoned after its first bytes.
+    let mut tls = c.connect("app.test", &[b"http/1.1"]).await;
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        tls.write_all(b"GET /big HTTP/1.1\r\nhost: app.test\r\n\r\n")
+            .await
+            .unwrap();
+        let mut first = [0u8; 1024];
+        let n = tls.read(&mut first).await.unwrap();
+        assert!(first[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &first[..n]);
+    }
+    drop(tls);
+    ok("after an abandoned download").await;
+    ok("and again").await;
+    assert_eq!(
+        up.accepted(),
+        6,
+        "the half-read connection was closed and one new one serves both"
+    );
+}
