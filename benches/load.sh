@@ -37,7 +37,8 @@
 #     bash benches/load.sh --profile
 #
 # instead runs jumpgate (directory configuration) under valgrind's callgrind, sends a short
-# protected-route load (8 connections, PROFILE_SECONDS = 20 s) and prints the top costs.
+# protected-route load (8 connections, PROFILE_SECONDS = 20 s; over HTTP/2 with
+# PROFILE_H2=1) and prints the instructions per request and the top costs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -382,16 +383,26 @@ if [ "$PROFILE" = 1 ]; then
   done
   COOKIE=$(sign_in)
   [ -n "$COOKIE" ] || { echo "load.sh: sign-in failed" >&2; exit 1; }
-  "${PRIO[@]}" taskset -c "$CLIENT_CPU" wrk -t1 -c8 -d5s -H "Host: app.test" -H "Cookie: $COOKIE" \
-    "https://127.0.0.1:$PORT_GW/private" >/dev/null
+  # profile_load SECONDS: the protected route with 8 connections, over HTTP/1.1 (wrk) or,
+  # with PROFILE_H2=1, over HTTP/2 (h2load, one stream per connection); prints the
+  # number of requests answered.
+  profile_load() {
+    if [ "${PROFILE_H2:-0}" = 1 ]; then
+      "${PRIO[@]}" taskset -c "$CLIENT_CPU" h2load -D "$1" -c8 -m1 -t1 --connect-to="127.0.0.1:$PORT_GW" \
+        -H "cookie: $COOKIE" "https://app.test:$PORT_GW/private" | tee -a "$OUT/load-profile.txt" \
+        | awk '/^requests:/ {print $8}'
+    else
+      "${PRIO[@]}" taskset -c "$CLIENT_CPU" wrk -t1 -c8 -d"$1s" -H "Host: app.test" -H "Cookie: $COOKIE" \
+        "https://127.0.0.1:$PORT_GW/private" | tee -a "$OUT/load-profile.txt" | awk '/requests in/ {print $1}'
+    fi
+  }
+  profile_load 5 >/dev/null
   callgrind_control -i on "$GW_PID" >/dev/null
-  "${PRIO[@]}" taskset -c "$CLIENT_CPU" wrk -t1 -c8 -d"${PROFILE_SECONDS:-20}s" -H "Host: app.test" -H "Cookie: $COOKIE" \
-    "https://127.0.0.1:$PORT_GW/private" | tee "$OUT/wrk-profile.txt" >&2
+  requests=$(profile_load "${PROFILE_SECONDS:-20}")
   callgrind_control -d "$GW_PID" >/dev/null
   callgrind_control -i off "$GW_PID" >/dev/null
   stop_gateway
   profile="$OUT/callgrind.out.$GW_PID.1"  # the dump taken right after the measured load
-  requests=$(awk '/requests in/ {print $1}' "$OUT/wrk-profile.txt")
   total=$(callgrind_annotate "$profile" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
   per=$(awk -v t="$total" -v n="$requests" 'BEGIN {if (n > 0 && t > 0) printf "%.0f", t / n; else print "?"}')
   echo "callgrind: $requests requests, $total instructions, $per instructions per request ($profile)"

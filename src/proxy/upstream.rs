@@ -205,7 +205,9 @@ impl Upstream {
             },
             None => req,
         };
-        let mut sender = self.connect().await?;
+        // Boxed: connecting is the rare case, and its future (TCP, TLS, the handshake) is
+        // large enough that inline it would be copied with every request's future.
+        let mut sender = Box::pin(self.connect()).await?;
         match sender.send_request(req).await {
             Ok(response) => Ok((response, self.checkin(sender))),
             Err(e) => Err(request_error(e)),
