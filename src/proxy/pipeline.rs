@@ -52,7 +52,13 @@ pub async fn handle(
     };
     let request_id = request_id(shared, conn.peer_ip(), req.headers());
     // One header value, cloned (a reference count) into the upstream request and the answer.
-    let request_id_value = HeaderValue::from_str(&request_id).ok();
+    // Marked sensitive so HTTP/2's header compression sends it as a literal, never indexed:
+    // a value used once would only evict useful entries from the client's table, and
+    // looking it up and inserting it cost every response some 3,000 instructions.
+    let request_id_value = HeaderValue::from_str(&request_id).ok().map(|mut v| {
+        v.set_sensitive(true);
+        v
+    });
     let context = crate::audit::RequestContext {
         client_ip: log.client,
         request_id: request_id.clone(),
