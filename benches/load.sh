@@ -13,8 +13,8 @@
 # other (CLIENT_CPU), and measures each row with wrk (64 connections, DURATION seconds):
 # requests/s, p50 and p99 latency, the proxy process's CPU time per request (utime + stime
 # from /proc/PID/stat before and after, divided by the requests served, also split into user
-# and kernel time) and, when perf can count the raw_syscalls tracepoint, its system calls per
-# request. Rows: direct upstream; nginx TLS proxy; jumpgate public route; protected route with
+# and kernel time) and, when perf can count the raw_syscalls tracepoint, its system calls and
+# context switches per request. Rows: direct upstream; nginx TLS proxy; jumpgate public route; protected route with
 # a session; protected with the directory snapshot and the signed assertion; a step-up route
 # after a fresh MFA step-up; protected with sessions in Redis (skipped when no Redis answers);
 # the directory row again with the access log on as shipped (level info, a line per request,
@@ -38,7 +38,8 @@
 #
 # instead runs jumpgate (directory configuration) under valgrind's callgrind, sends a short
 # protected-route load (8 connections, PROFILE_SECONDS = 20 s; over HTTP/2 with
-# PROFILE_H2=1) and prints the instructions per request and the top costs.
+# PROFILE_H2=1; with the access log on with PROFILE_LOG=1) and prints the instructions
+# per request and the top costs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -115,6 +116,30 @@ PERF_SYSCALLS=0
 if command -v perf >/dev/null && perf stat -e raw_syscalls:sys_enter -- true >/dev/null 2>&1; then
   PERF_SYSCALLS=1
 fi
+
+# perf_start SLUG "PIDS": counts the proxy's system calls and context switches (a kernel
+# tracepoint and a software event, both cheap) over the next DURATION seconds, when perf
+# can; sets PERF_PID.
+perf_start() {
+  PERF_PID=""
+  [ "$PERF_SYSCALLS" = 1 ] || return 0
+  # shellcheck disable=SC2086
+  perf stat -x, -e raw_syscalls:sys_enter,context-switches -p "$(echo $2 | tr ' ' ',')" \
+    -o "$OUT/perf-$1.txt" -- sleep "$DURATION" 2>/dev/null &
+  PERF_PID=$!
+}
+
+# perf_per_request SLUG REQUESTS: "syscalls switches" per request, or "- -". Call
+# perf_wait first, in the measuring shell (perf_per_request runs in a subshell).
+perf_wait() {
+  if [ -n "$PERF_PID" ]; then wait "$PERF_PID" || true; fi
+}
+perf_per_request() {
+  if [ -z "$PERF_PID" ]; then echo "- -"; return; fi
+  awk -F, -v n="$2" '/raw_syscalls/ {c = $1} /context-switches/ {w = $1}
+    END {if (n > 0 && c != "") printf "%.2f %.2f", c / n, w / n; else print "- -"}' "$OUT/perf-$1.txt" 2>/dev/null \
+    || echo "- -"
+}
 
 # CPU ticks of the given PIDs, summed: "utime stime".
 cpu_ticks() {
@@ -260,26 +285,15 @@ measure() {
   fi
   # Warm-up, not measured.
   "${PRIO[@]}" taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNECTIONS" -d2s "$@" "$url" >/dev/null
-  local before after out slug perf_pid=""
+  local before after out slug
   slug=$(echo "$name" | tr -c 'a-zA-Z0-9' '-')
-  if [ "$PERF_SYSCALLS" = 1 ]; then
-    # Counts the proxy's system calls over the same interval (kernel tracepoint, cheap).
-    # shellcheck disable=SC2086
-    perf stat -x, -e raw_syscalls:sys_enter -p "$(echo $pids | tr ' ' ',')" \
-      -o "$OUT/perf-$slug.txt" -- sleep "$DURATION" 2>/dev/null &
-    perf_pid=$!
-  fi
+  perf_start "$slug" "$pids"
   # shellcheck disable=SC2086
   before=$(cpu_ticks $pids)
   out=$("${PRIO[@]}" taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" "$url")
   # shellcheck disable=SC2086
   after=$(cpu_ticks $pids)
   echo "$out" >"$OUT/wrk-$slug.txt"
-  local syscalls="-"
-  if [ -n "$perf_pid" ]; then
-    wait "$perf_pid" || true
-    syscalls=$(awk -F, '/raw_syscalls/ {print $1}' "$OUT/perf-$slug.txt" 2>/dev/null || true)
-  fi
   local requests rps p50 p99 errors cpu_us util
   requests=$(echo "$out" | awk '/requests in/ {print $1}')
   rps=$(echo "$out" | awk '/Requests\/sec/ {printf "%.0f", $2}')
@@ -290,20 +304,17 @@ measure() {
     echo "load.sh: $name: wrk reported errors: $errors" >&2
     exit 1
   fi
-  local split
+  local split syscalls switches
   read -r cpu_us split util <<<"$(cpu_per_request "$before" "$after" "$requests")"
-  if [ "$syscalls" != "-" ] && [ -n "$syscalls" ]; then
-    syscalls=$(awk -v c="$syscalls" -v n="$requests" 'BEGIN {printf "%.2f", c / n}')
-  else
-    syscalls="-"
-  fi
-  row "$name" "$rps" "$p50" "$p99" "$cpu_us" "$split" "$util" "$syscalls"
+  perf_wait
+  read -r syscalls switches <<<"$(perf_per_request "$slug" "$requests")"
+  row "$name" "$rps" "$p50" "$p99" "$cpu_us" "$split" "$util" "$syscalls" "$switches"
 }
 
 # row NAME RPS P50 P99 CPU SPLIT UTIL SYSCALLS: adds a table row. A row named "nginx …"
 # becomes the baseline of the rows after it, until the next one.
 row() {
-  local name=$1 rps=$2 p50=$3 p99=$4 cpu_us=$5 split=$6 util=$7 syscalls=$8
+  local name=$1 rps=$2 p50=$3 p99=$4 cpu_us=$5 split=$6 util=$7 syscalls=$8 switches=${9:--}
   local ratio="-"
   case "$name" in
     nginx*) NGINX_CPU=$cpu_us NGINX_RPS=$rps NGINX_P99=$p99 ;;
@@ -315,8 +326,8 @@ row() {
       fi
       ;;
   esac
-  ROWS+=("| $name | $rps | $p50 | $p99 | $cpu_us | $split | $util % | $syscalls | $ratio |")
-  log "$name: $rps req/s, p50 $p50 ms, p99 $p99 ms, $cpu_us µs CPU/request (user + sys $split; $util % of a core), $syscalls syscalls/request"
+  ROWS+=("| $name | $rps | $p50 | $p99 | $cpu_us | $split | $util % | $syscalls | $switches | $ratio |")
+  log "$name: $rps req/s, p50 $p50 ms, p99 $p99 ms, $cpu_us µs CPU/request (user + sys $split; $util % of a core), $syscalls syscalls and $switches context switches/request"
 }
 
 # measure_h2 NAME URL "PIDS" [h2load args...]: as measure, over HTTP/2 with h2load (one
@@ -326,6 +337,7 @@ measure_h2() {
   "${PRIO[@]}" taskset -c "$CLIENT_CPU" h2load -D 2 -c"$CONNECTIONS" -m1 -t1 "$@" "$url" >/dev/null
   local slug before after out
   slug=h2-$(echo "$name" | tr -c 'a-zA-Z0-9' '-')
+  perf_start "$slug" "$pids"
   # shellcheck disable=SC2086
   before=$(cpu_ticks $pids)
   out=$("${PRIO[@]}" taskset -c "$CLIENT_CPU" h2load -D "$DURATION" -c"$CONNECTIONS" -m1 -t1 \
@@ -343,9 +355,11 @@ measure_h2() {
   rps=$(echo "$out" | awk '/^finished in/ {gsub(",", ""); printf "%.0f", $4}')
   read -r p50 p99 <<<"$(cut -f3 "$OUT/$slug.log" | sort -n | awk '{v[NR] = $1} END {
     printf "%.3f %.3f", v[int(NR * 0.50) + 1] / 1000, v[int(NR * 0.99) + 1] / 1000 }')"
-  local cpu_us split util
+  local cpu_us split util syscalls switches
   read -r cpu_us split util <<<"$(cpu_per_request "$before" "$after" "$total")"
-  row "$name" "$rps" "$p50" "$p99" "$cpu_us" "$split" "$util" "-"
+  perf_wait
+  read -r syscalls switches <<<"$(perf_per_request "$slug" "$total")"
+  row "$name" "$rps" "$p50" "$p99" "$cpu_us" "$split" "$util" "$syscalls" "$switches"
 }
 
 start_gateway() { # CONFIG
@@ -371,9 +385,12 @@ if [ "$PROFILE" = 1 ]; then
   command -v valgrind >/dev/null || {
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null
   }
-  log "profiling jumpgate (directory config) under callgrind: instrumentation from the first measured request"
+  # PROFILE_LOG=1: the same configuration with the access log on, as shipped.
+  PROFILE_CONFIG=""
+  [ "${PROFILE_LOG:-0}" = 1 ] && PROFILE_CONFIG="-log"
+  log "profiling jumpgate (directory config$PROFILE_CONFIG) under callgrind: instrumentation from the first measured request"
   TOKIO_WORKER_THREADS=1 "${PRIO[@]}" taskset -c "$SERVER_CPU" valgrind --tool=callgrind --instr-atstart=no \
-    --callgrind-out-file="$OUT/callgrind.out.%p" "$GW_BIN" run --config "$ENV_DIR/gateway-directory.toml" \
+    --callgrind-out-file="$OUT/callgrind.out.%p" "$GW_BIN" run --config "$ENV_DIR/gateway-directory$PROFILE_CONFIG.toml" \
     2>>"$OUT/jumpgate.log" &
   GW_PID=$!
   PIDS+=($GW_PID)
@@ -481,7 +498,7 @@ if [ "$(redis-cli -u "$REDIS_URL" ping 2>/dev/null || true)" = PONG ] ||
     -H "Host: app.test" -H "Cookie: $COOKIE"
   stop_gateway
 else
-  ROWS+=("| jumpgate protected, session in Redis | n/a (no Redis at $REDIS_URL) | | | | | | | |")
+  ROWS+=("| jumpgate protected, session in Redis | n/a (no Redis at $REDIS_URL) | | | | | | | | |")
 fi
 
 # --- Report -----------------------------------------------------------------------------------
@@ -491,8 +508,8 @@ fi
   echo "wrk: 1 thread, $CONNECTIONS connections, ${DURATION} s per row (after a 2 s warm-up), HTTP/1.1 keep-alive;" \
     "proxies on CPU $SERVER_CPU, wrk and upstream on CPU $CLIENT_CPU, nice $NICE"
   echo
-  echo "| row | requests/s | p50 ms | p99 ms | proxy CPU µs/request | of which user + sys | proxy CPU use | syscalls/request | vs nginx TLS |"
-  echo "|---|---:|---:|---:|---:|---:|---:|---:|---|"
+  echo "| row | requests/s | p50 ms | p99 ms | proxy CPU µs/request | of which user + sys | proxy CPU use | syscalls/request | context switches/request | vs nginx TLS |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
   printf '%s\n' "${ROWS[@]}"
   echo
   printf 'Sign-ins through the whole code flow (protected page → provider → callback → session), 8 browsers: %.1f/s (%s in the run), jumpgate CPU %s µs per sign-in\n' \
