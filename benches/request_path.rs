@@ -261,6 +261,20 @@ fn benches(r: &mut Runner<'_>, sizes: Sizes) {
         || ready(fx.sessions.from_headers(black_box(next()), common::HOST)),
     );
     assert!(ready(fx.sessions.from_headers(&browser, common::HOST)).is_some());
+    // The same on a connection that presented the same cookie before: the opening is
+    // remembered, the store is still asked.
+    let conn = jumpgate::session::OpenedCookie::default();
+    assert!(ready(
+        fx.sessions
+            .from_headers_on(&browser, common::HOST, Some(&conn))
+    )
+    .is_some());
+    r.run("session/from_headers_remembered", || {
+        ready(
+            fx.sessions
+                .from_headers_on(black_box(&browser), common::HOST, Some(&conn)),
+        )
+    });
     // The worst request for the store: as many validly signed session cookies as the
     // header limit lets through, none of them live. Only the first two are looked up.
     let stale: Vec<String> = (0..300u32)
