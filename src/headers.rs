@@ -374,33 +374,60 @@ fn cookie_pairs(value: &[u8]) -> impl Iterator<Item = &[u8]> {
 /// `cookie` field per cookie, which RFC 9113 §8.2.3 requires joined with `"; "` before they
 /// reach an HTTP/1.1 hop. Names are compared without case, as some servers read them.
 pub fn strip_gateway_cookies(headers: &mut HeaderMap) {
-    let mut fields = headers.get_all(header::COOKIE).iter();
-    let Some(first) = fields.next() else {
+    let header::Entry::Occupied(mut entry) = headers.entry(header::COOKIE) else {
         return;
     };
-    if fields.next().is_none() && !cookie_pairs(first.as_bytes()).any(is_gateway_cookie) {
-        return;
-    }
-    let mut joined: Vec<u8> = Vec::new();
-    for pair in headers
-        .get_all(header::COOKIE)
-        .iter()
-        .flat_map(|v| cookie_pairs(v.as_bytes()))
-        .filter(|p| !is_gateway_cookie(p))
-    {
-        if !joined.is_empty() {
-            joined.extend_from_slice(b"; ");
+    // What stays, joined. One pass: with a single field, it is only built from the first
+    // of ours on, so a field without any (a public route, the application's own cookies)
+    // is neither copied nor rebuilt; several fields are always joined into one.
+    let several = entry.iter().nth(1).is_some();
+    let mut joined: Option<Vec<u8>> = several.then(Vec::new);
+    for value in entry.iter() {
+        let bytes = value.as_bytes();
+        for pair in cookie_pairs(bytes) {
+            let ours = is_gateway_cookie(pair);
+            let kept = match (&mut joined, ours) {
+                (Some(kept), false) => kept,
+                (Some(_), true) => continue,
+                (None, false) => continue,
+                (None, true) => {
+                    // The first of ours: what came before it in this field stays.
+                    let start = pair.as_ptr() as usize - bytes.as_ptr() as usize;
+                    let mut kept = Vec::with_capacity(bytes.len());
+                    for before in cookie_pairs(&bytes[..start]) {
+                        join_pair(&mut kept, before);
+                    }
+                    joined = Some(kept);
+                    continue;
+                }
+            };
+            join_pair(kept, pair);
         }
-        joined.extend_from_slice(pair);
     }
-    headers.remove(header::COOKIE);
+    let Some(joined) = joined else {
+        return;
+    };
     if joined.is_empty() {
+        entry.remove();
         return;
     }
-    if let Ok(mut v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(joined)) {
-        v.set_sensitive(true);
-        headers.insert(header::COOKIE, v);
+    match HeaderValue::from_maybe_shared(bytes::Bytes::from(joined)) {
+        Ok(mut v) => {
+            v.set_sensitive(true);
+            entry.insert(v);
+        }
+        // Cannot happen (the bytes come from valid values); if it did, nothing goes.
+        Err(_) => {
+            entry.remove();
+        }
     }
+}
+
+fn join_pair(joined: &mut Vec<u8>, pair: &[u8]) {
+    if !joined.is_empty() {
+        joined.extend_from_slice(b"; ");
+    }
+    joined.extend_from_slice(pair);
 }
 
 /// The size of a request's header section as HTTP/1.1 carries it: the request line, and
@@ -606,6 +633,23 @@ mod tests {
         let mut h = map(&[("cookie", "__Host-jumpgate=secret")]);
         strip_gateway_cookies(&mut h);
         assert!(h.get("cookie").is_none());
+
+        // One field, ours first, between or last: what stays keeps its order.
+        for (field, left) in [
+            ("__Host-jumpgate=s; a=1;b=2", "a=1; b=2"),
+            ("a=1; __Host-jumpgate=s; b=2", "a=1; b=2"),
+            ("a=1;; b=2 ;__host-JUMPGATE-login=l", "a=1; b=2"),
+            (
+                " a=1 ; __Host-jumpgate=s;__Host-jumpgate=t; b=2;",
+                "a=1; b=2",
+            ),
+        ] {
+            let mut h = map(&[("cookie", field)]);
+            strip_gateway_cookies(&mut h);
+            let all: Vec<_> = h.get_all("cookie").iter().collect();
+            assert_eq!(all, [left], "{field}");
+            assert!(all[0].is_sensitive());
+        }
 
         let mut h = map(&[("cookie", "a=1;b=2")]);
         strip_gateway_cookies(&mut h);
