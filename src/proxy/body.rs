@@ -2,7 +2,9 @@
 //!
 //! Upstream bodies are streamed frame by frame, never collected. The byte count and the
 //! access-log line are emitted when the body is dropped, which is when hyper has finished
-//! writing it or the client has gone away, so the log shows what was really sent.
+//! writing it or the client has gone away, so the log shows what was really sent. An
+//! upstream body read to its end gives its connection back to the site's pool then; one
+//! abandoned half read takes its connection with it.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
