@@ -329,9 +329,8 @@ impl Outgoing<'_> {
             None => PathAndQuery::try_from(self.path),
         }
         .map_err(|_| Rejection::BadRequest)?;
-        parts.uri = shared.upstreams[self.site.upstream]
-            .uri(path_and_query)
-            .map_err(|_| Rejection::BadRequest)?;
+        // Origin-form, as an HTTP/1.1 request line carries it; `Host` names the upstream.
+        parts.uri = path_and_query.into();
         Ok((Request::from_parts(parts, body), accept))
     }
 }

@@ -16,7 +16,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http::uri::{PathAndQuery, Uri};
+use http::Uri;
 use http::{Request, Response, Version};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
@@ -127,7 +127,6 @@ impl Checkin {
 }
 
 /// A site's upstream: its origin, connector and pool.
-#[derive(Clone)]
 pub struct Upstream {
     origin: Uri,
     connector: HttpsConnector<HttpConnector>,
@@ -168,13 +167,7 @@ pub fn build(sites: &[SiteConfig], limits: &Limits, clock: &Clock) -> Result<Ups
 }
 
 impl Upstream {
-    /// The request target for `path_and_query` on this upstream: origin-form, as an
-    /// HTTP/1.1 request line carries it (the `Host` header names the upstream).
-    pub fn uri(&self, path_and_query: PathAndQuery) -> Result<Uri, http::Error> {
-        Uri::builder().path_and_query(path_and_query).build()
-    }
-
-    /// Sends `req` (URI already rewritten) and waits for the response headers. The
+    /// Sends `req` (its URI in origin-form) and waits for the response headers. The
     /// [`Checkin`] goes with the response body.
     pub async fn forward(
         &self,
