@@ -384,24 +384,23 @@ pub fn strip_gateway_cookies(headers: &mut HeaderMap) {
     let mut joined: Option<Vec<u8>> = several.then(Vec::new);
     for value in entry.iter() {
         let bytes = value.as_bytes();
+        // Pairs passed over while nothing was being built (a single field, none of ours yet).
+        let mut passed = 0;
         for pair in cookie_pairs(bytes) {
             let ours = is_gateway_cookie(pair);
-            let kept = match (&mut joined, ours) {
-                (Some(kept), false) => kept,
-                (Some(_), true) => continue,
-                (None, false) => continue,
-                (None, true) => {
-                    // The first of ours: what came before it in this field stays.
-                    let start = pair.as_ptr() as usize - bytes.as_ptr() as usize;
-                    let mut kept = Vec::with_capacity(bytes.len());
-                    for before in cookie_pairs(&bytes[..start]) {
-                        join_pair(&mut kept, before);
-                    }
-                    joined = Some(kept);
-                    continue;
+            if ours && joined.is_none() {
+                // The first of ours: what came before it in this field stays.
+                let mut kept = Vec::with_capacity(bytes.len());
+                for before in cookie_pairs(bytes).take(passed) {
+                    join_pair(&mut kept, before);
                 }
-            };
-            join_pair(kept, pair);
+                joined = Some(kept);
+            }
+            match (&mut joined, ours) {
+                (Some(kept), false) => join_pair(kept, pair),
+                (None, false) => passed += 1,
+                (_, true) => {}
+            }
         }
     }
     let Some(joined) = joined else {
