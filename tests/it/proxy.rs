@@ -316,8 +316,9 @@ async fn gateway_namespace_is_never_forwarded_in_any_spelling() {
 }
 
 /// An HTTP/1.1 upstream that counts the connections it accepts. `/big` is answered with
-/// 4 MiB sent slowly, anything else with `ok` (HEAD without it); with `close_after` set it closes each
-/// connection after its answer, without saying so, as an upstream's idle timeout does.
+/// 4 MiB sent slowly, `/chunked` with `ok` in chunked framing, anything else with `ok`
+/// (HEAD without it); with `close_after` set it closes each connection after its answer,
+/// without saying so, as an upstream's idle timeout does.
 struct CountingUpstream {
     addr: std::net::SocketAddr,
     accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
@@ -364,9 +365,12 @@ impl CountingUpstream {
                                 tokio::time::sleep(Duration::from_millis(5)).await;
                             }
                         } else {
-                            let answer: &[u8] = match head.starts_with("HEAD ") {
-                                true => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n",
-                                false => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+                            let answer: &[u8] = if head.starts_with("HEAD ") {
+                                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n"
+                            } else if head.starts_with("GET /chunked ") {
+                                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+                            } else {
+                                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
                             };
                             let _ = s.write_all(answer).await;
                             if close.load(Ordering::SeqCst) {
@@ -390,7 +394,8 @@ impl CountingUpstream {
     }
 }
 
-/// Upstream connections are kept and reused; one the upstream closed is never handed out,
+/// Upstream connections are kept and reused, after bodies framed by length, by chunks or
+/// absent; one the upstream closed is never handed out,
 /// one idle past `upstream_idle_timeout` is not reused, and one whose response body was
 /// abandoned half read is closed, never given to the next request.
 #[tokio::test]
@@ -432,6 +437,22 @@ async fn upstream_connections_are_pooled_and_only_clean_ones_reused() {
         up.accepted(),
         1,
         "a bodiless answer gives its connection back too"
+    );
+
+    // A chunked body says it has ended only when read to its last chunk.
+    for i in 0..2 {
+        let r = c.get("app.test", "/chunked").await;
+        assert_eq!(
+            (r.status.as_u16(), r.body.as_ref()),
+            (200, &b"ok"[..]),
+            "chunked {i}"
+        );
+    }
+    ok("after chunked answers").await;
+    assert_eq!(
+        up.accepted(),
+        1,
+        "a chunked answer read to its end gives its connection back"
     );
 
     up.close_after.store(true, Ordering::SeqCst);
