@@ -14,9 +14,9 @@
 # requests/s, p50 and p99 latency, the proxy process's CPU time per request (utime + stime
 # from /proc/PID/stat before and after, divided by the requests served, also split into user
 # and kernel time) and, when perf can count the raw_syscalls tracepoint, its system calls and
-# context switches per request. Rows: direct upstream; nginx TLS proxy; jumpgate public route; protected route with
-# a session; protected with the directory snapshot and the signed assertion; a step-up route
-# after a fresh MFA step-up; protected with sessions in Redis (skipped when no Redis answers);
+# context switches per request. Rows: direct upstream; nginx TLS proxy; jumpgate public
+# route; protected route with a session; protected with the directory snapshot and the
+# signed assertion; a step-up route after a fresh MFA step-up; protected with sessions in Redis (skipped when no Redis answers);
 # the directory row again with the access log on as shipped (level info, a line per request,
 # to a file) against nginx with its default access log (combined format, buffered); and the
 # nginx, public, protected and directory rows again over HTTP/2 with h2load (one stream per
@@ -129,16 +129,15 @@ perf_start() {
   PERF_PID=$!
 }
 
-# perf_per_request SLUG REQUESTS: "syscalls switches" per request, or "- -". Call
-# perf_wait first, in the measuring shell (perf_per_request runs in a subshell).
-perf_wait() {
-  if [ -n "$PERF_PID" ]; then wait "$PERF_PID" || true; fi
-}
-perf_per_request() {
-  if [ -z "$PERF_PID" ]; then echo "- -"; return; fi
-  awk -F, -v n="$2" '/raw_syscalls/ {c = $1} /context-switches/ {w = $1}
+# perf_read SLUG REQUESTS: waits for perf_start's count and sets SYSCALLS and SWITCHES per
+# request ("-" when perf could not count).
+perf_read() {
+  SYSCALLS="-" SWITCHES="-"
+  [ -n "$PERF_PID" ] || return 0
+  wait "$PERF_PID" || true
+  read -r SYSCALLS SWITCHES <<<"$(awk -F, -v n="$2" '/raw_syscalls/ {c = $1} /context-switches/ {w = $1}
     END {if (n > 0 && c != "") printf "%.2f %.2f", c / n, w / n; else print "- -"}' "$OUT/perf-$1.txt" 2>/dev/null \
-    || echo "- -"
+    || echo "- -")"
 }
 
 # CPU ticks of the given PIDs, summed: "utime stime".
@@ -304,14 +303,13 @@ measure() {
     echo "load.sh: $name: wrk reported errors: $errors" >&2
     exit 1
   fi
-  local split syscalls switches
+  local split
   read -r cpu_us split util <<<"$(cpu_per_request "$before" "$after" "$requests")"
-  perf_wait
-  read -r syscalls switches <<<"$(perf_per_request "$slug" "$requests")"
-  row "$name" "$rps" "$p50" "$p99" "$cpu_us" "$split" "$util" "$syscalls" "$switches"
+  perf_read "$slug" "$requests"
+  row "$name" "$rps" "$p50" "$p99" "$cpu_us" "$split" "$util" "$SYSCALLS" "$SWITCHES"
 }
 
-# row NAME RPS P50 P99 CPU SPLIT UTIL SYSCALLS: adds a table row. A row named "nginx …"
+# row NAME RPS P50 P99 CPU SPLIT UTIL SYSCALLS [SWITCHES]: adds a table row. A row named "nginx …"
 # becomes the baseline of the rows after it, until the next one.
 row() {
   local name=$1 rps=$2 p50=$3 p99=$4 cpu_us=$5 split=$6 util=$7 syscalls=$8 switches=${9:--}
@@ -355,11 +353,10 @@ measure_h2() {
   rps=$(echo "$out" | awk '/^finished in/ {gsub(",", ""); printf "%.0f", $4}')
   read -r p50 p99 <<<"$(cut -f3 "$OUT/$slug.log" | sort -n | awk '{v[NR] = $1} END {
     printf "%.3f %.3f", v[int(NR * 0.50) + 1] / 1000, v[int(NR * 0.99) + 1] / 1000 }')"
-  local cpu_us split util syscalls switches
+  local cpu_us split util
   read -r cpu_us split util <<<"$(cpu_per_request "$before" "$after" "$total")"
-  perf_wait
-  read -r syscalls switches <<<"$(perf_per_request "$slug" "$total")"
-  row "$name" "$rps" "$p50" "$p99" "$cpu_us" "$split" "$util" "$syscalls" "$switches"
+  perf_read "$slug" "$total"
+  row "$name" "$rps" "$p50" "$p99" "$cpu_us" "$split" "$util" "$SYSCALLS" "$SWITCHES"
 }
 
 start_gateway() { # CONFIG
