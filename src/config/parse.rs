@@ -1,27 +1,34 @@
 //! Config file parsing: TOML text to a validated [`Config`], reporting every problem at once.
 //!
-//! The document is walked by hand rather than deserialized so that each problem carries the
-//! line and dotted key path it belongs to, unknown keys can be refused with a spelling hint, and
-//! one run of `jumpgate check` shows everything that needs fixing instead of only the first
-//! (serde stops at the first error). Each table is read through a [`Reader`] that remembers
-//! which keys were asked for; whatever is left over when the table is finished is an unknown
-//! key. This file reads the top level and checks what spans tables; each table has its module.
+//! Two steps. serde reads the text into the file structs of [`schema`], the one declaration
+//! of every table and key; no value stops that reading, whatever its type, because each key
+//! keeps the value as written. Then one validation pass turns the structs into the runtime
+//! [`Config`], converting each key to its kind and checking what spans keys and tables. Every
+//! problem it finds is collected with its dotted key and the line the document puts it on,
+//! and a key the schema does not declare is reported with the nearest declared spelling, so
+//! one run of `jumpgate check` shows everything that needs fixing, not only the first. This
+//! file validates the top level and what spans tables; each table has its module.
 
 use std::path::Path;
 
+use serde::Deserialize;
 use toml_edit::ImDocument;
 
 mod auth;
 mod files;
+mod raw;
 mod reader;
 mod redis;
+mod schema;
 mod server;
 mod site;
 #[cfg(test)]
 mod tests;
 
 pub use files::{at_keys, check_files};
-use reader::{Cx, Entry, Reader};
+use raw::Table;
+use reader::{get, need, Cx, Reader};
+use schema::ConfigFile;
 
 use super::{Config, ConfigError, LogConfig};
 
@@ -32,11 +39,10 @@ use super::{Config, ConfigError, LogConfig};
 ///
 /// [`ConfigError::Invalid`] with every problem found, in file order.
 pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
-    let cx = Cx::new(text, file);
     let doc = match ImDocument::parse(text) {
         Ok(doc) => doc,
         Err(e) => {
-            let line = e.span().map(|s| cx.line_of(s.start));
+            let starts = reader::line_starts(text);
             let message = e
                 .message()
                 .lines()
@@ -44,13 +50,36 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
                 .filter(|l| !l.is_empty())
                 .collect::<Vec<_>>()
                 .join("; ");
-            cx.report(line, "toml", format!("invalid TOML: {message}"));
-            return Err(ConfigError::Invalid(cx.into_problems()));
+            return Err(ConfigError::Invalid(vec![super::Problem {
+                file: file.to_path_buf(),
+                line: e.span().map(|s| reader::line_of(&starts, s.start)),
+                key: "toml".to_owned(),
+                message: format!("invalid TOML: {message}"),
+            }]));
         }
     };
-    let mut root = Reader::new(&cx, doc.as_table(), String::new(), None);
-    let config = read_config(&mut root, file);
-    root.finish();
+    let cx = Cx::new(text, file, &doc);
+    // serde consumes a copy of the document into the file structs; the original stays to
+    // find each problem's line and to quote a wrong value as written.
+    let read = Table::<ConfigFile>::deserialize(toml_edit::de::Deserializer::from(doc.clone()));
+    let config = match &read {
+        Ok(table) => Reader::root(&cx, table).and_then(|root| {
+            let config = read_config(&root, file);
+            root.finish();
+            config
+        }),
+        Err(e) => {
+            // Not reached with the file structs as declared (every key takes any value), but
+            // a reading failure must still say where rather than pass.
+            cx.report(
+                e.span()
+                    .map(|s| reader::line_of(&reader::line_starts(text), s.start)),
+                "toml",
+                format!("cannot read the file: {}", e.message()),
+            );
+            None
+        }
+    };
     let problems = cx.into_problems();
     match config {
         Some(config) if problems.is_empty() => Ok(config),
@@ -58,8 +87,8 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
     }
 }
 
-fn read_config(root: &mut Reader<'_>, file: &Path) -> Option<Config> {
-    let server = match root.get("server") {
+fn read_config(root: &Reader<'_, ConfigFile>, file: &Path) -> Option<Config> {
+    let server = match get!(root, server) {
         Some(e) => e.table("a [server] table").and_then(server::read_server),
         None => {
             root.cx.report(
@@ -70,12 +99,12 @@ fn read_config(root: &mut Reader<'_>, file: &Path) -> Option<Config> {
             None
         }
     };
-    let log = match root.get("log") {
+    let log = match get!(root, log) {
         Some(e) => e.table("a [log] table").and_then(server::read_log),
         None => Some(LogConfig::default()),
     };
     const NO_SITES: &str = "no sites; expected at least one [[site]] table with host and upstream";
-    let sites = match root.get("site") {
+    let sites = match get!(root, site) {
         Some(e) => match e.tables("[[site]] tables") {
             Some(readers) if readers.is_empty() => {
                 e.report(NO_SITES);
@@ -92,30 +121,30 @@ fn read_config(root: &mut Reader<'_>, file: &Path) -> Option<Config> {
     let state_dir = server
         .as_ref()
         .map_or_else(|| root.cx.base.join("state"), |s| s.state_dir.clone());
-    let oidc = match root.get("oidc") {
+    let oidc = match get!(root, oidc) {
         Some(e) => e
             .table("an [oidc] table")
             .and_then(auth::read_oidc)
             .map(Some),
         None => Some(None),
     };
-    let session = match root.get("session") {
+    let session = match get!(root, session) {
         Some(e) => e
             .table("a [session] table")
             .and_then(|r| auth::read_session(Some(r), &state_dir)),
         None => auth::read_session(None, &state_dir),
     };
-    let identity = match root.get("identity") {
+    let identity = match get!(root, identity) {
         Some(e) => e
             .table("an [identity] table")
             .and_then(|r| auth::read_identity(Some(r), &state_dir)),
         None => auth::read_identity(None, &state_dir),
     };
-    let audit = match root.get("audit") {
+    let audit = match get!(root, audit) {
         Some(e) => e
             .table("an [audit] table")
-            .and_then(|mut r| {
-                let out = r.need("output", "\"stdout\" or a file path").and_then(|e| {
+            .and_then(|r| {
+                let out = need!(r, output, "\"stdout\" or a file path").and_then(|e| {
                     match e.str("\"stdout\" or a file path")? {
                         "stdout" => Some(super::AuditOutput::Stdout),
                         _ => e.path().map(super::AuditOutput::File),
@@ -127,12 +156,12 @@ fn read_config(root: &mut Reader<'_>, file: &Path) -> Option<Config> {
             .map(Some),
         None => Some(None),
     };
-    let api_tokens = match root.get("api_token") {
+    let api_tokens = match get!(root, api_token) {
         Some(e) => e.tables("[[api_token]] tables").and_then(|readers| {
             let mut out = Vec::new();
             let mut ok = true;
-            for mut r in readers {
-                let issuer = r.need("issuer", "the token issuer URL").and_then(|e| {
+            for r in readers {
+                let issuer = need!(r, issuer, "the token issuer URL").and_then(|e| {
                     let s = e.str("the token issuer URL")?;
                     match s.parse::<http::Uri>() {
                         Ok(u)
@@ -147,14 +176,13 @@ fn read_config(root: &mut Reader<'_>, file: &Path) -> Option<Config> {
                         }
                     }
                 });
-                let audience = r
-                    .need("audience", "the audience the tokens must name")
+                let audience = need!(r, audience, "the audience the tokens must name")
                     .and_then(|e| e.str("an audience string").map(str::to_owned));
-                let jwks_uri = match r.get("jwks_uri") {
+                let jwks_uri = match get!(r, jwks_uri) {
                     Some(e) => e.str("a key set URL").map(|s| Some(s.to_owned())),
                     None => Some(None),
                 };
-                let match_by_email = match r.get("match_by_email") {
+                let match_by_email = match get!(r, match_by_email) {
                     Some(e) => e.bool(),
                     None => Some(false),
                 };
@@ -174,7 +202,7 @@ fn read_config(root: &mut Reader<'_>, file: &Path) -> Option<Config> {
         }),
         None => Some(Vec::new()),
     };
-    let directory = match root.get("directory") {
+    let directory = match get!(root, directory) {
         Some(e) => e
             .table("a [directory] table")
             .and_then(|r| auth::read_directory(r, &state_dir))

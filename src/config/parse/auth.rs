@@ -4,7 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{Entry, Reader};
+use super::raw::{kind, Key};
+use super::reader::{get, need, Entry, Reader};
+use super::schema::{
+    DirectoryFile, HeadersFile, IdentityFile, OidcFile, RouteFile, SessionFile, StepUpFile,
+};
 use crate::config::{
     Allow, ClientAuth, DirectoryConfig, IdentityConfig, IdentityHeaders, OidcConfig, SecretSource,
     SessionConfig, StoreKind,
@@ -16,26 +20,38 @@ const RESERVED: &str = "/.jumpgate/";
 /// JumpCloud's issuer; the default when `oidc.issuer` is absent.
 pub(crate) const JUMPCLOUD_ISSUER: &str = "https://oauth.id.jumpcloud.com/";
 
-fn default_or<T>(
-    r: &mut Reader<'_>,
-    key: &'static str,
+/// The value read from `e`, or `default` when the key is absent.
+pub(super) fn default_or<'a, N, T>(
+    e: Option<Entry<'a, N>>,
     default: T,
-    read: impl FnOnce(&Entry<'_>) -> Option<T>,
+    read: impl FnOnce(&Entry<'a, N>) -> Option<T>,
 ) -> Option<T> {
-    match r.get(key) {
+    match e {
         Some(e) => read(&e),
         None => Some(default),
     }
 }
 
-/// Exactly one of `{base}_file` and `{base}_env`.
-fn secret(
-    r: &mut Reader<'_>,
+/// Exactly one of a `*_file` and a `*_env` key of the table `r` reads.
+macro_rules! secret {
+    ($r:expr, $file:ident, $env:ident) => {
+        secret(
+            &$r,
+            get!($r, $file),
+            get!($r, $env),
+            stringify!($file),
+            stringify!($env),
+        )
+    };
+}
+
+fn secret<T: serde::de::DeserializeOwned>(
+    r: &Reader<'_, T>,
+    file: Option<Entry<'_, Key<kind::Path>>>,
+    env: Option<Entry<'_, Key<kind::Str>>>,
     file_key: &'static str,
     env_key: &'static str,
 ) -> Option<SecretSource> {
-    let file = r.get(file_key);
-    let env = r.get(env_key);
     match (file, env) {
         (Some(f), None) => f.path().map(SecretSource::File),
         (None, Some(e)) => {
@@ -62,7 +78,7 @@ fn secret(
     }
 }
 
-fn issuer(e: &Entry<'_>) -> Option<String> {
+fn issuer(e: &Entry<'_, Key<kind::Str>>) -> Option<String> {
     let s = e.str("the issuer URL, such as \"https://oauth.id.jumpcloud.com/\"")?;
     let Ok(uri) = s.parse::<http::Uri>() else {
         e.report(format!(
@@ -96,7 +112,7 @@ fn issuer(e: &Entry<'_>) -> Option<String> {
     Some(s.to_owned())
 }
 
-fn reserved_path(e: &Entry<'_>) -> Option<String> {
+fn reserved_path(e: &Entry<'_, Key<kind::Str>>) -> Option<String> {
     let s = e.str("a path under /.jumpgate/")?;
     if !s.starts_with(RESERVED)
         || s.len() == RESERVED.len()
@@ -110,22 +126,19 @@ fn reserved_path(e: &Entry<'_>) -> Option<String> {
     Some(s.to_owned())
 }
 
-pub(super) fn read_oidc(mut r: Reader<'_>) -> Option<OidcConfig> {
-    let issuer = default_or(&mut r, "issuer", JUMPCLOUD_ISSUER.to_owned(), issuer);
-    let client_id = r
-        .need("client_id", "the OIDC application's client id")
-        .and_then(|e| {
-            let s = e.str("a client id string")?;
-            if s.is_empty() {
-                e.report("the client id is empty");
-                return None;
-            }
-            Some(s.to_owned())
-        });
-    let client_secret = secret(&mut r, "client_secret_file", "client_secret_env");
+pub(super) fn read_oidc(r: Reader<'_, OidcFile>) -> Option<OidcConfig> {
+    let issuer = default_or(get!(r, issuer), JUMPCLOUD_ISSUER.to_owned(), issuer);
+    let client_id = need!(r, client_id, "the OIDC application's client id").and_then(|e| {
+        let s = e.str("a client id string")?;
+        if s.is_empty() {
+            e.report("the client id is empty");
+            return None;
+        }
+        Some(s.to_owned())
+    });
+    let client_secret = secret!(r, client_secret_file, client_secret_env);
     let scopes = default_or(
-        &mut r,
-        "scopes",
+        get!(r, scopes),
         vec!["openid".to_owned(), "profile".to_owned()],
         |e| {
             let items = e.array("an array of scope names such as [\"openid\", \"profile\"]")?;
@@ -151,12 +164,11 @@ pub(super) fn read_oidc(mut r: Reader<'_>) -> Option<OidcConfig> {
         },
     );
     let callback_path = default_or(
-        &mut r,
-        "callback_path",
+        get!(r, callback_path),
         "/.jumpgate/callback".to_owned(),
         reserved_path,
     );
-    let client_auth = default_or(&mut r, "client_auth", ClientAuth::Basic, |e| {
+    let client_auth = default_or(get!(r, client_auth), ClientAuth::Basic, |e| {
         match e.str("\"basic\" or \"post\"")? {
             "basic" => Some(ClientAuth::Basic),
             "post" => Some(ClientAuth::Post),
@@ -166,17 +178,17 @@ pub(super) fn read_oidc(mut r: Reader<'_>) -> Option<OidcConfig> {
             }
         }
     });
-    let clock_skew = default_or(&mut r, "clock_skew", Duration::from_secs(120), |e| {
+    let clock_skew = default_or(get!(r, clock_skew), Duration::from_secs(120), |e| {
         e.duration(true)
     });
-    let ca_file = default_or(&mut r, "ca_file", None, |e| e.path().map(Some));
-    let groups_claim = default_or(&mut r, "groups_claim", None, |e| {
+    let ca_file = default_or(get!(r, ca_file), None, |e| e.path().map(Some));
+    let groups_claim = default_or(get!(r, groups_claim), None, |e| {
         e.str("a claim name such as \"memberOf\"")
             .map(|s| Some(s.to_owned()))
     });
-    let match_by_email = default_or(&mut r, "match_by_email", false, |e| e.bool());
-    let idp_logout = default_or(&mut r, "idp_logout", true, |e| e.bool());
-    let post_logout_redirect_uri = default_or(&mut r, "post_logout_redirect_uri", None, |e| {
+    let match_by_email = default_or(get!(r, match_by_email), false, |e| e.bool());
+    let idp_logout = default_or(get!(r, idp_logout), true, |e| e.bool());
+    let post_logout_redirect_uri = default_or(get!(r, post_logout_redirect_uri), None, |e| {
         let s = e.str("an absolute https:// URL registered at the provider")?;
         match s.parse::<http::Uri>() {
             Ok(u) if u.scheme_str() == Some("https") && u.host().is_some() => {
@@ -188,7 +200,7 @@ pub(super) fn read_oidc(mut r: Reader<'_>) -> Option<OidcConfig> {
             }
         }
     });
-    let step_up = default_or(&mut r, "step_up", None, |e| {
+    let step_up = default_or(get!(r, step_up), None, |e| {
         e.table("an [oidc.step_up] table")
             .and_then(read_step_up)
             .map(Some)
@@ -211,22 +223,20 @@ pub(super) fn read_oidc(mut r: Reader<'_>) -> Option<OidcConfig> {
     })
 }
 
-fn read_step_up(mut r: Reader<'_>) -> Option<crate::config::StepUpConfig> {
-    let client_id = r
-        .need("client_id", "the step-up application's client id")
+fn read_step_up(r: Reader<'_, StepUpFile>) -> Option<crate::config::StepUpConfig> {
+    let client_id = need!(r, client_id, "the step-up application's client id")
         .and_then(|e| e.str("a client id string").map(str::to_owned));
-    let client_secret = secret(&mut r, "client_secret_file", "client_secret_env");
+    let client_secret = secret!(r, client_secret_file, client_secret_env);
     let callback_path = default_or(
-        &mut r,
-        "callback_path",
+        get!(r, callback_path),
         "/.jumpgate/step-up/callback".to_owned(),
         reserved_path,
     );
-    let acr_values = default_or(&mut r, "acr_values", None, |e| {
+    let acr_values = default_or(get!(r, acr_values), None, |e| {
         e.str("space-separated acr values")
             .map(|s| Some(s.to_owned()))
     });
-    let require_amr = default_or(&mut r, "require_amr", Vec::new(), |e| {
+    let require_amr = default_or(get!(r, require_amr), Vec::new(), |e| {
         string_list(e, "amr values such as \"mfa\"")
     });
     r.finish();
@@ -247,16 +257,15 @@ pub(super) struct RouteStepUp {
 }
 
 /// `step_up`, `step_up_exempt_methods` and `step_up_groups` on a route.
-pub(super) fn read_route_step_up(r: &mut Reader<'_>) -> Option<RouteStepUp> {
-    let max_age = default_or(r, "step_up", None, |e| e.duration(false).map(Some));
-    if let Some(e) = r.get("step_up_methods") {
+pub(super) fn read_route_step_up(r: &Reader<'_, RouteFile>) -> Option<RouteStepUp> {
+    let max_age = default_or(get!(r, step_up), None, |e| e.duration(false).map(Some));
+    if let Some(e) = get!(r, step_up_methods) {
         // The old key listed the methods that need it, so any other method skipped it.
         e.report("was replaced by step_up_exempt_methods: a step-up now covers every method but the exempt ones (default [\"GET\", \"HEAD\", \"OPTIONS\"]) and every WebSocket handshake; remove it, or list the methods that may skip the step-up in step_up_exempt_methods");
         return None;
     }
     let exempt = default_or(
-        r,
-        "step_up_exempt_methods",
+        get!(r, step_up_exempt_methods),
         vec![http::Method::GET, http::Method::HEAD, http::Method::OPTIONS],
         |e| {
             let list = string_list(e, "HTTP methods such as \"GET\"")?;
@@ -271,13 +280,19 @@ pub(super) fn read_route_step_up(r: &mut Reader<'_>) -> Option<RouteStepUp> {
             Some(out)
         },
     );
-    let groups = default_or(r, "step_up_groups", Vec::new(), |e| {
+    let groups = default_or(get!(r, step_up_groups), Vec::new(), |e| {
         string_list(e, "JumpCloud user group names or ids")
     });
     let (max_age, exempt, groups) = (max_age?, exempt?, groups?);
     if max_age.is_none() {
-        for key in ["step_up_exempt_methods", "step_up_groups"] {
-            if r.table.contains_key(key) {
+        for (key, set) in [
+            (
+                "step_up_exempt_methods",
+                r.file.step_up_exempt_methods.is_some(),
+            ),
+            ("step_up_groups", r.file.step_up_groups.is_some()),
+        ] {
+            if set {
                 let key = r.key_path(key);
                 r.cx.report(
                     r.line,
@@ -302,7 +317,10 @@ pub(super) fn read_route_step_up(r: &mut Reader<'_>) -> Option<RouteStepUp> {
 }
 
 /// `[session]`, or its defaults when the table is absent.
-pub(super) fn read_session(r: Option<Reader<'_>>, state_dir: &Path) -> Option<SessionConfig> {
+pub(super) fn read_session(
+    r: Option<Reader<'_, SessionFile>>,
+    state_dir: &Path,
+) -> Option<SessionConfig> {
     let defaults = SessionConfig {
         store: StoreKind::Memory,
         key_file: state_dir.join("session.key"),
@@ -313,10 +331,10 @@ pub(super) fn read_session(r: Option<Reader<'_>>, state_dir: &Path) -> Option<Se
         max_pending_logins: 100_000,
         redis: None,
     };
-    let Some(mut r) = r else {
+    let Some(r) = r else {
         return Some(defaults);
     };
-    let store = default_or(&mut r, "store", StoreKind::Memory, |e| {
+    let store = default_or(get!(r, store), StoreKind::Memory, |e| {
         match e.str("\"memory\" or \"redis\"")? {
             "memory" => Some(StoreKind::Memory),
             "redis" => Some(StoreKind::Redis),
@@ -328,24 +346,23 @@ pub(super) fn read_session(r: Option<Reader<'_>>, state_dir: &Path) -> Option<Se
             }
         }
     });
-    let key_file = default_or(&mut r, "key_file", defaults.key_file.clone(), |e| e.path());
-    let lifetime = default_or(&mut r, "lifetime", defaults.lifetime, |e| e.duration(false));
-    let idle_timeout = default_or(&mut r, "idle_timeout", defaults.idle_timeout, |e| {
+    let key_file = default_or(get!(r, key_file), defaults.key_file.clone(), |e| e.path());
+    let lifetime = default_or(get!(r, lifetime), defaults.lifetime, |e| e.duration(false));
+    let idle_timeout = default_or(get!(r, idle_timeout), defaults.idle_timeout, |e| {
         e.duration(false)
     });
-    let login_timeout = default_or(&mut r, "login_timeout", defaults.login_timeout, |e| {
+    let login_timeout = default_or(get!(r, login_timeout), defaults.login_timeout, |e| {
         e.duration(false)
     });
-    let max_sessions = default_or(&mut r, "max_sessions", defaults.max_sessions, |e| {
+    let max_sessions = default_or(get!(r, max_sessions), defaults.max_sessions, |e| {
         e.int_in(1..=100_000_000).map(|n| n as u64)
     });
     let max_pending_logins = default_or(
-        &mut r,
-        "max_pending_logins",
+        get!(r, max_pending_logins),
         defaults.max_pending_logins,
         |e| e.int_in(1..=10_000_000).map(|n| n as u64),
     );
-    let redis = super::redis::read_redis(&mut r, store);
+    let redis = super::redis::read_redis(&r, store);
     r.finish();
     Some(SessionConfig {
         store: store?,
@@ -360,22 +377,24 @@ pub(super) fn read_session(r: Option<Reader<'_>>, state_dir: &Path) -> Option<Se
 }
 
 /// `[identity]`, or its defaults when the table is absent.
-pub(super) fn read_identity(r: Option<Reader<'_>>, state_dir: &Path) -> Option<IdentityConfig> {
+pub(super) fn read_identity(
+    r: Option<Reader<'_, IdentityFile>>,
+    state_dir: &Path,
+) -> Option<IdentityConfig> {
     let defaults = IdentityConfig {
         signing_key_file: state_dir.join("assertion.key"),
         issuer: "jumpgate".to_owned(),
         assertion_ttl: Duration::from_secs(300),
     };
-    let Some(mut r) = r else {
+    let Some(r) = r else {
         return Some(defaults);
     };
     let signing_key_file = default_or(
-        &mut r,
-        "signing_key_file",
+        get!(r, signing_key_file),
         defaults.signing_key_file.clone(),
         |e| e.path(),
     );
-    let issuer = default_or(&mut r, "issuer", defaults.issuer.clone(), |e| {
+    let issuer = default_or(get!(r, issuer), defaults.issuer.clone(), |e| {
         let s = e.str("a string naming this gateway")?;
         if s.is_empty() {
             e.report("the issuer is empty");
@@ -383,7 +402,7 @@ pub(super) fn read_identity(r: Option<Reader<'_>>, state_dir: &Path) -> Option<I
         }
         Some(s.to_owned())
     });
-    let assertion_ttl = default_or(&mut r, "assertion_ttl", defaults.assertion_ttl, |e| {
+    let assertion_ttl = default_or(get!(r, assertion_ttl), defaults.assertion_ttl, |e| {
         let d = e.duration(false)?;
         if d > Duration::from_secs(300) || d < Duration::from_secs(30) {
             e.report(format!(
@@ -402,10 +421,10 @@ pub(super) fn read_identity(r: Option<Reader<'_>>, state_dir: &Path) -> Option<I
 }
 
 /// `[site.headers]`: each a valid header name; lower-cased.
-pub(super) fn read_headers(mut r: Reader<'_>) -> Option<IdentityHeaders> {
+pub(super) fn read_headers(r: Reader<'_, HeadersFile>) -> Option<IdentityHeaders> {
     let d = IdentityHeaders::default();
-    let mut one = |key: &'static str, default: String| {
-        default_or(&mut r, key, default, |e| {
+    let one = |e: Option<Entry<'_, Key<kind::Str>>>, default: String| {
+        default_or(e, default, |e| {
             let s = e.str("a header name such as \"X-Auth-User\"")?;
             match http::HeaderName::from_bytes(s.as_bytes()) {
                 Ok(n) if !is_forbidden_header(n.as_str()) => Some(n.as_str().to_owned()),
@@ -420,12 +439,12 @@ pub(super) fn read_headers(mut r: Reader<'_>) -> Option<IdentityHeaders> {
             }
         })
     };
-    let user = one("user", d.user);
-    let email = one("email", d.email);
-    let username = one("username", d.username);
-    let groups = one("groups", d.groups);
-    let assertion = one("assertion", d.assertion);
-    let step_up_time = one("step_up_time", d.step_up_time);
+    let user = one(get!(r, user), d.user);
+    let email = one(get!(r, email), d.email);
+    let username = one(get!(r, username), d.username);
+    let groups = one(get!(r, groups), d.groups);
+    let assertion = one(get!(r, assertion), d.assertion);
+    let step_up_time = one(get!(r, step_up_time), d.step_up_time);
     r.finish();
     Some(IdentityHeaders {
         user: user?,
@@ -451,7 +470,7 @@ fn is_forbidden_header(name: &str) -> bool {
     ) || name.starts_with("x-forwarded-")
 }
 
-fn string_list(e: &Entry<'_>, what: &str) -> Option<Vec<String>> {
+pub(super) fn string_list(e: &Entry<'_, Key<kind::List>>, what: &str) -> Option<Vec<String>> {
     let items = e.array(&format!("an array of {what}"))?;
     let mut out = Vec::new();
     let mut ok = true;
@@ -469,13 +488,12 @@ fn string_list(e: &Entry<'_>, what: &str) -> Option<Vec<String>> {
 }
 
 /// `allow_groups` and `allow_users`: `Some(None)` when neither is set.
-pub(super) fn read_allow(r: &mut Reader<'_>) -> Option<Option<Allow>> {
-    let groups = r
-        .get("allow_groups")
-        .map(|e| string_list(&e, "JumpCloud user group names or ids"));
-    let users = r
-        .get("allow_users")
-        .map(|e| string_list(&e, "JumpCloud user ids or emails"));
+pub(super) fn read_allow(
+    groups: Option<Entry<'_, Key<kind::List>>>,
+    users: Option<Entry<'_, Key<kind::List>>>,
+) -> Option<Option<Allow>> {
+    let groups = groups.map(|e| string_list(&e, "JumpCloud user group names or ids"));
+    let users = users.map(|e| string_list(&e, "JumpCloud user ids or emails"));
     match (groups, users) {
         (None, None) => Some(None),
         (g, u) => Some(Some(Allow {
@@ -485,21 +503,22 @@ pub(super) fn read_allow(r: &mut Reader<'_>) -> Option<Option<Allow>> {
     }
 }
 
-pub(super) fn read_directory(mut r: Reader<'_>, state_dir: &Path) -> Option<DirectoryConfig> {
+pub(super) fn read_directory(
+    r: Reader<'_, DirectoryFile>,
+    state_dir: &Path,
+) -> Option<DirectoryConfig> {
     let provider =
-        r.need("provider", "\"jumpcloud\"")
-            .and_then(|e| match e.str("\"jumpcloud\"")? {
-                "jumpcloud" => Some(()),
-                other => {
-                    e.report(format!(
-                        "\"{other}\" is not a supported directory; expected \"jumpcloud\""
-                    ));
-                    None
-                }
-            });
+        need!(r, provider, "\"jumpcloud\"").and_then(|e| match e.str("\"jumpcloud\"")? {
+            "jumpcloud" => Some(()),
+            other => {
+                e.report(format!(
+                    "\"{other}\" is not a supported directory; expected \"jumpcloud\""
+                ));
+                None
+            }
+        });
     let api_url = default_or(
-        &mut r,
-        "api_url",
+        get!(r, api_url),
         "https://console.jumpcloud.com".to_owned(),
         |e| {
             let s = e.str("the console URL, such as \"https://console.jumpcloud.com\"")?;
@@ -523,8 +542,8 @@ pub(super) fn read_directory(mut r: Reader<'_>, state_dir: &Path) -> Option<Dire
             Some(s.trim_end_matches('/').to_owned())
         },
     );
-    let api_key = secret(&mut r, "api_key_file", "api_key_env");
-    let org_id = default_or(&mut r, "org_id", None, |e| {
+    let api_key = secret!(r, api_key_file, api_key_env);
+    let org_id = default_or(get!(r, org_id), None, |e| {
         let s = e.str("an organization id (24 hex characters)")?;
         if s.len() != 24 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
             e.report(format!(
@@ -534,35 +553,29 @@ pub(super) fn read_directory(mut r: Reader<'_>, state_dir: &Path) -> Option<Dire
         }
         Some(Some(s.to_owned()))
     });
-    let sync_interval = default_or(&mut r, "sync_interval", Duration::from_secs(300), |e| {
+    let sync_interval = default_or(get!(r, sync_interval), Duration::from_secs(300), |e| {
         e.duration(false)
     });
-    let max_staleness = default_or(&mut r, "max_staleness", Duration::from_secs(3600), |e| {
+    let max_staleness = default_or(get!(r, max_staleness), Duration::from_secs(3600), |e| {
         e.duration(false)
     });
-    let cache_file = default_or(
-        &mut r,
-        "cache_file",
-        state_dir.join("directory.json"),
-        |e| e.path(),
-    );
-    let application_id = default_or(&mut r, "application_id", None, |e| {
+    let cache_file = default_or(get!(r, cache_file), state_dir.join("directory.json"), |e| {
+        e.path()
+    });
+    let application_id = default_or(get!(r, application_id), None, |e| {
         e.str("the JumpCloud application id")
             .map(|s| Some(s.to_owned()))
     });
-    let request_interval = default_or(
-        &mut r,
-        "request_interval",
-        Duration::from_millis(100),
-        |e| e.duration(true),
-    );
-    let request_timeout = default_or(&mut r, "request_timeout", Duration::from_secs(30), |e| {
+    let request_interval = default_or(get!(r, request_interval), Duration::from_millis(100), |e| {
+        e.duration(true)
+    });
+    let request_timeout = default_or(get!(r, request_timeout), Duration::from_secs(30), |e| {
         e.duration(false)
     });
-    let max_retries = default_or(&mut r, "max_retries", 6, |e| {
+    let max_retries = default_or(get!(r, max_retries), 6, |e| {
         e.int_in(0..=20).map(|n| n as u32)
     });
-    let retry_backoff = default_or(&mut r, "retry_backoff", Duration::from_secs(1), |e| {
+    let retry_backoff = default_or(get!(r, retry_backoff), Duration::from_secs(1), |e| {
         e.duration(false)
     });
     if let (Some(i), Some(s)) = (&sync_interval, &max_staleness) {
@@ -593,7 +606,7 @@ pub(super) fn read_directory(mut r: Reader<'_>, state_dir: &Path) -> Option<Dire
 }
 
 /// The state directory: `server.state_dir`, else `state/` beside the config file.
-pub(super) fn state_dir(e: Option<Entry<'_>>, base: &Path) -> Option<PathBuf> {
+pub(super) fn state_dir(e: Option<Entry<'_, Key<kind::Path>>>, base: &Path) -> Option<PathBuf> {
     match e {
         Some(e) => e.path(),
         None => Some(base.join("state")),

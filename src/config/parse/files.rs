@@ -2,9 +2,9 @@
 
 use std::path::Path;
 
-use toml_edit::{ImDocument, Item, TableLike, Value};
+use toml_edit::ImDocument;
 
-use super::reader::{line_of, line_starts};
+use super::reader::{find, key_steps, line_of, line_starts};
 use crate::config::{Config, Problem};
 
 /// Reports the files a valid config names but the gateway could not open: `server.tls_cert`,
@@ -105,27 +105,13 @@ pub fn at_keys(config: &Config, found: Vec<(String, String)>) -> Vec<Problem> {
         .map(|(key, message)| Problem {
             file: config.source.clone(),
             line: located.as_ref().and_then(|(doc, starts)| {
-                Some(line_of(starts, key_line(doc.as_item(), &key_steps(&key))?))
+                let (_, offset) = find(doc.as_item(), &key_steps(&key))?;
+                Some(line_of(starts, offset?))
             }),
             key,
             message,
         })
         .collect()
-}
-
-/// The steps of a dotted key: `site[1].route[0].path` is site, 1, route, 0, path.
-fn key_steps(dotted: &str) -> Vec<KeyStep<'_>> {
-    let mut steps = Vec::new();
-    for part in dotted.split('.') {
-        let (name, rest) = part.split_once('[').unwrap_or((part, ""));
-        steps.push(KeyStep::Key(name));
-        for index in rest.split('[') {
-            if let Ok(n) = index.trim_end_matches(']').parse() {
-                steps.push(KeyStep::Index(n));
-            }
-        }
-    }
-    steps
 }
 
 /// Why the gateway could not use the file at `path`, if it could not.
@@ -157,36 +143,4 @@ fn io_reason(e: &std::io::Error) -> String {
         std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
         _ => e.to_string(),
     }
-}
-
-enum KeyStep<'a> {
-    Key(&'a str),
-    Index(usize),
-}
-
-/// Byte offset of the key (or value) reached by `steps`, for pointing back into the file.
-fn key_line(root: &Item, steps: &[KeyStep<'_>]) -> Option<usize> {
-    let mut at: &dyn TableLike = root.as_table_like()?;
-    let mut item: Option<&Item> = None;
-    let mut offset = None;
-    for step in steps {
-        match step {
-            KeyStep::Key(k) => {
-                if let Some(i) = item.take() {
-                    at = i.as_table_like()?;
-                }
-                let (key, next) = at.get_key_value(k)?;
-                offset = key.span().or_else(|| next.span()).map(|s| s.start);
-                item = Some(next);
-            }
-            KeyStep::Index(n) => {
-                at = match item.take()? {
-                    Item::ArrayOfTables(a) => a.get(*n)?,
-                    Item::Value(Value::Array(a)) => a.get(*n)?.as_inline_table()?,
-                    _ => return None,
-                };
-            }
-        }
-    }
-    offset
 }

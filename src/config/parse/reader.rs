@@ -1,14 +1,16 @@
-//! The walk's machinery: a [`Reader`] per table that remembers the keys asked for, an
-//! [`Entry`] per value that converts it to a typed value or reports why not, and the problems
-//! collected with their lines.
+//! The validation pass's machinery: a [`Reader`] per table of the file structs, an [`Entry`]
+//! per value that converts it to a typed value or reports why not, the problems collected,
+//! and the document the problems' lines are found in.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use toml_edit::{Item, TableLike, Value};
+use serde::de::DeserializeOwned;
+use toml_edit::{ImDocument, Item, TableLike, Value};
 
+use super::raw::{field_names, kind, Key, Raw, Table, Tables};
 use crate::config::{Access, Problem};
 
 pub(super) fn line_starts(text: &str) -> Vec<usize> {
@@ -21,32 +23,27 @@ pub(super) fn line_of(starts: &[usize], offset: usize) -> usize {
     starts.partition_point(|&s| s <= offset).max(1)
 }
 
-/// What the whole walk shares: where the file is and the problems found so far.
+/// What the whole pass shares: where the file is, its document (for lines and for describing
+/// a wrong value as written) and the problems found so far.
 pub(super) struct Cx<'a> {
     pub(super) file: &'a Path,
     pub(super) base: PathBuf,
-    pub(super) starts: Vec<usize>,
+    doc: &'a ImDocument<&'a str>,
+    starts: Vec<usize>,
     // Shared by every Reader and Entry alive at once (a site's reader and its routes' readers),
     // so it cannot be a plain `&mut`.
-    pub(super) problems: RefCell<Vec<Problem>>,
+    problems: RefCell<Vec<Problem>>,
 }
 
 impl<'a> Cx<'a> {
-    pub(super) fn new(text: &str, file: &'a Path) -> Self {
+    pub(super) fn new(text: &str, file: &'a Path, doc: &'a ImDocument<&'a str>) -> Self {
         Cx {
             file,
             base: file.parent().map(Path::to_path_buf).unwrap_or_default(),
+            doc,
             starts: line_starts(text),
             problems: RefCell::new(Vec::new()),
         }
-    }
-
-    pub(super) fn line_of(&self, offset: usize) -> usize {
-        line_of(&self.starts, offset)
-    }
-
-    pub(super) fn span_line(&self, span: Option<std::ops::Range<usize>>) -> Option<usize> {
-        span.map(|s| self.line_of(s.start))
     }
 
     pub(super) fn report(
@@ -69,31 +66,67 @@ impl<'a> Cx<'a> {
         problems.sort_by_key(|p| (p.line.is_none(), p.line));
         problems
     }
+
+    /// The line of the key or element at `steps`.
+    fn line_at(&self, steps: &[Step<'_>]) -> Option<usize> {
+        find(self.doc.as_item(), steps)
+            .and_then(|(_, offset)| offset)
+            .map(|o| line_of(&self.starts, o))
+    }
+
+    fn line_of_key(&self, key: &str) -> Option<usize> {
+        self.line_at(&key_steps(key))
+    }
+
+    /// How the value under `key` reads in the file, for messages: `integer 8443`, `table`.
+    fn found(&self, key: &str) -> String {
+        match find(self.doc.as_item(), &key_steps(key)) {
+            Some((Node::Item(Item::Value(v)) | Node::Value(v), _)) => describe(v),
+            Some((Node::Item(item), _)) => item.type_name().to_owned(),
+            Some((Node::Table(_), _)) => "table".to_owned(),
+            None => "another kind of value".to_owned(),
+        }
+    }
 }
 
-/// One table being read. Every key asked for is remembered, so [`Reader::finish`] can report
-/// the rest as unknown and suggest the closest known spelling.
-pub(super) struct Reader<'a> {
+/// One table of the file structs being validated. [`Reader::finish`] reports the keys its
+/// struct does not declare, with the closest declared spelling.
+pub(super) struct Reader<'a, T> {
     pub(super) cx: &'a Cx<'a>,
-    pub(super) table: &'a dyn TableLike,
+    pub(super) file: &'a T,
+    unknown: &'a [String],
     pub(super) path: String,
     pub(super) line: Option<usize>,
-    pub(super) asked: Vec<&'static str>,
 }
 
-impl<'a> Reader<'a> {
-    pub(super) fn new(
-        cx: &'a Cx<'a>,
-        table: &'a dyn TableLike,
-        path: String,
-        line: Option<usize>,
-    ) -> Self {
-        Reader {
-            cx,
-            table,
-            path,
-            line,
-            asked: Vec::new(),
+/// The [`Entry`] for a key of the table a [`Reader`] reads, named by its field so that the
+/// key is spelt once, in the schema.
+macro_rules! get {
+    ($r:expr, $key:ident) => {
+        $r.get(stringify!($key), $r.file.$key.as_ref())
+    };
+}
+
+/// [`get!`] for a key whose absence is a problem; `$expected` says what belongs there.
+macro_rules! need {
+    ($r:expr, $key:ident, $expected:expr) => {
+        $r.need(stringify!($key), $r.file.$key.as_ref(), $expected)
+    };
+}
+
+pub(super) use {get, need};
+
+impl<'a, T: DeserializeOwned> Reader<'a, T> {
+    pub(super) fn root(cx: &'a Cx<'a>, table: &'a Table<T>) -> Option<Self> {
+        match table {
+            Table::Read { file, unknown } => Some(Reader {
+                cx,
+                file,
+                unknown,
+                path: String::new(),
+                line: None,
+            }),
+            Table::Other => None,
         }
     }
 
@@ -105,28 +138,27 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// The value under `key`, if present.
-    pub(super) fn get(&mut self, key: &'static str) -> Option<Entry<'a>> {
-        self.asked.push(key);
-        let (k, item) = self.table.get_key_value(key)?;
-        if item.is_none() {
-            return None;
-        }
-        let line = self
-            .cx
-            .span_line(k.span().or_else(|| item.span()))
-            .or(self.line);
+    /// The value under `key`, if present. Use [`get!`], which names the field once.
+    pub(super) fn get<N>(&self, key: &'static str, node: Option<&'a N>) -> Option<Entry<'a, N>> {
+        let node = node?;
+        let key = self.key_path(key);
+        let line = self.cx.line_of_key(&key).or(self.line);
         Some(Entry {
             cx: self.cx,
-            node: Node::Item(item),
-            key: self.key_path(key),
+            node,
+            key,
             line,
         })
     }
 
-    /// The value under `key`; its absence is a problem.
-    pub(super) fn need(&mut self, key: &'static str, expected: &str) -> Option<Entry<'a>> {
-        let entry = self.get(key);
+    /// The value under `key`; its absence is a problem. Use [`need!`].
+    pub(super) fn need<N>(
+        &self,
+        key: &'static str,
+        node: Option<&'a N>,
+        expected: &str,
+    ) -> Option<Entry<'a, N>> {
+        let entry = self.get(key, node);
         if entry.is_none() {
             self.cx.report(
                 self.line,
@@ -148,27 +180,20 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// Reports every key that no one asked for.
+    /// Reports every key the table's struct does not declare.
     pub(super) fn finish(self) {
-        for (key, item) in self.table.iter() {
-            if self.asked.contains(&key) {
-                continue;
-            }
-            let span = self
-                .table
-                .get_key_value(key)
-                .and_then(|(k, _)| k.span())
-                .or_else(|| item.span());
-            let hint = match closest(key, &self.asked) {
+        let known = field_names::<T>();
+        let mut steps = key_steps(&self.path);
+        for key in self.unknown {
+            let hint = match closest(key, known) {
                 Some(known) => format!("; did you mean \"{known}\"?"),
-                None => {
-                    let mut known: Vec<&str> = self.asked.clone();
-                    known.dedup();
-                    format!("; known keys here: {}", known.join(", "))
-                }
+                None => format!("; known keys here: {}", known.join(", ")),
             };
+            steps.push(Step::Key(key));
+            let line = self.cx.line_at(&steps).or(self.line);
+            steps.pop();
             self.cx.report(
-                self.cx.span_line(span).or(self.line),
+                line,
                 self.key_path(key),
                 format!("unknown key \"{key}\" {}{hint}", self.place()),
             );
@@ -214,65 +239,85 @@ pub(super) fn edit_distance(a: &str, b: &str) -> usize {
     d[a.len()][b.len()]
 }
 
-#[derive(Clone, Copy)]
-pub(super) enum Node<'a> {
-    Item(&'a Item),
-    Value(&'a Value),
-}
-
 /// One present value with its place in the file, ready to be converted to a typed value.
 /// Each conversion reports its own problem and returns `None` when the value does not fit.
-pub(super) struct Entry<'a> {
+/// `N` is what the schema declares: a [`Key`] of some kind, a [`Table`], [`Tables`], or a
+/// [`Raw`] element of a list.
+pub(super) struct Entry<'a, N> {
     pub(super) cx: &'a Cx<'a>,
-    pub(super) node: Node<'a>,
+    node: &'a N,
     pub(super) key: String,
     pub(super) line: Option<usize>,
 }
 
-impl<'a> Entry<'a> {
-    pub(super) fn value(&self) -> Option<&'a Value> {
-        match self.node {
-            Node::Item(item) => item.as_value(),
-            Node::Value(v) => Some(v),
-        }
-    }
+/// A value that holds a [`Raw`] TOML value.
+pub(super) trait HasRaw {
+    fn raw(&self) -> &Raw;
+}
 
+impl HasRaw for Raw {
+    fn raw(&self) -> &Raw {
+        self
+    }
+}
+
+impl<K> HasRaw for Key<K> {
+    fn raw(&self) -> &Raw {
+        &self.raw
+    }
+}
+
+impl<'a, N> Entry<'a, N> {
     pub(super) fn report(&self, message: impl Into<String>) {
         self.cx.report(self.line, self.key.clone(), message);
     }
 
-    /// How the value reads in the file, for messages: `integer 8443`, `table`.
-    pub(super) fn found(&self) -> String {
-        match self.node {
-            Node::Item(Item::Value(v)) | Node::Value(v) => describe(v),
-            Node::Item(item) => item.type_name().to_owned(),
+    pub(super) fn wrong_type(&self, expected: &str) {
+        self.report(format!(
+            "expected {expected}, found {}",
+            self.cx.found(&self.key)
+        ));
+    }
+
+    /// The entry for the `i`th element of this value.
+    fn element<E>(&self, i: usize, node: &'a E) -> Entry<'a, E> {
+        let key = format!("{}[{i}]", self.key);
+        Entry {
+            cx: self.cx,
+            node,
+            line: self.cx.line_of_key(&key).or(self.line),
+            key,
         }
     }
+}
 
-    pub(super) fn wrong_type(&self, expected: &str) {
-        self.report(format!("expected {expected}, found {}", self.found()));
-    }
-
+impl<'a, N: HasRaw> Entry<'a, N> {
     pub(super) fn str(&self, expected: &str) -> Option<&'a str> {
-        match self.value().and_then(Value::as_str) {
-            Some(s) => Some(s),
-            None => {
+        match self.node.raw() {
+            Raw::Str(s) => Some(s),
+            _ => {
                 self.wrong_type(expected);
                 None
             }
         }
     }
+}
 
+impl Entry<'_, Key<kind::Bool>> {
     pub(super) fn bool(&self) -> Option<bool> {
-        let b = self.value().and_then(Value::as_bool);
-        if b.is_none() {
-            self.wrong_type("true or false");
+        match self.node.raw {
+            Raw::Bool(b) => Some(b),
+            _ => {
+                self.wrong_type("true or false");
+                None
+            }
         }
-        b
     }
+}
 
+impl Entry<'_, Key<kind::Int>> {
     pub(super) fn int_in(&self, range: std::ops::RangeInclusive<i64>) -> Option<usize> {
-        let Some(n) = self.value().and_then(Value::as_integer) else {
+        let Raw::Int(n) = self.node.raw else {
             self.wrong_type(&format!(
                 "an integer from {} to {}",
                 range.start(),
@@ -290,10 +335,12 @@ impl<'a> Entry<'a> {
         }
         usize::try_from(n).ok()
     }
+}
 
+impl Entry<'_, Key<kind::Addr>> {
     pub(super) fn addr(&self) -> Option<SocketAddr> {
-        pub(super) const EXPECTED: &str = "\"IP:PORT\" such as \"0.0.0.0:8443\"";
-        if let Some(n) = self.value().and_then(Value::as_integer) {
+        const EXPECTED: &str = "\"IP:PORT\" such as \"0.0.0.0:8443\"";
+        if let Raw::Int(n) = self.node.raw {
             self.report(format!(
                 "expected a string {EXPECTED}, found integer {n}; write \"0.0.0.0:{n}\""
             ));
@@ -310,10 +357,12 @@ impl<'a> Entry<'a> {
             }
         }
     }
+}
 
+impl Entry<'_, Key<kind::Duration>> {
     pub(super) fn duration(&self, may_be_zero: bool) -> Option<Duration> {
-        pub(super) const EXPECTED: &str = "a duration string such as \"30s\", \"15m\" or \"12h\"";
-        if let Some(n) = self.value().and_then(Value::as_integer) {
+        const EXPECTED: &str = "a duration string such as \"30s\", \"15m\" or \"12h\"";
+        if let Raw::Int(n) = self.node.raw {
             self.report(format!(
                 "expected {EXPECTED}, found integer {n}; write \"{n}s\" for seconds"
             ));
@@ -336,7 +385,9 @@ impl<'a> Entry<'a> {
             }
         }
     }
+}
 
+impl Entry<'_, Key<kind::Path>> {
     /// A file path; relative ones are taken from the config file's directory, so the config
     /// means the same thing whatever directory the gateway is started from.
     pub(super) fn path(&self) -> Option<PathBuf> {
@@ -352,9 +403,11 @@ impl<'a> Entry<'a> {
             self.cx.base.join(p)
         })
     }
+}
 
+impl Entry<'_, Key<kind::Str>> {
     pub(super) fn access(&self) -> Option<Access> {
-        pub(super) const EXPECTED: &str = "\"protected\", \"public\" or \"deny\"";
+        const EXPECTED: &str = "\"protected\", \"public\" or \"deny\"";
         let s = self.str(&format!("one of {EXPECTED}"))?;
         match s {
             "protected" => Some(Access::Protected),
@@ -368,73 +421,131 @@ impl<'a> Entry<'a> {
             }
         }
     }
+}
 
-    /// The value as a table to read keys from (`[name]` or an inline `{ ... }`).
-    pub(super) fn table(&self, expected: &str) -> Option<Reader<'a>> {
-        let (table, span): (&'a dyn TableLike, _) = match self.node {
-            Node::Item(Item::Table(t)) => (t, t.span()),
-            Node::Item(Item::Value(Value::InlineTable(t))) | Node::Value(Value::InlineTable(t)) => {
-                (t, t.span())
-            }
-            _ => {
-                self.wrong_type(expected);
-                return None;
-            }
-        };
-        let line = self.cx.span_line(span).or(self.line);
-        Some(Reader::new(self.cx, table, self.key.clone(), line))
-    }
-
-    /// The value as a list of tables (`[[name]]` or an array of inline tables), each keyed
-    /// `name[i]`.
-    pub(super) fn tables(&self, expected: &str) -> Option<Vec<Reader<'a>>> {
-        let mut out = Vec::new();
-        match self.node {
-            Node::Item(Item::ArrayOfTables(a)) => {
-                for (i, t) in a.iter().enumerate() {
-                    let line = self.cx.span_line(t.span()).or(self.line);
-                    out.push(Reader::new(self.cx, t, format!("{}[{i}]", self.key), line));
-                }
-            }
-            Node::Item(Item::Value(Value::Array(a))) | Node::Value(Value::Array(a)) => {
-                for (i, v) in a.iter().enumerate() {
-                    let entry = Entry {
-                        cx: self.cx,
-                        node: Node::Value(v),
-                        key: format!("{}[{i}]", self.key),
-                        line: self.cx.span_line(v.span()).or(self.line),
-                    };
-                    if let Some(r) = entry.table("a table") {
-                        out.push(r);
-                    }
-                }
-            }
-            _ => {
-                self.wrong_type(expected);
-                return None;
-            }
-        }
-        Some(out)
-    }
-
+impl<'a> Entry<'a, Key<kind::List>> {
     /// The value as an array, each element keyed `name[i]` with its own line.
-    pub(super) fn array(&self, expected: &str) -> Option<Vec<Entry<'a>>> {
-        let Some(Value::Array(a)) = self.value() else {
+    pub(super) fn array(&self, expected: &str) -> Option<Vec<Entry<'a, Raw>>> {
+        let Raw::Array(items) = &self.node.raw else {
             self.wrong_type(expected);
             return None;
         };
         Some(
-            a.iter()
+            items
+                .iter()
                 .enumerate()
-                .map(|(i, v)| Entry {
-                    cx: self.cx,
-                    node: Node::Value(v),
-                    key: format!("{}[{i}]", self.key),
-                    line: self.cx.span_line(v.span()).or(self.line),
-                })
+                .map(|(i, v)| self.element(i, v))
                 .collect(),
         )
     }
+}
+
+impl<'a, T: DeserializeOwned> Entry<'a, Table<T>> {
+    /// The value as a table to validate (`[name]` or an inline `{ ... }`).
+    pub(super) fn table(&self, expected: &str) -> Option<Reader<'a, T>> {
+        match self.node {
+            Table::Read { file, unknown } => Some(Reader {
+                cx: self.cx,
+                file,
+                unknown,
+                path: self.key.clone(),
+                line: self.line,
+            }),
+            Table::Other => {
+                self.wrong_type(expected);
+                None
+            }
+        }
+    }
+}
+
+impl<'a, T: DeserializeOwned> Entry<'a, Tables<T>> {
+    /// The value as a list of tables (`[[name]]` or an array of inline tables), each keyed
+    /// `name[i]`.
+    pub(super) fn tables(&self, expected: &str) -> Option<Vec<Reader<'a, T>>> {
+        let Tables::Read(tables) = self.node else {
+            self.wrong_type(expected);
+            return None;
+        };
+        Some(
+            tables
+                .iter()
+                .enumerate()
+                .filter_map(|(i, t)| self.element(i, t).table("a table"))
+                .collect(),
+        )
+    }
+}
+
+/// One step of a dotted key: `site[1].route[0].path` is site, 1, route, 0, path.
+pub(super) enum Step<'k> {
+    Key(&'k str),
+    Index(usize),
+}
+
+/// The steps of a dotted key as problems spell it. Only declared keys and indexes are
+/// parsed back this way; an unknown key, which may hold any character, is pushed as a step.
+pub(super) fn key_steps(dotted: &str) -> Vec<Step<'_>> {
+    let mut steps = Vec::new();
+    for part in dotted.split('.').filter(|p| !p.is_empty()) {
+        let (name, rest) = part.split_once('[').unwrap_or((part, ""));
+        steps.push(Step::Key(name));
+        for index in rest.split('[') {
+            if let Ok(n) = index.trim_end_matches(']').parse() {
+                steps.push(Step::Index(n));
+            }
+        }
+    }
+    steps
+}
+
+#[derive(Clone, Copy)]
+pub(super) enum Node<'d> {
+    Item(&'d Item),
+    Value(&'d Value),
+    Table(&'d toml_edit::Table),
+}
+
+impl<'d> Node<'d> {
+    fn table_like(self) -> Option<&'d dyn TableLike> {
+        match self {
+            Node::Item(i) => i.as_table_like(),
+            Node::Value(v) => v.as_inline_table().map(|t| t as &dyn TableLike),
+            Node::Table(t) => Some(t),
+        }
+    }
+}
+
+/// The node reached by `steps` and the byte offset its line is counted from: a key's own
+/// position (or its value's, when the key has none), an element's position in its array.
+pub(super) fn find<'d>(root: &'d Item, steps: &[Step<'_>]) -> Option<(Node<'d>, Option<usize>)> {
+    let mut node = Node::Item(root);
+    let mut offset = None;
+    for step in steps {
+        match step {
+            Step::Key(k) => {
+                let (key, item) = node.table_like()?.get_key_value(k)?;
+                offset = key.span().or_else(|| item.span()).map(|s| s.start);
+                node = Node::Item(item);
+            }
+            Step::Index(n) => {
+                let array = match node {
+                    Node::Item(Item::ArrayOfTables(a)) => {
+                        let t = a.get(*n)?;
+                        offset = t.span().map(|s| s.start).or(offset);
+                        node = Node::Table(t);
+                        continue;
+                    }
+                    Node::Item(Item::Value(Value::Array(a))) | Node::Value(Value::Array(a)) => a,
+                    _ => return None,
+                };
+                let v = array.get(*n)?;
+                offset = v.span().map(|s| s.start).or(offset);
+                node = Node::Value(v);
+            }
+        }
+    }
+    Some((node, offset))
 }
 
 pub(super) fn describe(v: &Value) -> String {

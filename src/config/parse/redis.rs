@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use ::redis::{ConnectionAddr, IntoConnectionInfo};
 
-use super::{Entry, Reader};
+use super::raw::{kind, Key, Raw};
+use super::reader::{get, Entry, Reader};
+use super::schema::SessionFile;
 use crate::config::{RedisConfig, RedisTarget, SecretSource, SentinelConfig, StoreKind};
 
 const URL_EXAMPLE: &str = "\"redis://127.0.0.1:6379/0\"";
@@ -16,25 +18,19 @@ const SENTINEL_EXAMPLE: &str = "\"redis://10.0.0.1:26379\"";
 /// The Redis keys of `[session]`: `Some(None)` when sessions are not in Redis, `None` after
 /// a problem was reported.
 pub(super) fn read_redis(
-    r: &mut Reader<'_>,
+    r: &Reader<'_, SessionFile>,
     store: Option<StoreKind>,
 ) -> Option<Option<RedisConfig>> {
-    let url = r.get("redis_url").map(|e| (read_url(&e), e.line));
-    let sentinels = r
-        .get("redis_sentinels")
-        .map(|e| (read_sentinels(&e), e.line));
-    let master = r
-        .get("redis_sentinel_master")
-        .map(|e| (read_master(&e), e.line));
+    let url = get!(r, redis_url).map(|e| (read_url(&e), e.line));
+    let sentinels = get!(r, redis_sentinels).map(|e| (read_sentinels(&e), e.line));
+    let master = get!(r, redis_sentinel_master).map(|e| (read_master(&e), e.line));
     let sentinel_password = optional_secret(
-        r,
-        "redis_sentinel_password_file",
-        "redis_sentinel_password_env",
+        get!(r, redis_sentinel_password_file),
+        get!(r, redis_sentinel_password_env),
     );
-    let database = r
-        .get("redis_database")
+    let database = get!(r, redis_database)
         .map(|e| (e.int_in(0..=i64::from(i32::MAX)).map(|n| n as i64), e.line));
-    let password = match (r.get("redis_password_file"), r.get("redis_password_env")) {
+    let password = match (get!(r, redis_password_file), get!(r, redis_password_env)) {
         (None, None) => Some(None),
         (Some(f), None) => f.path().map(|p| Some(SecretSource::File(p))),
         (None, Some(e)) => e
@@ -45,15 +41,15 @@ pub(super) fn read_redis(
             None
         }
     };
-    let key_prefix = match r.get("key_prefix") {
+    let key_prefix = match get!(r, key_prefix) {
         None => Some("jumpgate:".to_owned()),
         Some(e) => key_prefix(&e),
     };
-    let local_cache_ttl = match r.get("local_cache_ttl") {
+    let local_cache_ttl = match get!(r, local_cache_ttl) {
         None => Some(Duration::from_secs(30)),
         Some(e) => e.duration(false),
     };
-    let grace = match r.get("redis_grace") {
+    let grace = match get!(r, redis_grace) {
         None => Some(Duration::from_secs(30)),
         Some(e) => e.duration(false),
     };
@@ -61,29 +57,29 @@ pub(super) fn read_redis(
     // The sentinel keys only mean something next to redis_sentinels, whatever the store.
     let mut companions_ok = true;
     if sentinels.is_none() {
-        let without = |line: Option<usize>, key: &str, hint: &str| {
+        let without = |line: Option<usize>, key: String, hint: &str| {
             r.cx.report(
                 line,
-                r.key_path(key),
+                key,
                 format!("only applies with redis_sentinels{hint}"),
             );
         };
         if let Some((_, line)) = &master {
             without(
                 *line,
-                "redis_sentinel_master",
+                r.key_path("redis_sentinel_master"),
                 &format!("; add redis_sentinels = [{SENTINEL_EXAMPLE}]"),
             );
             companions_ok = false;
         }
         if let Some(Some((_, line, key))) = &sentinel_password {
-            without(*line, key, "");
+            without(*line, key.clone(), "");
             companions_ok = false;
         }
         if let Some((_, line)) = &database {
             without(
                 *line,
-                "redis_database",
+                r.key_path("redis_database"),
                 &format!("; with redis_url the database is the URL's path, as in {URL_EXAMPLE}"),
             );
             companions_ok = false;
@@ -159,7 +155,7 @@ pub(super) fn read_redis(
     }))
 }
 
-fn read_url(e: &Entry<'_>) -> Option<String> {
+fn read_url(e: &Entry<'_, Key<kind::Str>>) -> Option<String> {
     let s = e.str("a redis:// or rediss:// URL")?;
     match s.into_connection_info() {
         Ok(_) if s.starts_with("redis://") || s.starts_with("rediss://") => Some(s.to_owned()),
@@ -179,7 +175,7 @@ fn tls_of(addr: &ConnectionAddr) -> Option<bool> {
     }
 }
 
-fn read_sentinels(e: &Entry<'_>) -> Option<Vec<String>> {
+fn read_sentinels(e: &Entry<'_, Key<kind::List>>) -> Option<Vec<String>> {
     let items = e.array(&format!(
         "a list of sentinel URLs such as [{SENTINEL_EXAMPLE}]"
     ))?;
@@ -216,7 +212,7 @@ fn read_sentinels(e: &Entry<'_>) -> Option<Vec<String>> {
 }
 
 /// One sentinel URL: the URL, its `host:port` and how it is reached.
-fn read_sentinel(e: &Entry<'_>) -> Option<(String, String, Option<bool>)> {
+fn read_sentinel(e: &Entry<'_, Raw>) -> Option<(String, String, Option<bool>)> {
     let s = e.str(&format!("a sentinel URL such as {SENTINEL_EXAMPLE}"))?;
     let info = match s.into_connection_info() {
         Ok(info) if s.starts_with("redis://") || s.starts_with("rediss://") => info,
@@ -255,7 +251,7 @@ fn has_port(url: &str) -> bool {
         .is_some_and(|(_, p)| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
-fn read_master(e: &Entry<'_>) -> Option<String> {
+fn read_master(e: &Entry<'_, Key<kind::Str>>) -> Option<String> {
     let s = e.str("the master's name, such as \"mymaster\"")?;
     if s.is_empty() || s.len() > 256 || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
         e.report(format!(
@@ -266,34 +262,42 @@ fn read_master(e: &Entry<'_>) -> Option<String> {
     Some(s.to_owned())
 }
 
-/// At most one of `file_key` and `env_key`: `Some(None)` when neither is set, and with the
-/// secret its line and key.
+/// At most one of a `*_file` and a `*_env` key: `Some(None)` when neither is set, and with
+/// the secret the line and key it was set on.
 fn optional_secret(
-    r: &mut Reader<'_>,
-    file_key: &'static str,
-    env_key: &'static str,
-) -> Option<Option<(SecretSource, Option<usize>, &'static str)>> {
-    match (r.get(file_key), r.get(env_key)) {
+    file: Option<Entry<'_, Key<kind::Path>>>,
+    env: Option<Entry<'_, Key<kind::Str>>>,
+) -> Option<Option<(SecretSource, Option<usize>, String)>> {
+    match (file, env) {
         (None, None) => Some(None),
         (Some(f), None) => f
             .path()
-            .map(|p| Some((SecretSource::File(p), f.line, file_key))),
+            .map(|p| Some((SecretSource::File(p), f.line, f.key.clone()))),
         (None, Some(e)) => {
             let name = e.str("the name of an environment variable")?;
             if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
                 e.report(format!("\"{name}\" is not an environment variable name; expected letters, digits and _"));
                 return None;
             }
-            Some(Some((SecretSource::Env(name.to_owned()), e.line, env_key)))
+            Some(Some((
+                SecretSource::Env(name.to_owned()),
+                e.line,
+                e.key.clone(),
+            )))
         }
-        (Some(f), Some(_)) => {
-            f.report(format!("set either {file_key} or {env_key}, not both"));
+        (Some(f), Some(e)) => {
+            let name = |key: &str| key.rsplit('.').next().unwrap_or_default().to_owned();
+            f.report(format!(
+                "set either {} or {}, not both",
+                name(&f.key),
+                name(&e.key)
+            ));
             None
         }
     }
 }
 
-fn key_prefix(e: &Entry<'_>) -> Option<String> {
+fn key_prefix(e: &Entry<'_, Key<kind::Str>>) -> Option<String> {
     let s = e.str("a key prefix such as \"jumpgate:\"")?;
     if s.is_empty() || s.len() > 64 || s.bytes().any(|b| b <= b' ' || b == 0x7f) {
         e.report(format!(

@@ -6,37 +6,34 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use super::auth;
-use super::{Entry, Reader};
+use super::raw::{kind, Key};
+use super::reader::{get, need, Entry, Reader};
+use super::schema::{LimitsFile, LogFile, ServerFile};
 use crate::config::{Limits, LogConfig, LogFormat, ServerConfig};
 
-pub(super) fn read_server(mut r: Reader<'_>) -> Option<ServerConfig> {
-    let listen = r
-        .need("listen", "\"IP:PORT\" such as \"0.0.0.0:8443\"")
-        .map(|e| (e.addr(), e.line));
-    let tls_cert = r
-        .need("tls_cert", "the path of a PEM certificate chain")
-        .and_then(|e| e.path());
-    let tls_key = r
-        .need("tls_key", "the path of a PEM private key")
-        .and_then(|e| e.path());
-    let redirect = r.get("http_redirect_listen").map(|e| (e.addr(), e.line));
-    let admin = r.get("admin_listen").map(|e| (e.addr(), e.line));
-    let verify = r.get("verify_listen").map(|e| (e.addr(), e.line));
-    let trusted_proxies = match r.get("trusted_proxies") {
+pub(super) fn read_server(r: Reader<'_, ServerFile>) -> Option<ServerConfig> {
+    let listen =
+        need!(r, listen, "\"IP:PORT\" such as \"0.0.0.0:8443\"").map(|e| (e.addr(), e.line));
+    let tls_cert = need!(r, tls_cert, "the path of a PEM certificate chain").and_then(|e| e.path());
+    let tls_key = need!(r, tls_key, "the path of a PEM private key").and_then(|e| e.path());
+    let redirect = get!(r, http_redirect_listen).map(|e| (e.addr(), e.line));
+    let admin = get!(r, admin_listen).map(|e| (e.addr(), e.line));
+    let verify = get!(r, verify_listen).map(|e| (e.addr(), e.line));
+    let trusted_proxies = match get!(r, trusted_proxies) {
         Some(e) => read_proxies(&e),
         None => Some(Vec::new()),
     };
     // Who may ask forward-auth questions is a separate, narrower grant than whose
     // X-Forwarded-For is believed: a load balancer in front of the gateway is trusted for
     // the client's address, but the clients behind it must never ask questions themselves.
-    let verify_clients = match r.get("verify_clients") {
+    let verify_clients = match get!(r, verify_clients) {
         Some(e) => read_proxies(&e),
         None => Some(vec![
             IpNet::from(IpAddr::from([127, 0, 0, 1])),
             IpNet::from(IpAddr::from(std::net::Ipv6Addr::LOCALHOST)),
         ]),
     };
-    let verify_uri_header = match r.get("verify_uri_header") {
+    let verify_uri_header = match get!(r, verify_uri_header) {
         None => Some(crate::config::UriHeader::XForwardedUri),
         Some(e) => e
             .str("\"x-forwarded-uri\" or \"x-original-uri\"")
@@ -53,19 +50,19 @@ pub(super) fn read_server(mut r: Reader<'_>) -> Option<ServerConfig> {
                 }
             }),
     };
-    let shutdown_grace = match r.get("shutdown_grace") {
+    let shutdown_grace = match get!(r, shutdown_grace) {
         Some(e) => e.duration(true),
         None => Some(Duration::from_secs(30)),
     };
-    let limits = match r.get("limits") {
+    let limits = match get!(r, limits) {
         Some(e) => e.table("a [server.limits] table").and_then(read_limits),
         None => Some(Limits::default()),
     };
-    let public_port = match r.get("public_port") {
+    let public_port = match get!(r, public_port) {
         Some(e) => e.int_in(1..=65535).map(|p| Some(p as u16)),
         None => Some(None),
     };
-    let state_dir = auth::state_dir(r.get("state_dir"), &r.cx.base);
+    let state_dir = auth::state_dir(get!(r, state_dir), &r.cx.base);
 
     // Two listeners on one port would fail at bind time; saying so here names both keys.
     let mut clashes = false;
@@ -137,7 +134,7 @@ fn clash(a: SocketAddr, b: SocketAddr) -> bool {
         && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
-fn read_proxies(e: &Entry<'_>) -> Option<Vec<IpNet>> {
+fn read_proxies(e: &Entry<'_, Key<kind::List>>) -> Option<Vec<IpNet>> {
     const EXPECTED: &str =
         "a CIDR block such as \"10.0.0.0/8\" or a single IP address such as \"192.0.2.10\"";
     let items = e.array(&format!("an array of strings, each {EXPECTED}"))?;
@@ -174,30 +171,26 @@ fn read_proxies(e: &Entry<'_>) -> Option<Vec<IpNet>> {
     ok.then_some(out)
 }
 
-fn read_limits(mut r: Reader<'_>) -> Option<Limits> {
+fn read_limits(r: Reader<'_, LimitsFile>) -> Option<Limits> {
     let d = Limits::default();
     let mut ok = true;
-    let mut int = |r: &mut Reader<'_>,
-                   key: &'static str,
+    let mut int = |e: Option<Entry<'_, Key<kind::Int>>>,
                    range: std::ops::RangeInclusive<i64>,
-                   default: usize| {
-        match r.get(key) {
-            Some(e) => e.int_in(range).unwrap_or_else(|| {
-                ok = false;
-                default
-            }),
-            None => default,
-        }
+                   default: usize| match e {
+        Some(e) => e.int_in(range).unwrap_or_else(|| {
+            ok = false;
+            default
+        }),
+        None => default,
     };
     let max_header_bytes = int(
-        &mut r,
-        "max_header_bytes",
+        get!(r, max_header_bytes),
         1024..=1_048_576,
         d.max_header_bytes,
     );
-    let max_headers = int(&mut r, "max_headers", 8..=1000, d.max_headers);
-    let sign_in_rate = int(&mut r, "sign_in_rate", 1..=100_000, d.sign_in_rate as usize) as u32;
-    let mut dur = |r: &mut Reader<'_>, key: &'static str, default: Duration| match r.get(key) {
+    let max_headers = int(get!(r, max_headers), 8..=1000, d.max_headers);
+    let sign_in_rate = int(get!(r, sign_in_rate), 1..=100_000, d.sign_in_rate as usize) as u32;
+    let mut dur = |e: Option<Entry<'_, Key<kind::Duration>>>, default: Duration| match e {
         Some(e) => e.duration(false).unwrap_or_else(|| {
             ok = false;
             default
@@ -207,30 +200,28 @@ fn read_limits(mut r: Reader<'_>) -> Option<Limits> {
     let limits = Limits {
         max_header_bytes,
         max_headers,
-        tls_handshake_timeout: dur(&mut r, "tls_handshake_timeout", d.tls_handshake_timeout),
-        header_read_timeout: dur(&mut r, "header_read_timeout", d.header_read_timeout),
+        tls_handshake_timeout: dur(get!(r, tls_handshake_timeout), d.tls_handshake_timeout),
+        header_read_timeout: dur(get!(r, header_read_timeout), d.header_read_timeout),
         upstream_connect_timeout: dur(
-            &mut r,
-            "upstream_connect_timeout",
+            get!(r, upstream_connect_timeout),
             d.upstream_connect_timeout,
         ),
         upstream_response_timeout: dur(
-            &mut r,
-            "upstream_response_timeout",
+            get!(r, upstream_response_timeout),
             d.upstream_response_timeout,
         ),
-        upstream_idle_timeout: dur(&mut r, "upstream_idle_timeout", d.upstream_idle_timeout),
-        tunnel_idle_timeout: dur(&mut r, "tunnel_idle_timeout", d.tunnel_idle_timeout),
-        idle_timeout: dur(&mut r, "idle_timeout", d.idle_timeout),
+        upstream_idle_timeout: dur(get!(r, upstream_idle_timeout), d.upstream_idle_timeout),
+        tunnel_idle_timeout: dur(get!(r, tunnel_idle_timeout), d.tunnel_idle_timeout),
+        idle_timeout: dur(get!(r, idle_timeout), d.idle_timeout),
         sign_in_rate,
     };
     r.finish();
     ok.then_some(limits)
 }
 
-pub(super) fn read_log(mut r: Reader<'_>) -> Option<LogConfig> {
+pub(super) fn read_log(r: Reader<'_, LogFile>) -> Option<LogConfig> {
     let d = LogConfig::default();
-    let format = match r.get("format") {
+    let format = match get!(r, format) {
         Some(e) => e.str("\"text\" or \"json\"").and_then(|s| match s {
             "text" => Some(LogFormat::Text),
             "json" => Some(LogFormat::Json),
@@ -243,13 +234,13 @@ pub(super) fn read_log(mut r: Reader<'_>) -> Option<LogConfig> {
         }),
         None => Some(d.format),
     };
-    let level = match r.get("level") {
+    let level = match get!(r, level) {
         Some(e) => e
             .str("a log filter such as \"info\"")
             .and_then(|s| check_level(&e, s)),
         None => Some(d.level),
     };
-    let access = match r.get("access") {
+    let access = match get!(r, access) {
         Some(e) => e.bool(),
         None => Some(d.access),
     };
@@ -261,7 +252,7 @@ pub(super) fn read_log(mut r: Reader<'_>) -> Option<LogConfig> {
     })
 }
 
-fn check_level(e: &Entry<'_>, s: &str) -> Option<String> {
+fn check_level(e: &Entry<'_, Key<kind::Str>>, s: &str) -> Option<String> {
     const EXPECTED: &str =
         "one of trace, debug, info, warn, error, off, or filter directives such as \"info,jumpgate=debug\"";
     let word = s.trim();

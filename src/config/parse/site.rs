@@ -6,10 +6,12 @@ use std::time::Duration;
 use http::Uri;
 
 use super::auth;
-use super::{Entry, Reader};
+use super::raw::{kind, Key, Raw};
+use super::reader::{get, need, Entry, Reader};
+use super::schema::{RouteFile, SiteFile};
 use crate::config::{Access, RouteConfig, SiteConfig, Upstream};
 
-pub(super) fn read_sites(readers: Vec<Reader<'_>>) -> Option<Vec<SiteConfig>> {
+pub(super) fn read_sites(readers: Vec<Reader<'_, SiteFile>>) -> Option<Vec<SiteConfig>> {
     let mut sites = Vec::new();
     let mut ok = true;
     // Canonical host → (key, line, as written) of the first site that claimed it.
@@ -46,28 +48,26 @@ pub(super) fn read_sites(readers: Vec<Reader<'_>>) -> Option<Vec<SiteConfig>> {
 
 /// Where a site's `host` is written, taken before the reader is consumed so that a duplicate
 /// can name both places.
-fn host_as_written(r: &Reader<'_>) -> Option<(String, Option<usize>, String)> {
-    let (k, item) = r.table.get_key_value("host")?;
-    let raw = item.as_str()?.to_owned();
-    let line = r.cx.span_line(k.span().or_else(|| item.span())).or(r.line);
-    Some((r.key_path("host"), line, raw))
+fn host_as_written(r: &Reader<'_, SiteFile>) -> Option<(String, Option<usize>, String)> {
+    let e = get!(r, host)?;
+    let Raw::Str(raw) = &r.file.host.as_ref()?.raw else {
+        return None;
+    };
+    Some((e.key, e.line, raw.clone()))
 }
 
-fn read_site(mut r: Reader<'_>) -> Option<SiteConfig> {
-    let host = r
-        .need("host", "a host name such as \"app.example.net\"")
-        .and_then(|e| {
-            e.str("a host name string such as \"app.example.net\"")
-                .and_then(|s| check_host(&e, s))
-        });
-    let upstream = r
-        .need("upstream", "an origin such as \"http://127.0.0.1:8000\"")
-        .and_then(|e| {
+fn read_site(r: Reader<'_, SiteFile>) -> Option<SiteConfig> {
+    let host = need!(r, host, "a host name such as \"app.example.net\"").and_then(|e| {
+        e.str("a host name string such as \"app.example.net\"")
+            .and_then(|s| check_host(&e, s))
+    });
+    let upstream =
+        need!(r, upstream, "an origin such as \"http://127.0.0.1:8000\"").and_then(|e| {
             e.str("an origin string such as \"http://127.0.0.1:8000\"")
                 .and_then(|s| check_upstream(&e, s))
         });
     // `Some(None)`: absent; `None`: present but unusable.
-    let ca_file = match r.get("upstream_ca_file") {
+    let ca_file = match get!(r, upstream_ca_file) {
         Some(e) => {
             let path = e.path();
             match &upstream {
@@ -83,28 +83,29 @@ fn read_site(mut r: Reader<'_>) -> Option<SiteConfig> {
         }
         None => Some(None),
     };
-    let access = match r.get("access") {
+    let access = match get!(r, access) {
         Some(e) => e.access(),
         None => Some(Access::Protected),
     };
-    let tunnel_idle_timeout = opt_duration(&mut r, "tunnel_idle_timeout");
-    let upstream_response_timeout = opt_duration(&mut r, "upstream_response_timeout");
-    let headers = match r.get("headers") {
+    let tunnel_idle_timeout = opt_duration(get!(r, tunnel_idle_timeout));
+    let upstream_response_timeout = opt_duration(get!(r, upstream_response_timeout));
+    let headers = match get!(r, headers) {
         Some(e) => e
             .table("a [site.headers] table")
             .and_then(auth::read_headers),
         None => Some(crate::config::IdentityHeaders::default()),
     };
-    let allow = auth::read_allow(&mut r).map(Option::unwrap_or_default);
-    let api_tokens = match r.get("api_tokens") {
+    let allow = auth::read_allow(get!(r, allow_groups), get!(r, allow_users))
+        .map(Option::unwrap_or_default);
+    let api_tokens = match get!(r, api_tokens) {
         Some(e) => e.bool(),
         None => Some(false),
     };
-    let step_up_on_navigation = match r.get("step_up_on_navigation") {
+    let step_up_on_navigation = match get!(r, step_up_on_navigation) {
         Some(e) => e.bool().map(|b| (b, e.line)),
         None => Some((false, None)),
     };
-    let routes = match r.get("route") {
+    let routes = match get!(r, route) {
         Some(e) => e.tables("[[site.route]] tables").and_then(read_routes),
         None => Some(Vec::new()),
     };
@@ -137,14 +138,14 @@ fn read_site(mut r: Reader<'_>) -> Option<SiteConfig> {
 }
 
 /// An optional duration: `Some(None)` when absent, `None` when present but invalid.
-fn opt_duration(r: &mut Reader<'_>, key: &'static str) -> Option<Option<Duration>> {
-    match r.get(key) {
+fn opt_duration(e: Option<Entry<'_, Key<kind::Duration>>>) -> Option<Option<Duration>> {
+    match e {
         Some(e) => e.duration(false).map(Some),
         None => Some(None),
     }
 }
 
-fn check_host(e: &Entry<'_>, raw: &str) -> Option<String> {
+fn check_host(e: &Entry<'_, Key<kind::Str>>, raw: &str) -> Option<String> {
     const EXPECTED: &str = "a bare host name such as \"app.example.net\"";
     let fail = |why: &str| {
         e.report(format!("\"{raw}\" {why}; expected {EXPECTED}"));
@@ -185,7 +186,7 @@ fn check_host(e: &Entry<'_>, raw: &str) -> Option<String> {
     Some(host.into_owned())
 }
 
-fn check_upstream(e: &Entry<'_>, raw: &str) -> Option<Uri> {
+fn check_upstream(e: &Entry<'_, Key<kind::Str>>, raw: &str) -> Option<Uri> {
     const EXPECTED: &str =
         "an origin such as \"http://127.0.0.1:8000\" or \"https://app.internal:8443\"";
     let fail = |why: String| {
@@ -238,13 +239,13 @@ fn check_upstream(e: &Entry<'_>, raw: &str) -> Option<Uri> {
     }
 }
 
-fn read_routes(readers: Vec<Reader<'_>>) -> Option<Vec<RouteConfig>> {
+fn read_routes(readers: Vec<Reader<'_, RouteFile>>) -> Option<Vec<RouteConfig>> {
     let mut routes = Vec::new();
     let mut ok = true;
     // Lower-cased path → (key, line, as written) of the first route with it.
     let mut seen: HashMap<String, (String, Option<usize>, String)> = HashMap::new();
-    for mut r in readers {
-        let path = r.need("path", "an absolute path prefix such as \"/api\"").and_then(|e| {
+    for r in readers {
+        let path = need!(r, path, "an absolute path prefix such as \"/api\"").and_then(|e| {
             let p = e.str("a path string such as \"/api\"").and_then(|s| check_route_path(&e, s))?;
             let folded = p.to_ascii_lowercase();
             if let Some((key, line, first)) = seen.get(&folded) {
@@ -257,14 +258,14 @@ fn read_routes(readers: Vec<Reader<'_>>) -> Option<Vec<RouteConfig>> {
             seen.insert(folded, (e.key.clone(), e.line, p.clone()));
             Some(p)
         });
-        let access = match r.get("access") {
+        let access = match get!(r, access) {
             Some(e) => e.access().map(Some),
             None => Some(None),
         };
-        let tunnel_idle_timeout = opt_duration(&mut r, "tunnel_idle_timeout");
-        let upstream_response_timeout = opt_duration(&mut r, "upstream_response_timeout");
-        let allow = auth::read_allow(&mut r);
-        let step_up = auth::read_route_step_up(&mut r);
+        let tunnel_idle_timeout = opt_duration(get!(r, tunnel_idle_timeout));
+        let upstream_response_timeout = opt_duration(get!(r, upstream_response_timeout));
+        let allow = auth::read_allow(get!(r, allow_groups), get!(r, allow_users));
+        let step_up = auth::read_route_step_up(&r);
         r.finish();
         match (
             path,
@@ -302,7 +303,7 @@ fn read_routes(readers: Vec<Reader<'_>>) -> Option<Vec<RouteConfig>> {
 /// A route path must already be what [`crate::canonical::path`] makes of a request path, since
 /// routing compares canonical request paths with these prefixes verbatim. Returns the prefix
 /// without a trailing `/`, because matching is on segment boundaries anyway.
-fn check_route_path(e: &Entry<'_>, raw: &str) -> Option<String> {
+fn check_route_path(e: &Entry<'_, Key<kind::Str>>, raw: &str) -> Option<String> {
     if !raw.starts_with('/') {
         e.report(format!("\"{raw}\" does not start with \"/\"; expected an absolute path prefix such as \"/{raw}\""));
         return None;
