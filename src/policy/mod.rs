@@ -198,7 +198,8 @@ pub struct Asked<'a> {
     pub method: &'a Method,
     /// Whether it asks to switch protocols (a WebSocket handshake).
     pub upgrade: bool,
-    /// Whether it is a browser's page load (see `step_up_on_navigation`).
+    /// Whether it is a browser's page load; read only on sites with
+    /// `step_up_on_navigation`, so a caller may leave it false on others.
     pub page_load: bool,
 }
 

@@ -46,7 +46,10 @@ impl<'a> Asked<'a> {
             readings,
             method,
             upgrade,
-            page_load: super::auth::is_navigation(method, headers, false),
+            // Read only where the site steps up at navigation; elsewhere not worth its
+            // three header lookups on every request.
+            page_load: site.step_up_on_navigation
+                && super::auth::is_navigation(method, headers, false),
         };
         Asked {
             request,

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode};
 
 use super::body::ResponseBody;
@@ -187,16 +187,20 @@ pub fn set_identity(
     );
 }
 
+// Named once: a lookup by `&str` parses the name again on every call.
+static X_REQUESTED_WITH: HeaderName = HeaderName::from_static("x-requested-with");
+static SEC_FETCH_MODE: HeaderName = HeaderName::from_static("sec-fetch-mode");
+
 /// Whether a request is a browser navigation (which may be redirected) rather than an API
 /// call or a script's request (which must get a 401 it can handle).
 pub fn is_navigation(method: &Method, headers: &HeaderMap, json: bool) -> bool {
     if (method != Method::GET && method != Method::HEAD) || json {
         return false;
     }
-    if headers.contains_key("x-requested-with") || headers.contains_key(header::UPGRADE) {
+    if headers.contains_key(&X_REQUESTED_WITH) || headers.contains_key(header::UPGRADE) {
         return false;
     }
-    match headers.get("sec-fetch-mode").and_then(|v| v.to_str().ok()) {
+    match headers.get(&SEC_FETCH_MODE).and_then(|v| v.to_str().ok()) {
         Some(mode) => mode.eq_ignore_ascii_case("navigate"),
         None => true,
     }
@@ -228,10 +232,10 @@ pub fn asker(method: &Method, headers: &HeaderMap, json: bool) -> Asker {
 /// Whether a POST is a browser's top-level form submission, whose answer the browser shows
 /// as a page (an HTML form can only GET or POST).
 fn is_form_navigation(method: &Method, headers: &HeaderMap, json: bool) -> bool {
-    if method != Method::POST || json || headers.contains_key("x-requested-with") {
+    if method != Method::POST || json || headers.contains_key(&X_REQUESTED_WITH) {
         return false;
     }
-    match headers.get("sec-fetch-mode").and_then(|v| v.to_str().ok()) {
+    match headers.get(&SEC_FETCH_MODE).and_then(|v| v.to_str().ok()) {
         Some(mode) => mode.eq_ignore_ascii_case("navigate"),
         // Browsers without Fetch Metadata: a form's content type, and a page wanted back.
         None => {

@@ -165,18 +165,41 @@ impl CookieKey {
 /// carry UTF-8 or other non-ASCII bytes (browsers send what a site or a sibling domain set),
 /// and that must neither hide the gateway's cookies beside it nor cost a parse per cookie.
 pub fn values<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = Cookie<'a>> + 'a {
+    pairs(headers, name).filter_map(|p| p.parse())
+}
+
+/// Every `name=value` pair named `name` in the request, in order, not yet parsed.
+pub fn pairs<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = Pair<'a>> + 'a {
     headers
         .get_all(header::COOKIE)
         .iter()
         .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
         .filter_map(move |pair| {
             let eq = pair.iter().position(|&b| b == b'=')?;
-            if pair[..eq].trim_ascii() != name.as_bytes() {
-                return None;
-            }
-            let cookie = Cookie::parse(std::str::from_utf8(pair).ok()?).ok()?;
-            (cookie.value_trimmed().len() <= MAX_COOKIE_VALUE).then_some(cookie)
+            (pair[..eq].trim_ascii() == name.as_bytes()).then_some(Pair { pair, eq })
         })
+}
+
+/// One `name=value` pair of a `Cookie` header, as the client wrote it.
+#[derive(Clone, Copy)]
+pub struct Pair<'a> {
+    pair: &'a [u8],
+    eq: usize,
+}
+
+impl<'a> Pair<'a> {
+    /// The value's bytes without the whitespace around them, unparsed: what the connection's
+    /// remembered session cookie is compared with before any parsing.
+    pub fn raw_value(&self) -> &'a [u8] {
+        self.pair[self.eq + 1..].trim_ascii()
+    }
+
+    /// The pair parsed by the `cookie` crate; `None` when it does not parse or its value is
+    /// oversized.
+    pub fn parse(&self) -> Option<Cookie<'a>> {
+        let cookie = Cookie::parse(std::str::from_utf8(self.pair).ok()?).ok()?;
+        (cookie.value_trimmed().len() <= MAX_COOKIE_VALUE).then_some(cookie)
+    }
 }
 
 /// `Set-Cookie` for `name=value` with the attributes every gateway cookie has: `HttpOnly`,

@@ -483,10 +483,11 @@ impl Sessions {
         site: &str,
         opened: Option<&OpenedCookie>,
     ) -> Option<Arc<Session>> {
-        for v in cookie::values(headers, cookie::SESSION).take(MAX_SESSION_COOKIES) {
-            let value = v.value_trimmed();
-            let recalled = opened.and_then(|o| o.recall(value));
-            let Some(found) = recalled.or_else(|| self.open(value)) else {
+        for pair in cookie::pairs(headers, cookie::SESSION).take(MAX_SESSION_COOKIES) {
+            // The remembered value is compared with the bytes as sent, so the same cookie
+            // again is not even parsed; any other spelling of it is parsed and opened.
+            let recalled = opened.and_then(|o| o.recall(pair.raw_value()));
+            let Some(found) = recalled.or_else(|| self.open(pair.parse()?.value_trimmed())) else {
                 continue;
             };
             if let Some(s) = self

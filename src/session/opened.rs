@@ -19,8 +19,7 @@ use super::cookie::SEALED_LEN;
 /// the rest of the session lookup).
 type Words = [u64; SEALED_LEN.div_ceil(8)];
 
-fn words(value: &str) -> Option<Words> {
-    let bytes = value.as_bytes();
+fn words(bytes: &[u8]) -> Option<Words> {
     if bytes.len() != SEALED_LEN {
         return None;
     }
@@ -45,7 +44,7 @@ impl Opened {
     /// `value` (a sealed cookie value whose tag verified) opened to `id`, stored under `key`.
     pub(super) fn new(value: &str, id: [u8; 32], key: [u8; 32]) -> Option<Opened> {
         Some(Opened {
-            value: words(value)?,
+            value: words(value.as_bytes())?,
             id,
             key,
         })
@@ -69,7 +68,7 @@ impl OpenedCookie {
     /// takes the same time wherever the bytes differ: a connection can carry several users'
     /// requests (a load balancer's pooled connection), and none may learn another's cookie
     /// from how fast a guess is turned down.
-    pub(super) fn recall(&self, value: &str) -> Option<Opened> {
+    pub(super) fn recall(&self, value: &[u8]) -> Option<Opened> {
         let value = words(value)?;
         let remembered = (*self.0.lock().unwrap_or_else(|e| e.into_inner()))?;
         bool::from(remembered.value.ct_eq(&value)).then_some(remembered)
@@ -92,20 +91,25 @@ mod tests {
             .map(|i| char::from(b'A' + (i % 26) as u8))
             .collect();
         let memo = OpenedCookie::default();
-        assert!(memo.recall(&value).is_none(), "nothing remembered yet");
+        assert!(
+            memo.recall(value.as_bytes()).is_none(),
+            "nothing remembered yet"
+        );
         memo.remember(Opened::new(&value, [1; 32], [2; 32]).unwrap());
         assert_eq!(
-            memo.recall(&value).map(|o| (o.id, o.key)),
+            memo.recall(value.as_bytes()).map(|o| (o.id, o.key)),
             Some(([1; 32], [2; 32]))
         );
         for i in 0..SEALED_LEN {
             let mut other = value.clone().into_bytes();
             other[i] = b'z';
-            let other = String::from_utf8(other).unwrap();
             assert!(memo.recall(&other).is_none(), "byte {i}");
         }
-        assert!(memo.recall(&value[1..]).is_none(), "shorter");
-        assert!(memo.recall(&format!("{value}A")).is_none(), "longer");
+        assert!(memo.recall(&value.as_bytes()[1..]).is_none(), "shorter");
+        assert!(
+            memo.recall(format!("{value}A").as_bytes()).is_none(),
+            "longer"
+        );
         assert!(Opened::new(&value[1..], [1; 32], [2; 32]).is_none());
     }
 }

@@ -202,11 +202,15 @@ fn a_remembered_cookie_is_still_checked_against_the_store() {
     };
     let live = cookie_of(&set);
     assert_eq!(ask(&live), Some(s.id), "first request opens it");
-    assert!(
-        conn.recall(&live[cookie::SESSION.len() + 1..]).is_some(),
-        "and remembers it"
-    );
+    let value = &live[cookie::SESSION.len() + 1..];
+    assert!(conn.recall(value.as_bytes()).is_some(), "and remembers it");
     assert_eq!(ask(&live), Some(s.id), "the next one recalls it");
+    // The bytes as sent are compared before any parsing; other spellings of the same value
+    // (spaces around it, quotes) are parsed and opened, and find the same session.
+    let name = cookie::SESSION;
+    assert_eq!(ask(&format!("{name}=  {value} ")), Some(s.id), "spaces");
+    assert_eq!(ask(&format!("{name}=\"{value}\"")), Some(s.id), "quoted");
+    assert_eq!(ask(&format!("{name}={value}x")), None, "one byte more");
 
     let mut tampered = live.clone().into_bytes();
     let last = tampered.len() - 1;
