@@ -36,10 +36,11 @@
 #
 #     bash benches/load.sh --profile
 #
-# instead runs jumpgate (directory configuration) under valgrind's callgrind, sends a short
-# protected-route load (8 connections, PROFILE_SECONDS = 20 s; over HTTP/2 with
-# PROFILE_H2=1; with the access log on with PROFILE_LOG=1) and prints the instructions
-# per request and the top costs.
+# instead counts instructions per request under valgrind's callgrind, which do not move with
+# the machine's load: nginx's TLS proxy, then jumpgate (directory configuration) on its public
+# and its protected route, each under the same short load (8 connections, PROFILE_SECONDS =
+# 20 s; over HTTP/2 with PROFILE_H2=1; with both access logs on with PROFILE_LOG=1); prints
+# the counts as ratios to nginx's and the protected route's top costs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -93,6 +94,9 @@ done
 
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
   log "building jumpgate (release) and the benchmark environment"
+  # The profile attributes costs to source lines, which the release profile's binaries
+  # carry no tables for.
+  if [ "$PROFILE" = 1 ]; then export CARGO_PROFILE_RELEASE_DEBUG=line-tables-only; fi
   cargo build --release --locked --bin jumpgate --example bench_env >&2
 fi
 GW_BIN=${GW_BIN:-target/release/jumpgate}
@@ -377,54 +381,97 @@ sign_in() { # [--step-up PATH]
     | sed -n 's/.*"cookie":"\([^"]*\)".*/\1/p'
 }
 
-# --- Profile mode: the protected hot path under callgrind ----------------------------------------
+# --- Profile mode: instructions per request under callgrind ------------------------------------
+# Instruction counts do not move with the machine's load the way CPU time does, so the same
+# load is counted for nginx's TLS proxy and for jumpgate's public and protected routes, each
+# process under callgrind with instrumentation on for the measured load only.
 if [ "$PROFILE" = 1 ]; then
   command -v valgrind >/dev/null || {
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null
   }
-  # PROFILE_LOG=1: the same configuration with the access log on, as shipped.
-  PROFILE_CONFIG=""
-  [ "${PROFILE_LOG:-0}" = 1 ] && PROFILE_CONFIG="-log"
-  log "profiling jumpgate (directory config$PROFILE_CONFIG) under callgrind: instrumentation from the first measured request"
+  # PROFILE_LOG=1: jumpgate with the access log on, as shipped, against nginx's buffered one
+  # (over HTTP/1.1: nginx's server with the log does not offer h2).
+  PROFILE_CONFIG="" NGINX_PROFILE_PORT=$PORT_NGINX
+  if [ "${PROFILE_LOG:-0}" = 1 ]; then PROFILE_CONFIG="-log" NGINX_PROFILE_PORT=$PORT_NGINX_LOG; fi
+  PROTOCOL="HTTP/1.1"
+  [ "${PROFILE_H2:-0}" = 1 ] && PROTOCOL="HTTP/2"
+  PROFILE_COOKIE=""
+  # profile_load PORT PATH SECONDS: 8 connections, over HTTP/1.1 (wrk) or, with PROFILE_H2=1,
+  # over HTTP/2 (h2load, one stream per connection), with PROFILE_COOKIE when set; prints the
+  # number of requests answered.
+  profile_load() {
+    local cookie=()
+    if [ "${PROFILE_H2:-0}" = 1 ]; then
+      [ -n "$PROFILE_COOKIE" ] && cookie=(-H "cookie: $PROFILE_COOKIE")
+      "${PRIO[@]}" taskset -c "$CLIENT_CPU" h2load -D "$3" -c8 -m1 -t1 --connect-to="127.0.0.1:$1" \
+        "${cookie[@]}" "https://app.test:$1$2" | tee -a "$OUT/load-profile.txt" | awk '/^requests:/ {print $8}'
+    else
+      [ -n "$PROFILE_COOKIE" ] && cookie=(-H "Cookie: $PROFILE_COOKIE")
+      "${PRIO[@]}" taskset -c "$CLIENT_CPU" wrk -t1 -c8 -d"$3s" -H "Host: app.test" "${cookie[@]}" \
+        "https://127.0.0.1:$1$2" | tee -a "$OUT/load-profile.txt" | awk '/requests in/ {print $1}'
+    fi
+  }
+  # count NAME PID PORT PATH: a 5 s warm-up, then PROFILE_SECONDS (20) counted; records the
+  # instructions per request and leaves the dump's path in DUMP.
+  COUNTED=()
+  count() {
+    local name=$1 pid=$2 requests total per
+    # Instrumentation is turned on once and left on: switching it off and on again between
+    # dumps makes callgrind's later dumps wrong. The counters are zeroed after the warm-up.
+    callgrind_control -i on "$pid" >/dev/null
+    profile_load "$3" "$4" 5 >/dev/null
+    callgrind_control -z "$pid" >/dev/null
+    requests=$(profile_load "$3" "$4" "${PROFILE_SECONDS:-20}")
+    callgrind_control -d "$pid" >/dev/null
+    DUMP=$(printf '%s\n' "$OUT"/callgrind.out."$pid".* | sort -V | tail -1)
+    total=$(callgrind_annotate "$DUMP" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+    per=$(awk -v t="$total" -v n="$requests" 'BEGIN {if (n > 0 && t > 0) printf "%.0f", t / n; else print 0}')
+    echo "callgrind: $name: $requests requests, $total instructions, $per per request ($DUMP)" >&2
+    COUNTED+=("$name|$per")
+  }
+  # A process under valgrind takes a while to answer; wait_http gives up after 30 s.
+  wait_slow() { for _ in $(seq 1 600); do
+    [ "$(curl -sk -o /dev/null -w '%{http_code}' "$@" || true)" = 200 ] && return 0; sleep 0.2; done; return 1; }
+
+  log "profiling nginx's TLS proxy under callgrind (one process: master_process off)"
+  kill "$NGINX_PID" 2>/dev/null || true
+  wait "$NGINX_PID" 2>/dev/null || true
+  sed 's/^worker_processes 1;/worker_processes 1;\nmaster_process off;/' "$OUT/nginx-proxy/nginx.conf" \
+    >"$OUT/nginx-proxy/nginx-profile.conf"
+  "${PRIO[@]}" taskset -c "$SERVER_CPU" valgrind --tool=callgrind --instr-atstart=no \
+    --callgrind-out-file="$OUT/callgrind.out.%p" "$NGINX" -p "$OUT/nginx-proxy" -e "$OUT/nginx-proxy/error.log" \
+    -c "$OUT/nginx-proxy/nginx-profile.conf" 2>"$OUT/nginx-proxy/stderr.log" &
+  NGINX_PID=$!
+  PIDS+=($NGINX_PID)
+  wait_slow "https://127.0.0.1:$NGINX_PROFILE_PORT/public" -H "Host: app.test"
+  count "nginx TLS proxy" "$NGINX_PID" "$NGINX_PROFILE_PORT" /public
+  kill "$NGINX_PID" 2>/dev/null || true
+
+  log "profiling jumpgate (directory config$PROFILE_CONFIG) under callgrind"
   TOKIO_WORKER_THREADS=1 "${PRIO[@]}" taskset -c "$SERVER_CPU" valgrind --tool=callgrind --instr-atstart=no \
     --callgrind-out-file="$OUT/callgrind.out.%p" "$GW_BIN" run --config "$ENV_DIR/gateway-directory$PROFILE_CONFIG.toml" \
     2>>"$OUT/jumpgate.log" &
   GW_PID=$!
   PIDS+=($GW_PID)
-  for _ in $(seq 1 600); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT_ADMIN/readyz" || true)" = 200 ] && break
-    sleep 0.2
-  done
-  COOKIE=$(sign_in)
-  [ -n "$COOKIE" ] || { echo "load.sh: sign-in failed" >&2; exit 1; }
-  # profile_load SECONDS: the protected route with 8 connections, over HTTP/1.1 (wrk) or,
-  # with PROFILE_H2=1, over HTTP/2 (h2load, one stream per connection); prints the
-  # number of requests answered.
-  profile_load() {
-    if [ "${PROFILE_H2:-0}" = 1 ]; then
-      "${PRIO[@]}" taskset -c "$CLIENT_CPU" h2load -D "$1" -c8 -m1 -t1 --connect-to="127.0.0.1:$PORT_GW" \
-        -H "cookie: $COOKIE" "https://app.test:$PORT_GW/private" | tee -a "$OUT/load-profile.txt" \
-        | awk '/^requests:/ {print $8}'
-    else
-      "${PRIO[@]}" taskset -c "$CLIENT_CPU" wrk -t1 -c8 -d"$1s" -H "Host: app.test" -H "Cookie: $COOKIE" \
-        "https://127.0.0.1:$PORT_GW/private" | tee -a "$OUT/load-profile.txt" | awk '/requests in/ {print $1}'
-    fi
-  }
-  profile_load 5 >/dev/null
-  callgrind_control -i on "$GW_PID" >/dev/null
-  requests=$(profile_load "${PROFILE_SECONDS:-20}")
-  callgrind_control -d "$GW_PID" >/dev/null
-  callgrind_control -i off "$GW_PID" >/dev/null
+  wait_slow "http://127.0.0.1:$PORT_ADMIN/readyz"
+  count "jumpgate public route" "$GW_PID" "$PORT_GW" /public
+  PROFILE_COOKIE=$(sign_in)
+  [ -n "$PROFILE_COOKIE" ] || { echo "load.sh: sign-in failed" >&2; exit 1; }
+  count "jumpgate protected, session + directory + assertion" "$GW_PID" "$PORT_GW" /private
   stop_gateway
-  profile="$OUT/callgrind.out.$GW_PID.1"  # the dump taken right after the measured load
-  total=$(callgrind_annotate "$profile" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
-  per=$(awk -v t="$total" -v n="$requests" 'BEGIN {if (n > 0 && t > 0) printf "%.0f", t / n; else print "?"}')
-  echo "callgrind: $requests requests, $total instructions, $per instructions per request ($profile)"
-  callgrind_annotate --inclusive=no --threshold=100 "$profile" >"$OUT/callgrind-self.txt" 2>/dev/null || true
-  callgrind_annotate --inclusive=yes --threshold=100 "$profile" >"$OUT/callgrind-inclusive.txt" 2>/dev/null || true
-  echo "--- self cost (exclusive), top 40 (all: $OUT/callgrind-self.txt)"
+
+  echo "instructions per request under callgrind ($PROTOCOL, 8 connections, ${PROFILE_SECONDS:-20} s${PROFILE_CONFIG:+, access logs on}):"
+  base=""
+  for c in "${COUNTED[@]}"; do
+    name=${c%|*} per=${c##*|}
+    [ -n "$base" ] || base=$per
+    awk -v n="$name" -v p="$per" -v b="$base" 'BEGIN {printf "  %-55s %8d  %.2f× nginx\n", n, p, p / b}'
+  done
+  callgrind_annotate --inclusive=no --threshold=100 "$DUMP" >"$OUT/callgrind-self.txt" 2>/dev/null || true
+  callgrind_annotate --inclusive=yes --threshold=100 "$DUMP" >"$OUT/callgrind-inclusive.txt" 2>/dev/null || true
+  echo "--- the protected route, self cost (exclusive), top 40 (all: $OUT/callgrind-self.txt)"
   sed -n '/^Ir/,$p' "$OUT/callgrind-self.txt" | sed -n '1,45p'
-  echo "--- inclusive cost, top 60 (all: $OUT/callgrind-inclusive.txt)"
+  echo "--- the protected route, inclusive cost, top 60 (all: $OUT/callgrind-inclusive.txt)"
   sed -n '/^Ir/,$p' "$OUT/callgrind-inclusive.txt" | sed -n '1,65p'
   exit 0
 fi
