@@ -21,7 +21,7 @@ const RESERVED: &str = "/.jumpgate/";
 pub(crate) const JUMPCLOUD_ISSUER: &str = "https://oauth.id.jumpcloud.com/";
 
 /// The value read from `e`, or `default` when the key is absent.
-pub(super) fn default_or<'a, N, T>(
+fn default_or<'a, N, T>(
     e: Option<Entry<'a, N>>,
     default: T,
     read: impl FnOnce(&Entry<'a, N>) -> Option<T>,
