@@ -8,18 +8,21 @@
 #   - an upstream: nginx answering every request with a static 200 "ok" (one worker),
 #   - the stand-in JumpCloud (examples/bench_env.rs), which also writes the gateway configs,
 #   - nginx as a TLS proxy_pass baseline (one worker, keep-alive to the upstream),
+#   - the floor (bench_env floor): a TLS proxy on jumpgate's own crates and settings (rustls,
+#     hyper's server builders, tokio, mimalloc) that only forwards, so that what jumpgate
+#     costs above it is its own work, and what it costs above nginx is the crates',
 #   - jumpgate (the release binary, TOKIO_WORKER_THREADS=1: one runtime worker thread),
 # pins both proxies to the same core (SERVER_CPU) and the load generator and upstream to the
 # other (CLIENT_CPU), and measures each row with wrk (64 connections, DURATION seconds):
 # requests/s, p50 and p99 latency, the proxy process's CPU time per request (utime + stime
 # from /proc/PID/stat before and after, divided by the requests served, also split into user
 # and kernel time) and, when perf can count the raw_syscalls tracepoint, its system calls and
-# context switches per request. Rows: direct upstream; nginx TLS proxy; jumpgate public
+# context switches per request. Rows: direct upstream; nginx TLS proxy; the floor; jumpgate public
 # route; protected route with a session; protected with the directory snapshot and the
 # signed assertion; a step-up route after a fresh MFA step-up; protected with sessions in Redis (skipped when no Redis answers);
 # the directory row again with the access log on as shipped (level info, a line per request,
 # to a file) against nginx with its default access log (combined format, buffered); and the
-# nginx, public, protected and directory rows again over HTTP/2 with h2load (one stream per
+# nginx, floor, public and directory rows again over HTTP/2 with h2load (one stream per
 # connection, so each row asks the same of both proxies as its HTTP/1.1 row; p50 and p99 from
 # h2load's per-request log). Then it measures sign-ins per second through the whole code flow
 # against the stand-in.
@@ -29,7 +32,7 @@
 # Settings (environment):
 #   DURATION (10)  CONNECTIONS (64)  SERVER_CPU (1)  CLIENT_CPU (0)  NICE (-10)  SIGNINS (400)
 #   REDIS_URL (redis://127.0.0.1:6379/0; the Redis row's keys carry a per-run prefix)
-#   PORT_BASE (18080; uses PORT_BASE .. PORT_BASE+4)  OUT (target/bench-load)
+#   PORT_BASE (18080; uses PORT_BASE .. PORT_BASE+5)  OUT (target/bench-load)
 #   SKIP_BUILD (1: use the binaries already in target/release)
 #   GW_BIN (target/release/jumpgate: another build to measure, e.g. the previous commit's,
 #   copied aside, so that two versions are compared against nginx on the same machine)
@@ -37,10 +40,10 @@
 #     bash benches/load.sh --profile
 #
 # instead counts instructions per request under valgrind's callgrind, which do not move with
-# the machine's load: nginx's TLS proxy, then jumpgate (directory configuration) on its public
-# and its protected route, each under the same short load (8 connections, PROFILE_SECONDS =
+# the machine's load: nginx's TLS proxy, the floor, then jumpgate (directory configuration) on
+# its public and its protected route, each under the same short load (8 connections, PROFILE_SECONDS =
 # 20 s; over HTTP/2 with PROFILE_H2=1; with both access logs on with PROFILE_LOG=1); prints
-# the counts as ratios to nginx's and the protected route's top costs.
+# the counts as ratios to nginx's and the floor's, and the protected route's top costs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -55,6 +58,7 @@ PORT_NGINX=$((PORT_BASE + 1))
 PORT_GW=$((PORT_BASE + 2))
 PORT_ADMIN=$((PORT_BASE + 3))
 PORT_NGINX_LOG=$((PORT_BASE + 4))
+PORT_FLOOR=$((PORT_BASE + 5))
 SIGNINS=${SIGNINS:-400}
 REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/0}
 PROFILE=0
@@ -85,7 +89,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
-for p in $PORT_UP $PORT_NGINX $PORT_GW $PORT_ADMIN $PORT_NGINX_LOG; do
+for p in $PORT_UP $PORT_NGINX $PORT_GW $PORT_ADMIN $PORT_NGINX_LOG $PORT_FLOOR; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
     echo "load.sh: port $p on 127.0.0.1 is in use; set PORT_BASE" >&2
     exit 1
@@ -376,6 +380,15 @@ stop_gateway() {
   wait "$GW_PID" 2>/dev/null || true
 }
 
+# start_floor [PREFIX...]: the floor, on the gateway's core with one runtime worker as the
+# gateway has; PREFIX (e.g. valgrind) runs it under a tool. Sets FLOOR_PID.
+start_floor() {
+  TOKIO_WORKER_THREADS=1 "${PRIO[@]}" taskset -c "$SERVER_CPU" "$@" "$ENV_BIN" floor --dir "$ENV_DIR" \
+    --port "$PORT_FLOOR" --upstream-port "$PORT_UP" 2>>"$OUT/floor.log" &
+  FLOOR_PID=$!
+  PIDS+=($FLOOR_PID)
+}
+
 sign_in() { # [--step-up PATH]
   "${PRIO[@]}" taskset -c "$CLIENT_CPU" "$ENV_BIN" signin --dir "$ENV_DIR" --gateway-port "$PORT_GW" "$@" \
     | sed -n 's/.*"cookie":"\([^"]*\)".*/\1/p'
@@ -447,6 +460,12 @@ if [ "$PROFILE" = 1 ]; then
   count "nginx TLS proxy" "$NGINX_PID" "$NGINX_PROFILE_PORT" /public
   kill "$NGINX_PID" 2>/dev/null || true
 
+  log "profiling the floor (jumpgate's crates, forwarding only) under callgrind"
+  start_floor valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/callgrind.out.%p"
+  wait_slow "https://127.0.0.1:$PORT_FLOOR/public" -H "Host: app.test"
+  count "floor: jumpgate's crates, forwarding only" "$FLOOR_PID" "$PORT_FLOOR" /public
+  kill "$FLOOR_PID" 2>/dev/null || true
+
   log "profiling jumpgate (directory config$PROFILE_CONFIG) under callgrind"
   TOKIO_WORKER_THREADS=1 "${PRIO[@]}" taskset -c "$SERVER_CPU" valgrind --tool=callgrind --instr-atstart=no \
     --callgrind-out-file="$OUT/callgrind.out.%p" "$GW_BIN" run --config "$ENV_DIR/gateway-directory$PROFILE_CONFIG.toml" \
@@ -461,11 +480,14 @@ if [ "$PROFILE" = 1 ]; then
   stop_gateway
 
   echo "instructions per request under callgrind ($PROTOCOL, 8 connections, ${PROFILE_SECONDS:-20} s${PROFILE_CONFIG:+, access logs on}):"
-  base=""
+  base="" floor=""
   for c in "${COUNTED[@]}"; do
     name=${c%|*} per=${c##*|}
-    [ -n "$base" ] || base=$per
-    awk -v n="$name" -v p="$per" -v b="$base" 'BEGIN {printf "  %-55s %8d  %.2f× nginx\n", n, p, p / b}'
+    if [ -z "$base" ]; then base=$per; elif [ -z "$floor" ]; then floor=$per; fi
+    awk -v n="$name" -v p="$per" -v b="$base" -v f="${floor:-0}" 'BEGIN {
+      printf "  %-55s %8d  %.2f× nginx", n, p, p / b
+      if (f > 0) printf "  %.2f× floor", p / f
+      printf "\n" }'
   done
   callgrind_annotate --inclusive=no --threshold=100 "$DUMP" >"$OUT/callgrind-self.txt" 2>/dev/null || true
   callgrind_annotate --inclusive=yes --threshold=100 "$DUMP" >"$OUT/callgrind-inclusive.txt" 2>/dev/null || true
@@ -481,6 +503,10 @@ measure "direct upstream" "http://127.0.0.1:$PORT_UP/public" "$(nginx_pids "$UP_
 log "nginx TLS proxy"
 measure "nginx TLS proxy" "https://127.0.0.1:$PORT_NGINX/public" "$(nginx_pids "$NGINX_PID")" -H "Host: app.test"
 NGINX_CPU_H1=$NGINX_CPU NGINX_RPS_H1=$NGINX_RPS NGINX_P99_H1=$NGINX_P99
+log "the floor: jumpgate's crates, forwarding only"
+start_floor
+wait_http "https://127.0.0.1:$PORT_FLOOR/public" -H "Host: app.test"
+measure "floor: jumpgate's crates, forwarding only" "https://127.0.0.1:$PORT_FLOOR/public" "$FLOOR_PID" -H "Host: app.test"
 
 log "jumpgate (sign-in, no directory)"
 start_gateway "$ENV_DIR/gateway-session.toml"
@@ -516,6 +542,8 @@ log "HTTP/2 (h2load, one stream per connection)"
 # h2load takes :authority and the TLS server name from the URL, and is sent to loopback.
 measure_h2 "nginx TLS proxy, HTTP/2" "https://app.test:$PORT_NGINX/public" "$(nginx_pids "$NGINX_PID")" \
   --connect-to="127.0.0.1:$PORT_NGINX"
+measure_h2 "floor: jumpgate's crates, forwarding only, HTTP/2" "https://app.test:$PORT_FLOOR/public" "$FLOOR_PID" \
+  --connect-to="127.0.0.1:$PORT_FLOOR"
 measure_h2 "jumpgate public route, HTTP/2" "https://app.test:$PORT_GW/public" "$GW_PID" --connect-to="127.0.0.1:$PORT_GW"
 measure_h2 "jumpgate protected, session + directory + assertion, HTTP/2" "https://app.test:$PORT_GW/private" "$GW_PID" \
   --connect-to="127.0.0.1:$PORT_GW" -H "cookie: $DIRECTORY_COOKIE"

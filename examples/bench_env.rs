@@ -20,6 +20,9 @@
 //!     then, with --step-up, through the step-up flow for PATH. With N = 1 prints
 //!     {"cookie": "__Host-jumpgate=..."}; otherwise runs N sign-ins (at most S seconds, default
 //!     20) on C parallel browsers and prints the rate.
+//! bench_env floor --dir DIR --port P --upstream-port U
+//!     The floor jumpgate is measured against: a TLS reverse proxy on jumpgate's own crates
+//!     and settings that does nothing but forward (see `floor`). Serves until killed.
 //! ```
 
 #[path = "../tests/support/jumpcloud.rs"]
@@ -28,11 +31,11 @@ mod jumpcloud;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::{HeaderValue, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
@@ -62,17 +65,28 @@ fn num(args: &[String], name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// The allocator jumpgate's binary uses, so that the floor allocates as the gateway does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> Result<(), Error> {
     let args: Vec<String> = std::env::args().collect();
+    let dir = PathBuf::from(arg(&args, "--dir").ok_or("--dir is required")?);
+    if args.get(1).map(String::as_str) == Some("floor") {
+        // The gateway's runtime: worker threads as TOKIO_WORKER_THREADS says.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        return runtime.block_on(floor(&args, &dir));
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let dir = PathBuf::from(arg(&args, "--dir").ok_or("--dir is required")?);
     match args.get(1).map(String::as_str) {
         Some("idp") => runtime.block_on(idp(&args, &dir)),
         Some("signin") => runtime.block_on(signin(&args, &dir)),
-        _ => Err("usage: bench_env idp|signin --dir DIR ... (see the file's header)".into()),
+        _ => Err("usage: bench_env idp|signin|floor --dir DIR ... (see the file's header)".into()),
     }
 }
 
@@ -450,4 +464,90 @@ async fn signin(args: &[String], dir: &Path) -> Result<(), Error> {
         })
     );
     Ok(())
+}
+
+/// The upstream connection a floor client connection forwards on, made on its first request.
+type UpstreamSlot = Arc<Mutex<Option<SendRequest<Incoming>>>>;
+
+/// The least a TLS reverse proxy built on jumpgate's crates does per request, to measure the
+/// gateway against: jumpgate's rustls server config and certificate store, its hyper server
+/// builders (the same header read timeout, buffer and header limits, HTTP/2 settings), the
+/// same runtime and allocator, and one upstream HTTP/1.1 connection per client connection
+/// (the requests of one connection come one after another in load.sh). Nothing else: no
+/// routing, no policy, no header rewriting, no request id, no access log, no metrics. What
+/// jumpgate's public route costs above this is jumpgate's own work; what this costs above
+/// nginx is the crates'.
+async fn floor(args: &[String], dir: &Path) -> Result<(), Error> {
+    let port = u16::try_from(num(args, "--port", 0))?;
+    let upstream_port = u16::try_from(num(args, "--upstream-port", 0))?;
+    if port == 0 || upstream_port == 0 {
+        return Err("--port and --upstream-port are required".into());
+    }
+    let upstream = SocketAddr::from(([127, 0, 0, 1], upstream_port));
+    let certs = jumpgate::tls::CertStore::load(&dir.join("gateway.pem"), &dir.join("gateway.key"))?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(jumpgate::tls::server_config(certs)?);
+    let builders = jumpgate::server::HttpBuilders::new(&jumpgate::config::Limits::default());
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    loop {
+        let (stream, _) = listener.accept().await?;
+        stream.set_nodelay(true)?;
+        let acceptor = acceptor.clone();
+        let builders = builders.clone();
+        tokio::spawn(async move {
+            let Ok(tls) = acceptor.accept(stream).await else {
+                return;
+            };
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            let slot = UpstreamSlot::default();
+            let service =
+                hyper::service::service_fn(move |req| forward(slot.clone(), upstream, req));
+            let io = TokioIo::new(tls);
+            let _ = if h2 {
+                builders.http2().serve_connection(io, service).await
+            } else {
+                builders
+                    .http1()
+                    .serve_connection(io, service)
+                    .with_upgrades()
+                    .await
+            };
+        });
+    }
+}
+
+/// Forwards one request on the connection's upstream connection, opening it when there is
+/// none or it has closed.
+async fn forward(
+    slot: UpstreamSlot,
+    upstream: SocketAddr,
+    request: Request<Incoming>,
+) -> Result<Response<Incoming>, Error> {
+    let (mut parts, body) = request.into_parts();
+    if parts.version == Version::HTTP_2 {
+        // An HTTP/1.1 upstream needs a Host header and an origin-form target.
+        if let Some(authority) = parts.uri.authority() {
+            let host = HeaderValue::from_str(authority.as_str())?;
+            parts.headers.insert(http::header::HOST, host);
+        }
+        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        parts.uri = target.parse()?;
+        parts.version = Version::HTTP_11;
+    }
+    let pooled = slot.lock().map_err(|_| "poisoned")?.take();
+    let mut sender = match pooled {
+        Some(sender) if !sender.is_closed() => sender,
+        _ => {
+            let tcp = TcpStream::connect(upstream).await?;
+            tcp.set_nodelay(true)?;
+            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+            tokio::spawn(conn);
+            sender
+        }
+    };
+    sender.ready().await?;
+    let response = sender
+        .send_request(Request::from_parts(parts, body))
+        .await?;
+    slot.lock().map_err(|_| "poisoned")?.get_or_insert(sender);
+    Ok(response)
 }

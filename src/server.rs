@@ -50,6 +50,17 @@ impl HttpBuilders {
             .keep_alive_timeout(Duration::from_secs(20));
         HttpBuilders { h1, h2 }
     }
+
+    /// The HTTP/1.1 server settings, for a server that must match the gateway's (the
+    /// benchmark's floor: `examples/bench_env.rs`).
+    pub fn http1(&self) -> &hyper::server::conn::http1::Builder {
+        &self.h1
+    }
+
+    /// The HTTP/2 server settings.
+    pub fn http2(&self) -> &hyper::server::conn::http2::Builder<TokioExecutor> {
+        &self.h2
+    }
 }
 
 /// A hyper connection that can be asked to finish its in-flight requests and close.
