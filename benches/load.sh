@@ -544,6 +544,7 @@ measure_h2 "nginx TLS proxy, HTTP/2" "https://app.test:$PORT_NGINX/public" "$(ng
   --connect-to="127.0.0.1:$PORT_NGINX"
 measure_h2 "floor: jumpgate's crates, forwarding only, HTTP/2" "https://app.test:$PORT_FLOOR/public" "$FLOOR_PID" \
   --connect-to="127.0.0.1:$PORT_FLOOR"
+kill "$FLOOR_PID" 2>/dev/null || true
 measure_h2 "jumpgate public route, HTTP/2" "https://app.test:$PORT_GW/public" "$GW_PID" --connect-to="127.0.0.1:$PORT_GW"
 measure_h2 "jumpgate protected, session + directory + assertion, HTTP/2" "https://app.test:$PORT_GW/private" "$GW_PID" \
   --connect-to="127.0.0.1:$PORT_GW" -H "cookie: $DIRECTORY_COOKIE"
