@@ -2,13 +2,18 @@
 //! and graceful draining.
 //!
 //! The accept loop never waits on a client: the TLS handshake (under a timeout) and the HTTP
-//! connection run in a task per connection, watched by hyper-util's graceful shutdown.
+//! connection run in a task per connection, which a drain signal tells to finish and close.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use futures_util::task::AtomicWaker;
+use pin_project_lite::pin_project;
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
@@ -16,7 +21,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
+use tokio::time::Sleep;
 use tokio_rustls::TlsAcceptor;
 
 use crate::canonical;
@@ -111,55 +117,139 @@ async fn accept(
     }
 }
 
-/// Drives one connection: drops it (closing the socket) when no request has started within
-/// `deadline`, since a client that completes a handshake and then stays silent must not hold
-/// a connection; drains it once it has had no request in flight for `idle` (HTTP/2, whose
-/// connections would otherwise stay open for as long as the client answers pings); and
-/// drains it when `stop` is set. `None` means it was dropped as silent.
-async fn drive<C: Drainable>(
-    conn: C,
-    activity: &Activity,
-    deadline: Duration,
-    idle: Option<Duration>,
-    mut stop: watch::Receiver<bool>,
-) -> Option<Result<(), hyper::Error>> {
-    tokio::pin!(conn);
-    let silent = tokio::time::sleep(deadline);
-    tokio::pin!(silent);
-    let mut watching_silence = true;
-    let idle_check = tokio::time::sleep(idle.unwrap_or(Duration::MAX / 4));
-    tokio::pin!(idle_check);
-    let mut draining = *stop.borrow();
-    if draining {
-        conn.as_mut().drain();
+/// Tells every open connection to finish its in-flight requests and close.
+///
+/// A connection checks it on every wake-up, so it is a flag and a waker per connection,
+/// rather than a `watch` channel: polling a `watch` receiver takes a mutex that every
+/// connection shares, and a `select!` over it cost each request some 800 instructions
+/// (BENCHMARKS.md).
+#[derive(Debug, Default)]
+struct Drain {
+    draining: AtomicBool,
+    /// The connections to wake when draining starts; dead ones are pruned as new ones come.
+    waiting: Mutex<Vec<Weak<AtomicWaker>>>,
+}
+
+impl Drain {
+    /// A connection's place on the list.
+    fn watch(&self) -> Arc<AtomicWaker> {
+        let waker = Arc::new(AtomicWaker::new());
+        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        if waiting.len() == waiting.capacity() {
+            // Before the list grows, drop the connections that have ended: the list stays
+            // within twice the number of open connections.
+            waiting.retain(|w| w.strong_count() > 0);
+        }
+        waiting.push(Arc::downgrade(&waker));
+        waker
     }
-    loop {
-        tokio::select! {
-            result = conn.as_mut() => return Some(result),
-            () = &mut silent, if watching_silence => {
-                watching_silence = false;
-                if !activity.started() {
-                    return None;
+
+    /// Starts draining: every connection, open or still to come, is woken to drain.
+    fn start(&self) {
+        self.draining.store(true, Ordering::Release);
+        let waiting = std::mem::take(&mut *self.waiting.lock().unwrap_or_else(|e| e.into_inner()));
+        for waker in waiting.iter().filter_map(Weak::upgrade) {
+            waker.wake();
+        }
+    }
+
+    fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+}
+
+pin_project! {
+    /// Drives one connection: drains it when [`Drain`] says so and, when it is watched
+    /// (HTTP/2), drains it once it has had no request in flight for `idle` (its connections
+    /// would otherwise stay open for as long as the client answers pings) and drops it
+    /// (closing the socket) when no request has started within `silence`, since a client
+    /// that completes a handshake and then stays silent must not hold a connection. HTTP/1.1
+    /// needs neither: hyper's header read timeout runs from the moment the connection starts
+    /// reading and again between requests (tests/it/lifecycle.rs holds it to that).
+    /// Resolves to `None` when the connection was dropped as silent.
+    struct Drive<C> {
+        #[pin]
+        conn: C,
+        #[pin]
+        silence: Option<Sleep>,
+        #[pin]
+        idle_check: Option<Sleep>,
+        idle: Duration,
+        activity: Option<Arc<Activity>>,
+        drain: Arc<Drain>,
+        waker: Arc<AtomicWaker>,
+        draining: bool,
+    }
+}
+
+impl<C: Drainable> Drive<C> {
+    /// A connection with no deadlines of its own.
+    fn new(conn: C, drain: Arc<Drain>) -> Self {
+        Drive {
+            conn,
+            silence: None,
+            idle_check: None,
+            idle: Duration::ZERO,
+            activity: None,
+            waker: drain.watch(),
+            drain,
+            draining: false,
+        }
+    }
+
+    /// A connection watched through `activity` for `silence` and `idle`.
+    fn watching(self, activity: Arc<Activity>, silence: Duration, idle: Duration) -> Self {
+        Drive {
+            silence: Some(tokio::time::sleep(silence)),
+            idle_check: Some(tokio::time::sleep(idle)),
+            idle,
+            activity: Some(activity),
+            ..self
+        }
+    }
+}
+
+impl<C: Drainable> Future for Drive<C> {
+    type Output = Option<Result<(), hyper::Error>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if let Some(silence) = this.silence.as_mut().as_pin_mut() {
+            if silence.poll(cx).is_ready() {
+                if !this.activity.as_ref().is_some_and(|a| a.started()) {
+                    return Poll::Ready(None);
                 }
-            }
-            () = &mut idle_check, if idle.is_some() && !draining => {
-                let limit = idle.unwrap_or_default();
-                match activity.idle_for() {
-                    Some(quiet) if quiet >= limit => {
-                        draining = true;
-                        conn.as_mut().drain();
-                    }
-                    // Look again when the quiet time could first reach the limit.
-                    quiet => idle_check.as_mut().reset(
-                        tokio::time::Instant::now() + limit - quiet.unwrap_or_default(),
-                    ),
-                }
-            }
-            _ = stop.changed(), if !draining => {
-                draining = true;
-                conn.as_mut().drain();
+                this.silence.set(None);
             }
         }
+        if !*this.draining {
+            // Registered before the flag is read: a drain that starts after the read wakes
+            // this task through the waker.
+            this.waker.register(cx.waker());
+            if this.drain.is_draining() {
+                *this.draining = true;
+                this.conn.as_mut().drain();
+            }
+        }
+        if !*this.draining {
+            if let Some(mut check) = this.idle_check.as_mut().as_pin_mut() {
+                while check.as_mut().poll(cx).is_ready() {
+                    match this.activity.as_ref().and_then(|a| a.idle_for()) {
+                        Some(quiet) if quiet >= *this.idle => {
+                            *this.draining = true;
+                            this.conn.as_mut().drain();
+                            break;
+                        }
+                        // Look again when the quiet time could first reach the limit.
+                        quiet => check.as_mut().reset(
+                            tokio::time::Instant::now() + *this.idle - quiet.unwrap_or_default(),
+                        ),
+                    }
+                }
+            }
+        }
+        // Last, so that a drain started above is acted on in this same poll.
+        this.conn.poll(cx).map(Some)
     }
 }
 
@@ -174,7 +264,7 @@ pub async fn serve_public(
     shutdown: impl Future<Output = ()>,
 ) {
     let builders = Arc::new(HttpBuilders::new(&limits));
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let drain = Arc::new(Drain::default());
     // Every connection task holds a sender; when all are gone, the drain is complete.
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     tokio::pin!(shutdown);
@@ -186,7 +276,7 @@ pub async fn serve_public(
         let acceptor = acceptor.clone();
         let shared = shared.clone();
         let builders = builders.clone();
-        let stop = stop_rx.clone();
+        let drain = drain.clone();
         let done = done_tx.clone();
         let handshake_timeout = limits.tls_handshake_timeout;
         tokio::spawn(async move {
@@ -222,18 +312,20 @@ pub async fn serve_public(
                 .map(|h| h.into_owned());
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
             let service = Gateway::new(shared, ConnInfo::new(peer, sni));
-            let activity = service.activity();
             metrics.open_connections.inc();
-            let deadline = limits.header_read_timeout;
             let result = if h2 {
+                let (service, activity) = service.watched();
                 let conn = builders.h2.serve_connection(TokioIo::new(tls), service);
-                drive(conn, &activity, deadline, Some(limits.idle_timeout), stop).await
+                let (silence, idle) = (limits.header_read_timeout, limits.idle_timeout);
+                Drive::new(conn, drain)
+                    .watching(activity, silence, idle)
+                    .await
             } else {
                 let conn = builders
                     .h1
                     .serve_connection(TokioIo::new(tls), service)
                     .with_upgrades();
-                drive(conn, &activity, deadline, None, stop).await
+                Drive::new(conn, drain).await
             };
             match result {
                 Some(Err(e)) => {
@@ -250,7 +342,7 @@ pub async fn serve_public(
     }
     drop(listener);
     tracing::info!(grace = ?grace, "draining connections");
-    let _ = stop_tx.send(true);
+    drain.start();
     drop(done_tx);
     tokio::select! {
         _ = done_rx.recv() => tracing::info!("all connections drained"),

@@ -271,7 +271,7 @@ impl Drop for InFlight {
 pub struct Gateway {
     shared: Arc<Live>,
     conn: Arc<ConnInfo>,
-    activity: Arc<Activity>,
+    activity: Option<Arc<Activity>>,
 }
 
 impl Gateway {
@@ -280,13 +280,20 @@ impl Gateway {
         Gateway {
             shared,
             conn: Arc::new(conn),
-            activity: Arc::new(Activity::new()),
+            activity: None,
         }
     }
 
-    /// What the connection is doing, for its idle and silence deadlines.
-    pub fn activity(&self) -> Arc<Activity> {
-        self.activity.clone()
+    /// The same service, keeping count of what its connection is doing, for deadlines on
+    /// silence and idleness. Only connections that need them pay for the count: HTTP/1.1's
+    /// deadlines are hyper's.
+    pub fn watched(self) -> (Gateway, Arc<Activity>) {
+        let activity = Arc::new(Activity::new());
+        let watched = Gateway {
+            activity: Some(activity.clone()),
+            ..self
+        };
+        (watched, activity)
     }
 }
 
@@ -296,14 +303,17 @@ impl hyper::service::Service<Request<Incoming>> for Gateway {
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
-        let in_flight = self.activity.begin();
+        let in_flight = self.activity.as_ref().map(|a| a.begin());
         // Each request takes the configuration in force when it arrives and keeps it to the
         // end, so a reload never changes the rules under a request in flight.
         let shared = self.shared.load_full();
         let conn = self.conn.clone();
         Box::pin(async move {
             let response = pipeline::handle(&shared, &conn, req).await;
-            Ok(response.map(|body| body.in_flight(in_flight)))
+            Ok(match in_flight {
+                Some(in_flight) => response.map(|body| body.in_flight(in_flight)),
+                None => response,
+            })
         })
     }
 }
