@@ -13,9 +13,11 @@
 //! idle connections expire, a connection the upstream closed is never handed out, and a
 //! request that could not be written on a pooled connection is sent once more on a new one.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use http::Uri;
 use http::{Request, Response, Version};
 use hyper::body::Incoming;
@@ -169,17 +171,18 @@ pub fn build(sites: &[SiteConfig], limits: &Limits, clock: &Clock) -> Result<Ups
 impl Upstream {
     /// Sends `req` (its URI in origin-form) and waits for the response headers. The
     /// [`Checkin`] goes with the response body.
-    pub async fn forward(
+    ///
+    /// Not an `async fn`: one would keep the request in its state beside the exchange's own
+    /// copy, and the request path copies every byte of its futures more than once.
+    pub fn forward(
         &self,
         mut req: Request<Incoming>,
         timeout: Duration,
-    ) -> Result<(Response<Incoming>, Checkin), UpstreamError> {
+    ) -> impl Future<Output = Result<(Response<Incoming>, Checkin), UpstreamError>> + '_ {
         // Clients may speak h2 to us; upstreams get HTTP/1.1.
         *req.version_mut() = Version::HTTP_11;
-        match tokio::time::timeout(timeout, self.exchange(req)).await {
-            Ok(result) => result,
-            Err(_) => Err(UpstreamError::Timeout(timeout)),
-        }
+        tokio::time::timeout(timeout, self.exchange(req))
+            .map(move |done| done.unwrap_or(Err(UpstreamError::Timeout(timeout))))
     }
 
     async fn exchange(
