@@ -315,14 +315,14 @@ pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted: &[IpNet]) -> IpAddr
 /// Sets `X-Forwarded-For/-Proto/-Host`, after removing every header in [`FORWARDING`] a
 /// client sent. From a trusted proxy only its `X-Forwarded-For` chain is kept, and
 /// extended; the protocol is always https (the gateway terminated TLS) and the host always
-/// the canonical host the request was decided on. `peer_value` is the peer's address as a
-/// header value, made once per connection.
+/// the canonical host the request was decided on (the site's, made once). `peer_value` is
+/// the peer's address as a header value, made once per connection.
 pub fn set_forwarded(
     headers: &mut HeaderMap,
     peer: IpAddr,
     peer_value: Option<&HeaderValue>,
     trusted_peer: bool,
-    host: &str,
+    host: &HeaderValue,
 ) {
     let chain: Option<String> = if trusted_peer {
         let parts: Vec<&str> = headers
@@ -345,9 +345,7 @@ pub fn set_forwarded(
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("https"));
-    if let Ok(v) = HeaderValue::from_str(host) {
-        headers.insert(X_FORWARDED_HOST.clone(), v);
-    }
+    headers.insert(X_FORWARDED_HOST.clone(), host.clone());
 }
 
 /// The prefix of every cookie the gateway sets (`__Host-jumpgate`, `__Host-jumpgate-login`).
@@ -691,7 +689,8 @@ mod tests {
         ]);
         let peer: IpAddr = "10.0.0.9".parse().unwrap();
         let v = HeaderValue::from_str(&peer.to_string()).ok();
-        set_forwarded(&mut h, peer, v.as_ref(), false, "site.example");
+        let host = HeaderValue::from_static("site.example");
+        set_forwarded(&mut h, peer, v.as_ref(), false, &host);
         assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.9");
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
         assert_eq!(h.get("x-forwarded-host").unwrap(), "site.example");
@@ -709,7 +708,8 @@ mod tests {
             "1.2.3.4".parse::<IpAddr>().unwrap()
         );
         let v = HeaderValue::from_str(&peer.to_string()).ok();
-        set_forwarded(&mut h, peer, v.as_ref(), true, "site.example");
+        let host = HeaderValue::from_static("site.example");
+        set_forwarded(&mut h, peer, v.as_ref(), true, &host);
         assert_eq!(
             h.get("x-forwarded-for").unwrap(),
             "1.2.3.4, 10.0.0.2, 10.0.0.9"
@@ -757,7 +757,8 @@ mod tests {
             h.append("accept", HeaderValue::from_static("*/*"));
             let peer: IpAddr = "10.0.0.9".parse().unwrap();
             let v = HeaderValue::from_str(&peer.to_string()).ok();
-            set_forwarded(&mut h, peer, v.as_ref(), trusted, "site.example");
+            let host = HeaderValue::from_static("site.example");
+            set_forwarded(&mut h, peer, v.as_ref(), trusted, &host);
             for n in names {
                 assert!(h.get(n).is_none(), "{n} survived (trusted {trusted})");
             }

@@ -6,7 +6,8 @@
 //! no string.
 
 use std::sync::atomic::AtomicI64;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
@@ -427,6 +428,60 @@ impl Metrics {
     }
 }
 
+/// Statuses whose request counter a route keeps resolved, sorted; a request answered with
+/// any other status is counted through the label lookup.
+const COMMON_STATUSES: [u16; 22] = [
+    200, 201, 204, 206, 301, 302, 303, 304, 307, 308, 400, 401, 403, 404, 405, 421, 429, 431, 500,
+    502, 503, 504,
+];
+
+/// One route's request counters and its site's latency histogram, resolved on first use and
+/// kept, so that counting a request neither hashes its labels nor takes the family's lock:
+/// the two lookups cost every request about 1,000 instructions (BENCHMARKS.md). Each holds
+/// the series the family holds (a shared handle), so `/metrics` reads the same numbers, and a
+/// series still appears only once something was counted in it.
+#[derive(Debug)]
+pub struct RouteCounters {
+    site: LabelText,
+    route: LabelText,
+    requests: [OnceLock<Counter>; COMMON_STATUSES.len()],
+    latency: OnceLock<Histogram>,
+}
+
+impl RouteCounters {
+    /// Counters for requests to `route` on `site`, as their labels name them.
+    pub fn new(site: Arc<str>, route: Arc<str>) -> RouteCounters {
+        RouteCounters {
+            site: LabelText(site),
+            route: LabelText(route),
+            requests: std::array::from_fn(|_| OnceLock::new()),
+            latency: OnceLock::new(),
+        }
+    }
+
+    /// Counts a request answered with `status`, its answer ready after `elapsed`.
+    pub fn record(&self, metrics: &Metrics, status: u16, elapsed: Duration) {
+        let label = || RequestLabel {
+            site: self.site.clone(),
+            route: self.route.clone(),
+            status,
+        };
+        match COMMON_STATUSES.binary_search(&status) {
+            Ok(i) => self.requests[i]
+                .get_or_init(|| metrics.requests.get_or_create(&label()).clone())
+                .inc(),
+            Err(_) => metrics.requests.get_or_create(&label()).inc(),
+        };
+        let latency = self.latency.get_or_init(|| {
+            let label = SiteLabel {
+                site: self.site.clone(),
+            };
+            metrics.latency.get_or_create(&label).clone()
+        });
+        latency.observe(elapsed.as_secs_f64());
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
@@ -436,6 +491,36 @@ impl Default for Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn route_counters_count_into_the_families_series() {
+        let metrics = Metrics::new();
+        let counters = RouteCounters::new(Arc::from("app.test"), Arc::from("/admin"));
+        for status in [200, 200, 404, 418] {
+            counters.record(&metrics, status, Duration::from_millis(3));
+        }
+        let text = metrics.encode();
+        for line in [
+            "jumpgate_requests_total{site=\"app.test\",route=\"/admin\",status=\"200\"} 2",
+            "jumpgate_requests_total{site=\"app.test\",route=\"/admin\",status=\"404\"} 1",
+            // Not among the statuses kept resolved: counted through the label lookup.
+            "jumpgate_requests_total{site=\"app.test\",route=\"/admin\",status=\"418\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+        assert!(
+            !text.contains("status=\"201\""),
+            "a status never answered has a series"
+        );
+        // A second set for the same route (a reloaded configuration) adds to the same series.
+        let reloaded = RouteCounters::new(Arc::from("app.test"), Arc::from("/admin"));
+        reloaded.record(&metrics, 200, Duration::from_millis(1));
+        let text = metrics.encode();
+        assert!(text.contains(
+            "jumpgate_requests_total{site=\"app.test\",route=\"/admin\",status=\"200\"} 3"
+        ));
+        assert!(text.contains("jumpgate_request_duration_seconds_count{site=\"app.test\"} 5"));
+    }
 
     #[test]
     fn recent_counts_cover_the_last_hour_only() {

@@ -342,6 +342,7 @@ mod tests {
     fn route(access: Access, groups: Vec<usize>, users: Vec<&str>) -> Route {
         Route {
             label: Arc::from("/"),
+            slot: 1,
             access,
             tunnel_idle_timeout: Duration::from_secs(1),
             upstream_response_timeout: Duration::from_secs(1),

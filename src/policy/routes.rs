@@ -8,17 +8,25 @@
 //! case-sensitive upstream serves something else there. The path forwarded upstream is the
 //! canonical path itself.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{Access, Config, SiteConfig};
+
+// FNV rather than the standard SipHash: the keys are the configuration's hosts and prefixes,
+// never a client's, so what a client sends cannot crowd the tables; a lookup with any key
+// probes no more slots than the table's own layout gives. SipHash of the host and of each
+// prefix tried cost every request some 500 instructions (BENCHMARKS.md).
+use fnv::FnvHashMap as HashMap;
 
 /// One route after compilation.
 #[derive(Debug, Clone)]
 pub struct Route {
     /// The configured prefix, or `*` for the site's default; used in logs and metrics.
     pub label: Arc<str>,
+    /// Its place among its site's routes (0: the site's default, then as configured), by
+    /// which state kept outside the policy (request counters) is found.
+    pub slot: usize,
     /// What the route lets through.
     pub access: Access,
     /// Idle limit for upgraded connections.
@@ -110,7 +118,7 @@ impl Routes {
     /// directory snapshot built for the new one.
     pub fn compile_extending(config: &Config, previous_refs: &[String]) -> Routes {
         let limits = &config.server.limits;
-        let mut sites = HashMap::new();
+        let mut sites = HashMap::default();
         let mut group_refs = previous_refs.to_vec();
         for (index, site) in config.sites.iter().enumerate() {
             sites.insert(
@@ -178,17 +186,18 @@ fn compile_site(
     let site_allow = compile_allow(&site.allow, refs);
     let default = Route {
         label: Arc::from("*"),
+        slot: 0,
         access: site.access,
         allow: site_allow.clone(),
         step_up: None,
         tunnel_idle_timeout: tunnel,
         upstream_response_timeout: response,
     };
-    let mut by_prefix = HashMap::new();
-    let mut by_exact = HashMap::new();
+    let mut by_prefix = HashMap::default();
+    let mut by_exact = HashMap::default();
     let mut exact_differs = false;
     let mut step_up_keys = Vec::new();
-    for route in &site.routes {
+    for (i, route) in site.routes.iter().enumerate() {
         let key = match_key(&route.path).into_owned();
         let key = key.trim_end_matches('/').to_owned();
         let exact = route.path.trim_end_matches('/').to_owned();
@@ -201,6 +210,7 @@ fn compile_site(
             key,
             Route {
                 label: Arc::from(route.path.as_str()),
+                slot: i + 1,
                 access: route.access.unwrap_or(site.access),
                 tunnel_idle_timeout: route.tunnel_idle_timeout.unwrap_or(tunnel),
                 upstream_response_timeout: route.upstream_response_timeout.unwrap_or(response),

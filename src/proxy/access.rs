@@ -10,6 +10,7 @@ use http::Method;
 
 use super::respond::Rejection;
 use super::Shared;
+use crate::audit::RequestContext;
 use crate::config::Access;
 use crate::metrics::{Lately, ReasonLabel};
 use crate::policy::routes::Readings;
@@ -28,6 +29,8 @@ pub struct Asked<'a> {
     pub headers: &'a HeaderMap,
     /// Where its connection remembers the session cookie it last presented, if it does.
     pub opened: Option<&'a OpenedCookie>,
+    /// What its audit lines name it by; without it, the task-local context.
+    pub context: Option<&'a RequestContext>,
 }
 
 impl<'a> Asked<'a> {
@@ -56,6 +59,7 @@ impl<'a> Asked<'a> {
             path,
             headers,
             opened: None,
+            context: None,
         }
     }
 
@@ -64,6 +68,14 @@ impl<'a> Asked<'a> {
     pub fn on_connection(self, opened: &'a OpenedCookie) -> Asked<'a> {
         Asked {
             opened: Some(opened),
+            ..self
+        }
+    }
+
+    /// The same request, whose audit lines name it by `context`.
+    pub fn in_request(self, context: &'a RequestContext) -> Asked<'a> {
+        Asked {
+            context: Some(context),
             ..self
         }
     }
@@ -77,6 +89,7 @@ pub async fn verdict(shared: &Shared, asked: Asked<'_>, now: i64) -> Result<Verd
         path,
         headers,
         opened,
+        context,
     } = asked;
     let policy::Asked {
         site,
@@ -108,6 +121,7 @@ pub async fn verdict(shared: &Shared, asked: Asked<'_>, now: i64) -> Result<Verd
         site,
         route,
         method,
+        context,
     };
     match decision {
         Ok(Verdict::Allow(permit)) => {
@@ -155,14 +169,21 @@ pub async fn verdict(shared: &Shared, asked: Asked<'_>, now: i64) -> Result<Verd
                 // replaying a valid API token of a user the directory lacks must not buy a
                 // store-wide revocation with every request.
                 if auth.sessions.claim_revocation(&s.identity.sub) {
-                    auth.sessions.revoke_user(&s.identity.sub).await;
-                    auth.audit(
-                        "revocation",
-                        &site.host,
-                        Some((&s.identity.sub, s.identity.email.as_deref())),
-                        "ok",
-                        Some(reason.as_str()),
-                    );
+                    let revoke = async {
+                        auth.sessions.revoke_user(&s.identity.sub).await;
+                        auth.audit(
+                            "revocation",
+                            &site.host,
+                            Some((&s.identity.sub, s.identity.email.as_deref())),
+                            "ok",
+                            Some(reason.as_str()),
+                        );
+                    };
+                    // Boxed: rare, and its future would otherwise enlarge every request's.
+                    match context {
+                        Some(c) => Box::pin(crate::audit::REQUEST.scope(c.clone(), revoke)).await,
+                        None => Box::pin(revoke).await,
+                    }
                 }
             }
             Err(Rejection::Forbidden)
@@ -197,6 +218,7 @@ struct Audited<'a> {
     site: &'a Site,
     route: &'a Route,
     method: &'a Method,
+    context: Option<&'a RequestContext>,
 }
 
 /// The token of an `Authorization: Bearer` header.
@@ -237,8 +259,19 @@ fn audit(
     decision: &'static str,
     reason: Option<&str>,
 ) {
-    let (Some(audit), Some(ctx)) = (&shared.audit, crate::audit::current()) else {
+    let Some(audit) = &shared.audit else {
         return;
+    };
+    let current;
+    let ctx = match asked.context {
+        Some(c) => c,
+        None => match crate::audit::current() {
+            Some(c) => {
+                current = c;
+                &current
+            }
+            None => return,
+        },
     };
     audit.record(&crate::audit::Record {
         event: "access",

@@ -31,7 +31,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::identity::HeaderNames;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RouteCounters};
 use crate::policy::Routes;
 use crate::tls::TlsError;
 
@@ -59,6 +59,8 @@ pub struct Shared {
     /// The `Host` each site's upstream receives, indexed like the configured sites: the
     /// site's host, with the public port when it is not 443, never a client's spelling.
     pub upstream_hosts: Vec<http::HeaderValue>,
+    /// Each site's host as `X-Forwarded-Host` carries it, indexed like the configured sites.
+    pub forwarded_hosts: Vec<http::HeaderValue>,
     /// The port browsers use.
     pub public_port: u16,
     /// Sign-in, when `[oidc]` is configured.
@@ -75,6 +77,10 @@ pub struct Shared {
     pub rate_limit: Arc<crate::audit::RateLimiter>,
     /// Metrics registry.
     pub metrics: Arc<Metrics>,
+    /// Each route's request counters, by site index and [`Route::slot`](crate::policy::Route).
+    pub route_counters: Vec<Box<[RouteCounters]>>,
+    /// The counters of requests that matched no site.
+    pub unmatched_counters: RouteCounters,
     /// Whether to write access-log lines.
     pub access_log: bool,
     /// The configuration as `jumpgate check` summarises it (no secrets), for `/status`.
@@ -112,6 +118,14 @@ impl Shared {
                     .unwrap_or(http::HeaderValue::from_static("invalid"))
             })
             .collect();
+        let forwarded_hosts = config
+            .sites
+            .iter()
+            .map(|s| {
+                http::HeaderValue::from_str(&s.host)
+                    .unwrap_or(http::HeaderValue::from_static("invalid"))
+            })
+            .collect();
         let identity_headers: Vec<HeaderNames> = config
             .sites
             .iter()
@@ -136,6 +150,7 @@ impl Shared {
             extra_identity_headers,
             identity_headers,
             upstream_hosts,
+            forwarded_hosts,
             public_port,
             auth,
             directory: None,
@@ -146,6 +161,8 @@ impl Shared {
                 config.server.limits.sign_in_rate,
             )),
             metrics,
+            route_counters: route_counters(config),
+            unmatched_counters: RouteCounters::new(Arc::from("-"), Arc::from("-")),
             access_log: config.log.access,
             summary: Arc::from(crate::config::summary(config)),
             max_header_bytes: config.server.limits.max_header_bytes,
@@ -153,6 +170,23 @@ impl Shared {
             clock,
         })
     }
+}
+
+/// Request counters for every configured route, indexed like [`Shared::route_counters`]:
+/// by site in configuration order, then the site's default, then its routes as configured,
+/// as [`Route::slot`](crate::policy::Route) numbers them.
+fn route_counters(config: &Config) -> Vec<Box<[RouteCounters]>> {
+    config
+        .sites
+        .iter()
+        .map(|site| {
+            let host: Arc<str> = Arc::from(site.host.as_str());
+            std::iter::once("*")
+                .chain(site.routes.iter().map(|r| r.path.as_str()))
+                .map(|label| RouteCounters::new(host.clone(), Arc::from(label)))
+                .collect()
+        })
+        .collect()
 }
 
 /// The request-path state in force, replaced whole when the configuration is reloaded.

@@ -1,6 +1,7 @@
 //! THE request path, top to bottom. Every step is one call into the module that owns it;
 //! the order of the steps is decided here and nowhere else.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,11 +17,10 @@ use super::log::AccessLog;
 use super::respond::{self, Rejection};
 use super::upstream::{Checkin, UpstreamError};
 use super::{auth, endpoints, tunnel, ConnInfo, Shared};
+use crate::audit::{RequestContext, REQUEST};
 use crate::canonical;
 use crate::headers;
-use crate::metrics::{
-    LabelText, Lately, RequestLabel, SiteLabel, UpstreamErrorLabel, UpstreamFailure,
-};
+use crate::metrics::{LabelText, Lately, RouteCounters, UpstreamErrorLabel, UpstreamFailure};
 use crate::policy::routes::{Route, Site};
 use crate::policy::Permit;
 use crate::policy::Verdict;
@@ -31,6 +31,21 @@ static NONE: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::fr
 /// The gateway's own path prefix, reserved on every site.
 pub const RESERVED_PREFIX: &str = "/.jumpgate/";
 
+/// What the request path keeps about a request besides the request itself: filled in as the
+/// request goes, read once it is answered.
+struct Ledger<'s> {
+    /// Its access-log line.
+    log: AccessLog,
+    /// The counters of the route it matched.
+    counters: &'s RouteCounters,
+    /// What its audit lines name it by.
+    context: RequestContext,
+    /// Whether the client wants the gateway's own answers as JSON.
+    json: bool,
+    /// Its `X-Request-Id`, for the upstream and the answer.
+    request_id: Option<HeaderValue>,
+}
+
 /// Handles one request: answers it or forwards it, and accounts for it.
 pub async fn handle(
     shared: &Shared,
@@ -39,58 +54,50 @@ pub async fn handle(
 ) -> Response<ResponseBody> {
     let start = Instant::now();
     headers::mark_sensitive(req.headers_mut());
-    let json = respond::wants_json(req.headers());
-    let mut log = AccessLog {
-        site: NONE.clone(),
-        route: NONE.clone(),
-        method: req.method().clone(),
-        path: String::from("-"),
-        status: StatusCode::OK,
-        start,
-        bytes: 0,
-        client: headers::client_ip(req.headers(), conn.peer_ip(), &shared.trusted_proxies),
-    };
+    let client = headers::client_ip(req.headers(), conn.peer_ip(), &shared.trusted_proxies);
     let request_id = request_id(shared, conn.peer_ip(), req.headers());
-    // One header value, cloned (a reference count) into the upstream request and the answer.
-    // Marked sensitive so HTTP/2's header compression sends it as a literal, never indexed:
-    // a value used once would only evict useful entries from the client's table, and
-    // looking it up and inserting it cost every response some 3,000 instructions.
-    let request_id_value = HeaderValue::from_str(&request_id).ok().map(|mut v| {
-        v.set_sensitive(true);
-        v
-    });
-    let context = crate::audit::RequestContext {
-        client_ip: log.client,
-        request_id: request_id.clone(),
+    let mut ledger = Ledger {
+        log: AccessLog {
+            site: NONE.clone(),
+            route: NONE.clone(),
+            method: req.method().clone(),
+            path: String::from("-"),
+            status: StatusCode::OK,
+            start,
+            bytes: 0,
+            client,
+        },
+        counters: &shared.unmatched_counters,
+        json: respond::wants_json(req.headers()),
+        // One header value, cloned (a reference count) into the upstream request and the
+        // answer. Marked sensitive so HTTP/2's header compression sends it as a literal,
+        // never indexed: a value used once would only evict useful entries from the
+        // client's table, and looking it up and inserting it cost every response some
+        // 3,000 instructions.
+        request_id: HeaderValue::from_str(&request_id).ok().map(|mut v| {
+            v.set_sensitive(true);
+            v
+        }),
+        context: RequestContext {
+            client_ip: client,
+            request_id,
+        },
     };
-    let forwarded = crate::audit::REQUEST.scope(
-        context,
-        forward(shared, conn, req, &mut log, json, request_id_value.as_ref()),
-    );
-    let mut response = match forwarded.await {
+    let mut response = match forward(shared, conn, req, &mut ledger).await {
         Ok(response) => response,
-        Err(rejection) => respond::rejection(rejection, json),
+        Err(rejection) => respond::rejection(rejection, ledger.json),
     };
-    if let Some(v) = request_id_value {
+    let Ledger {
+        mut log,
+        counters,
+        request_id,
+        ..
+    } = ledger;
+    if let Some(v) = request_id {
         response.headers_mut().insert(X_REQUEST_ID.clone(), v);
     }
     log.status = response.status();
-    shared
-        .metrics
-        .requests
-        .get_or_create(&RequestLabel {
-            site: LabelText(log.site.clone()),
-            route: LabelText(log.route.clone()),
-            status: log.status.as_u16(),
-        })
-        .inc();
-    shared
-        .metrics
-        .latency
-        .get_or_create(&SiteLabel {
-            site: LabelText(log.site.clone()),
-        })
-        .observe(start.elapsed().as_secs_f64());
+    counters.record(&shared.metrics, log.status.as_u16(), start.elapsed());
     if shared.access_log {
         let (parts, body) = response.into_parts();
         Response::from_parts(parts, body.with_log(Box::new(log)))
@@ -99,37 +106,43 @@ pub async fn handle(
     }
 }
 
-/// Decides and, when allowed, forwards. `Err` is an early answer from the gateway.
-async fn forward(
-    shared: &Shared,
+/// Decides and, when allowed, forwards. `Err` is an early answer from the gateway. What the
+/// request matched is left in the ledger.
+async fn forward<'s>(
+    shared: &'s Shared,
     conn: &ConnInfo,
     req: Request<Incoming>,
-    log: &mut AccessLog,
-    json: bool,
-    request_id: Option<&HeaderValue>,
+    ledger: &mut Ledger<'s>,
 ) -> Result<Response<ResponseBody>, Rejection> {
     // 1. Size, then canonical method, host and path: everything after this reads only these.
     let (target, mut parts, body) = Target::read(shared, conn, req)?;
     let path = target.path()?;
     if shared.access_log {
-        log.path = path.to_string();
+        ledger.log.path = path.to_string();
     }
     // 2. No identity header from a client survives, on any route.
     headers::strip_inbound_identity(&mut parts.headers, &shared.extra_identity_headers);
     // 3. Site and route; the gateway's own endpoints answer here.
-    let site = shared
-        .routes
-        .site(&target.host)
-        .ok_or(Rejection::Misdirected)?;
+    let site = target.site.ok_or(Rejection::Misdirected)?;
     let readings = site.readings(&path);
     let route = readings.primary();
-    log.site = site.host.clone();
-    log.route = route.label.clone();
+    ledger.log.site = site.host.clone();
+    ledger.log.route = route.label.clone();
+    if let Some(c) = shared
+        .route_counters
+        .get(site.upstream)
+        .and_then(|site_counters| site_counters.get(route.slot))
+    {
+        ledger.counters = c;
+    }
     if is_reserved(&path) {
         // Boxed, as is the challenge below: their futures are large and rare, and inline
-        // they would be copied with every request's future (see BENCHMARKS.md).
-        let endpoint = gateway_endpoint(shared, site, &path, &target.uri, parts, body, log, json);
-        return Box::pin(endpoint).await;
+        // they would be copied with every request's future (see BENCHMARKS.md). Their audit
+        // lines, written deep in sign-in, find the request's context in a task-local.
+        let (client, json) = (ledger.log.client, ledger.json);
+        let endpoint =
+            gateway_endpoint(shared, site, &path, &target.uri, parts, body, client, json);
+        return Box::pin(REQUEST.scope(ledger.context.clone(), endpoint)).await;
     }
     // 4. The access decision, on the request's session when the route needs one.
     let now = shared.clock.now();
@@ -142,12 +155,23 @@ async fn forward(
         &path,
         &parts.headers,
     )
-    .on_connection(&conn.session_cookie);
+    .on_connection(&conn.session_cookie)
+    .in_request(&ledger.context);
     let permit = match access::verdict(shared, asked, now).await? {
         Verdict::Allow(permit) => permit,
         verdict => {
-            let challenge = challenge(shared, site, &path, &target.uri, &parts, verdict, log, json);
-            return Box::pin(challenge).await;
+            let (client, json) = (ledger.log.client, ledger.json);
+            let challenge = challenge(
+                shared,
+                site,
+                &path,
+                &target.uri,
+                &parts,
+                verdict,
+                client,
+                json,
+            );
+            return Box::pin(REQUEST.scope(ledger.context.clone(), challenge)).await;
         }
     };
     // 5. The upstream request, identity set through the permit.
@@ -156,15 +180,18 @@ async fn forward(
         site,
         path: &path,
         query: target.uri.query(),
-        host: &target.host,
         upgrade,
-        request_id,
+        request_id: ledger.request_id.as_ref(),
         now,
     };
     let (mut req, accept) = outgoing.prepare(shared, conn, &permit, parts, body)?;
     // 6. Forwarded, streaming; an upgrade becomes a tunnel.
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let (response, checkin) = send(shared, site, route, req).await?;
+    let upstream = &shared.upstreams[site.upstream];
+    let (response, checkin) = upstream
+        .forward(req, route.upstream_response_timeout)
+        .await
+        .map_err(|e| upstream_failed(shared, site, route, e))?;
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         return switch_protocols(shared, site, route, response, client_upgrade, accept);
     }
@@ -172,21 +199,21 @@ async fn forward(
     Ok(finish(response, checkin, &permit))
 }
 
-/// What step 1 reads off a request: its canonical host, and its URI (the path is made
-/// canonical from it, borrowed, by [`Target::path`]).
-struct Target {
-    host: String,
+/// What step 1 reads off a request: the site its canonical host names, if any, and its URI
+/// (the path is made canonical from it, borrowed, by [`Target::path`]).
+struct Target<'s> {
+    site: Option<&'s Site>,
     uri: http::Uri,
 }
 
-impl Target {
+impl<'s> Target<'s> {
     /// The header section's size, the method, and the host (which must agree with the TLS
     /// server name); the request's parts and body go on.
     fn read(
-        shared: &Shared,
+        shared: &'s Shared,
         conn: &ConnInfo,
         req: Request<Incoming>,
-    ) -> Result<(Target, http::request::Parts, Incoming), Rejection> {
+    ) -> Result<(Target<'s>, http::request::Parts, Incoming), Rejection> {
         if headers::section_size(req.method(), req.uri(), req.headers()) > shared.max_header_bytes {
             return Err(Rejection::HeadersTooLarge);
         }
@@ -200,9 +227,12 @@ impl Target {
         if conn.sni.as_deref().is_some_and(|sni| sni != host) {
             return Err(Rejection::Misdirected);
         }
+        // Looked up while the host is still borrowed from the request; from here on the
+        // site's own host stands for it.
+        let site = shared.routes.site(&host);
         let (mut parts, body) = req.into_parts();
         let uri = std::mem::take(&mut parts.uri);
-        Ok((Target { host, uri }, parts, body))
+        Ok((Target { site, uri }, parts, body))
     }
 
     /// The canonical path; a path with no canonical form is refused.
@@ -224,14 +254,14 @@ async fn gateway_endpoint(
     uri: &http::Uri,
     parts: http::request::Parts,
     body: Incoming,
-    log: &AccessLog,
+    client: IpAddr,
     json: bool,
 ) -> Result<Response<ResponseBody>, Rejection> {
     if !path.starts_with(RESERVED_PREFIX) {
         return Err(Rejection::NotFound);
     }
     if is_rate_limited_endpoint(path, shared) {
-        if let Err(wait) = shared.rate_limit.check(log.client) {
+        if let Err(wait) = shared.rate_limit.check(client) {
             return Ok(respond::too_many(wait, json));
         }
     }
@@ -251,7 +281,7 @@ async fn challenge(
     uri: &http::Uri,
     parts: &http::request::Parts,
     verdict: Verdict,
-    log: &AccessLog,
+    client: IpAddr,
     json: bool,
 ) -> Result<Response<ResponseBody>, Rejection> {
     let return_to = auth::return_to(path, uri.query());
@@ -260,7 +290,7 @@ async fn challenge(
         (Verdict::SignIn, None) => Err(Rejection::SignInRequired),
         (Verdict::StepUp { .. }, None) => Err(Rejection::Forbidden),
         (Verdict::SignIn, Some(auth)) => {
-            if let Err(wait) = shared.rate_limit.check(log.client) {
+            if let Err(wait) = shared.rate_limit.check(client) {
                 return Ok(respond::too_many(wait, json));
             }
             auth::sign_in_required(auth, site, &parts.method, &parts.headers, &return_to, json)
@@ -278,7 +308,6 @@ struct Outgoing<'a> {
     site: &'a Site,
     path: &'a str,
     query: Option<&'a str>,
-    host: &'a str,
     upgrade: bool,
     request_id: Option<&'a HeaderValue>,
     now: i64,
@@ -306,7 +335,8 @@ impl Outgoing<'_> {
         let h = &mut parts.headers;
         headers::strip_hop_by_hop(h, self.upgrade);
         headers::strip_gateway_cookies(h);
-        headers::set_forwarded(h, peer, conn.peer_value.as_ref(), trusted, self.host);
+        let host = &shared.forwarded_hosts[self.site.upstream];
+        headers::set_forwarded(h, peer, conn.peer_value.as_ref(), trusted, host);
         if let Some(v) = self.request_id {
             h.insert(X_REQUEST_ID.clone(), v.clone());
         }
@@ -335,42 +365,31 @@ impl Outgoing<'_> {
     }
 }
 
-/// Sends the request to the site's upstream; a failure is counted and becomes 502 or 504
-/// (400 when it was the client's body that failed).
-async fn send(
-    shared: &Shared,
-    site: &Site,
-    route: &Route,
-    req: Request<Incoming>,
-) -> Result<(Response<Incoming>, Checkin), Rejection> {
-    let upstream = &shared.upstreams[site.upstream];
-    match upstream.forward(req, route.upstream_response_timeout).await {
-        Ok(response) => Ok(response),
-        Err(e @ UpstreamError::ClientBody(_)) => {
-            tracing::debug!(site = %site.host, route = %route.label, error = %ErrorChain(&e), "request body from the client failed");
-            Err(Rejection::BadRequest)
-        }
-        Err(e) => {
-            let kind = match e {
-                UpstreamError::Timeout(_) => UpstreamFailure::Timeout,
-                _ => UpstreamFailure::Connect,
-            };
-            tracing::warn!(site = %site.host, route = %route.label, error = %ErrorChain(&e), "upstream request failed");
-            let label = UpstreamErrorLabel {
-                site: LabelText(site.host.clone()),
-                kind,
-            };
-            shared.metrics.upstream_errors.get_or_create(&label).inc();
-            let now = crate::clock::now();
-            shared
-                .metrics
-                .recent
-                .count(Lately::UpstreamError, &site.host, now);
-            Err(match kind {
-                UpstreamFailure::Connect => Rejection::BadGateway,
-                UpstreamFailure::Timeout => Rejection::GatewayTimeout,
-            })
-        }
+/// What the client is told when its request could not be forwarded: 502 or 504, counted, or
+/// 400 when it was the client's own body that failed.
+fn upstream_failed(shared: &Shared, site: &Site, route: &Route, e: UpstreamError) -> Rejection {
+    if let UpstreamError::ClientBody(_) = e {
+        tracing::debug!(site = %site.host, route = %route.label, error = %ErrorChain(&e), "request body from the client failed");
+        return Rejection::BadRequest;
+    }
+    let kind = match e {
+        UpstreamError::Timeout(_) => UpstreamFailure::Timeout,
+        _ => UpstreamFailure::Connect,
+    };
+    tracing::warn!(site = %site.host, route = %route.label, error = %ErrorChain(&e), "upstream request failed");
+    let label = UpstreamErrorLabel {
+        site: LabelText(site.host.clone()),
+        kind,
+    };
+    shared.metrics.upstream_errors.get_or_create(&label).inc();
+    let now = crate::clock::now();
+    shared
+        .metrics
+        .recent
+        .count(Lately::UpstreamError, &site.host, now);
+    match kind {
+        UpstreamFailure::Connect => Rejection::BadGateway,
+        UpstreamFailure::Timeout => Rejection::GatewayTimeout,
     }
 }
 
@@ -469,7 +488,7 @@ fn is_rate_limited_endpoint(path: &str, shared: &Shared) -> bool {
 }
 
 /// The request's host, canonical. `:authority` (HTTP/2, absolute-form) and `Host` must agree.
-fn request_host(req: &Request<Incoming>) -> Result<String, Rejection> {
+fn request_host(req: &Request<Incoming>) -> Result<Cow<'_, str>, Rejection> {
     let mut host_headers = req.headers().get_all(header::HOST).iter();
     let from_header = host_headers.next();
     if host_headers.next().is_some() {
@@ -495,8 +514,8 @@ fn request_host(req: &Request<Incoming>) -> Result<String, Rejection> {
     };
     match (from_uri, from_header) {
         (Some(u), Some(h)) if u != h => Err(Rejection::BadRequest),
-        (Some(u), _) => Ok(u.into_owned()),
-        (None, Some(h)) => Ok(h.into_owned()),
+        (Some(u), _) => Ok(u),
+        (None, Some(h)) => Ok(h),
         (None, None) => Err(Rejection::BadRequest),
     }
 }
