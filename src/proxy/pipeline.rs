@@ -179,7 +179,7 @@ async fn forward<'s>(
     let outgoing = Outgoing {
         site,
         path: &path,
-        query: target.uri.query(),
+        received: target.uri.path_and_query(),
         upgrade,
         request_id: ledger.request_id.as_ref(),
         now,
@@ -307,7 +307,8 @@ async fn challenge(
 struct Outgoing<'a> {
     site: &'a Site,
     path: &'a str,
-    query: Option<&'a str>,
+    /// The path and query as the client sent them.
+    received: Option<&'a PathAndQuery>,
     upgrade: bool,
     request_id: Option<&'a HeaderValue>,
     now: i64,
@@ -354,11 +355,16 @@ impl Outgoing<'_> {
             header::HOST,
             shared.upstream_hosts[self.site.upstream].clone(),
         );
-        let path_and_query = match self.query {
-            Some(q) => PathAndQuery::try_from(format!("{}?{q}", self.path)),
-            None => PathAndQuery::try_from(self.path),
-        }
-        .map_err(|_| Rejection::BadRequest)?;
+        // Most paths are already canonical: then the received target is shared (a reference
+        // count) rather than rebuilt, checked and copied.
+        let path_and_query = match self.received {
+            Some(pq) if pq.path() == self.path => pq.clone(),
+            received => match received.and_then(PathAndQuery::query) {
+                Some(q) => PathAndQuery::try_from(format!("{}?{q}", self.path)),
+                None => PathAndQuery::try_from(self.path),
+            }
+            .map_err(|_| Rejection::BadRequest)?,
+        };
         // Origin-form, as an HTTP/1.1 request line carries it; `Host` names the upstream.
         parts.uri = path_and_query.into();
         Ok((Request::from_parts(parts, body), accept))

@@ -275,6 +275,34 @@ async fn plain_http_redirects_to_https_for_known_sites_only() {
     assert_eq!(resp.status(), 421);
 }
 
+/// The upstream receives the canonical path with the query exactly as sent: the client's own
+/// target when it was already canonical, a rebuilt one when the path had to change.
+#[tokio::test]
+async fn the_upstream_gets_the_canonical_path_and_the_query_as_sent() {
+    let echo = Echo::start().await;
+    let gw = Gateway::start(&site("app.test", &echo.url(), "public", &[])).await;
+    let c = gw.client();
+    for (sent, forwarded) in [
+        ("/a/b", "/a/b"),
+        ("/a/b?x=1&y=%2F", "/a/b?x=1&y=%2F"),
+        ("/a/b?", "/a/b?"),
+        ("/a/./b?x=1", "/a/b?x=1"),
+        ("//a/../b?q=%2e%2e/", "/b?q=%2e%2e/"),
+        ("/%61pi?v", "/api?v"),
+        ("/a/.", "/a/"),
+    ] {
+        let r = c.get("app.test", sent).await;
+        assert_eq!(r.status, 200, "{sent}: {}", r.text());
+        assert_eq!(r.upstream_path(), forwarded, "{sent}");
+        let req = Request::get(format!("https://app.test{sent}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let r = c.send_h2("app.test", req).await;
+        assert_eq!(r.status, 200, "{sent} over HTTP/2: {}", r.text());
+        assert_eq!(r.upstream_path(), forwarded, "{sent} over HTTP/2");
+    }
+}
+
 #[tokio::test]
 async fn http2_client_is_proxied() {
     let echo = Echo::start().await;
