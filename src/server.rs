@@ -121,8 +121,8 @@ async fn accept(
 ///
 /// A connection checks it on every wake-up, so it is a flag and a waker per connection,
 /// rather than a `watch` channel: polling a `watch` receiver takes a mutex that every
-/// connection shares, and a `select!` over it cost each request some 800 instructions
-/// (BENCHMARKS.md).
+/// connection shares, and a `select!` over it and the timers cost each request some 500
+/// instructions (BENCHMARKS.md, round five).
 #[derive(Debug, Default)]
 struct Drain {
     draining: AtomicBool,
@@ -136,8 +136,8 @@ impl Drain {
         let waker = Arc::new(AtomicWaker::new());
         let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
         if waiting.len() == waiting.capacity() {
-            // Before the list grows, drop the connections that have ended: the list stays
-            // within twice the number of open connections.
+            // Before the list grows, drop the connections that have ended: it stays within
+            // twice the most connections ever open at once.
             waiting.retain(|w| w.strong_count() > 0);
         }
         waiting.push(Arc::downgrade(&waker));
