@@ -579,6 +579,78 @@ async fn shutdown_drains_in_flight_requests_and_stops_accepting() {
     );
 }
 
+/// Connections with nothing in flight when the gateway stops are woken and closed at once,
+/// over HTTP/1.1 and HTTP/2: nothing else would wake them before their own timeouts, and the
+/// drain would wait out its grace for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_idle_connections_at_once() {
+    let echo = Echo::start().await;
+    let mut gw = Gateway::start(&site("app.test", &echo.url(), "public", &[])).await;
+    let client = gw.client();
+
+    let mut h1 = client.connect("app.test", &[b"http/1.1"]).await;
+    h1.write_all(b"GET /one HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await
+        .unwrap();
+    h1.flush().await.unwrap();
+    let mut head = [0u8; 12];
+    h1.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+
+    let tls = client.connect("app.test", &[b"h2"]).await;
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    let h2_ended = tokio::spawn(async move {
+        let _ = conn.await;
+        Instant::now()
+    });
+    let r = sender
+        .send_request(
+            Request::get("https://app.test/two")
+                .body(Empty::<Bytes>::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let _ = r.into_body().collect().await.unwrap();
+
+    // Both idle now; let the connections settle into waiting.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stopped_at = Instant::now();
+    let task = gw.shutdown();
+    let (_, h1_closed) = read_until_closed(&mut h1, Duration::from_secs(4)).await;
+    let h1_closed = h1_closed.expect("idle HTTP/1.1 connection still open 4 s after shutdown");
+    assert!(
+        h1_closed - stopped_at < Duration::from_secs(2),
+        "HTTP/1.1 closed after {:?}",
+        h1_closed - stopped_at
+    );
+    let h2_closed = tokio::time::timeout(Duration::from_secs(4), h2_ended)
+        .await
+        .expect("idle HTTP/2 connection still open 4 s after shutdown")
+        .unwrap();
+    assert!(
+        h2_closed - stopped_at < Duration::from_secs(2),
+        "HTTP/2 closed after {:?}",
+        h2_closed - stopped_at
+    );
+    let result = tokio::time::timeout(Duration::from_secs(4), task)
+        .await
+        .expect("gateway still draining 4 s after shutdown (grace is 5 s)")
+        .unwrap();
+    assert!(result.is_ok(), "{result:?}");
+    assert!(
+        stopped_at.elapsed() < Duration::from_secs(3),
+        "drain took {:?}: waited for idle connections",
+        stopped_at.elapsed()
+    );
+}
+
 /// While running, the admin listener reports ready and the public listener serves.
 #[tokio::test]
 async fn ready_while_running() {
