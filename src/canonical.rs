@@ -277,12 +277,15 @@ pub fn host(raw: &str) -> Option<Cow<'_, str>> {
     } else {
         return plain_host(raw);
     };
-    if let Some(port) = port {
-        if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
+    if port.is_some_and(|p| !port_ok(p.as_bytes())) {
+        return None;
     }
     Some(lower(name))
+}
+
+/// A port as a `Host` may carry it: 1 to 5 digits.
+fn port_ok(port: &[u8]) -> bool {
+    !port.is_empty() && port.len() <= 5 && port.iter().all(u8::is_ascii_digit)
 }
 
 /// [`host`] for a name that is not a bracketed literal, in one pass over its bytes: every
@@ -313,11 +316,8 @@ fn plain_host(raw: &str) -> Option<Cow<'_, str>> {
             return None;
         }
     }
-    if end < bytes.len() {
-        let port = &bytes[end + 1..];
-        if port.is_empty() || port.len() > 5 || !port.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
+    if end < bytes.len() && !port_ok(&bytes[end + 1..]) {
+        return None;
     }
     // One trailing dot is dropped: the last label is then the one before it, which the
     // loop has already seen to be non-empty.
