@@ -262,14 +262,10 @@ fn audit(
     let Some(audit) = &shared.audit else {
         return;
     };
-    let current;
     let ctx = match asked.context {
-        Some(c) => c,
+        Some(c) => std::borrow::Cow::Borrowed(c),
         None => match crate::audit::current() {
-            Some(c) => {
-                current = c;
-                &current
-            }
+            Some(c) => std::borrow::Cow::Owned(c),
             None => return,
         },
     };
