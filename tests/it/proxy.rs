@@ -238,6 +238,53 @@ async fn upstream_down_is_502_and_slow_is_504() {
     );
 }
 
+/// Requests are counted under the site and route they matched, for every route of every site
+/// (the counters are kept per route, found by the route's place in the configuration), and
+/// under `-` when no site matched.
+#[tokio::test]
+async fn requests_are_counted_under_the_route_they_matched() {
+    let echo = Echo::start().await;
+    let gw = Gateway::start(&format!(
+        "{}{}",
+        site("other.test", &echo.url(), "public", &[]),
+        site(
+            "app.test",
+            &echo.url(),
+            "protected",
+            &[
+                ("/api", "public"),
+                ("/blocked", "deny"),
+                ("/API/v2", "public")
+            ]
+        )
+    ))
+    .await;
+    let c = gw.client();
+    for (host, path, status) in [
+        ("app.test", "/api/x", 200),
+        ("app.test", "/api/y", 200),
+        ("app.test", "/blocked/z", 403),
+        ("app.test", "/API/v2/q", 200),
+        ("app.test", "/elsewhere", 401),
+        ("other.test", "/", 200),
+        ("localhost", "/", 421),
+    ] {
+        assert_eq!(c.get(host, path).await.status, status, "{host}{path}");
+    }
+    let (_, metrics) = gw.admin_get("/metrics").await;
+    for line in [
+        "jumpgate_requests_total{site=\"app.test\",route=\"/api\",status=\"200\"} 2",
+        "jumpgate_requests_total{site=\"app.test\",route=\"/blocked\",status=\"403\"} 1",
+        "jumpgate_requests_total{site=\"app.test\",route=\"/API/v2\",status=\"200\"} 1",
+        "jumpgate_requests_total{site=\"app.test\",route=\"*\",status=\"401\"} 1",
+        "jumpgate_requests_total{site=\"other.test\",route=\"*\",status=\"200\"} 1",
+        "jumpgate_requests_total{site=\"-\",route=\"-\",status=\"421\"} 1",
+        "jumpgate_request_duration_seconds_count{site=\"app.test\"} 5",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
+    }
+}
+
 #[tokio::test]
 async fn admin_endpoints_only_on_admin_listener() {
     let echo = Echo::start().await;
