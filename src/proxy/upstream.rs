@@ -12,18 +12,25 @@
 //! end, and is taken again newest first. What the legacy client did that matters is kept:
 //! idle connections expire, a connection the upstream closed is never handed out, and a
 //! request that could not be written on a pooled connection is sent once more on a new one.
+//!
+//! Each connection also keeps the timer that bounds the wait for its responses. Armed anew
+//! for every request, a timer costs a registration and a removal under the runtime's timer
+//! lock; moved to a later deadline, the one a connection already has costs one atomic
+//! update (tokio re-files it when the earlier deadline comes round).
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::FutureExt;
 use http::Uri;
 use http::{Request, Response, Version};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
+use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
 use crate::clock::Clock;
@@ -58,9 +65,15 @@ fn is_client_body(e: &hyper::Error) -> bool {
     e.is_user() && std::error::Error::source(e).is_some_and(|c| c.is::<hyper::Error>())
 }
 
+/// A connection and the timer that bounds the wait for its responses.
+struct Lent {
+    sender: SendRequest<Incoming>,
+    deadline: Pin<Box<Sleep>>,
+}
+
 /// A connection waiting in the pool, and since when (milliseconds on the gateway's clock).
 struct Idle {
-    sender: SendRequest<Incoming>,
+    conn: Lent,
     since_ms: i64,
 }
 
@@ -74,20 +87,20 @@ struct Pool {
 impl Pool {
     /// The newest idle connection that is still open, free and within its idle time;
     /// closed and expired ones met on the way are dropped.
-    fn take(&self) -> Option<SendRequest<Incoming>> {
+    fn take(&self) -> Option<Lent> {
         let now = self.clock.now_ms();
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         while let Some(c) = idle.pop() {
-            if now - c.since_ms < self.idle_timeout_ms && c.sender.is_ready() {
-                return Some(c.sender);
+            if now - c.since_ms < self.idle_timeout_ms && c.conn.sender.is_ready() {
+                return Some(c.conn);
             }
         }
         None
     }
 
     /// Puts a connection whose exchange is over back, if it can take another request.
-    fn put(&self, sender: SendRequest<Incoming>) {
-        if !sender.is_ready() {
+    fn put(&self, conn: Lent) {
+        if !conn.sender.is_ready() {
             // Still busy (an upload the upstream answered before it ended) or closed:
             // dropping it lets hyper finish what is in flight and close.
             return;
@@ -102,7 +115,7 @@ impl Pool {
         let over = (idle.len() - expired + 1).saturating_sub(MAX_IDLE);
         idle.drain(..expired + over);
         idle.push(Idle {
-            sender,
+            conn,
             since_ms: now,
         });
     }
@@ -111,7 +124,7 @@ impl Pool {
 /// A connection lent to one exchange; [`Checkin::done`] returns it once the response body
 /// has been read to its end. Dropped instead, the connection closes.
 pub struct Checkin {
-    sender: SendRequest<Incoming>,
+    conn: Lent,
     pool: Arc<Pool>,
 }
 
@@ -124,7 +137,7 @@ impl std::fmt::Debug for Checkin {
 impl Checkin {
     /// The response body has been read to its end: the connection may serve another.
     pub fn done(self) {
-        self.pool.put(self.sender);
+        self.pool.put(self.conn);
     }
 }
 
@@ -169,8 +182,8 @@ pub fn build(sites: &[SiteConfig], limits: &Limits, clock: &Clock) -> Result<Ups
 }
 
 impl Upstream {
-    /// Sends `req` (its URI in origin-form) and waits for the response headers. The
-    /// [`Checkin`] goes with the response body.
+    /// Sends `req` (its URI in origin-form) and waits at most `timeout` for the response
+    /// headers. The [`Checkin`] goes with the response body.
     ///
     /// Not an `async fn`: one would keep the request in its state beside the exchange's own
     /// copy, and the request path copies every byte of its futures more than once.
@@ -181,38 +194,61 @@ impl Upstream {
     ) -> impl Future<Output = Result<(Response<Incoming>, Checkin), UpstreamError>> + '_ {
         // Clients may speak h2 to us; upstreams get HTTP/1.1.
         *req.version_mut() = Version::HTTP_11;
-        tokio::time::timeout(timeout, self.exchange(req))
-            .map(move |done| done.unwrap_or(Err(UpstreamError::Timeout(timeout))))
+        self.exchange(req, timeout)
     }
 
     async fn exchange(
         &self,
         req: Request<Incoming>,
+        timeout: Duration,
     ) -> Result<(Response<Incoming>, Checkin), UpstreamError> {
+        let now = Instant::now();
+        // A configured duration may be longer than the clock can count ahead: then, as with
+        // tokio's own timeout, about thirty years.
+        let deadline = now
+            .checked_add(timeout)
+            .unwrap_or(now + Duration::from_secs(30 * 365 * 86_400));
         let req = match self.pool.take() {
-            Some(mut sender) => match sender.try_send_request(req).await {
-                Ok(response) => return Ok((response, self.checkin(sender))),
-                Err(mut e) => match e.take_message() {
-                    // Not written: the upstream had closed the idle connection. Once more,
-                    // on a new one.
-                    Some(req) => req,
-                    None => return Err(request_error(e.into_error())),
-                },
-            },
+            Some(mut conn) => {
+                conn.deadline.as_mut().reset(deadline);
+                let sent = conn.sender.try_send_request(req);
+                match within(conn.deadline.as_mut(), sent).await {
+                    None => return Err(UpstreamError::Timeout(timeout)),
+                    Some(Ok(response)) => return Ok((response, self.checkin(conn))),
+                    Some(Err(mut e)) => match e.take_message() {
+                        // Not written: the upstream had closed the idle connection. Once
+                        // more, on a new one, within what is left of the same time.
+                        Some(req) => req,
+                        None => return Err(request_error(e.into_error())),
+                    },
+                }
+            }
             None => req,
         };
+        let mut timer = Box::pin(tokio::time::sleep_until(deadline));
         // Boxed: connecting is the rare case, and its future (TCP, TLS, the handshake) is
         // large enough that inline it would be copied with every request's future.
-        let mut sender = Box::pin(self.connect()).await?;
-        match sender.send_request(req).await {
-            Ok(response) => Ok((response, self.checkin(sender))),
-            Err(e) => Err(request_error(e)),
+        let connected = Box::pin(self.connect());
+        let mut sender = match within(timer.as_mut(), connected).await {
+            None => return Err(UpstreamError::Timeout(timeout)),
+            Some(connected) => connected?,
+        };
+        match within(timer.as_mut(), sender.send_request(req)).await {
+            None => Err(UpstreamError::Timeout(timeout)),
+            Some(Ok(response)) => {
+                let conn = Lent {
+                    sender,
+                    deadline: timer,
+                };
+                Ok((response, self.checkin(conn)))
+            }
+            Some(Err(e)) => Err(request_error(e)),
         }
     }
 
-    fn checkin(&self, sender: SendRequest<Incoming>) -> Checkin {
+    fn checkin(&self, conn: Lent) -> Checkin {
         Checkin {
-            sender,
+            conn,
             pool: self.pool.clone(),
         }
     }
@@ -234,6 +270,32 @@ impl Upstream {
             }
         });
         Ok(sender)
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// `work`'s output, or `None` once `deadline` has passed first: `tokio::time::Timeout`
+    /// with the connection's timer, which that type cannot borrow.
+    struct Within<'d, F> {
+        #[pin]
+        work: F,
+        deadline: Pin<&'d mut Sleep>,
+    }
+}
+
+fn within<F: Future>(deadline: Pin<&mut Sleep>, work: F) -> Within<'_, F> {
+    Within { work, deadline }
+}
+
+impl<F: Future> Future for Within<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(done) = this.work.poll(cx) {
+            return Poll::Ready(Some(done));
+        }
+        this.deadline.as_mut().poll(cx).map(|()| None)
     }
 }
 

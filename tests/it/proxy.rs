@@ -391,8 +391,8 @@ async fn gateway_namespace_is_never_forwarded_in_any_spelling() {
 }
 
 /// An HTTP/1.1 upstream that counts the connections it accepts. `/big` is answered with
-/// 4 MiB sent slowly, `/chunked` with `ok` in chunked framing, anything else with `ok`
-/// (HEAD without it); with `close_after` set it closes each connection after its answer,
+/// 4 MiB sent slowly, `/chunked` with `ok` in chunked framing, a path ending in `/slow/MS`
+/// with `ok` after that many milliseconds, anything else with `ok` (HEAD without it); with `close_after` set it closes each connection after its answer,
 /// without saying so, as an upstream's idle timeout does.
 struct CountingUpstream {
     addr: std::net::SocketAddr,
@@ -440,6 +440,11 @@ impl CountingUpstream {
                                 tokio::time::sleep(Duration::from_millis(5)).await;
                             }
                         } else {
+                            let target = head.split(' ').nth(1).unwrap_or("");
+                            if let Some((_, ms)) = target.rsplit_once("/slow/") {
+                                let ms = ms.parse().unwrap_or(0);
+                                tokio::time::sleep(Duration::from_millis(ms)).await;
+                            }
                             let answer: &[u8] = if head.starts_with("HEAD ") {
                                 b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n"
                             } else if head.starts_with("GET /chunked ") {
@@ -467,6 +472,63 @@ impl CountingUpstream {
     fn accepted(&self) -> usize {
         self.accepted.load(std::sync::atomic::Ordering::SeqCst)
     }
+}
+
+/// The wait for response headers is bounded on a pooled connection as on a new one, whatever
+/// deadline the connection's previous request had: a later one (a stale earlier deadline
+/// must not cut the request short), an earlier one, and one that passed while the
+/// connection was idle.
+#[tokio::test]
+async fn response_deadlines_hold_on_pooled_connections() {
+    let up = CountingUpstream::start().await;
+    let gw = Gateway::start(&format!(
+        "[[site]]\nhost = \"app.test\"\nupstream = \"http://{}\"\naccess = \"public\"\n\
+         upstream_response_timeout = \"5s\"\n  [[site.route]]\n  path = \"/short\"\n  \
+         access = \"public\"\n  upstream_response_timeout = \"300ms\"\n",
+        up.addr
+    ))
+    .await;
+    let c = gw.client();
+    let get = async |path: &str| {
+        let start = std::time::Instant::now();
+        let r = c.get("app.test", path).await;
+        (r.status.as_u16(), start.elapsed())
+    };
+    assert_eq!(get("/short/quick").await.0, 200);
+    // The connection's deadline was 300 ms out; this request's is 5 s.
+    assert_eq!(
+        get("/slow/1000").await.0,
+        200,
+        "a stale deadline cut a request short"
+    );
+    assert_eq!(up.accepted(), 1, "the connection was pooled and reused");
+    let (status, took) = get("/short/slow/3000").await;
+    assert_eq!(
+        status, 504,
+        "an earlier deadline on a pooled connection holds"
+    );
+    assert!(
+        took < Duration::from_millis(2500),
+        "timed out after {took:?}"
+    );
+    assert_eq!(
+        up.accepted(),
+        1,
+        "the slow request went on the pooled connection"
+    );
+
+    assert_eq!(get("/short/quick").await.0, 200);
+    assert_eq!(up.accepted(), 2, "a timed-out connection is not reused");
+    // Idle past its last deadline, the connection's timer has fired with no one waiting.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(get("/slow/500").await.0, 200);
+    let (status, took) = get("/short/slow/3000").await;
+    assert_eq!(status, 504);
+    assert!(
+        took < Duration::from_millis(2500),
+        "timed out after {took:?}"
+    );
+    assert_eq!(up.accepted(), 2, "both went on the pooled connection");
 }
 
 /// Upstream connections are kept and reused, after bodies framed by length, by chunks or
