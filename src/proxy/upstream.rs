@@ -66,6 +66,11 @@ fn is_client_body(e: &hyper::Error) -> bool {
 }
 
 /// A connection and the timer that bounds the wait for its responses.
+///
+/// While the connection idles, its timer still holds the waker of the last request that
+/// polled it; if the timer fires then, that client connection is woken once for nothing,
+/// and a finished one is freed only then. Both are bounded by the pool (at most `MAX_IDLE`
+/// a site, for at most the deadline).
 struct Lent {
     sender: SendRequest<Incoming>,
     deadline: Pin<Box<Sleep>>,
