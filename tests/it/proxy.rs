@@ -392,8 +392,9 @@ async fn gateway_namespace_is_never_forwarded_in_any_spelling() {
 
 /// An HTTP/1.1 upstream that counts the connections it accepts. `/big` is answered with
 /// 4 MiB sent slowly, `/chunked` with `ok` in chunked framing, a path ending in `/slow/MS`
-/// with `ok` after that many milliseconds, anything else with `ok` (HEAD without it); with `close_after` set it closes each connection after its answer,
-/// without saying so, as an upstream's idle timeout does.
+/// with `ok` after that many milliseconds, anything else with `ok` (HEAD without it); with
+/// `close_after` set it closes each connection after its answer, without saying so, as an
+/// upstream's idle timeout does.
 struct CountingUpstream {
     addr: std::net::SocketAddr,
     accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
