@@ -471,6 +471,7 @@ async fn certificate_is_swapped_without_dropping_connections_and_broken_files_ar
     }
 
     // The connection opened before the swap keeps working.
+    sender.ready().await.unwrap();
     let resp = sender.send_request(get("/after")).await.unwrap();
     assert_eq!(resp.status(), 200);
     let body = resp.into_body().collect().await.unwrap().to_bytes();
@@ -519,6 +520,7 @@ async fn certificate_is_swapped_without_dropping_connections_and_broken_files_ar
         new_der,
         "the last good certificate must stay in service"
     );
+    sender.ready().await.unwrap();
     let resp = sender.send_request(get("/still")).await.unwrap();
     assert_eq!(resp.status(), 200);
 }

@@ -296,6 +296,11 @@ async fn a_session_ended_elsewhere_ends_on_a_connection_kept_alive_with_it() {
             .unwrap()
     };
     let mut statuses = async |cookie: &str| {
+        // An HTTP/1.1 connection takes its next request only once it has finished the last
+        // response, which its task may not have noticed yet when the body has been read.
+        h1.ready()
+            .await
+            .expect("HTTP/1.1 connection ready for the next request");
         let one = support::collect(h1.send_request(get("/cookie", cookie)).await.unwrap()).await;
         let two = support::collect(
             h2.send_request(get("https://app.test/cookie", cookie))
