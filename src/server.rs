@@ -321,6 +321,7 @@ pub async fn serve_public(
                     .watching(activity, silence, idle)
                     .await
             } else {
+                let service = hyper::service::service_fn(move |req| service.respond(req));
                 let conn = builders
                     .h1
                     .serve_connection(TokioIo::new(tls), service)

@@ -329,25 +329,38 @@ impl Gateway {
         };
         (watched, activity)
     }
+
+    /// Answers one request on this connection. Not boxed, so a server that names the
+    /// service's future through generics (`service_fn`, as HTTP/1.1 does) keeps it in its
+    /// own state and allocates nothing per request.
+    pub fn respond(
+        &self,
+        req: Request<Incoming>,
+    ) -> impl Future<Output = Result<Response<ResponseBody>, std::convert::Infallible>> + Send + 'static
+    {
+        let in_flight = self.activity.as_ref().map(|a| a.begin());
+        // Each request takes the configuration in force when it arrives and keeps it to the
+        // end, so a reload never changes the rules under a request in flight.
+        let shared = self.shared.load_full();
+        let conn = self.conn.clone();
+        async move {
+            let response = pipeline::handle(&shared, &conn, req).await;
+            Ok(match in_flight {
+                Some(in_flight) => response.map(|body| body.in_flight(in_flight)),
+                None => response,
+            })
+        }
+    }
 }
 
+/// HTTP/2 runs each request as a task of its own, which moves the service's future: boxed,
+/// the move is of a pointer.
 impl hyper::service::Service<Request<Incoming>> for Gateway {
     type Response = Response<ResponseBody>;
     type Error = std::convert::Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
-        let in_flight = self.activity.as_ref().map(|a| a.begin());
-        // Each request takes the configuration in force when it arrives and keeps it to the
-        // end, so a reload never changes the rules under a request in flight.
-        let shared = self.shared.load_full();
-        let conn = self.conn.clone();
-        Box::pin(async move {
-            let response = pipeline::handle(&shared, &conn, req).await;
-            Ok(match in_flight {
-                Some(in_flight) => response.map(|body| body.in_flight(in_flight)),
-                None => response,
-            })
-        })
+        Box::pin(self.respond(req))
     }
 }
