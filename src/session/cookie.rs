@@ -173,7 +173,7 @@ pub fn pairs<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = 
     headers
         .get_all(header::COOKIE)
         .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
+        .flat_map(|v| crate::headers::cookie_parts(v.as_bytes()))
         .filter_map(move |pair| {
             let eq = pair.iter().position(|&b| b == b'=')?;
             (pair[..eq].trim_ascii() == name.as_bytes()).then_some(Pair { pair, eq })
