@@ -213,14 +213,17 @@ impl Upstream {
         let deadline = now
             .checked_add(timeout)
             .unwrap_or(now + Duration::from_secs(30 * 365 * 86_400));
+        let late = || UpstreamError::Timeout(timeout);
         let req = match self.pool.take() {
             Some(mut conn) => {
                 conn.deadline.as_mut().reset(deadline);
                 let sent = conn.sender.try_send_request(req);
-                match within(conn.deadline.as_mut(), sent).await {
-                    None => return Err(UpstreamError::Timeout(timeout)),
-                    Some(Ok(response)) => return Ok((response, self.checkin(conn))),
-                    Some(Err(mut e)) => match e.take_message() {
+                match within(conn.deadline.as_mut(), sent)
+                    .await
+                    .ok_or_else(late)?
+                {
+                    Ok(response) => return Ok((response, self.checkin(conn))),
+                    Err(mut e) => match e.take_message() {
                         // Not written: the upstream had closed the idle connection. Once
                         // more, on a new one, within what is left of the same time.
                         Some(req) => req,
@@ -234,20 +237,17 @@ impl Upstream {
         // Boxed: connecting is the rare case, and its future (TCP, TLS, the handshake) is
         // large enough that inline it would be copied with every request's future.
         let connected = Box::pin(self.connect());
-        let mut sender = match within(timer.as_mut(), connected).await {
-            None => return Err(UpstreamError::Timeout(timeout)),
-            Some(connected) => connected?,
-        };
-        match within(timer.as_mut(), sender.send_request(req)).await {
-            None => Err(UpstreamError::Timeout(timeout)),
-            Some(Ok(response)) => {
+        let mut sender = within(timer.as_mut(), connected).await.ok_or_else(late)??;
+        let sent = sender.send_request(req);
+        match within(timer.as_mut(), sent).await.ok_or_else(late)? {
+            Ok(response) => {
                 let conn = Lent {
                     sender,
                     deadline: timer,
                 };
                 Ok((response, self.checkin(conn)))
             }
-            Some(Err(e)) => Err(request_error(e)),
+            Err(e) => Err(request_error(e)),
         }
     }
 
