@@ -6,6 +6,9 @@
 
 use std::collections::HashMap;
 
+use http::HeaderValue;
+use serde::{Deserialize, Serialize};
+
 /// The snapshot's maps. Their keys are the provider's data, so the hasher is seeded per
 /// process, as SipHash (the standard one) is; foldhash costs a fraction of it per lookup,
 /// and a protected request looks a user up on every request.
@@ -14,9 +17,6 @@ type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 fn map<K, V>(capacity: usize) -> Map<K, V> {
     Map::with_capacity_and_hasher(capacity, Default::default())
 }
-
-use http::HeaderValue;
-use serde::{Deserialize, Serialize};
 
 /// A user as fetched, before indexing. This is also what the cache file stores.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
