@@ -323,15 +323,12 @@ fn idle_time_and_lifetime_are_counted_on_the_stores_clock() {
 fn store_keys_hash_by_their_first_eight_bytes() {
     use std::hash::BuildHasher;
     let hashing = StoreKeyHashing::default();
-    let mut seen = std::collections::HashSet::new();
     for _ in 0..1000 {
         let key = key_of(&random_bytes());
         let first = u64::from_le_bytes(key[..8].try_into().unwrap());
         // The array's length, hashed first, must not disturb the bytes' contribution.
         assert_eq!(hashing.hash_one(key), first);
-        seen.insert(first);
     }
-    assert_eq!(seen.len(), 1000, "distinct keys, distinct hashes");
     // A cache built with it finds what it holds and nothing else.
     let cache: Cache<[u8; 32], u32, StoreKeyHashing> =
         Cache::builder().build_with_hasher(StoreKeyHashing::default());
