@@ -208,8 +208,9 @@ impl Upstream {
         timeout: Duration,
     ) -> Result<(Response<Incoming>, Checkin), UpstreamError> {
         let now = Instant::now();
-        // A configured duration may be longer than the clock can count ahead: then, as with
-        // tokio's own timeout, about thirty years.
+        // The configuration refuses durations over ten years, which the clock can always
+        // count ahead; should one reach here anyway, as with tokio's own timeout, about
+        // thirty years rather than a panic on the request's task.
         let deadline = now
             .checked_add(timeout)
             .unwrap_or(now + Duration::from_secs(30 * 365 * 86_400));

@@ -368,11 +368,21 @@ impl Entry<'_, Key<kind::Duration>> {
             ));
             return None;
         }
+        // Longer than any session, certificate or cache a gateway keeps, so surely a slip;
+        // far short of where moka refuses a lifetime (1,000 years, by panicking) and where
+        // adding it to the clock overflows.
+        const LONGEST: Duration = Duration::from_secs(10 * 365 * 86_400);
         let s = self.str(EXPECTED)?;
         match humantime::parse_duration(s) {
             Ok(d) if d.is_zero() && !may_be_zero => {
                 self.report(format!(
                     "\"{s}\" is zero; expected a duration greater than zero"
+                ));
+                None
+            }
+            Ok(d) if d > LONGEST => {
+                self.report(format!(
+                    "\"{s}\" is longer than ten years; expected at most \"3650d\""
                 ));
                 None
             }

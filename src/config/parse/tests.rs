@@ -649,6 +649,32 @@ fn durations() {
     let c = ok(&server_with("shutdown_grace = \"0s\""));
     assert_eq!(c.server.shutdown_grace, Duration::ZERO);
 
+    // The session store's cache refuses a lifetime of over 1,000 years by panicking, and a
+    // deadline that far ahead overflows the clock: such a duration stops the check instead.
+    for (text, line, key) in [
+        (
+            site_with("[session]\nlifetime = \"2000y\""),
+            Some(10),
+            "session.lifetime",
+        ),
+        (
+            server_with("[server.limits]\nupstream_response_timeout = \"1000000000000s\""),
+            Some(6),
+            "server.limits.upstream_response_timeout",
+        ),
+        (
+            server_with("shutdown_grace = \"3651d\""),
+            Some(5),
+            "server.shutdown_grace",
+        ),
+    ] {
+        let (l, k, msg) = one(&text);
+        assert_eq!((l, k.as_str()), (line, key));
+        assert!(msg.contains("longer than ten years"), "{msg}");
+    }
+    let c = ok(&server_with("shutdown_grace = \"3650d\""));
+    assert_eq!(c.server.shutdown_grace, Duration::from_secs(3650 * 86_400));
+
     let (line, key, _) = one(&site_with(
         "  [[site.route]]\n  path = \"/x\"\n  tunnel_idle_timeout = 150",
     ));
