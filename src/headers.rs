@@ -228,6 +228,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 fn connection_named(headers: &HeaderMap) -> Option<Vec<HeaderName>> {
     let mut out = Vec::new();
     for value in headers.get_all(header::CONNECTION) {
+        // What almost every upstream answers with, and most clients send: nothing named.
+        let whole = value.as_bytes();
+        if whole.eq_ignore_ascii_case(b"keep-alive") || whole.eq_ignore_ascii_case(b"close") {
+            continue;
+        }
         let Ok(s) = value.to_str() else { continue };
         for token in s.split(',') {
             let token = token.trim();
@@ -511,6 +516,20 @@ mod tests {
         strip_hop_by_hop(&mut h, false);
         let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, vec!["x-kept"]);
+
+        // A field that is only `keep-alive` or `close` names nothing, and a later one still
+        // does.
+        for plain in ["Keep-Alive", "close"] {
+            let mut h = map(&[
+                ("connection", plain),
+                ("connection", "x-gone"),
+                ("x-gone", "1"),
+                ("x-kept", "1"),
+            ]);
+            strip_hop_by_hop(&mut h, false);
+            let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+            assert_eq!(left, vec!["x-kept"], "{plain}");
+        }
     }
 
     /// RFC 6455's own example, and the answers that must not open a tunnel.
