@@ -147,11 +147,11 @@ fn present(headers: &HeaderMap, index: fn(&str) -> Option<u32>) -> u32 {
     bits
 }
 
-fn remove_present(headers: &mut HeaderMap, names: &[&HeaderName], bits: u32) {
-    for (i, name) in names.iter().enumerate() {
-        if bits & (1 << i) != 0 {
-            headers.remove(*name);
-        }
+fn remove_present(headers: &mut HeaderMap, names: &[&HeaderName], mut bits: u32) {
+    // Visits the set bits only: usually there are none.
+    while bits != 0 {
+        headers.remove(names[bits.trailing_zeros() as usize]);
+        bits &= bits - 1;
     }
 }
 
