@@ -460,7 +460,10 @@ fn finish(
 /// treat as equal (case, `;` parameters).
 pub fn is_reserved(path: &str) -> bool {
     let key = crate::policy::routes::match_key(path);
-    key.starts_with(RESERVED_PREFIX) || key == RESERVED_PREFIX.trim_end_matches('/')
+    // The namespace's root, `/.jumpgate`, or anything under it.
+    let root = &RESERVED_PREFIX[..RESERVED_PREFIX.len() - 1];
+    key.strip_prefix(root)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 static X_REQUEST_ID: http::header::HeaderName =
@@ -538,5 +541,34 @@ impl std::fmt::Display for ErrorChain<'_> {
             source = s.source();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_reserved;
+
+    #[test]
+    fn the_gateway_namespace_in_every_spelling_and_nothing_beside_it() {
+        for path in [
+            "/.jumpgate",
+            "/.jumpgate/",
+            "/.jumpgate/callback",
+            "/.JumpGate/callback",
+            "/.jumpgate;x/callback",
+            "/.JUMPGATE;p",
+        ] {
+            assert!(is_reserved(path), "{path}");
+        }
+        for path in [
+            "/",
+            "/.jumpgat",
+            "/.jumpgatex",
+            "/.jumpgate-x/callback",
+            "/a/.jumpgate/callback",
+            "/jumpgate/callback",
+        ] {
+            assert!(!is_reserved(path), "{path}");
+        }
     }
 }
