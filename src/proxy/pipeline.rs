@@ -2,6 +2,7 @@
 //! the order of the steps is decided here and nowhere else.
 
 use std::borrow::Cow;
+use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -47,156 +48,164 @@ struct Ledger<'s> {
 }
 
 /// Handles one request: answers it or forwards it, and accounts for it.
-pub async fn handle(
-    shared: &Shared,
-    conn: &ConnInfo,
+///
+/// Not an `async fn`, nor is [`forward`]: one copies its arguments into its state before
+/// its body starts (the request is 264 bytes, and the copy a call into `memcpy` per request);
+/// an `async move` block uses them where they were captured.
+pub fn handle<'a>(
+    shared: &'a Shared,
+    conn: &'a ConnInfo,
     mut req: Request<Incoming>,
-) -> Response<ResponseBody> {
-    let start = Instant::now();
-    headers::mark_sensitive(req.headers_mut());
-    let client = headers::client_ip(req.headers(), conn.peer_ip(), &shared.trusted_proxies);
-    let request_id = request_id(shared, conn.peer_ip(), req.headers());
-    let mut ledger = Ledger {
-        log: AccessLog {
-            site: NONE.clone(),
-            route: NONE.clone(),
-            method: req.method().clone(),
-            path: String::from("-"),
-            status: StatusCode::OK,
-            start,
-            bytes: 0,
-            client,
-        },
-        counters: &shared.unmatched_counters,
-        json: respond::wants_json(req.headers()),
-        // One header value, cloned (a reference count) into the upstream request and the
-        // answer. Marked sensitive so HTTP/2's header compression sends it as a literal,
-        // never indexed: a value used once would only evict useful entries from the
-        // client's table, and looking it up and inserting it cost every response some
-        // 3,000 instructions.
-        request_id: HeaderValue::from_str(&request_id).ok().map(|mut v| {
-            v.set_sensitive(true);
-            v
-        }),
-        context: RequestContext {
-            client_ip: client,
+) -> impl Future<Output = Response<ResponseBody>> + 'a {
+    async move {
+        let start = Instant::now();
+        headers::mark_sensitive(req.headers_mut());
+        let client = headers::client_ip(req.headers(), conn.peer_ip(), &shared.trusted_proxies);
+        let request_id = request_id(shared, conn.peer_ip(), req.headers());
+        let mut ledger = Ledger {
+            log: AccessLog {
+                site: NONE.clone(),
+                route: NONE.clone(),
+                method: req.method().clone(),
+                path: String::from("-"),
+                status: StatusCode::OK,
+                start,
+                bytes: 0,
+                client,
+            },
+            counters: &shared.unmatched_counters,
+            json: respond::wants_json(req.headers()),
+            // One header value, cloned (a reference count) into the upstream request and the
+            // answer. Marked sensitive so HTTP/2's header compression sends it as a literal,
+            // never indexed: a value used once would only evict useful entries from the
+            // client's table, and looking it up and inserting it cost every response some
+            // 3,000 instructions.
+            request_id: HeaderValue::from_str(&request_id).ok().map(|mut v| {
+                v.set_sensitive(true);
+                v
+            }),
+            context: RequestContext {
+                client_ip: client,
+                request_id,
+            },
+        };
+        let mut response = match forward(shared, conn, req, &mut ledger).await {
+            Ok(response) => response,
+            Err(rejection) => respond::rejection(rejection, ledger.json),
+        };
+        let Ledger {
+            mut log,
+            counters,
             request_id,
-        },
-    };
-    let mut response = match forward(shared, conn, req, &mut ledger).await {
-        Ok(response) => response,
-        Err(rejection) => respond::rejection(rejection, ledger.json),
-    };
-    let Ledger {
-        mut log,
-        counters,
-        request_id,
-        ..
-    } = ledger;
-    if let Some(v) = request_id {
-        response.headers_mut().insert(X_REQUEST_ID.clone(), v);
-    }
-    log.status = response.status();
-    counters.record(&shared.metrics, log.status.as_u16(), start.elapsed());
-    if shared.access_log {
-        let (parts, body) = response.into_parts();
-        Response::from_parts(parts, body.with_log(Box::new(log)))
-    } else {
-        response
+            ..
+        } = ledger;
+        if let Some(v) = request_id {
+            response.headers_mut().insert(X_REQUEST_ID.clone(), v);
+        }
+        log.status = response.status();
+        counters.record(&shared.metrics, log.status.as_u16(), start.elapsed());
+        if shared.access_log {
+            let (parts, body) = response.into_parts();
+            Response::from_parts(parts, body.with_log(Box::new(log)))
+        } else {
+            response
+        }
     }
 }
 
 /// Decides and, when allowed, forwards. `Err` is an early answer from the gateway. What the
 /// request matched is left in the ledger.
-async fn forward<'s>(
+fn forward<'a, 's>(
     shared: &'s Shared,
-    conn: &ConnInfo,
+    conn: &'a ConnInfo,
     req: Request<Incoming>,
-    ledger: &mut Ledger<'s>,
-) -> Result<Response<ResponseBody>, Rejection> {
-    // 1. Size, then canonical method, host and path: everything after this reads only these.
-    let (target, mut parts, body) = Target::read(shared, conn, req)?;
-    let path = target.path()?;
-    if shared.access_log {
-        ledger.log.path = path.to_string();
-    }
-    // 2. No identity header from a client survives, on any route.
-    headers::strip_inbound_identity(&mut parts.headers, &shared.extra_identity_headers);
-    // 3. Site and route; the gateway's own endpoints answer here.
-    let site = target.site.ok_or(Rejection::Misdirected)?;
-    let readings = site.readings(&path);
-    let route = readings.primary();
-    ledger.log.site = site.host.clone();
-    ledger.log.route = route.label.clone();
-    if let Some(c) = shared
-        .route_counters
-        .get(site.upstream)
-        .and_then(|site_counters| site_counters.get(route.slot))
-    {
-        ledger.counters = c;
-    }
-    if is_reserved(&path) {
-        // Boxed, as is the challenge below: their futures are large and rare, and inline
-        // they would be copied with every request's future (see BENCHMARKS.md). Their audit
-        // lines, written deep in sign-in, find the request's context in a task-local.
-        let (client, json) = (ledger.log.client, ledger.json);
-        let endpoint =
-            gateway_endpoint(shared, site, &path, &target.uri, parts, body, client, json);
-        return Box::pin(REQUEST.scope(ledger.context.clone(), endpoint)).await;
-    }
-    // 4. The access decision, on the request's session when the route needs one.
-    let now = shared.clock.now();
-    let upgrade = headers::is_upgrade(&parts.headers);
-    let asked = access::Asked::new(
-        site,
-        readings,
-        &parts.method,
-        upgrade,
-        &path,
-        &parts.headers,
-    )
-    .on_connection(&conn.session_cookie)
-    .in_request(&ledger.context);
-    let permit = match access::verdict(shared, asked, now).await? {
-        Verdict::Allow(permit) => permit,
-        verdict => {
-            let (client, json) = (ledger.log.client, ledger.json);
-            let challenge = challenge(
-                shared,
-                site,
-                &path,
-                &target.uri,
-                &parts,
-                verdict,
-                client,
-                json,
-            );
-            return Box::pin(REQUEST.scope(ledger.context.clone(), challenge)).await;
+    ledger: &'a mut Ledger<'s>,
+) -> impl Future<Output = Result<Response<ResponseBody>, Rejection>> + use<'a, 's> {
+    async move {
+        // 1. Size, then canonical method, host and path: everything after this reads only these.
+        let (target, mut parts, body) = Target::read(shared, conn, req)?;
+        let path = target.path()?;
+        if shared.access_log {
+            ledger.log.path = path.to_string();
         }
-    };
-    // 5. The upstream request, identity set through the permit.
-    let upgrade = upgrade && parts.version == Version::HTTP_11;
-    let outgoing = Outgoing {
-        site,
-        path: &path,
-        received: target.uri.path_and_query(),
-        upgrade,
-        request_id: ledger.request_id.as_ref(),
-        now,
-    };
-    let (mut req, accept) = outgoing.prepare(shared, conn, &permit, parts, body)?;
-    // 6. Forwarded, streaming; an upgrade becomes a tunnel.
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let upstream = &shared.upstreams[site.upstream];
-    let (response, checkin) = upstream
-        .forward(req, route.upstream_response_timeout)
-        .await
-        .map_err(|e| upstream_failed(shared, site, route, e))?;
-    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        return switch_protocols(shared, site, route, response, client_upgrade, accept);
+        // 2. No identity header from a client survives, on any route.
+        headers::strip_inbound_identity(&mut parts.headers, &shared.extra_identity_headers);
+        // 3. Site and route; the gateway's own endpoints answer here.
+        let site = target.site.ok_or(Rejection::Misdirected)?;
+        let readings = site.readings(&path);
+        let route = readings.primary();
+        ledger.log.site = site.host.clone();
+        ledger.log.route = route.label.clone();
+        if let Some(c) = shared
+            .route_counters
+            .get(site.upstream)
+            .and_then(|site_counters| site_counters.get(route.slot))
+        {
+            ledger.counters = c;
+        }
+        if is_reserved(&path) {
+            // Boxed, as is the challenge below: their futures are large and rare, and inline
+            // they would be copied with every request's future (see BENCHMARKS.md). Their audit
+            // lines, written deep in sign-in, find the request's context in a task-local.
+            let (client, json) = (ledger.log.client, ledger.json);
+            let endpoint =
+                gateway_endpoint(shared, site, &path, &target.uri, parts, body, client, json);
+            return Box::pin(REQUEST.scope(ledger.context.clone(), endpoint)).await;
+        }
+        // 4. The access decision, on the request's session when the route needs one.
+        let now = shared.clock.now();
+        let upgrade = headers::is_upgrade(&parts.headers);
+        let asked = access::Asked::new(
+            site,
+            readings,
+            &parts.method,
+            upgrade,
+            &path,
+            &parts.headers,
+        )
+        .on_connection(&conn.session_cookie)
+        .in_request(&ledger.context);
+        let permit = match access::verdict(shared, asked, now).await? {
+            Verdict::Allow(permit) => permit,
+            verdict => {
+                let (client, json) = (ledger.log.client, ledger.json);
+                let challenge = challenge(
+                    shared,
+                    site,
+                    &path,
+                    &target.uri,
+                    &parts,
+                    verdict,
+                    client,
+                    json,
+                );
+                return Box::pin(REQUEST.scope(ledger.context.clone(), challenge)).await;
+            }
+        };
+        // 5. The upstream request, identity set through the permit.
+        let upgrade = upgrade && parts.version == Version::HTTP_11;
+        let outgoing = Outgoing {
+            site,
+            path: &path,
+            received: target.uri.path_and_query(),
+            upgrade,
+            request_id: ledger.request_id.as_ref(),
+            now,
+        };
+        let (mut req, accept) = outgoing.prepare(shared, conn, &permit, parts, body)?;
+        // 6. Forwarded, streaming; an upgrade becomes a tunnel.
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let upstream = &shared.upstreams[site.upstream];
+        let (response, checkin) = upstream
+            .forward(req, route.upstream_response_timeout)
+            .await
+            .map_err(|e| upstream_failed(shared, site, route, e))?;
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            return switch_protocols(shared, site, route, response, client_upgrade, accept);
+        }
+        // 7. The answer, finished.
+        Ok(finish(response, checkin, &permit))
     }
-    // 7. The answer, finished.
-    Ok(finish(response, checkin, &permit))
 }
 
 /// What step 1 reads off a request: the site its canonical host names, if any, and its URI
