@@ -202,53 +202,57 @@ impl Upstream {
         self.exchange(req, timeout)
     }
 
-    async fn exchange(
+    /// The exchange [`forward`](Self::forward) hands on to: an `async` block rather than an
+    /// `async fn`, which would copy the request into its body's locals before starting.
+    fn exchange(
         &self,
         req: Request<Incoming>,
         timeout: Duration,
-    ) -> Result<(Response<Incoming>, Checkin), UpstreamError> {
-        let now = Instant::now();
-        // The configuration refuses durations over ten years, which the clock can always
-        // count ahead; should one reach here anyway, as with tokio's own timeout, about
-        // thirty years rather than a panic on the request's task.
-        let deadline = now
-            .checked_add(timeout)
-            .unwrap_or(now + Duration::from_secs(30 * 365 * 86_400));
-        let late = || UpstreamError::Timeout(timeout);
-        let req = match self.pool.take() {
-            Some(mut conn) => {
-                conn.deadline.as_mut().reset(deadline);
-                let sent = conn.sender.try_send_request(req);
-                match within(conn.deadline.as_mut(), sent)
-                    .await
-                    .ok_or_else(late)?
-                {
-                    Ok(response) => return Ok((response, self.checkin(conn))),
-                    Err(mut e) => match e.take_message() {
-                        // Not written: the upstream had closed the idle connection. Once
-                        // more, on a new one, within what is left of the same time.
-                        Some(req) => req,
-                        None => return Err(request_error(e.into_error())),
-                    },
+    ) -> impl Future<Output = Result<(Response<Incoming>, Checkin), UpstreamError>> + '_ {
+        async move {
+            let now = Instant::now();
+            // The configuration refuses durations over ten years, which the clock can always
+            // count ahead; should one reach here anyway, as with tokio's own timeout, about
+            // thirty years rather than a panic on the request's task.
+            let deadline = now
+                .checked_add(timeout)
+                .unwrap_or(now + Duration::from_secs(30 * 365 * 86_400));
+            let late = || UpstreamError::Timeout(timeout);
+            let req = match self.pool.take() {
+                Some(mut conn) => {
+                    conn.deadline.as_mut().reset(deadline);
+                    let sent = conn.sender.try_send_request(req);
+                    match within(conn.deadline.as_mut(), sent)
+                        .await
+                        .ok_or_else(late)?
+                    {
+                        Ok(response) => return Ok((response, self.checkin(conn))),
+                        Err(mut e) => match e.take_message() {
+                            // Not written: the upstream had closed the idle connection. Once
+                            // more, on a new one, within what is left of the same time.
+                            Some(req) => req,
+                            None => return Err(request_error(e.into_error())),
+                        },
+                    }
                 }
+                None => req,
+            };
+            let mut timer = Box::pin(tokio::time::sleep_until(deadline));
+            // Boxed: connecting is the rare case, and its future (TCP, TLS, the handshake) is
+            // large enough that inline it would be copied with every request's future.
+            let connected = Box::pin(self.connect());
+            let mut sender = within(timer.as_mut(), connected).await.ok_or_else(late)??;
+            let sent = sender.send_request(req);
+            match within(timer.as_mut(), sent).await.ok_or_else(late)? {
+                Ok(response) => {
+                    let conn = Lent {
+                        sender,
+                        deadline: timer,
+                    };
+                    Ok((response, self.checkin(conn)))
+                }
+                Err(e) => Err(request_error(e)),
             }
-            None => req,
-        };
-        let mut timer = Box::pin(tokio::time::sleep_until(deadline));
-        // Boxed: connecting is the rare case, and its future (TCP, TLS, the handshake) is
-        // large enough that inline it would be copied with every request's future.
-        let connected = Box::pin(self.connect());
-        let mut sender = within(timer.as_mut(), connected).await.ok_or_else(late)??;
-        let sent = sender.send_request(req);
-        match within(timer.as_mut(), sent).await.ok_or_else(late)? {
-            Ok(response) => {
-                let conn = Lent {
-                    sender,
-                    deadline: timer,
-                };
-                Ok((response, self.checkin(conn)))
-            }
-            Err(e) => Err(request_error(e)),
         }
     }
 
