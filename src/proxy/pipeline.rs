@@ -52,6 +52,7 @@ struct Ledger<'s> {
 /// Not an `async fn`, nor is [`forward`]: one copies its arguments into its state before
 /// its body starts (the request is 264 bytes, and the copy a call into `memcpy` per request);
 /// an `async move` block uses them where they were captured.
+#[allow(clippy::manual_async_fn)] // on purpose: see above
 pub fn handle<'a>(
     shared: &'a Shared,
     conn: &'a ConnInfo,
@@ -115,6 +116,7 @@ pub fn handle<'a>(
 
 /// Decides and, when allowed, forwards. `Err` is an early answer from the gateway. What the
 /// request matched is left in the ledger.
+#[allow(clippy::manual_async_fn)] // on purpose: see `handle`
 fn forward<'a, 's>(
     shared: &'s Shared,
     conn: &'a ConnInfo,

@@ -204,6 +204,7 @@ impl Upstream {
 
     /// The exchange [`forward`](Self::forward) hands on to: an `async` block rather than an
     /// `async fn`, which would copy the request into its body's locals before starting.
+    #[allow(clippy::manual_async_fn)] // on purpose: see above
     fn exchange(
         &self,
         req: Request<Incoming>,
