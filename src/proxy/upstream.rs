@@ -190,8 +190,9 @@ impl Upstream {
     /// Sends `req` (its URI in origin-form) and waits at most `timeout` for the response
     /// headers. The [`Checkin`] goes with the response body.
     ///
-    /// Not an `async fn`: one would keep the request in its state beside the exchange's own
-    /// copy, and the request path copies every byte of its futures more than once.
+    /// Not an `async fn`: one copies its arguments into its body's locals before starting,
+    /// and the request path copies every byte of its futures more than once; the `async`
+    /// block uses the request where it was captured.
     pub fn forward(
         &self,
         mut req: Request<Incoming>,
@@ -199,25 +200,10 @@ impl Upstream {
     ) -> impl Future<Output = Result<(Response<Incoming>, Checkin), UpstreamError>> + '_ {
         // Clients may speak h2 to us; upstreams get HTTP/1.1.
         *req.version_mut() = Version::HTTP_11;
-        self.exchange(req, timeout)
-    }
-
-    /// The exchange [`forward`](Self::forward) hands on to: an `async` block rather than an
-    /// `async fn`, which would copy the request into its body's locals before starting.
-    #[allow(clippy::manual_async_fn)] // on purpose: see above
-    fn exchange(
-        &self,
-        req: Request<Incoming>,
-        timeout: Duration,
-    ) -> impl Future<Output = Result<(Response<Incoming>, Checkin), UpstreamError>> + '_ {
         async move {
-            let now = Instant::now();
-            // The configuration refuses durations over ten years, which the clock can always
-            // count ahead; should one reach here anyway, as with tokio's own timeout, about
-            // thirty years rather than a panic on the request's task.
-            let deadline = now
-                .checked_add(timeout)
-                .unwrap_or(now + Duration::from_secs(30 * 365 * 86_400));
+            // The configuration refuses durations over ten years, so the clock can count
+            // this far ahead.
+            let deadline = Instant::now() + timeout;
             let late = || UpstreamError::Timeout(timeout);
             let req = match self.pool.take() {
                 Some(mut conn) => {
