@@ -2,7 +2,8 @@
 //!
 //! # Layout
 //! - [`config`]: the validated configuration, parsed once.
-//! - [`server`]: listeners, TLS handshakes, HTTP connections, draining.
+//! - [`server`]: listeners, TLS handshakes, HTTP connections, draining; [`header_timer`]:
+//!   the HTTP/1.1 header-read timer each connection keeps.
 //! - [`proxy`]: the request pipeline, upstream forwarding, tunnels and the gateway's own pages.
 //! - [`canonical`]: the canonical method, host and path a request is routed and forwarded on.
 //! - [`policy`]: compiled routes and pure access decisions.
@@ -26,6 +27,7 @@ pub mod clock;
 pub mod config;
 pub mod devcert;
 pub mod directory;
+pub mod header_timer;
 pub mod headers;
 pub mod identity;
 pub mod metrics;

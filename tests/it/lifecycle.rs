@@ -135,35 +135,61 @@ async fn slowloris_header_trickle_is_cut_off_after_header_read_timeout() {
         "header_read_timeout = \"1s\"\n",
     )
     .await;
-    let tls = gw.client().connect("app.test", &[b"http/1.1"]).await;
-    let (mut rd, mut wr) = tokio::io::split(tls);
-    let start = Instant::now();
-    // One header byte every 300 ms, never finishing the header section.
-    let writer = tokio::spawn(async move {
-        let head = b"GET /slow HTTP/1.1\r\nHost: app.test\r\nX-Trickle: ";
-        for &b in head.iter().chain(std::iter::repeat(&b'a')) {
-            if wr.write_all(&[b]).await.is_err() || wr.flush().await.is_err() {
-                return;
+    // The trickle as a connection's first request, then as the next request on a connection
+    // kept alive after one answered request: the header timer of the second is the first's,
+    // kept by the connection and reset.
+    for (what, answered) in [("first request", 0), ("second request", 1)] {
+        let hits_before = up.hits();
+        let tls = gw.client().connect("app.test", &[b"http/1.1"]).await;
+        let (mut rd, mut wr) = tokio::io::split(tls);
+        if answered == 1 {
+            wr.write_all(b"GET /fast HTTP/1.1\r\nHost: app.test\r\n\r\n")
+                .await
+                .unwrap();
+            wr.flush().await.unwrap();
+            let mut got = Vec::new();
+            while !got.ends_with(b"counted") {
+                let mut chunk = [0u8; 4096];
+                let n = tokio::time::timeout(Duration::from_secs(5), rd.read(&mut chunk))
+                    .await
+                    .expect("no answer to the first request")
+                    .unwrap();
+                assert!(n > 0, "closed before answering the first request");
+                got.extend_from_slice(&chunk[..n]);
             }
-            tokio::time::sleep(Duration::from_millis(300)).await;
         }
-    });
-    let (got, closed) = read_until_closed(&mut rd, Duration::from_secs(8)).await;
-    writer.abort();
-    let closed =
-        closed.expect("slowloris connection still open 8 s in, with header_read_timeout = 1s");
-    let after = closed - start;
-    assert!(
-        after < Duration::from_secs(4),
-        "closed only after {after:?}"
-    );
-    let text = String::from_utf8_lossy(&got);
-    assert!(got.is_empty() || raw_status(&text) != Some(200), "{text}");
-    assert_eq!(
-        up.hits(),
-        0,
-        "a request that never finished its headers reached the upstream"
-    );
+        let start = Instant::now();
+        // One header byte every 300 ms, never finishing the header section.
+        let writer = tokio::spawn(async move {
+            let head = b"GET /slow HTTP/1.1\r\nHost: app.test\r\nX-Trickle: ";
+            for &b in head.iter().chain(std::iter::repeat(&b'a')) {
+                if wr.write_all(&[b]).await.is_err() || wr.flush().await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        });
+        let (got, closed) = read_until_closed(&mut rd, Duration::from_secs(8)).await;
+        writer.abort();
+        let closed = closed.unwrap_or_else(|| {
+            panic!("{what}: slowloris connection still open 8 s in, with header_read_timeout = 1s")
+        });
+        let after = closed - start;
+        assert!(
+            after < Duration::from_secs(4),
+            "{what}: closed only after {after:?}"
+        );
+        let text = String::from_utf8_lossy(&got);
+        assert!(
+            got.is_empty() || raw_status(&text) != Some(200),
+            "{what}: {text}"
+        );
+        assert_eq!(
+            up.hits() - hits_before,
+            answered,
+            "{what}: a request that never finished its headers reached the upstream"
+        );
+    }
 }
 
 /// A client that completes the TLS handshake and then sends nothing at all, or only the
