@@ -2,8 +2,8 @@
 //!
 //! # Layout
 //! - [`config`]: the validated configuration, parsed once.
-//! - [`server`]: listeners, TLS handshakes, HTTP connections, draining; [`header_timer`]:
-//!   the HTTP/1.1 header-read timer each connection keeps.
+//! - [`server`]: listeners, TLS handshakes, HTTP connections, draining; [`deadline`]:
+//!   timers kept from one request to the next.
 //! - [`proxy`]: the request pipeline, upstream forwarding, tunnels and the gateway's own pages.
 //! - [`canonical`]: the canonical method, host and path a request is routed and forwarded on.
 //! - [`policy`]: compiled routes and pure access decisions.
@@ -25,9 +25,9 @@ pub mod canonical;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod deadline;
 pub mod devcert;
 pub mod directory;
-pub mod header_timer;
 pub mod headers;
 pub mod identity;
 pub mod metrics;

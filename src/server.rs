@@ -27,7 +27,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::canonical;
 use crate::config::Limits;
-use crate::header_timer::ConnectionTimer;
+use crate::deadline::ConnectionTimer;
 use crate::metrics::OutcomeLabel;
 use crate::proxy::{Activity, ConnInfo, Gateway, Live, ResponseBody, Shared};
 

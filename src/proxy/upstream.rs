@@ -13,10 +13,9 @@
 //! idle connections expire, a connection the upstream closed is never handed out, and a
 //! request that could not be written on a pooled connection is sent once more on a new one.
 //!
-//! Each connection also keeps the timer that bounds the wait for its responses. Armed anew
-//! for every request, a timer costs a registration and a removal under the runtime's timer
-//! lock; moved to a later deadline, the one a connection already has costs one atomic
-//! update (tokio re-files it when the earlier deadline comes round).
+//! Each connection also keeps the [`Deadline`] that bounds the wait for its responses: armed
+//! anew for every request, a timer costs a registration and a removal under the runtime's
+//! timer lock, while a kept deadline is moved on by recording the new instant.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -30,11 +29,12 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 use tower_service::Service;
 
 use crate::clock::Clock;
 use crate::config::{Limits, SiteConfig};
+use crate::deadline::Deadline;
 use crate::tls::{self, TlsError};
 
 /// Idle connections kept per site, beyond which a finished connection is closed.
@@ -73,7 +73,7 @@ fn is_client_body(e: &hyper::Error) -> bool {
 /// a site, for at most the deadline).
 struct Lent {
     sender: SendRequest<Incoming>,
-    deadline: Pin<Box<Sleep>>,
+    deadline: Deadline,
 }
 
 /// A connection waiting in the pool, and since when (milliseconds on the gateway's clock).
@@ -207,12 +207,9 @@ impl Upstream {
             let late = || UpstreamError::Timeout(timeout);
             let req = match self.pool.take() {
                 Some(mut conn) => {
-                    conn.deadline.as_mut().reset(deadline);
+                    conn.deadline.set(deadline);
                     let sent = conn.sender.try_send_request(req);
-                    match within(conn.deadline.as_mut(), sent)
-                        .await
-                        .ok_or_else(late)?
-                    {
+                    match within(&mut conn.deadline, sent).await.ok_or_else(late)? {
                         Ok(response) => return Ok((response, self.checkin(conn))),
                         Err(mut e) => match e.take_message() {
                             // Not written: the upstream had closed the idle connection. Once
@@ -224,13 +221,13 @@ impl Upstream {
                 }
                 None => req,
             };
-            let mut timer = Box::pin(tokio::time::sleep_until(deadline));
+            let mut timer = Deadline::new(deadline);
             // Boxed: connecting is the rare case, and its future (TCP, TLS, the handshake) is
             // large enough that inline it would be copied with every request's future.
             let connected = Box::pin(self.connect());
-            let mut sender = within(timer.as_mut(), connected).await.ok_or_else(late)??;
+            let mut sender = within(&mut timer, connected).await.ok_or_else(late)??;
             let sent = sender.send_request(req);
-            match within(timer.as_mut(), sent).await.ok_or_else(late)? {
+            match within(&mut timer, sent).await.ok_or_else(late)? {
                 Ok(response) => {
                     let conn = Lent {
                         sender,
@@ -276,11 +273,11 @@ pin_project_lite::pin_project! {
     struct Within<'d, F> {
         #[pin]
         work: F,
-        deadline: Pin<&'d mut Sleep>,
+        deadline: &'d mut Deadline,
     }
 }
 
-fn within<F: Future>(deadline: Pin<&mut Sleep>, work: F) -> Within<'_, F> {
+fn within<F: Future>(deadline: &mut Deadline, work: F) -> Within<'_, F> {
     Within { work, deadline }
 }
 
@@ -292,7 +289,7 @@ impl<F: Future> Future for Within<'_, F> {
         if let Poll::Ready(done) = this.work.poll(cx) {
             return Poll::Ready(Some(done));
         }
-        this.deadline.as_mut().poll(cx).map(|()| None)
+        Pin::new(&mut **this.deadline).poll(cx).map(|()| None)
     }
 }
 

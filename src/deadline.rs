@@ -1,15 +1,18 @@
-//! The HTTP/1.1 header-read timer: one per connection, kept between its requests.
+//! Deadlines on timers kept from one request to the next: a connection's wait for its
+//! upstream's answer, and hyper's header-read timeout on each client connection.
+//!
+//! A tokio timer armed anew costs an allocation, a registration in the runtime's timer wheel
+//! under its lock, and a removal under the lock again; reset to a later deadline it still
+//! turns the instant into the wheel's ticks and reaches the driver. A [`Deadline`] is moved
+//! later by recording the new instant only: its timer keeps the earlier one, and when that
+//! fires, the timer is moved on to the recorded instant. Under steady traffic a kept timer so
+//! fires once per timeout rather than once per request.
 //!
 //! hyper's HTTP/1.1 server asks its timer for a new sleep each time it starts reading a
-//! request head and drops it once the head is read. With a plain tokio timer that is, for
-//! every request, an allocation, a registration in the runtime's timer wheel under its lock,
-//! a deregistration under the lock again and a free. [`ConnectionTimer`] hands hyper a
-//! sleep that, when dropped, gives its tokio timer back to the connection, and the next
-//! request's sleep takes it up again without touching it: a timer that fires before the
-//! deadline of the sleep holding it is moved on to that deadline then, which under steady
-//! traffic is once per header timeout rather than once per request. No crate offers this:
-//! hyper's `Timer` trait leaves reuse to the implementation, and hyper-util's `TokioTimer`
-//! makes a new timer each time.
+//! request head and drops it once the head is read. [`ConnectionTimer`] lends it sleeps on
+//! one kept [`Deadline`] per connection, which comes back when hyper drops the sleep. No
+//! crate offers this: hyper's `Timer` trait leaves reuse to the implementation, and
+//! hyper-util's `TokioTimer` makes a new timer each time.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,14 +20,62 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-/// A [`hyper::rt::Timer`] for one connection's HTTP/1.1 server.
-///
-/// The kept timer stays registered with the deadline it last had, never a later one than the
-/// sleep that holds it; when it fires early it wakes the connection's task once, for the sleep
-/// to move it on. If the connection closes, its timer goes with it.
+use tokio::time::Sleep;
+
+/// An instant to wait for, on a timer that may be set earlier and is moved on when it fires.
+pub struct Deadline {
+    at: tokio::time::Instant,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl Deadline {
+    /// A deadline at `at`, on a timer of its own.
+    pub fn new(at: tokio::time::Instant) -> Deadline {
+        Deadline {
+            at,
+            timer: Box::pin(tokio::time::sleep_until(at)),
+        }
+    }
+
+    /// A deadline `after` from now; one beyond the clock's reach is tokio's "never".
+    fn after(after: Duration) -> Deadline {
+        let timer = Box::pin(tokio::time::sleep(after));
+        Deadline {
+            at: timer.deadline(),
+            timer,
+        }
+    }
+
+    /// Moves the deadline to `at`. The timer is only touched when `at` is earlier than it.
+    pub fn set(&mut self, at: tokio::time::Instant) {
+        self.at = at;
+        if self.timer.deadline() > at {
+            self.timer.as_mut().reset(at);
+        }
+    }
+}
+
+impl Future for Deadline {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        loop {
+            std::task::ready!(this.timer.as_mut().poll(cx));
+            if this.timer.deadline() >= this.at {
+                return Poll::Ready(());
+            }
+            // Fired at an earlier deadline: on to this one.
+            this.timer.as_mut().reset(this.at);
+        }
+    }
+}
+
+/// A [`hyper::rt::Timer`] for one connection's HTTP/1.1 server, lending sleeps on the
+/// connection's kept [`Deadline`]. If the connection closes, its timer goes with it.
 #[derive(Clone, Default)]
 pub struct ConnectionTimer {
-    spare: Arc<Mutex<Option<Pin<Box<tokio::time::Sleep>>>>>,
+    spare: Arc<Mutex<Option<Deadline>>>,
 }
 
 impl ConnectionTimer {
@@ -32,89 +83,65 @@ impl ConnectionTimer {
     pub fn new() -> ConnectionTimer {
         ConnectionTimer::default()
     }
+
+    fn lend(&self, deadline: Deadline) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(Kept {
+            deadline: Some(deadline),
+            home: self.spare.clone(),
+        })
+    }
 }
 
 impl hyper::rt::Timer for ConnectionTimer {
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
         match Instant::now().checked_add(duration) {
             Some(deadline) => self.sleep_until(deadline),
-            // Beyond the clock's reach: tokio's own sleep stands for "never" then.
-            None => {
-                let sleep = Box::pin(tokio::time::sleep(duration));
-                Box::pin(Kept {
-                    deadline: sleep.deadline(),
-                    sleep: Some(sleep),
-                    home: self.spare.clone(),
-                })
-            }
+            None => self.lend(Deadline::after(duration)),
         }
     }
 
     fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        let deadline = tokio::time::Instant::from_std(deadline);
+        let at = tokio::time::Instant::from_std(deadline);
         let kept = self
             .spare
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        let sleep = match kept {
-            // The usual case, a later deadline than the kept timer's: left as it is.
-            Some(sleep) if sleep.deadline() <= deadline => sleep,
-            Some(mut sleep) => {
-                sleep.as_mut().reset(deadline);
-                sleep
+        let deadline = match kept {
+            Some(mut kept) => {
+                kept.set(at);
+                kept
             }
-            None => Box::pin(tokio::time::sleep_until(deadline)),
+            None => Deadline::new(at),
         };
-        Box::pin(Kept {
-            deadline,
-            sleep: Some(sleep),
-            home: self.spare.clone(),
-        })
+        self.lend(deadline)
     }
 
     fn reset(&self, sleep: &mut Pin<Box<dyn hyper::rt::Sleep>>, new_deadline: Instant) {
         match sleep.as_mut().downcast_mut_pin::<Kept>() {
-            Some(kept) => kept.get_mut().reset(new_deadline.into()),
+            Some(kept) => {
+                if let Some(d) = kept.get_mut().deadline.as_mut() {
+                    d.set(new_deadline.into());
+                }
+            }
             None => *sleep = self.sleep_until(new_deadline),
         }
     }
 }
 
-/// A sleep lent to hyper: it ends at `deadline`, on a tokio timer set no later than that,
-/// which goes back to the connection when hyper drops the sleep.
+/// A sleep lent to hyper; its deadline goes back to the connection when hyper drops it.
 struct Kept {
-    deadline: tokio::time::Instant,
-    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
-    home: Arc<Mutex<Option<Pin<Box<tokio::time::Sleep>>>>>,
-}
-
-impl Kept {
-    fn reset(&mut self, deadline: tokio::time::Instant) {
-        self.deadline = deadline;
-        if let Some(sleep) = self.sleep.as_mut() {
-            if sleep.deadline() > deadline {
-                sleep.as_mut().reset(deadline);
-            }
-        }
-    }
+    deadline: Option<Deadline>,
+    home: Arc<Mutex<Option<Deadline>>>,
 }
 
 impl Future for Kept {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.get_mut();
-        let Some(sleep) = this.sleep.as_mut() else {
-            return Poll::Ready(());
-        };
-        loop {
-            std::task::ready!(sleep.as_mut().poll(cx));
-            if sleep.deadline() >= this.deadline {
-                return Poll::Ready(());
-            }
-            // Fired at an earlier request's deadline: on to this one's.
-            sleep.as_mut().reset(this.deadline);
+        match self.get_mut().deadline.as_mut() {
+            Some(d) => Pin::new(d).poll(cx),
+            None => Poll::Ready(()),
         }
     }
 }
@@ -123,8 +150,8 @@ impl hyper::rt::Sleep for Kept {}
 
 impl Drop for Kept {
     fn drop(&mut self) {
-        if let Some(sleep) = self.sleep.take() {
-            *self.home.lock().unwrap_or_else(PoisonError::into_inner) = Some(sleep);
+        if let Some(d) = self.deadline.take() {
+            *self.home.lock().unwrap_or_else(PoisonError::into_inner) = Some(d);
         }
     }
 }
