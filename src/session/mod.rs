@@ -547,28 +547,30 @@ impl Sessions {
     /// and carried through every refresh and step-up; the caches' lifetimes are
     /// housekeeping, never the limit.
     async fn lookup(&self, id: [u8; 32], key: [u8; 32]) -> Option<Arc<Session>> {
-        let now = self.clock.now();
-        let found = self.lookup_any(id, key).await?;
-        if found.expires <= now {
+        // One reading of the clock for the lookup: the end, the idle limit and the copy's
+        // age are all judged at the same instant.
+        let now_ms = self.clock.now_ms();
+        let found = self.lookup_any(id, key, now_ms).await?;
+        if found.expires <= now_ms.div_euclid(1000) {
             self.local.invalidate(&found.key);
             return None;
         }
         Some(found)
     }
 
-    async fn lookup_any(&self, id: [u8; 32], key: [u8; 32]) -> Option<Arc<Session>> {
+    async fn lookup_any(&self, id: [u8; 32], key: [u8; 32], now_ms: i64) -> Option<Arc<Session>> {
         let cached = self.local.get(&key);
         let Some(shared) = &self.shared else {
-            return cached.filter(|s| self.used_within_idle_timeout(s));
+            return cached.filter(|s| self.used_within_idle_timeout(s, now_ms));
         };
         let fresh_enough = |s: &Session| {
             shared.subscribed()
-                && self.clock.now_ms() - s.fetched_ms.load(Ordering::Relaxed)
+                && now_ms - s.fetched_ms.load(Ordering::Relaxed)
                     < shared.config.local_cache_ttl.as_millis() as i64
         };
         if let Some(s) = &cached {
             if fresh_enough(s) {
-                self.touch(shared, s);
+                self.touch(shared, s, now_ms);
                 return cached;
             }
         }
@@ -601,8 +603,7 @@ impl Sessions {
     /// Whether an in-memory session was last used within the idle timeout; if so, this use
     /// starts its idle time again. The cache's own idle eviction runs on the system's clock
     /// and only frees memory; this is the limit. (In Redis the limit is the record's TTL.)
-    fn used_within_idle_timeout(&self, s: &Arc<Session>) -> bool {
-        let now = self.clock.now_ms();
+    fn used_within_idle_timeout(&self, s: &Arc<Session>, now: i64) -> bool {
         let idle = i64::try_from(self.idle_timeout.as_millis()).unwrap_or(i64::MAX);
         if now - s.touched_ms.load(Ordering::Relaxed) > idle {
             self.local.invalidate(&s.key);
@@ -613,9 +614,8 @@ impl Sessions {
     }
 
     /// Extends a shared session's idle TTL, at most every tenth of the idle timeout.
-    fn touch(&self, shared: &Arc<RedisStore>, s: &Arc<Session>) {
+    fn touch(&self, shared: &Arc<RedisStore>, s: &Arc<Session>, now: i64) {
         let every = (self.idle_timeout.as_millis() as i64 / 10).max(1000);
-        let now = self.clock.now_ms();
         let last = s.touched_ms.load(Ordering::Relaxed);
         if now - last < every
             || s.touched_ms
