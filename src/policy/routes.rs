@@ -89,6 +89,8 @@ pub struct Site {
     by_exact: HashMap<String, String>,
     /// Whether any prefix as written differs from its match key.
     exact_differs: bool,
+    /// The lengths of the keys of both maps, as [`KeyLengths`].
+    key_lengths: KeyLengths,
     /// Match keys of the routes with a step-up.
     step_up_keys: Vec<String>,
     /// Whether page loads go through the step-up first (`step_up_on_navigation`).
@@ -196,12 +198,15 @@ fn compile_site(
     let mut by_prefix = HashMap::default();
     let mut by_exact = HashMap::default();
     let mut exact_differs = false;
+    let mut key_lengths = KeyLengths::default();
     let mut step_up_keys = Vec::new();
     for (i, route) in site.routes.iter().enumerate() {
         let key = match_key(&route.path).into_owned();
         let key = key.trim_end_matches('/').to_owned();
         let exact = route.path.trim_end_matches('/').to_owned();
         exact_differs |= exact != key;
+        key_lengths.add(key.len());
+        key_lengths.add(exact.len());
         by_exact.insert(exact, key.clone());
         if route.step_up.is_some() {
             step_up_keys.push(key.clone());
@@ -242,10 +247,37 @@ fn compile_site(
         by_prefix,
         by_exact,
         exact_differs,
+        key_lengths,
         step_up_keys,
         step_up_on_navigation: site.step_up_on_navigation,
         default,
         api_tokens: site.api_tokens,
+    }
+}
+
+/// Which lengths a site's route keys have, so that a prefix no key is as long as is not looked
+/// up: most prefixes of a request's path are not routes, and each lookup hashes the prefix.
+/// Lengths up to 63 are kept exactly; any key longer than that makes every longer prefix a
+/// candidate.
+#[derive(Debug, Clone, Copy, Default)]
+struct KeyLengths {
+    short: u64,
+    any_long: bool,
+}
+
+impl KeyLengths {
+    fn add(&mut self, len: usize) {
+        match len {
+            0..64 => self.short |= 1 << len,
+            _ => self.any_long = true,
+        }
+    }
+
+    fn may_hold(self, len: usize) -> bool {
+        match len {
+            0..64 => self.short & (1 << len) != 0,
+            _ => self.any_long,
+        }
     }
 }
 
@@ -353,8 +385,10 @@ impl Site {
         }
         let mut candidate: &str = key.trim_end_matches('/');
         loop {
-            if let Some(route) = get(candidate) {
-                return route;
+            if self.key_lengths.may_hold(candidate.len()) {
+                if let Some(route) = get(candidate) {
+                    return route;
+                }
             }
             match candidate.rfind('/') {
                 Some(0) if candidate.len() > 1 => candidate = "",
@@ -430,6 +464,54 @@ mod tests {
         for (path, want) in cases {
             assert_eq!(&*s.find(path).label, want, "{path}");
         }
+    }
+
+    /// Prefixes skipped because no key is as long are never routes: every path below finds
+    /// what looking up each of its prefixes finds, with keys shorter than, at and beyond the
+    /// 63 bytes whose lengths are kept exactly, and a route for the root.
+    #[test]
+    fn prefixes_skipped_by_length_are_never_routes() {
+        let at_edge = format!("/{}", "e".repeat(62));
+        let beyond = format!("/{}", "l".repeat(70));
+        let under_beyond = format!("/{}/x", "o".repeat(63));
+        let paths: Vec<(String, Access)> = vec![
+            ("/".into(), Access::Public),
+            ("/a".into(), Access::Deny),
+            ("/a/bb".into(), Access::Public),
+            (at_edge.clone(), Access::Deny),
+            (beyond.clone(), Access::Deny),
+            (under_beyond.clone(), Access::Public),
+        ];
+        let routes: Vec<(&str, Access)> = paths.iter().map(|(p, a)| (p.as_str(), *a)).collect();
+        let s = site(&routes);
+        let every_prefix = |key: &str| -> String {
+            let mut c = key.trim_end_matches('/');
+            loop {
+                if let Some(r) = s.by_prefix.get(c) {
+                    return r.label.to_string();
+                }
+                match c.rfind('/') {
+                    Some(0) if c.len() > 1 => c = "",
+                    Some(i) if i > 0 => c = &c[..i],
+                    _ => return s.default.label.to_string(),
+                }
+            }
+        };
+        let mut asked = vec!["/".to_owned(), "/b".to_owned(), "/a/b".to_owned()];
+        for (p, _) in &paths {
+            for tail in ["", "/", "/x", "x", "/x/y"] {
+                asked.push(format!("{p}{tail}"));
+            }
+        }
+        for path in &asked {
+            assert_eq!(*s.find(path).label, *every_prefix(path), "{path}");
+        }
+        assert_eq!(&*s.find(&format!("{beyond}/z")).label, beyond.as_str());
+        assert_eq!(
+            &*s.find(&format!("{under_beyond}/z")).label,
+            under_beyond.as_str()
+        );
+        assert_eq!(&*s.find(&format!("{at_edge}/z")).label, at_edge.as_str());
     }
 
     /// Every reading's route, by label, the folded reading's first.
