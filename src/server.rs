@@ -43,8 +43,7 @@ impl HttpBuilders {
     /// Builders configured from the limits.
     pub fn new(limits: &Limits) -> HttpBuilders {
         let mut h1 = hyper::server::conn::http1::Builder::new();
-        // Each connection gets a timer of its own (`http1_for_connection`); this one serves
-        // a caller of `http1`, such as the benchmark's floor.
+        // Each gateway connection gets a timer of its own (`http1_for_connection`).
         h1.timer(TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout)
             // hyper's floor for its read buffer is 8 KiB.
@@ -60,8 +59,9 @@ impl HttpBuilders {
         HttpBuilders { h1, h2 }
     }
 
-    /// The HTTP/1.1 server settings, for a server that must match the gateway's (the
-    /// benchmark's floor: `examples/bench_env.rs`).
+    /// The HTTP/1.1 server settings, for a server that must match the gateway's but for
+    /// jumpgate's own code (the benchmark's floor, `examples/bench_env.rs`): its timer is
+    /// hyper-util's, not the one each gateway connection keeps.
     pub fn http1(&self) -> &hyper::server::conn::http1::Builder {
         &self.h1
     }
