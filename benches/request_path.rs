@@ -262,17 +262,19 @@ fn benches(r: &mut Runner<'_>, sizes: Sizes) {
     );
     assert!(ready(fx.sessions.from_headers(&browser, common::HOST)).is_some());
     // The same on a connection that presented the same cookie before: the opening is
-    // remembered, the store is still asked.
+    // remembered, the store is still asked. The request's clock reading is part of it, as
+    // the pipeline takes one per request.
     let conn = jumpgate::session::OpenedCookie::default();
+    let now_ms = jumpgate::clock::now_ms;
     assert!(ready(
         fx.sessions
-            .from_headers_on(&browser, common::HOST, Some(&conn))
+            .from_headers_on(&browser, common::HOST, Some(&conn), now_ms())
     )
     .is_some());
     r.run("session/from_headers_remembered", || {
         ready(
             fx.sessions
-                .from_headers_on(black_box(&browser), common::HOST, Some(&conn)),
+                .from_headers_on(black_box(&browser), common::HOST, Some(&conn), now_ms()),
         )
     });
     // The worst request for the store: as many validly signed session cookies as the

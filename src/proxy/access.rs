@@ -81,9 +81,11 @@ impl<'a> Asked<'a> {
     }
 }
 
-/// Decides `asked` at `now`. `Err` is a refusal, already logged, audited and counted; a user
+/// Decides `asked` at `now_ms` (milliseconds on the gateway's clock: the request's one
+/// reading, shared with the session lookup). `Err` is a refusal, already logged, audited and counted; a user
 /// the directory no longer admits has had every session ended.
-pub async fn verdict(shared: &Shared, asked: Asked<'_>, now: i64) -> Result<Verdict, Rejection> {
+pub async fn verdict(shared: &Shared, asked: Asked<'_>, now_ms: i64) -> Result<Verdict, Rejection> {
+    let now = now_ms.div_euclid(1000);
     let Asked {
         request,
         path,
@@ -101,7 +103,7 @@ pub async fn verdict(shared: &Shared, asked: Asked<'_>, now: i64) -> Result<Verd
     let mut session = match (protected, &shared.auth) {
         (true, Some(auth)) => {
             auth.sessions
-                .from_headers_on(headers, &site.host, opened)
+                .from_headers_on(headers, &site.host, opened, now_ms)
                 .await
         }
         _ => None,

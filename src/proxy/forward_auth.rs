@@ -177,12 +177,16 @@ async fn answer(
         return Err(reject(Rejection::NotFound));
     }
     let return_to = auth::return_to(&o.path, o.query.as_deref());
-    let now = shared.clock.now();
+    let now_ms = shared.clock.now_ms();
+    let now = now_ms.div_euclid(1000);
     // The front proxy's subrequest carries the client's headers: an Upgrade there is a
     // WebSocket handshake, and step-up decides it as a write.
     let upgrade = headers.contains_key(header::UPGRADE);
     let asked = access::Asked::new(site, readings, &o.method, upgrade, &o.path, headers);
-    let permit = match access::verdict(shared, asked, now).await.map_err(reject)? {
+    let permit = match access::verdict(shared, asked, now_ms)
+        .await
+        .map_err(reject)?
+    {
         Verdict::Allow(permit) => permit,
         Verdict::SignIn => {
             let Some(auth) = &shared.auth else {

@@ -155,7 +155,10 @@ fn forward<'a, 's>(
             return Box::pin(REQUEST.scope(ledger.context.clone(), endpoint)).await;
         }
         // 4. The access decision, on the request's session when the route needs one.
-        let now = shared.clock.now();
+        // The request's one reading of the clock: the decision, the session's limits and the
+        // upstream pool's idle times are all judged at it.
+        let now_ms = shared.clock.now_ms();
+        let now = now_ms.div_euclid(1000);
         let upgrade = headers::is_upgrade(&parts.headers);
         let asked = access::Asked::new(
             site,
@@ -167,7 +170,7 @@ fn forward<'a, 's>(
         )
         .on_connection(&conn.session_cookie)
         .in_request(&ledger.context);
-        let permit = match access::verdict(shared, asked, now).await? {
+        let permit = match access::verdict(shared, asked, now_ms).await? {
             Verdict::Allow(permit) => permit,
             verdict => {
                 let (client, json) = (ledger.log.client, ledger.json);
@@ -199,7 +202,7 @@ fn forward<'a, 's>(
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let upstream = &shared.upstreams[site.upstream];
         let (response, checkin) = upstream
-            .forward(req, route.upstream_response_timeout)
+            .forward(req, route.upstream_response_timeout, now_ms)
             .await
             .map_err(|e| upstream_failed(shared, site, route, e))?;
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {

@@ -90,10 +90,10 @@ struct Pool {
 }
 
 impl Pool {
-    /// The newest idle connection that is still open, free and within its idle time;
-    /// closed and expired ones met on the way are dropped.
-    fn take(&self) -> Option<Lent> {
-        let now = self.clock.now_ms();
+    /// The newest idle connection that is still open, free and within its idle time at
+    /// `now` (the request's reading of the gateway's clock); closed and expired ones met on
+    /// the way are dropped.
+    fn take(&self, now: i64) -> Option<Lent> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         while let Some(c) = idle.pop() {
             if now - c.since_ms < self.idle_timeout_ms && c.conn.sender.is_ready() {
@@ -188,7 +188,8 @@ pub fn build(sites: &[SiteConfig], limits: &Limits, clock: &Clock) -> Result<Ups
 
 impl Upstream {
     /// Sends `req` (its URI in origin-form) and waits at most `timeout` for the response
-    /// headers. The [`Checkin`] goes with the response body.
+    /// headers. A pooled connection is taken if one is within its idle time at `now_ms`, the
+    /// request's reading of the gateway's clock. The [`Checkin`] goes with the response body.
     ///
     /// Not an `async fn`: one copies its arguments into its body's locals before starting,
     /// and the request path copies every byte of its futures more than once; the `async`
@@ -197,6 +198,7 @@ impl Upstream {
         &self,
         mut req: Request<Incoming>,
         timeout: Duration,
+        now_ms: i64,
     ) -> impl Future<Output = Result<(Response<Incoming>, Checkin), UpstreamError>> + '_ {
         // Clients may speak h2 to us; upstreams get HTTP/1.1.
         *req.version_mut() = Version::HTTP_11;
@@ -205,7 +207,7 @@ impl Upstream {
             // this far ahead.
             let deadline = Instant::now() + timeout;
             let late = || UpstreamError::Timeout(timeout);
-            let req = match self.pool.take() {
+            let req = match self.pool.take(now_ms) {
                 Some(mut conn) => {
                     conn.deadline.set(deadline);
                     let sent = conn.sender.try_send_request(req);

@@ -498,16 +498,20 @@ impl Sessions {
     /// A browser holds one `__Host-` cookie per name and host, so more than a few are an
     /// attack on the store: at most [`MAX_SESSION_COOKIES`] are read, whatever follows.
     pub async fn from_headers(&self, headers: &HeaderMap, site: &str) -> Option<Arc<Session>> {
-        self.from_headers_on(headers, site, None).await
+        self.from_headers_on(headers, site, None, self.clock.now_ms())
+            .await
     }
 
     /// [`Sessions::from_headers`] for a request on a connection that remembers the session
-    /// cookie it last presented in `opened`: the same cookie again is not opened again.
+    /// cookie it last presented in `opened`: the same cookie again is not opened again. The
+    /// session's end and idle limit are judged at `now_ms`, the request's reading of the
+    /// gateway's clock.
     pub async fn from_headers_on(
         &self,
         headers: &HeaderMap,
         site: &str,
         opened: Option<&OpenedCookie>,
+        now_ms: i64,
     ) -> Option<Arc<Session>> {
         for pair in cookie::pairs(headers, cookie::SESSION).take(MAX_SESSION_COOKIES) {
             // The remembered value is compared with the bytes as sent, so the same cookie
@@ -523,7 +527,7 @@ impl Sessions {
                 }
             };
             if let Some(s) = self
-                .lookup(found.id, found.key)
+                .lookup(found.id, found.key, now_ms)
                 .await
                 .filter(|s| &*s.site == site)
             {
@@ -546,10 +550,8 @@ impl Sessions {
     /// absolute end. The end is the session's own `expires`, counted from the first sign-in
     /// and carried through every refresh and step-up; the caches' lifetimes are
     /// housekeeping, never the limit.
-    async fn lookup(&self, id: [u8; 32], key: [u8; 32]) -> Option<Arc<Session>> {
-        // One reading of the clock for the lookup: the end, the idle limit and the copy's
-        // age are all judged at the same instant.
-        let now_ms = self.clock.now_ms();
+    /// The end, the idle limit and the local copy's age are all judged at `now_ms`.
+    async fn lookup(&self, id: [u8; 32], key: [u8; 32], now_ms: i64) -> Option<Arc<Session>> {
         let found = self.lookup_any(id, key, now_ms).await?;
         if found.expires <= now_ms.div_euclid(1000) {
             self.local.invalidate(&found.key);
