@@ -82,8 +82,8 @@ impl<'a> Asked<'a> {
 }
 
 /// Decides `asked` at `now_ms` (milliseconds on the gateway's clock: the request's one
-/// reading, shared with the session lookup). `Err` is a refusal, already logged, audited and counted; a user
-/// the directory no longer admits has had every session ended.
+/// reading, shared with the session lookup). `Err` is a refusal, already logged, audited and
+/// counted; a user the directory no longer admits has had every session ended.
 pub async fn verdict(shared: &Shared, asked: Asked<'_>, now_ms: i64) -> Result<Verdict, Rejection> {
     let now = now_ms.div_euclid(1000);
     let Asked {
