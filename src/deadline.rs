@@ -191,28 +191,27 @@ mod tests {
 
         // Near, then dropped while still ahead: the next, later deadline must outlast it.
         drop(timer.sleep(ms(30)));
-        let mut next = timer.sleep(ms(200));
-        assert!(
-            tokio::time::timeout(ms(100), &mut next).await.is_err(),
-            "a kept timer ended a sleep at the deadline of the sleep before"
-        );
-        tokio::time::timeout(Duration::from_secs(5), next)
-            .await
-            .expect("a kept timer that fired early was not moved on");
+        ends_at_its_own_deadline(&timer, "the earlier deadline, still ahead when dropped").await;
         assert!(timer.spare.lock().unwrap().is_some());
 
         // Near, then dropped and left to pass: the next, later deadline must not be cut short
         // by the earlier one.
         drop(timer.sleep(ms(10)));
         tokio::time::sleep(ms(40)).await;
+        ends_at_its_own_deadline(&timer, "the earlier deadline, passed while kept").await;
+    }
+
+    /// A 200 ms sleep from `timer` is still running after 100 ms, and ends after all:
+    /// a kept timer set earlier (`earlier` says how) neither ends it early nor loses it.
+    async fn ends_at_its_own_deadline(timer: &ConnectionTimer, earlier: &str) {
         let mut next = timer.sleep(ms(200));
         assert!(
             tokio::time::timeout(ms(100), &mut next).await.is_err(),
-            "a kept timer fired at the deadline it had before its reset"
+            "a kept timer ended a sleep at {earlier}"
         );
         tokio::time::timeout(Duration::from_secs(5), next)
             .await
-            .expect("a kept timer whose old deadline had passed never fired again");
+            .unwrap_or_else(|_| panic!("a kept timer that fired at {earlier} was not moved on"));
     }
 
     #[tokio::test]
