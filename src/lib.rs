@@ -192,10 +192,12 @@ pub async fn run_with(
         metrics: metrics.clone(),
         readiness: readiness.clone(),
     });
-    let serving = side.serve(limits, &stopped, &status, &shared, https_port);
-
+    // Ready before the admin listener can answer: its task may run on another worker at once,
+    // and the public listener is already bound, its accept loop next on this task.
     log_listening("public (TLS)", &public);
     readiness.set_listening(true);
+    let serving = side.serve(limits, &stopped, &status, &shared, https_port);
+
     let public_readiness = readiness.clone();
     let stop_accepting = async move {
         shutdown.await;
