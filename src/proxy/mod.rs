@@ -341,15 +341,7 @@ impl Gateway {
         let in_flight = self.activity.as_ref().map(|a| a.begin());
         // Each request takes the configuration in force when it arrives and keeps it to the
         // end, so a reload never changes the rules under a request in flight.
-        let shared = self.shared.load_full();
-        let conn = self.conn.clone();
-        async move {
-            let response = pipeline::handle(&shared, &conn, req).await;
-            Ok(match in_flight {
-                Some(in_flight) => response.map(|body| body.in_flight(in_flight)),
-                None => response,
-            })
-        }
+        pipeline::handle(self.shared.load_full(), self.conn.clone(), req, in_flight)
     }
 }
 

@@ -2,6 +2,7 @@
 //! the order of the steps is decided here and nowhere else.
 
 use std::borrow::Cow;
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use super::body::ResponseBody;
 use super::log::AccessLog;
 use super::respond::{self, Rejection};
 use super::upstream::{Checkin, UpstreamError};
-use super::{auth, endpoints, tunnel, ConnInfo, Shared};
+use super::{auth, endpoints, tunnel, ConnInfo, InFlight, Shared};
 use crate::audit::{RequestContext, REQUEST};
 use crate::canonical;
 use crate::headers;
@@ -47,18 +48,24 @@ struct Ledger<'s> {
     request_id: Option<HeaderValue>,
 }
 
-/// Handles one request: answers it or forwards it, and accounts for it.
+/// Handles one request: answers it or forwards it, and accounts for it. `in_flight`, when
+/// the connection counts its requests, goes with the response body.
 ///
 /// Not an `async fn`, nor is [`forward`]: one copies its arguments into its state before
 /// its body starts (the request is 264 bytes, and the copy a call into `memcpy` per request);
-/// an `async move` block uses them where they were captured.
+/// an `async move` block uses them where they were captured. It owns the configuration and
+/// the connection's handles, so the service returns this future as it is: a wrapper awaiting
+/// it would hold a second copy of the request in its own state, and hyper moves the whole
+/// state into place once per request.
 #[allow(clippy::manual_async_fn)] // on purpose: see above
-pub fn handle<'a>(
-    shared: &'a Shared,
-    conn: &'a ConnInfo,
+pub fn handle(
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
     mut req: Request<Incoming>,
-) -> impl Future<Output = Response<ResponseBody>> + 'a {
+    in_flight: Option<InFlight>,
+) -> impl Future<Output = Result<Response<ResponseBody>, Infallible>> + Send + 'static {
     async move {
+        let (shared, conn) = (&*shared, &*conn);
         let start = Instant::now();
         headers::mark_sensitive(req.headers_mut());
         let client = headers::client_ip(req.headers(), conn.peer_ip(), &shared.trusted_proxies);
@@ -107,10 +114,12 @@ pub fn handle<'a>(
         counters.record(&shared.metrics, log.status.as_u16(), start.elapsed());
         if shared.access_log {
             let (parts, body) = response.into_parts();
-            Response::from_parts(parts, body.with_log(Box::new(log)))
-        } else {
-            response
+            response = Response::from_parts(parts, body.with_log(Box::new(log)));
         }
+        Ok(match in_flight {
+            Some(in_flight) => response.map(|body| body.in_flight(in_flight)),
+            None => response,
+        })
     }
 }
 
