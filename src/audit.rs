@@ -5,9 +5,9 @@
 use std::io::Write;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::SystemTime;
 
+use http::HeaderValue;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
@@ -147,11 +147,12 @@ impl Default for RequestIds {
 }
 
 impl RequestIds {
-    /// A new id: `PREFIX-COUNTER`, the counter in hex without leading zeros.
+    /// A new id: `PREFIX-COUNTER`, the counter in hex without leading zeros, as the header
+    /// value it travels in (see [`id_value`]).
     ///
     /// Written into a stack buffer by hand: every request takes one, and through `format!`
     /// an id cost some 800 instructions and two allocations (see BENCHMARKS.md).
-    pub fn next(&self) -> Arc<str> {
+    pub fn next(&self) -> HeaderValue {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let mut buf = [0u8; 12 + 1 + 16];
         buf[..12].copy_from_slice(&self.prefix);
@@ -161,9 +162,23 @@ impl RequestIds {
             let shift = 4 * (digits - 1 - i);
             *out = HEX[((n >> shift) & 0xf) as usize];
         }
-        // Hex digits and a hyphen are ASCII.
-        Arc::from(std::str::from_utf8(&buf[..13 + digits]).unwrap_or("-"))
+        id_value(&buf[..13 + digits])
     }
+}
+
+/// A request id's header value from bytes already known to be one (our own hex id, or a
+/// value copied from another header value), marked sensitive. Each call copies: the first
+/// clone of a value built from bytes allocates the count it is then shared through, and
+/// every later clone and drop is an atomic operation, which cost more than copying 20-odd
+/// bytes into a value of its own.
+pub fn id_value(bytes: &[u8]) -> HeaderValue {
+    // `bytes` are visible ASCII (checked where they came from); "-" cannot be reached.
+    let mut v = HeaderValue::from_bytes(bytes).unwrap_or(HeaderValue::from_static("-"));
+    // Sent as a literal, never indexed, by HTTP/2's header compression: a value used once
+    // would only evict useful entries from the peer's table, and looking it up and inserting
+    // it cost every response some 3,000 instructions.
+    v.set_sensitive(true);
+    v
 }
 
 /// What every audit line about the current request shares.
@@ -171,8 +186,16 @@ impl RequestIds {
 pub struct RequestContext {
     /// The client the request is attributed to.
     pub client_ip: IpAddr,
-    /// The request id.
-    pub request_id: std::sync::Arc<str>,
+    /// The request id, as the `X-Request-Id` value it is sent upstream and answered with.
+    pub request_id: HeaderValue,
+}
+
+impl RequestContext {
+    /// The request id as audit lines write it.
+    pub fn id(&self) -> &str {
+        // Always visible ASCII: ours is hex, a trusted proxy's is checked on arrival.
+        self.request_id.to_str().unwrap_or("-")
+    }
 }
 
 tokio::task_local! {
@@ -301,6 +324,8 @@ mod tests {
     fn request_ids_are_unique() {
         let ids = RequestIds::default();
         let (x, y) = (ids.next(), ids.next());
+        assert!(x.is_sensitive());
+        let (x, y) = (x.to_str().unwrap(), y.to_str().unwrap());
         assert_ne!(x, y);
         assert!(x.starts_with(&y[..12]));
         assert_eq!(x.len(), 14, "{x}");
@@ -312,7 +337,7 @@ mod tests {
         // The counter in hex, as `format!("{n:x}")` writes it, at every length.
         for n in [0u64, 9, 10, 15, 16, 255, 256, 0xdead_beef, u64::MAX] {
             ids.next.store(n, Ordering::Relaxed);
-            assert_eq!(ids.next()[13..], format!("{n:x}"), "{n}");
+            assert_eq!(ids.next().to_str().unwrap()[13..], format!("{n:x}"), "{n}");
         }
     }
 }

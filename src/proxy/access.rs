@@ -282,6 +282,6 @@ fn audit(
         decision,
         reason,
         client_ip: ctx.client_ip,
-        request_id: Some(&ctx.request_id),
+        request_id: Some(ctx.id()),
     });
 }

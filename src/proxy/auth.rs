@@ -64,7 +64,7 @@ impl Auth {
             decision,
             reason,
             client_ip: ctx.client_ip,
-            request_id: Some(&ctx.request_id),
+            request_id: Some(ctx.id()),
         });
     }
 }

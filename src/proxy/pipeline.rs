@@ -44,8 +44,6 @@ struct Ledger<'s> {
     context: RequestContext,
     /// Whether the client wants the gateway's own answers as JSON.
     json: bool,
-    /// Its `X-Request-Id`, for the upstream and the answer.
-    request_id: Option<HeaderValue>,
 }
 
 /// Handles one request: answers it or forwards it, and accounts for it. `in_flight`, when
@@ -83,15 +81,6 @@ pub fn handle(
             },
             counters: &shared.unmatched_counters,
             json: respond::wants_json(req.headers()),
-            // One header value, cloned (a reference count) into the upstream request and the
-            // answer. Marked sensitive so HTTP/2's header compression sends it as a literal,
-            // never indexed: a value used once would only evict useful entries from the
-            // client's table, and looking it up and inserting it cost every response some
-            // 3,000 instructions.
-            request_id: HeaderValue::from_str(&request_id).ok().map(|mut v| {
-                v.set_sensitive(true);
-                v
-            }),
             context: RequestContext {
                 client_ip: client,
                 request_id,
@@ -104,12 +93,13 @@ pub fn handle(
         let Ledger {
             mut log,
             counters,
-            request_id,
+            context,
             ..
         } = ledger;
-        if let Some(v) = request_id {
-            response.headers_mut().insert(X_REQUEST_ID.clone(), v);
-        }
+        // The upstream was sent a copy; the answer takes the value itself.
+        response
+            .headers_mut()
+            .insert(X_REQUEST_ID.clone(), context.request_id);
         log.status = response.status();
         counters.record(&shared.metrics, log.status.as_u16(), start.elapsed());
         if shared.access_log {
@@ -203,7 +193,7 @@ fn forward<'a, 's>(
             path: &path,
             received: target.uri.path_and_query(),
             upgrade,
-            request_id: ledger.request_id.as_ref(),
+            request_id: &ledger.context.request_id,
             now,
         };
         let (mut req, accept) = outgoing.prepare(shared, conn, &permit, parts, body)?;
@@ -333,7 +323,7 @@ struct Outgoing<'a> {
     /// The path and query as the client sent them.
     received: Option<&'a PathAndQuery>,
     upgrade: bool,
-    request_id: Option<&'a HeaderValue>,
+    request_id: &'a HeaderValue,
     now: i64,
 }
 
@@ -361,9 +351,10 @@ impl Outgoing<'_> {
         headers::strip_gateway_cookies(h);
         let host = &shared.forwarded_hosts[self.site.upstream];
         headers::set_forwarded(h, peer, conn.peer_value.as_ref(), trusted, host);
-        if let Some(v) = self.request_id {
-            h.insert(X_REQUEST_ID.clone(), v.clone());
-        }
+        h.insert(
+            X_REQUEST_ID.clone(),
+            crate::audit::id_value(self.request_id.as_bytes()),
+        );
         if let Some(auth) = &shared.auth {
             let names = &shared.identity_headers[self.site.upstream];
             auth::set_identity(h, auth, names, permit, self.now);
@@ -493,11 +484,11 @@ static X_REQUEST_ID: http::header::HeaderName =
     http::header::HeaderName::from_static("x-request-id");
 
 /// The request's id: a trusted proxy's `X-Request-Id` when it sent a sane one, else ours.
-pub(super) fn request_id(shared: &Shared, peer: IpAddr, headers: &http::HeaderMap) -> Arc<str> {
+pub(super) fn request_id(shared: &Shared, peer: IpAddr, headers: &http::HeaderMap) -> HeaderValue {
     if headers::is_trusted(peer, &shared.trusted_proxies) {
-        if let Some(v) = headers.get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()) {
-            if !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()) {
-                return Arc::from(v);
+        if let Some(v) = headers.get(&X_REQUEST_ID).map(HeaderValue::as_bytes) {
+            if !v.is_empty() && v.len() <= 128 && v.iter().all(u8::is_ascii_graphic) {
+                return crate::audit::id_value(v);
             }
         }
     }
