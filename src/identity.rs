@@ -33,6 +33,27 @@ pub enum IdentityError {
     },
 }
 
+/// The one `'static` copy of a configured header name, made the first time the name is
+/// configured and kept for the life of the process (a reload that names it again finds it).
+///
+/// Every forwarded request inserts up to six identity headers, each a clone of its name that
+/// the upstream request drops once written. A name made from `'static` text is cloned and
+/// dropped as a pointer; one made from configured text is shared through a count, two atomic
+/// operations per header per request. What is kept is bounded by the distinct names a
+/// process is ever configured with.
+fn interned(name: &str) -> &'static str {
+    static NAMES: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+    let mut names = NAMES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(kept) = names.iter().find(|kept| **kept == name) {
+        return kept;
+    }
+    let kept: &'static str = Box::leak(name.into());
+    names.push(kept);
+    kept
+}
+
 /// Resolved identity header names for a site.
 #[derive(Debug, Clone)]
 pub struct HeaderNames {
@@ -53,9 +74,9 @@ pub struct HeaderNames {
 impl HeaderNames {
     /// From validated config names.
     pub fn new(h: &IdentityHeaders) -> HeaderNames {
-        let n = |s: &str| {
-            HeaderName::from_bytes(s.as_bytes())
-                .unwrap_or(HeaderName::from_static("x-jumpgate-invalid"))
+        let n = |s: &str| match HeaderName::from_bytes(s.as_bytes()) {
+            Ok(name) => HeaderName::from_static(interned(name.as_str())),
+            Err(_) => HeaderName::from_static("x-jumpgate-invalid"),
         };
         HeaderNames {
             user: n(&h.user),
@@ -254,6 +275,14 @@ pub fn set_headers(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_configured_name_is_kept_once() {
+        let a = interned("x-interned-test-a");
+        assert!(std::ptr::eq(a, interned("x-interned-test-a")));
+        assert_eq!(interned("x-interned-test-b"), "x-interned-test-b");
+        assert!(!std::ptr::eq(a, interned("x-interned-test-b")));
+    }
     use crate::oidc::verify::IdClaims;
 
     #[test]
