@@ -390,7 +390,9 @@ impl Site {
                     return route;
                 }
             }
-            match candidate.rfind('/') {
+            // A byte search: `str::rfind` with a `char` went through a searcher that the
+            // compiler sometimes leaves out of line, at some 130 instructions a request.
+            match memchr::memrchr(b'/', candidate.as_bytes()) {
                 Some(0) if candidate.len() > 1 => candidate = "",
                 Some(i) if i > 0 => candidate = &candidate[..i],
                 _ => return &self.default,
