@@ -205,6 +205,14 @@ fn benches(r: &mut Runner<'_>, sizes: Sizes) {
         |h| headers::strip_inbound_identity(h, &fx.extra_identity),
     );
     r.run_batched("headers/clone_only", || (), |_| browser.clone());
+    // A forwarded request keeps its `Accept`; only a request the gateway answers itself
+    // has it parsed (a browser's navigation `Accept`, here).
+    r.run("headers/accept_kept", || {
+        black_box(&browser).get(http::header::ACCEPT).cloned()
+    });
+    r.run("headers/accept_negotiated", || {
+        jumpgate::proxy::respond::wants_json(black_box(&browser))
+    });
     let target: http::Uri = TYPICAL_PATH.parse().expect("a path");
     r.run("headers/section_size", || {
         headers::section_size(&Method::GET, black_box(&target), black_box(&browser))

@@ -42,8 +42,16 @@ struct Ledger<'s> {
     counters: &'s RouteCounters,
     /// What its audit lines name it by.
     context: RequestContext,
+    /// Its `Accept`, kept to decide whether the gateway's own answers are JSON: parsed only
+    /// when the gateway answers, which forwarded requests never need.
+    accept: Option<HeaderValue>,
+}
+
+impl Ledger<'_> {
     /// Whether the client wants the gateway's own answers as JSON.
-    json: bool,
+    fn json(&self) -> bool {
+        respond::accepts_json(self.accept.as_ref())
+    }
 }
 
 /// Handles one request: answers it or forwards it, and accounts for it. `in_flight`, when
@@ -80,7 +88,7 @@ pub fn handle(
                 client,
             },
             counters: &shared.unmatched_counters,
-            json: respond::wants_json(req.headers()),
+            accept: req.headers().get(header::ACCEPT).cloned(),
             context: RequestContext {
                 client_ip: client,
                 request_id,
@@ -88,7 +96,7 @@ pub fn handle(
         };
         let mut response = match forward(shared, conn, req, &mut ledger).await {
             Ok(response) => response,
-            Err(rejection) => respond::rejection(rejection, ledger.json),
+            Err(rejection) => respond::rejection(rejection, ledger.json()),
         };
         let Ledger {
             mut log,
@@ -148,7 +156,7 @@ fn forward<'a, 's>(
             // Boxed, as is the challenge below: their futures are large and rare, and inline
             // they would be copied with every request's future (see BENCHMARKS.md). Their audit
             // lines, written deep in sign-in, find the request's context in a task-local.
-            let (client, json) = (ledger.log.client, ledger.json);
+            let (client, json) = (ledger.log.client, ledger.json());
             let endpoint =
                 gateway_endpoint(shared, site, &path, &target.uri, parts, body, client, json);
             return Box::pin(REQUEST.scope(ledger.context.clone(), endpoint)).await;
@@ -172,7 +180,7 @@ fn forward<'a, 's>(
         let permit = match access::verdict(shared, asked, now_ms).await? {
             Verdict::Allow(permit) => permit,
             verdict => {
-                let (client, json) = (ledger.log.client, ledger.json);
+                let (client, json) = (ledger.log.client, ledger.json());
                 let challenge = challenge(
                     shared,
                     site,

@@ -175,23 +175,33 @@ impl Rejection {
 
 /// Whether the client prefers JSON to HTML, judged from `Accept`.
 pub fn wants_json(headers: &HeaderMap) -> bool {
-    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+    accepts_json(headers.get(header::ACCEPT))
+}
+
+/// [`wants_json`] from the `Accept` value itself, for a request whose headers have gone
+/// upstream by the time the gateway answers it.
+///
+/// Case is ignored by comparing in place: a browser's `Accept` lists six media types or so,
+/// and lowering each into a new string was an allocation per type.
+pub fn accepts_json(accept: Option<&HeaderValue>) -> bool {
+    let Some(accept) = accept.and_then(|v| v.to_str().ok()) else {
         return false;
     };
     let mut json = None;
     let mut html = None;
     for item in accept.split(',') {
         let mut parts = item.split(';');
-        let media = parts.next().unwrap_or("").trim();
+        let media = parts.next().unwrap_or("").trim().as_bytes();
         let q = parts
             .filter_map(|p| p.trim().strip_prefix("q="))
             .find_map(|q| q.parse::<f32>().ok())
             .unwrap_or(1.0);
-        if media.eq_ignore_ascii_case("application/json")
-            || media.to_ascii_lowercase().ends_with("+json")
+        let suffix = media.len().checked_sub(5).map(|at| &media[at..]);
+        if media.eq_ignore_ascii_case(b"application/json")
+            || suffix.is_some_and(|s| s.eq_ignore_ascii_case(b"+json"))
         {
             json = Some(json.map_or(q, |j: f32| j.max(q)));
-        } else if media.eq_ignore_ascii_case("text/html") {
+        } else if media.eq_ignore_ascii_case(b"text/html") {
             html = Some(html.map_or(q, |h: f32| h.max(q)));
         }
     }
@@ -364,5 +374,24 @@ mod tests {
             HeaderValue::from_static("application/problem+json"),
         );
         assert!(wants_json(&h));
+        for (accept, json) in [
+            // What browsers send on a navigation, and fetch's usual preference.
+            (
+                "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8",
+                false,
+            ),
+            ("application/json, text/plain, */*", true),
+            ("Application/JSON", true),
+            ("application/Problem+JSON;q=0.9, text/html;q=0.8", true),
+            ("text/html, application/json;q=0.5", false),
+            ("application/json;q=0", false),
+            ("+json", true),
+            ("json", false),
+            ("", false),
+        ] {
+            let v = HeaderValue::from_static(accept);
+            assert_eq!(accepts_json(Some(&v)), json, "{accept}");
+        }
+        assert!(!accepts_json(None));
     }
 }
