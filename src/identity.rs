@@ -275,6 +275,7 @@ pub fn set_headers(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::oidc::verify::IdClaims;
 
     #[test]
     fn a_configured_name_is_kept_once() {
@@ -283,7 +284,6 @@ mod tests {
         assert_eq!(interned("x-interned-test-b"), "x-interned-test-b");
         assert!(!std::ptr::eq(a, interned("x-interned-test-b")));
     }
-    use crate::oidc::verify::IdClaims;
 
     #[test]
     fn the_assertion_cache_follows_what_it_states() {
