@@ -117,6 +117,36 @@ async fn identity_headers_in_any_spelling_never_reach_the_upstream() {
 /// Headers through which frameworks let a request choose the path, method, host or client
 /// address the application sees, in any case: none reaches the upstream, and the upstream's
 /// `Host` is the site's, never the client's spelling or port.
+/// A client that is not a trusted proxy cannot choose the request id the upstream, the answer
+/// and the audit log go by: its `X-Request-Id`, sent once or twice, is replaced by the
+/// gateway's, and the upstream gets exactly one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_chosen_request_id_never_reaches_the_upstream() {
+    let echo = Echo::start().await;
+    let gw = path_gateway(&echo.url()).await;
+    let c = gw.client();
+    for forged in [
+        "X-Request-Id: forged-id\r\n",
+        "x-request-id: forged-id\r\nX-Request-Id: forged-again\r\n",
+    ] {
+        let req = format!(
+            "GET /public/id HTTP/1.1\r\nHost: app.test\r\n{forged}Connection: close\r\n\r\n"
+        );
+        let reply = parse_raw(&raw(&c, "app.test", req.as_bytes(), Duration::from_secs(5)).await);
+        assert_eq!(reply.status, Some(200), "{forged:?}");
+        let sent = reply.json()["headers"]["x-request-id"].clone();
+        let sent = sent.as_array().expect("a request id upstream");
+        assert_eq!(sent.len(), 1, "{forged:?}: {sent:?}");
+        let id = sent[0].as_str().unwrap();
+        assert!(!id.contains("forged"), "{forged:?}: {id}");
+        assert_eq!(
+            reply.header("x-request-id"),
+            Some(id),
+            "the answer names the same id"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn path_method_host_and_address_overrides_never_reach_the_upstream() {
     let echo = Echo::start().await;
