@@ -45,6 +45,11 @@ fn now_or_never<T>(f: impl std::future::Future<Output = T>) -> T {
     futures_util::FutureExt::now_or_never(f).expect("the memory store never waits")
 }
 
+/// The session `id` names, looked up as a request would at the store's clock's present.
+fn look(store: &Sessions, id: [u8; 32]) -> Option<Arc<Session>> {
+    now_or_never(store.lookup(id, key_of(&id), store.clock.now_ms()))
+}
+
 fn record(sub: &str, expires: i64) -> SessionRecord {
     let now = crate::clock::now();
     SessionRecord {
@@ -75,29 +80,17 @@ fn the_absolute_end_holds_through_refresh_and_step_up() {
     let (alive, _) =
         now_or_never(store.store_new(random_bytes(), Arc::from("site"), record("a", now + 60)))
             .unwrap();
-    assert!(
-        now_or_never(store.lookup(alive.id, key_of(&alive.id), store.clock.now_ms())).is_some(),
-        "control"
-    );
+    assert!(look(&store, alive.id).is_some(), "control");
     let (ended, _) =
         now_or_never(store.store_new(random_bytes(), Arc::from("site"), record("b", now))).unwrap();
-    assert!(
-        now_or_never(store.lookup(ended.id, key_of(&ended.id), store.clock.now_ms())).is_none(),
-        "past its end"
-    );
+    assert!(look(&store, ended.id).is_none(), "past its end");
     // A refresh with a new, later ID token does not start a new lifetime.
     now_or_never(store.refreshed(&ended, login("b", now + 3600)));
-    assert!(
-        now_or_never(store.lookup(ended.id, key_of(&ended.id), store.clock.now_ms())).is_none(),
-        "after a refresh"
-    );
+    assert!(look(&store, ended.id).is_none(), "after a refresh");
     // Nor does a step-up's new id.
     let (rotated, _) = now_or_never(store.rotate(&ended, now)).unwrap();
     assert_eq!(rotated.expires, now);
-    assert!(
-        now_or_never(store.lookup(rotated.id, key_of(&rotated.id), store.clock.now_ms())).is_none(),
-        "after a step-up"
-    );
+    assert!(look(&store, rotated.id).is_none(), "after a step-up");
 }
 
 /// A refresh that completes after the session ended (logout, revocation, rotation)
@@ -125,12 +118,11 @@ fn an_ended_session_never_returns() {
         now_or_never(store.refreshed(&s, login("u", now + 3600)));
         store.local.run_pending_tasks();
         assert!(
-            now_or_never(store.lookup(s.id, key_of(&s.id), store.clock.now_ms())).is_none(),
+            look(&store, s.id).is_none(),
             "{ending}: the refresh wrote the ended session back"
         );
         if let Some(r) = rotated {
-            let r = now_or_never(store.lookup(r.id, key_of(&r.id), store.clock.now_ms()))
-                .expect("the rotated session lives");
+            let r = look(&store, r.id).expect("the rotated session lives");
             assert_eq!(r.step_up_time(), Some(now));
             assert_eq!(
                 s.step_up_time(),
@@ -143,8 +135,7 @@ fn an_ended_session_never_returns() {
     let (s, _) = now_or_never(store.create(Arc::from("site"), login("v", now + 30))).unwrap();
     let _ = s.claim_refresh(now, 300);
     now_or_never(store.refreshed(&s, login("v", now + 3600)));
-    let after = now_or_never(store.lookup(s.id, key_of(&s.id), store.clock.now_ms()))
-        .expect("still signed in");
+    let after = look(&store, s.id).expect("still signed in");
     assert!(
         after.claim_refresh(now, 300).is_none(),
         "the new ID token was kept"
@@ -305,18 +296,12 @@ fn idle_time_and_lifetime_are_counted_on_the_stores_clock() {
     let (idle, _) = now_or_never(store.create("site".into(), login("idle", exp))).unwrap();
     for minutes in [9, 9, 9, 9, 9, 9] {
         assert!(clock.advance(Duration::from_secs(minutes * 60)));
-        assert!(
-            now_or_never(store.lookup(used.id, key_of(&used.id), store.clock.now_ms())).is_some(),
-            "in use"
-        );
+        assert!(look(&store, used.id).is_some(), "in use");
     }
-    assert!(
-        now_or_never(store.lookup(idle.id, key_of(&idle.id), store.clock.now_ms())).is_none(),
-        "idle 54 min"
-    );
+    assert!(look(&store, idle.id).is_none(), "idle 54 min");
     assert!(clock.advance(Duration::from_secs(9 * 60)));
     assert!(
-        now_or_never(store.lookup(used.id, key_of(&used.id), store.clock.now_ms())).is_none(),
+        look(&store, used.id).is_none(),
         "in use, but past its lifetime of an hour"
     );
 }
