@@ -283,6 +283,16 @@ mod tests {
         assert!(std::ptr::eq(a, interned("x-interned-test-a")));
         assert_eq!(interned("x-interned-test-b"), "x-interned-test-b");
         assert!(!std::ptr::eq(a, interned("x-interned-test-b")));
+        // Names resolved again (a reload) are the same text, not new copies of it.
+        let configured = crate::config::IdentityHeaders {
+            user: "X-Interned-Test-User".into(),
+            ..Default::default()
+        };
+        let (first, again) = (HeaderNames::new(&configured), HeaderNames::new(&configured));
+        assert_eq!(first.user, "x-interned-test-user");
+        for (x, y) in first.all().into_iter().zip(again.all()) {
+            assert_eq!(x.as_str().as_ptr(), y.as_str().as_ptr(), "{x}");
+        }
     }
 
     #[test]
