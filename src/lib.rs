@@ -329,7 +329,8 @@ impl Services {
     }
 
     /// The loops that run beside the listeners: certificate and configuration watching,
-    /// SIGHUP, provider discovery, API-token keys, the shared store's events, the sync.
+    /// SIGHUP, idle upstream connections, provider discovery, API-token keys, the shared
+    /// store's events, the sync.
     fn spawn_background(
         &self,
         config: &Config,
@@ -357,6 +358,7 @@ impl Services {
                     reload_requested,
                 ),
             ),
+            until(stopped, proxy::upstream::sweep_idle(shared.clone())),
         ];
         if let Some(auth) = &self.auth {
             tasks.push(until(stopped, auth.oidc.clone().discover_until_ready()));

@@ -3,8 +3,9 @@
 //! Upstream bodies are streamed frame by frame, never collected. The byte count and the
 //! access-log line are emitted when the body is dropped, which is when hyper has finished
 //! writing it or the client has gone away, so the log shows what was really sent. An
-//! upstream body read to its end gives its connection back to the site's pool then; one
-//! abandoned half read takes its connection with it.
+//! upstream body is read by driving the connection it comes on (see the `upstream` module);
+//! read to its end, it gives its connection back to the site's pool then, and one abandoned
+//! half read takes its connection with it.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -119,7 +120,11 @@ impl Body for ResponseBody {
         let this = self.project();
         let polled = match this.inner.project() {
             InnerProj::Full { body } => body.poll_frame(cx).map_err(|never| match never {}),
-            InnerProj::Stream { body } => body.poll_frame(cx),
+            InnerProj::Stream { mut body } => match this.checkin.as_mut() {
+                // The connection is driven here, by the task sending the body on.
+                Some(checkin) => checkin.read(cx, |cx| body.as_mut().poll_frame(cx)),
+                None => body.poll_frame(cx),
+            },
         };
         if let (Poll::Ready(Some(Ok(frame))), Some(log)) = (&polled, this.log.as_mut()) {
             if let Some(data) = frame.data_ref() {

@@ -13,18 +13,35 @@
 //! idle connections expire, a connection the upstream closed is never handed out, and a
 //! request that could not be written on a pooled connection is sent once more on a new one.
 //!
+//! A connection's protocol state (hyper's dispatcher, which reads and writes its socket) has
+//! no task of its own: the request that holds the connection drives it, while it waits for
+//! the response and while its response body is read. A task of its own cost three task polls
+//! and two cross-task wake-ups a request, each answer passing from that task to the client's
+//! by channel (BENCHMARKS.md, round eleven). Only the request holding a connection can have
+//! made it progress, so the answer and the body are looked at right after the connection has
+//! been driven, without leaving a waker, and the wake-ups hyper sends the connection's
+//! driver from inside that look (a body frame taken, a request queued) are held back: each
+//! would queue the client's task to run again for nothing. Those from its socket reach the
+//! task, and one that arrives while held back is passed on once the look is over, unless the
+//! look found the work ready (the connection is then driven again). An idle pooled connection
+//! is driven by no one; the upstream closing it is seen when the next request drives it,
+//! before that request is written, and the request then goes on a new connection, or when
+//! [`sweep_idle`] looks at the pool, which lets the socket go.
+//!
 //! Each connection also keeps the [`Deadline`] that bounds the wait for its responses: armed
 //! anew for every request, a timer costs a registration and a removal under the runtime's
 //! timer lock, while a kept deadline is moved on by recording the new instant.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
+use futures_util::task::AtomicWaker;
 use http::Uri;
-use http::{Request, Response, Version};
+use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_rustls::HttpsConnector;
@@ -39,6 +56,9 @@ use crate::tls::{self, TlsError};
 
 /// Idle connections kept per site, beyond which a finished connection is closed.
 const MAX_IDLE: usize = 256;
+
+/// How often [`sweep_idle`] looks at the idle connections.
+const SWEEP: Duration = Duration::from_secs(1);
 
 /// Why an upstream request failed.
 #[derive(Debug, thiserror::Error)]
@@ -65,15 +85,134 @@ fn is_client_body(e: &hyper::Error) -> bool {
     e.is_user() && std::error::Error::source(e).is_some_and(|c| c.is::<hyper::Error>())
 }
 
+/// hyper's side of an upstream connection: its socket and protocol state, a future that
+/// ends when the connection closes or is handed to an upgrade. Boxed because hyper does not
+/// name the type of a connection with upgrades; one allocation a connection, not a request.
+type Dispatch = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
+
 /// A connection and the timer that bounds the wait for its responses.
 ///
-/// While the connection idles, its timer still holds the waker of the last request that
-/// polled it; if the timer fires then, that client connection is woken once for nothing,
-/// and a finished one is freed only then. Both are bounded by the pool (at most `MAX_IDLE`
-/// a site, for at most the deadline).
+/// While the connection idles, its socket and its timer still hold the waker of the last
+/// request that drove it; if either fires then, that client connection is woken once for
+/// nothing, and a finished one is freed only then. Both are bounded by the pool (at most
+/// `MAX_IDLE` a site, for at most the idle time or the deadline).
 struct Lent {
     sender: SendRequest<Incoming>,
+    /// `None` once hyper has finished with the connection; a finished dispatch must not be
+    /// polled again.
+    dispatch: Option<Dispatch>,
+    /// The waker the dispatch is polled with: a [`Relay`] to the task driving it.
+    relay: Arc<Relay>,
+    waker: Waker,
     deadline: Deadline,
+}
+
+/// Passes the wake-ups of a connection's dispatch on to the task that last drove it, except
+/// while held back.
+#[derive(Default)]
+struct Relay {
+    task: AtomicWaker,
+    /// [`HELD`] while wake-ups are held back, with [`MISSED`] once one has been.
+    state: AtomicU8,
+}
+
+const HELD: u8 = 1;
+const MISSED: u8 = 2;
+
+impl Relay {
+    fn hold(&self) {
+        self.state.store(HELD, Ordering::Release);
+    }
+
+    /// Lets wake-ups through again; whether one came while they were held back.
+    fn release(&self) -> bool {
+        self.state.swap(0, Ordering::AcqRel) & MISSED != 0
+    }
+}
+
+impl Wake for Relay {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        // One read-modify-write, so a wake-up racing `release` is either seen by it or
+        // passed on.
+        if self.state.fetch_or(MISSED, Ordering::AcqRel) & HELD == 0 {
+            self.task.wake();
+        }
+    }
+}
+
+impl Lent {
+    fn new(sender: SendRequest<Incoming>, dispatch: Dispatch, deadline: Deadline) -> Lent {
+        let relay = Arc::new(Relay::default());
+        Lent {
+            sender,
+            dispatch: Some(dispatch),
+            waker: Waker::from(relay.clone()),
+            relay,
+            deadline,
+        }
+    }
+
+    /// Lets hyper read and write the connection as far as it can; the connection wakes
+    /// `cx`'s task when it can go further. Whether it is still open.
+    fn drive(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(dispatch) = self.dispatch.as_mut() else {
+            return false;
+        };
+        self.relay.task.register(cx.waker());
+        let Poll::Ready(ended) = dispatch
+            .as_mut()
+            .poll(&mut Context::from_waker(&self.waker))
+        else {
+            return true;
+        };
+        if let Err(e) = ended {
+            tracing::debug!(error = %e, "upstream connection ended");
+        }
+        self.dispatch = None;
+        false
+    }
+
+    /// Hands what is left of the connection's work (an upgrade to complete, an upload the
+    /// upstream answered before it ended) to a task of its own, which ends with it.
+    fn set_apart(&mut self) {
+        let Some(dispatch) = self.dispatch.take() else {
+            return;
+        };
+        // Outside a runtime (only when one is being torn down) the connection just closes.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(e) = dispatch.await {
+                    tracing::debug!(error = %e, "upstream connection ended");
+                }
+            });
+        }
+    }
+}
+
+/// Polls `work`, whose progress only driving `conn` can make, right after driving it. With
+/// the connection still open, `work` is polled without a waker and the connection's own
+/// wake-ups are held back meanwhile: either would be woken from inside this very poll
+/// whenever `work` and the connection hand each other something, queueing the task to run
+/// again for nothing. One held back is passed on if `work` is still pending, as it may have
+/// come from the socket. Once the connection has ended, `work` gets `cx` as usual.
+fn after_driving<T>(
+    conn: &mut Lent,
+    cx: &mut Context<'_>,
+    work: impl FnOnce(&mut Context<'_>) -> Poll<T>,
+) -> Poll<T> {
+    if !conn.drive(cx) {
+        return work(cx);
+    }
+    conn.relay.hold();
+    let polled = work(&mut Context::from_waker(Waker::noop()));
+    if conn.relay.release() && polled.is_pending() {
+        cx.waker().wake_by_ref();
+    }
+    polled
 }
 
 /// A connection waiting in the pool, and since when (milliseconds on the gateway's clock).
@@ -103,11 +242,26 @@ impl Pool {
         None
     }
 
+    /// Lets go of the idle connections the upstream has closed or that have outlived their
+    /// idle time.
+    fn sweep(&self) {
+        let now = self.clock.now_ms();
+        // Without a waker: a connection's next request registers its own.
+        let mut quiet = Context::from_waker(Waker::noop());
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.retain_mut(|c| {
+            now - c.since_ms < self.idle_timeout_ms
+                && c.conn.drive(&mut quiet)
+                && c.conn.sender.is_ready()
+        });
+    }
+
     /// Puts a connection whose exchange is over back, if it can take another request.
-    fn put(&self, conn: Lent) {
+    fn put(&self, mut conn: Lent) {
         if !conn.sender.is_ready() {
-            // Still busy (an upload the upstream answered before it ended) or closed:
-            // dropping it lets hyper finish what is in flight and close.
+            // Still busy (an upload the upstream answered before it ended) or closed: hyper
+            // finishes what is in flight apart, then closes it.
+            conn.set_apart();
             return;
         }
         let now = self.clock.now_ms();
@@ -140,6 +294,28 @@ impl std::fmt::Debug for Checkin {
 }
 
 impl Checkin {
+    /// Polls the response body, which only driving the connection can fill: what the last
+    /// drive left in it first, so that a body that came with its head (the common case) is
+    /// read without driving the connection again; otherwise right after driving it (see
+    /// [`after_driving`]).
+    pub fn read<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut body: impl FnMut(&mut Context<'_>) -> Poll<T>,
+    ) -> Poll<T> {
+        if self.conn.dispatch.is_some() {
+            self.conn.relay.hold();
+            let polled = body(&mut Context::from_waker(Waker::noop()));
+            // A wake-up held back here is for the drive that follows if the body is still
+            // pending, or for the next read's if not.
+            self.conn.relay.release();
+            if polled.is_ready() {
+                return polled;
+            }
+        }
+        after_driving(&mut self.conn, cx, body)
+    }
+
     /// The response body has been read to its end: the connection may serve another.
     pub fn done(self) {
         self.pool.put(self.conn);
@@ -210,9 +386,13 @@ impl Upstream {
             let req = match self.pool.take(now_ms) {
                 Some(mut conn) => {
                     conn.deadline.set(deadline);
+                    // Queueing the request wakes the connection's last driver, which is about
+                    // to be this request's task driving it anyway.
+                    conn.relay.hold();
                     let sent = conn.sender.try_send_request(req);
-                    match within(&mut conn.deadline, sent).await.ok_or_else(late)? {
-                        Ok(response) => return Ok((response, self.checkin(conn))),
+                    conn.relay.release();
+                    match exchange(&mut conn, sent).await.ok_or_else(late)? {
+                        Ok(response) => return Ok(self.answered(response, conn)),
                         Err(mut e) => match e.take_message() {
                             // Not written: the upstream had closed the idle connection. Once
                             // more, on a new one, within what is left of the same time.
@@ -227,30 +407,37 @@ impl Upstream {
             // Boxed: connecting is the rare case, and its future (TCP, TLS, the handshake) is
             // large enough that inline it would be copied with every request's future.
             let connected = Box::pin(self.connect());
-            let mut sender = within(&mut timer, connected).await.ok_or_else(late)??;
-            let sent = sender.send_request(req);
-            match within(&mut timer, sent).await.ok_or_else(late)? {
-                Ok(response) => {
-                    let conn = Lent {
-                        sender,
-                        deadline: timer,
-                    };
-                    Ok((response, self.checkin(conn)))
-                }
+            let (sender, dispatch) = within(&mut timer, connected).await.ok_or_else(late)??;
+            let mut conn = Lent::new(sender, dispatch, timer);
+            let sent = conn.sender.send_request(req);
+            match exchange(&mut conn, sent).await.ok_or_else(late)? {
+                Ok(response) => Ok(self.answered(response, conn)),
                 Err(e) => Err(request_error(e)),
             }
         }
     }
 
-    fn checkin(&self, conn: Lent) -> Checkin {
-        Checkin {
+    /// The answer and the connection it came on, which goes with its body; a connection
+    /// switching protocols belongs to the upgrade from here.
+    fn answered(
+        &self,
+        response: Response<Incoming>,
+        mut conn: Lent,
+    ) -> (Response<Incoming>, Checkin) {
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            // hyper hands the socket over once its dispatch has run to its end, which the
+            // upgrade's waiter cannot drive; the connection never returns to the pool.
+            conn.set_apart();
+        }
+        let checkin = Checkin {
             conn,
             pool: self.pool.clone(),
-        }
+        };
+        (response, checkin)
     }
 
-    /// A new connection, its I/O driven by a task of its own until it closes.
-    async fn connect(&self) -> Result<SendRequest<Incoming>, UpstreamError> {
+    /// A new connection: the handle requests are sent on, and hyper's side of it.
+    async fn connect(&self) -> Result<(SendRequest<Incoming>, Dispatch), UpstreamError> {
         let mut connector = self.connector.clone();
         let io = connector
             .call(self.origin.clone())
@@ -259,13 +446,24 @@ impl Upstream {
         let (sender, conn) = hyper::client::conn::http1::handshake(io)
             .await
             .map_err(|e| UpstreamError::Connect(Box::new(e)))?;
-        tokio::spawn(async move {
-            // An upgraded connection (a WebSocket) is handed to the tunnel from here.
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(error = %e, "upstream connection ended");
-            }
-        });
-        Ok(sender)
+        // With upgrades: an upgraded connection (a WebSocket) is handed to the tunnel.
+        Ok((sender, Box::pin(conn.with_upgrades())))
+    }
+}
+
+/// Every [`SWEEP`], lets go of the idle connections that the upstream has closed or that
+/// have outlived their idle time, in the pools of the configuration in force. Nothing else
+/// reads an idle connection, so one the upstream closed would otherwise keep its socket
+/// (half closed) until the site's next request; a pool outlived by a reload goes with the
+/// configuration it belongs to.
+pub async fn sweep_idle(live: Arc<super::Live>) {
+    let mut ticks = tokio::time::interval(SWEEP);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        for upstream in live.load().upstreams.iter() {
+            upstream.pool.sweep();
+        }
     }
 }
 
@@ -295,9 +493,75 @@ impl<F: Future> Future for Within<'_, F> {
     }
 }
 
+pin_project_lite::pin_project! {
+    /// A request's wait for its answer on `conn`: the answer, or `None` once the connection's
+    /// deadline has passed first.
+    struct Exchange<'c, F> {
+        #[pin]
+        answer: F,
+        conn: &'c mut Lent,
+    }
+}
+
+fn exchange<F: Future>(conn: &mut Lent, answer: F) -> Exchange<'_, F> {
+    Exchange { answer, conn }
+}
+
+impl<F: Future> Future for Exchange<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut answer = this.answer;
+        if let Poll::Ready(done) = after_driving(this.conn, cx, |cx| answer.as_mut().poll(cx)) {
+            return Poll::Ready(Some(done));
+        }
+        Pin::new(&mut this.conn.deadline).poll(cx).map(|()| None)
+    }
+}
+
 fn request_error(e: hyper::Error) -> UpstreamError {
     match is_client_body(&e) {
         true => UpstreamError::ClientBody(e),
         false => UpstreamError::Request(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// A task's waker that counts its wake-ups.
+    struct Counted(AtomicUsize);
+
+    impl Wake for Counted {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_relay_passes_wake_ups_on_except_while_held_back() {
+        let task = Arc::new(Counted(AtomicUsize::new(0)));
+        let woken = || task.0.load(Ordering::SeqCst);
+        let relay = Arc::new(Relay::default());
+        let waker = Waker::from(relay.clone());
+
+        relay.task.register(&Waker::from(task.clone()));
+        waker.wake_by_ref();
+        assert_eq!(woken(), 1, "passed on");
+
+        relay.task.register(&Waker::from(task.clone()));
+        relay.hold();
+        waker.wake_by_ref();
+        assert_eq!(woken(), 1, "held back");
+        assert!(relay.release(), "and remembered for the one releasing");
+        waker.wake_by_ref();
+        assert_eq!(woken(), 2, "passed on once released");
+
+        // One passed on before holding is not taken for one held back.
+        relay.hold();
+        assert!(!relay.release());
     }
 }

@@ -393,12 +393,15 @@ async fn gateway_namespace_is_never_forwarded_in_any_spelling() {
 /// An HTTP/1.1 upstream that counts the connections it accepts. `/big` is answered with
 /// 4 MiB sent slowly, `/chunked` with `ok` in chunked framing, a path ending in `/slow/MS`
 /// with `ok` after that many milliseconds, anything else with `ok` (HEAD without it); with
-/// `close_after` set it closes each connection after its answer, without saying so, as an
-/// upstream's idle timeout does.
+/// `close_after` set it closes each connection after its answer, without saying so, and with
+/// `close_idle` set it does so once a connection has been idle for 50 ms, as an upstream's
+/// idle timeout does, counting in `released` those the gateway then closes too.
 struct CountingUpstream {
     addr: std::net::SocketAddr,
     accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     close_after: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    close_idle: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    released: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -416,16 +419,41 @@ impl CountingUpstream {
         let addr = listener.local_addr().unwrap();
         let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let close_after = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (count, close) = (accepted.clone(), close_after.clone());
+        let close_idle = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let released = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (count, close, idle, gone) = (
+            accepted.clone(),
+            close_after.clone(),
+            close_idle.clone(),
+            released.clone(),
+        );
         let task = tokio::spawn(async move {
             while let Ok((mut s, _)) = listener.accept().await {
                 count.fetch_add(1, Ordering::SeqCst);
-                let close = close.clone();
+                let (close, idle, gone) = (close.clone(), idle.clone(), gone.clone());
                 tokio::spawn(async move {
+                    use tokio::io::AsyncReadExt;
                     let mut buf = Vec::new();
-                    while let Some(end) =
-                        support::raw::fill_until(&mut s, &mut buf, b"\r\n\r\n").await
-                    {
+                    loop {
+                        let next = support::raw::fill_until(&mut s, &mut buf, b"\r\n\r\n");
+                        let next = match idle.load(Ordering::SeqCst) {
+                            true => {
+                                let Ok(next) =
+                                    tokio::time::timeout(Duration::from_millis(50), next).await
+                                else {
+                                    // Idle too long: closed on our side, then waiting for
+                                    // the gateway to close its side too.
+                                    let _ = s.shutdown().await;
+                                    let mut rest = [0u8; 64];
+                                    while matches!(s.read(&mut rest).await, Ok(n) if n > 0) {}
+                                    gone.fetch_add(1, Ordering::SeqCst);
+                                    return;
+                                };
+                                next
+                            }
+                            false => next.await,
+                        };
+                        let Some(end) = next else { return };
                         let head = String::from_utf8_lossy(&buf[..end]).into_owned();
                         buf.drain(..end);
                         if head.starts_with("GET /big ") {
@@ -466,6 +494,8 @@ impl CountingUpstream {
             addr,
             accepted,
             close_after,
+            close_idle,
+            released,
             task,
         }
     }
@@ -604,9 +634,38 @@ async fn upstream_connections_are_pooled_and_only_clean_ones_reused() {
     ok("reused").await;
     assert_eq!(up.accepted(), 4);
 
+    // Closed while idle in the pool, where nothing watches it: the next request finds it
+    // closed before writing to it, and goes on a new connection.
+    up.close_idle.store(true, Ordering::SeqCst);
+    ok("the upstream closing idle connections from here").await;
+    for i in 0..2 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        ok(&format!(
+            "after the upstream closed an idle connection, {i}"
+        ))
+        .await;
+    }
+    assert_eq!(up.accepted(), 6, "each closed idle connection was replaced");
+    // The last one is closed by the upstream too, and no request comes to find it so: the
+    // gateway lets its socket go all the same.
+    let waited = std::time::Instant::now();
+    while up.released.load(Ordering::SeqCst) < 3 {
+        assert!(
+            waited.elapsed() < Duration::from_secs(4),
+            "an idle connection the upstream closed was kept open"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    up.close_idle.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ok("upstream keeping idle connections again").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ok("reused after idling").await;
+    assert_eq!(up.accepted(), 7);
+
     gw.advance(Duration::from_secs(11));
     ok("after the idle timeout").await;
-    assert_eq!(up.accepted(), 5, "an expired connection is not reused");
+    assert_eq!(up.accepted(), 8, "an expired connection is not reused");
 
     // A download abandoned after its first bytes.
     let mut tls = c.connect("app.test", &[b"http/1.1"]).await;
@@ -624,7 +683,7 @@ async fn upstream_connections_are_pooled_and_only_clean_ones_reused() {
     ok("and again").await;
     assert_eq!(
         up.accepted(),
-        6,
+        9,
         "the half-read connection was closed and one new one serves both"
     );
 }
