@@ -403,12 +403,14 @@ impl Upstream {
                 }
                 None => req,
             };
-            let mut timer = Deadline::new(deadline);
             // Boxed: connecting is the rare case, and its future (TCP, TLS, the handshake) is
-            // large enough that inline it would be copied with every request's future.
+            // large enough that inline it would be copied with every request's future. A
+            // timer of its own, once a connection: the kept one is made with the connection.
             let connected = Box::pin(self.connect());
-            let (sender, dispatch) = within(&mut timer, connected).await.ok_or_else(late)??;
-            let mut conn = Lent::new(sender, dispatch, timer);
+            let (sender, dispatch) = tokio::time::timeout_at(deadline, connected)
+                .await
+                .map_err(|_| late())??;
+            let mut conn = Lent::new(sender, dispatch, Deadline::new(deadline));
             let sent = conn.sender.send_request(req);
             match exchange(&mut conn, sent).await.ok_or_else(late)? {
                 Ok(response) => Ok(self.answered(response, conn)),
@@ -464,32 +466,6 @@ pub async fn sweep_idle(live: Arc<super::Live>) {
         for upstream in live.load().upstreams.iter() {
             upstream.pool.sweep();
         }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// `work`'s output, or `None` once `deadline` has passed first: `tokio::time::Timeout`
-    /// with the connection's timer, which that type cannot borrow.
-    struct Within<'d, F> {
-        #[pin]
-        work: F,
-        deadline: &'d mut Deadline,
-    }
-}
-
-fn within<F: Future>(deadline: &mut Deadline, work: F) -> Within<'_, F> {
-    Within { work, deadline }
-}
-
-impl<F: Future> Future for Within<'_, F> {
-    type Output = Option<F::Output>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        if let Poll::Ready(done) = this.work.poll(cx) {
-            return Poll::Ready(Some(done));
-        }
-        Pin::new(&mut **this.deadline).poll(cx).map(|()| None)
     }
 }
 
