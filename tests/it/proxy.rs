@@ -635,11 +635,12 @@ async fn upstream_connections_are_pooled_and_only_clean_ones_reused() {
     assert_eq!(up.accepted(), 4);
 
     // Closed while idle in the pool, where nothing watches it: the next request finds it
-    // closed before writing to it, and goes on a new connection.
+    // closed before writing to it, and goes on a new connection. The wait is short beside
+    // the pool's sweep (every second), so that it is the request that finds the close.
     up.close_idle.store(true, Ordering::SeqCst);
     ok("the upstream closing idle connections from here").await;
     for i in 0..2 {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
         ok(&format!(
             "after the upstream closed an idle connection, {i}"
         ))
