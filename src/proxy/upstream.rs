@@ -128,6 +128,14 @@ impl Relay {
     fn release(&self) -> bool {
         self.state.swap(0, Ordering::AcqRel) & MISSED != 0
     }
+
+    /// Runs `work` with wake-ups held back and without a waker of its own (see
+    /// [`after_driving`]); with its result, whether a wake-up came meanwhile.
+    fn quietly<T>(&self, work: impl FnOnce(&mut Context<'_>) -> T) -> (T, bool) {
+        self.hold();
+        let done = work(&mut Context::from_waker(Waker::noop()));
+        (done, self.release())
+    }
 }
 
 impl Wake for Relay {
@@ -207,9 +215,8 @@ fn after_driving<T>(
     if !conn.drive(cx) {
         return work(cx);
     }
-    conn.relay.hold();
-    let polled = work(&mut Context::from_waker(Waker::noop()));
-    if conn.relay.release() && polled.is_pending() {
+    let (polled, missed) = conn.relay.quietly(work);
+    if missed && polled.is_pending() {
         cx.waker().wake_by_ref();
     }
     polled
@@ -304,11 +311,9 @@ impl Checkin {
         mut body: impl FnMut(&mut Context<'_>) -> Poll<T>,
     ) -> Poll<T> {
         if self.conn.dispatch.is_some() {
-            self.conn.relay.hold();
-            let polled = body(&mut Context::from_waker(Waker::noop()));
             // A wake-up held back here is for the drive that follows if the body is still
             // pending, or for the next read's if not.
-            self.conn.relay.release();
+            let (polled, _) = self.conn.relay.quietly(&mut body);
             if polled.is_ready() {
                 return polled;
             }
@@ -388,9 +393,7 @@ impl Upstream {
                     conn.deadline.set(deadline);
                     // Queueing the request wakes the connection's last driver, which is about
                     // to be this request's task driving it anyway.
-                    conn.relay.hold();
-                    let sent = conn.sender.try_send_request(req);
-                    conn.relay.release();
+                    let (sent, _) = conn.relay.quietly(|_| conn.sender.try_send_request(req));
                     match exchange(&mut conn, sent).await.ok_or_else(late)? {
                         Ok(response) => return Ok(self.answered(response, conn)),
                         Err(mut e) => match e.take_message() {
