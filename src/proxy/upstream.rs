@@ -236,13 +236,18 @@ struct Pool {
 }
 
 impl Pool {
+    /// Whether a connection idle since `since_ms` may still be used at `now`.
+    fn fresh(&self, since_ms: i64, now: i64) -> bool {
+        now - since_ms < self.idle_timeout_ms
+    }
+
     /// The newest idle connection that is still open, free and within its idle time at
     /// `now` (the request's reading of the gateway's clock); closed and expired ones met on
     /// the way are dropped.
     fn take(&self, now: i64) -> Option<Lent> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         while let Some(c) = idle.pop() {
-            if now - c.since_ms < self.idle_timeout_ms && c.conn.sender.is_ready() {
+            if self.fresh(c.since_ms, now) && c.conn.sender.is_ready() {
                 return Some(c.conn);
             }
         }
@@ -257,9 +262,7 @@ impl Pool {
         let mut quiet = Context::from_waker(Waker::noop());
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         idle.retain_mut(|c| {
-            now - c.since_ms < self.idle_timeout_ms
-                && c.conn.drive(&mut quiet)
-                && c.conn.sender.is_ready()
+            self.fresh(c.since_ms, now) && c.conn.drive(&mut quiet) && c.conn.sender.is_ready()
         });
     }
 
@@ -273,13 +276,10 @@ impl Pool {
         }
         let now = self.clock.now_ms();
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        // The oldest are at the front: expired ones go first, then any over the bound.
-        let expired = idle
-            .iter()
-            .take_while(|c| now - c.since_ms >= self.idle_timeout_ms)
-            .count();
-        let over = (idle.len() - expired + 1).saturating_sub(MAX_IDLE);
-        idle.drain(..expired + over);
+        // Over the bound, the oldest (at the front) go; expired ones are never taken, and
+        // the sweep lets them go.
+        let over = (idle.len() + 1).saturating_sub(MAX_IDLE);
+        idle.drain(..over);
         idle.push(Idle {
             conn,
             since_ms: now,
