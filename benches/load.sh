@@ -13,10 +13,11 @@
 #     costs above it is its own work, and what it costs above nginx is the crates',
 #   - jumpgate (the release binary, TOKIO_WORKER_THREADS=1: one runtime worker thread),
 # pins both proxies to the same core (SERVER_CPU) and the load generator and upstream to the
-# other (CLIENT_CPU), and measures each row with wrk (64 connections, DURATION seconds):
-# requests/s, p50 and p99 latency, the proxy process's CPU time per request (utime + stime
-# from /proc/PID/stat before and after, divided by the requests served, also split into user
-# and kernel time) and, when perf can count the raw_syscalls tracepoint, its system calls and
+# other (CLIENT_CPU), and measures each row with wrk (64 connections), ROUNDS times DURATION
+# seconds, each round of a row right after a round of its nginx row, so that every ratio
+# compares figures taken seconds apart: requests/s, p50 and p99 latency, the proxy process's
+# CPU time per request (utime + stime from /proc/PID/stat before and after, divided by the
+# requests served, also split into user and kernel time) and, when perf can count the raw_syscalls tracepoint, its system calls and
 # context switches per request. Rows: direct upstream; nginx TLS proxy; the floor; jumpgate public
 # route; protected route with a session; protected with the directory snapshot and the
 # signed assertion; a step-up route after a fresh MFA step-up; protected with sessions in Redis (skipped when no Redis answers);
@@ -27,10 +28,11 @@
 # h2load's per-request log). Then it measures sign-ins per second through the whole code flow
 # against the stand-in.
 # The table is printed and written to $OUT/results.md. Every process the script starts is
-# stopped on exit, by PID. Whole run: about two minutes after the build.
+# stopped on exit, by PID. Whole run: about nine minutes after the build.
 #
 # Settings (environment):
-#   DURATION (10)  CONNECTIONS (64)  SERVER_CPU (1)  CLIENT_CPU (0)  NICE (-10)  SIGNINS (400)
+#   DURATION (5, seconds a round)  ROUNDS (3)  CONNECTIONS (64)  SERVER_CPU (1)  CLIENT_CPU (0)
+#   NICE (-10)  SIGNINS (400)
 #   REDIS_URL (redis://127.0.0.1:6379/0; the Redis row's keys carry a per-run prefix)
 #   PORT_BASE (18080; uses PORT_BASE .. PORT_BASE+5)  OUT (target/bench-load)
 #   SKIP_BUILD (1: use the binaries already in target/release)
@@ -47,7 +49,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DURATION=${DURATION:-10}
+DURATION=${DURATION:-5}
+ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-64}
 SERVER_CPU=${SERVER_CPU:-1}
 CLIENT_CPU=${CLIENT_CPU:-0}
@@ -260,8 +263,16 @@ wait_http "https://127.0.0.1:$PORT_NGINX/public" -H "Host: app.test"
 nginx_pids() { echo "$1 $(pgrep -P "$1" | tr '\n' ' ')"; }
 
 # --- Measuring --------------------------------------------------------------------------------
+# Every row is measured ROUNDS times, DURATION seconds each after a 1 s warm-up, and every row
+# after nginx's alternates with its nginx baseline (pair_with: the same protocol and logging),
+# so that both sides of each ratio are measured within seconds of each other. This machine's
+# speed drifts over minutes (other tenants, clock frequency): with one nginx row at the start
+# of the run, runs of the same build put a row's ratio anywhere within ±0.2. A row's ratio is
+# the median of its rounds' ratios, printed with their range; its own figures are medians
+# over its rounds (CPU per request: all its rounds' CPU over all their requests).
 ROWS=()
-NGINX_CPU="" NGINX_RPS="" NGINX_P99=""
+BASE_KIND="" BASE_URL="" BASE_PIDS="" BASE_ARGS=()
+SAMPLES=0
 
 to_ms() { # wrk latency such as 812.00us, 1.23ms, 2.01s -> milliseconds
   awk -v v="$1" 'BEGIN {
@@ -271,100 +282,109 @@ to_ms() { # wrk latency such as 812.00us, 1.23ms, 2.01s -> milliseconds
     else printf "%s", v }'
 }
 
-# cpu_per_request "UTIME STIME" "UTIME STIME" REQUESTS: "µs/request U+S util%", from the
-# CPU ticks before and after a row (the split is user + kernel µs/request, one word).
-cpu_per_request() {
-  local du ds
-  du=$(( ${2% *} - ${1% *} ))
-  ds=$(( ${2#* } - ${1#* } ))
-  awk -v u="$du" -v s="$ds" -v hz="$CLK_TCK" -v n="$3" -v d="$DURATION" 'BEGIN {
-    printf "%.1f %.1f+%.1f %.0f", (u + s) / hz * 1e6 / n, u / hz * 1e6 / n, s / hz * 1e6 / n, (u + s) / hz / d * 100 }'
+median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {
+  if (NR % 2) printf "%s", v[(NR + 1) / 2]; else printf "%.4f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+range() { printf '%s\n' "$@" | sort -g | awk 'NR == 1 {lo = $1} {hi = $1} END {printf "%.2f–%.2f", lo, hi}'; }
+
+# sample h1|h2 NAME URL "PIDS" [wrk or h2load args...]: a 1 s warm-up, then DURATION seconds
+# measured with wrk (h1) or h2load (h2, one stream per connection, latency from its
+# per-request log). Sets S_REQ (requests answered), S_RPS, S_P50 and S_P99 (ms), S_UT and
+# S_ST (CPU ticks of PIDS, user and kernel). Any error or non-2xx answer ends the run.
+sample() {
+  local kind=$1 name=$2 url=$3 pids=$4; shift 4
+  local before after out errors total
+  SAMPLES=$((SAMPLES + 1))
+  local file=$OUT/sample-$SAMPLES-$(echo "$name" | tr -c 'a-zA-Z0-9' '-')
+  if [ "$kind" = h1 ]; then
+    "${PRIO[@]}" taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNECTIONS" -d1s "$@" "$url" >/dev/null
+    # shellcheck disable=SC2086
+    before=$(cpu_ticks $pids)
+    out=$("${PRIO[@]}" taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" "$url")
+    # shellcheck disable=SC2086
+    after=$(cpu_ticks $pids)
+    echo "$out" >"$file.txt"
+    errors=$(echo "$out" | awk '/Non-2xx/ {print $NF} /Socket errors/ {print "socket errors"}' | tr '\n' ' ')
+    if [ -n "$errors" ]; then
+      echo "load.sh: $name: wrk reported errors: $errors" >&2
+      exit 1
+    fi
+    S_REQ=$(echo "$out" | awk '/requests in/ {print $1}')
+    S_RPS=$(echo "$out" | awk '/Requests\/sec/ {printf "%.0f", $2}')
+    S_P50=$(to_ms "$(echo "$out" | awk '$1 == "50%" {print $2}')")
+    S_P99=$(to_ms "$(echo "$out" | awk '$1 == "99%" {print $2}')")
+  else
+    "${PRIO[@]}" taskset -c "$CLIENT_CPU" h2load -D 1 -c"$CONNECTIONS" -m1 -t1 "$@" "$url" >/dev/null
+    # shellcheck disable=SC2086
+    before=$(cpu_ticks $pids)
+    out=$("${PRIO[@]}" taskset -c "$CLIENT_CPU" h2load -D "$DURATION" -c"$CONNECTIONS" -m1 -t1 \
+      --log-file="$file.log" "$@" "$url")
+    # shellcheck disable=SC2086
+    after=$(cpu_ticks $pids)
+    echo "$out" >"$file.txt"
+    read -r total S_REQ <<<"$(echo "$out" | awk '/^requests:/ {print $2, $8}')"
+    if ! echo "$out" | grep -q "status codes: [0-9]* 2xx, 0 3xx, 0 4xx, 0 5xx" || [ "$total" != "$S_REQ" ] || [ "${total:-0}" = 0 ]; then
+      echo "load.sh: $name: h2load reported failures or non-2xx answers:" >&2
+      echo "$out" >&2
+      exit 1
+    fi
+    S_RPS=$(echo "$out" | awk '/^finished in/ {gsub(",", ""); printf "%.0f", $4}')
+    read -r S_P50 S_P99 <<<"$(cut -f3 "$file.log" | sort -n | awk '{v[NR] = $1} END {
+      printf "%.3f %.3f", v[int(NR * 0.50) + 1] / 1000, v[int(NR * 0.99) + 1] / 1000 }')"
+  fi
+  S_UT=$((${after% *} - ${before% *}))
+  S_ST=$((${after#* } - ${before#* }))
 }
 
-# measure NAME URL "PIDS" [wrk args...]
+# cpu_us TICKS REQUESTS: CPU µs per request.
+cpu_us() { awk -v t="$1" -v hz="$CLK_TCK" -v n="$2" 'BEGIN {printf "%.2f", t / hz * 1e6 / n}'; }
+
+# pair_with h1|h2 URL "PIDS" [args...]: the nginx row the rows after it alternate with.
+pair_with() { BASE_KIND=$1 BASE_URL=$2 BASE_PIDS=$3; shift 3; BASE_ARGS=("$@"); }
+
+# measure h1|h2 NAME URL "PIDS" [wrk or h2load args...]: one row of the table.
 measure() {
-  local name=$1 url=$2 pids=$3; shift 3
-  local code
-  code=$(curl -sk -o /dev/null -w '%{http_code}' "$@" "$url" || true)
-  if [ "$code" != 200 ]; then
-    echo "load.sh: $name: $url answered $code, not 200" >&2
-    exit 1
+  local kind=$1 name=$2 url=$3 pids=$4; shift 4
+  if [ "$kind" = h1 ]; then
+    local code
+    code=$(curl -sk -o /dev/null -w '%{http_code}' "$@" "$url" || true)
+    if [ "$code" != 200 ]; then
+      echo "load.sh: $name: $url answered $code, not 200" >&2
+      exit 1
+    fi
   fi
-  # Warm-up, not measured.
-  "${PRIO[@]}" taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNECTIONS" -d2s "$@" "$url" >/dev/null
-  local before after out slug
+  local paired=0
+  case "$name" in nginx* | "direct upstream") ;; *) [ -n "$BASE_URL" ] && paired=1 ;; esac
+  local r rps=() p50=() p99=() cpu=() vs_cpu=() vs_rps=() vs_p99=() ut=0 st=0 req=0
+  local base_cpu base_rps base_p99 slug
   slug=$(echo "$name" | tr -c 'a-zA-Z0-9' '-')
-  perf_start "$slug" "$pids"
-  # shellcheck disable=SC2086
-  before=$(cpu_ticks $pids)
-  out=$("${PRIO[@]}" taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" "$url")
-  # shellcheck disable=SC2086
-  after=$(cpu_ticks $pids)
-  echo "$out" >"$OUT/wrk-$slug.txt"
-  local requests rps p50 p99 errors cpu_us util
-  requests=$(echo "$out" | awk '/requests in/ {print $1}')
-  rps=$(echo "$out" | awk '/Requests\/sec/ {printf "%.0f", $2}')
-  p50=$(to_ms "$(echo "$out" | awk '$1 == "50%" {print $2}')")
-  p99=$(to_ms "$(echo "$out" | awk '$1 == "99%" {print $2}')")
-  errors=$(echo "$out" | awk '/Non-2xx/ {print $NF} /Socket errors/ {print "socket errors"}' | tr '\n' ' ')
-  if [ -n "$errors" ]; then
-    echo "load.sh: $name: wrk reported errors: $errors" >&2
-    exit 1
+  for r in $(seq 1 "$ROUNDS"); do
+    if [ "$paired" = 1 ]; then
+      sample "$BASE_KIND" "baseline for $name" "$BASE_URL" "$BASE_PIDS" "${BASE_ARGS[@]}"
+      base_cpu=$(cpu_us $((S_UT + S_ST)) "$S_REQ") base_rps=$S_RPS base_p99=$S_P99
+    fi
+    [ "$r" = 1 ] && perf_start "$slug" "$pids"
+    sample "$kind" "$name" "$url" "$pids" "$@"
+    [ "$r" = 1 ] && perf_read "$slug" "$S_REQ"
+    rps+=("$S_RPS") p50+=("$S_P50") p99+=("$S_P99") cpu+=("$(cpu_us $((S_UT + S_ST)) "$S_REQ")")
+    ut=$((ut + S_UT)) st=$((st + S_ST)) req=$((req + S_REQ))
+    if [ "$paired" = 1 ]; then
+      vs_cpu+=("$(awk -v a="${cpu[-1]}" -v b="$base_cpu" 'BEGIN {printf "%.4f", a / b}')")
+      vs_rps+=("$(awk -v a="$S_RPS" -v b="$base_rps" 'BEGIN {printf "%.4f", a / b}')")
+      vs_p99+=("$(awk -v a="$S_P99" -v b="$base_p99" 'BEGIN {printf "%.4f", a / b}')")
+    fi
+  done
+  local ratio="" cpu_all split util
+  if [ "$paired" = 1 ]; then
+    ratio=$(awk -v c="$(median "${vs_cpu[@]}")" -v cr="$(range "${vs_cpu[@]}")" -v r="$(median "${vs_rps[@]}")" \
+      -v rr="$(range "${vs_rps[@]}")" -v p="$(median "${vs_p99[@]}")" -v pr="$(range "${vs_p99[@]}")" \
+      'BEGIN {printf "CPU %.2f× (%s), req/s %.2f× (%s), p99 %.2f× (%s)", c, cr, r, rr, p, pr}')
   fi
-  local split
-  read -r cpu_us split util <<<"$(cpu_per_request "$before" "$after" "$requests")"
-  perf_read "$slug" "$requests"
-  row "$name" "$rps" "$p50" "$p99" "$cpu_us" "$split" "$util" "$SYSCALLS" "$SWITCHES"
-}
-
-# row NAME RPS P50 P99 CPU SPLIT UTIL SYSCALLS [SWITCHES]: adds a table row. A row named "nginx …"
-# becomes the baseline of the rows after it, until the next one.
-row() {
-  local name=$1 rps=$2 p50=$3 p99=$4 cpu_us=$5 split=$6 util=$7 syscalls=$8 switches=${9:--}
-  local ratio="-"
-  case "$name" in
-    nginx*) NGINX_CPU=$cpu_us NGINX_RPS=$rps NGINX_P99=$p99 ;;
-    "direct upstream") ;;
-    *)
-      if [ -n "$NGINX_CPU" ]; then
-        ratio=$(awk -v c="$cpu_us" -v nc="$NGINX_CPU" -v r="$rps" -v nr="$NGINX_RPS" -v p="$p99" -v np="$NGINX_P99" \
-          'BEGIN {printf "CPU %.2f×, req/s %.2f×, p99 %.2f×", c / nc, r / nr, p / np}')
-      fi
-      ;;
-  esac
-  ROWS+=("| $name | $rps | $p50 | $p99 | $cpu_us | $split | $util % | $syscalls | $switches | $ratio |")
-  log "$name: $rps req/s, p50 $p50 ms, p99 $p99 ms, $cpu_us µs CPU/request (user + sys $split; $util % of a core), $syscalls syscalls and $switches context switches/request"
-}
-
-# measure_h2 NAME URL "PIDS" [h2load args...]: as measure, over HTTP/2 with h2load (one
-# stream per connection); latency percentiles from its per-request log.
-measure_h2() {
-  local name=$1 url=$2 pids=$3; shift 3
-  "${PRIO[@]}" taskset -c "$CLIENT_CPU" h2load -D 2 -c"$CONNECTIONS" -m1 -t1 "$@" "$url" >/dev/null
-  local slug before after out
-  slug=h2-$(echo "$name" | tr -c 'a-zA-Z0-9' '-')
-  perf_start "$slug" "$pids"
-  # shellcheck disable=SC2086
-  before=$(cpu_ticks $pids)
-  out=$("${PRIO[@]}" taskset -c "$CLIENT_CPU" h2load -D "$DURATION" -c"$CONNECTIONS" -m1 -t1 \
-    --log-file="$OUT/$slug.log" "$@" "$url")
-  # shellcheck disable=SC2086
-  after=$(cpu_ticks $pids)
-  echo "$out" >"$OUT/$slug.txt"
-  local ok total rps p50 p99
-  read -r total ok <<<"$(echo "$out" | awk '/^requests:/ {print $2, $8}')"
-  if ! echo "$out" | grep -q "status codes: [0-9]* 2xx, 0 3xx, 0 4xx, 0 5xx" || [ "$total" != "$ok" ] || [ "${total:-0}" = 0 ]; then
-    echo "load.sh: $name: h2load reported failures or non-2xx answers:" >&2
-    echo "$out" >&2
-    exit 1
-  fi
-  rps=$(echo "$out" | awk '/^finished in/ {gsub(",", ""); printf "%.0f", $4}')
-  read -r p50 p99 <<<"$(cut -f3 "$OUT/$slug.log" | sort -n | awk '{v[NR] = $1} END {
-    printf "%.3f %.3f", v[int(NR * 0.50) + 1] / 1000, v[int(NR * 0.99) + 1] / 1000 }')"
-  local cpu_us split util
-  read -r cpu_us split util <<<"$(cpu_per_request "$before" "$after" "$total")"
-  perf_read "$slug" "$total"
-  row "$name" "$rps" "$p50" "$p99" "$cpu_us" "$split" "$util" "$SYSCALLS" "$SWITCHES"
+  cpu_all=$(cpu_us $((ut + st)) "$req")
+  split="$(cpu_us "$ut" "$req" | awk '{printf "%.1f", $1}')+$(cpu_us "$st" "$req" | awk '{printf "%.1f", $1}')"
+  util=$(awk -v t=$((ut + st)) -v hz="$CLK_TCK" -v d=$((DURATION * ROUNDS)) 'BEGIN {printf "%.0f", t / hz / d * 100}')
+  cpu_all=$(awk -v c="$cpu_all" 'BEGIN {printf "%.1f", c}')
+  ROWS+=("| $name | $(median "${rps[@]}") | $(median "${p50[@]}") | $(median "${p99[@]}") | $cpu_all | $split | $util % | $SYSCALLS | $SWITCHES | ${ratio:--} |")
+  log "$name: $(median "${rps[@]}") req/s, p99 $(median "${p99[@]}") ms, $cpu_all µs CPU/request (user + sys $split; $util % of a core); rounds: ${cpu[*]} µs${ratio:+; $ratio}"
 }
 
 start_gateway() { # CONFIG
@@ -498,22 +518,23 @@ if [ "$PROFILE" = 1 ]; then
   exit 0
 fi
 
+NGINX_H1=(h1 "https://127.0.0.1:$PORT_NGINX/public" "$(nginx_pids "$NGINX_PID")" -H "Host: app.test")
 log "direct upstream"
-measure "direct upstream" "http://127.0.0.1:$PORT_UP/public" "$(nginx_pids "$UP_PID")" -H "Host: app.test"
+measure h1 "direct upstream" "http://127.0.0.1:$PORT_UP/public" "$(nginx_pids "$UP_PID")" -H "Host: app.test"
 log "nginx TLS proxy"
-measure "nginx TLS proxy" "https://127.0.0.1:$PORT_NGINX/public" "$(nginx_pids "$NGINX_PID")" -H "Host: app.test"
-NGINX_CPU_H1=$NGINX_CPU NGINX_RPS_H1=$NGINX_RPS NGINX_P99_H1=$NGINX_P99
+measure "${NGINX_H1[0]}" "nginx TLS proxy" "${NGINX_H1[@]:1}"
+pair_with "${NGINX_H1[@]}"
 log "the floor: jumpgate's crates, forwarding only"
 start_floor
 wait_http "https://127.0.0.1:$PORT_FLOOR/public" -H "Host: app.test"
-measure "floor: jumpgate's crates, forwarding only" "https://127.0.0.1:$PORT_FLOOR/public" "$FLOOR_PID" -H "Host: app.test"
+measure h1 "floor: jumpgate's crates, forwarding only" "https://127.0.0.1:$PORT_FLOOR/public" "$FLOOR_PID" -H "Host: app.test"
 
 log "jumpgate (sign-in, no directory)"
 start_gateway "$ENV_DIR/gateway-session.toml"
-measure "jumpgate public route" "https://127.0.0.1:$PORT_GW/public" "$GW_PID" -H "Host: app.test"
+measure h1 "jumpgate public route" "https://127.0.0.1:$PORT_GW/public" "$GW_PID" -H "Host: app.test"
 COOKIE=$(sign_in)
 [ -n "$COOKIE" ] || { echo "load.sh: sign-in failed" >&2; exit 1; }
-measure "jumpgate protected, session" "https://127.0.0.1:$PORT_GW/private" "$GW_PID" \
+measure h1 "jumpgate protected, session" "https://127.0.0.1:$PORT_GW/private" "$GW_PID" \
   -H "Host: app.test" -H "Cookie: $COOKIE"
 stop_gateway
 
@@ -521,12 +542,12 @@ log "jumpgate (sign-in, directory snapshot, allow_groups)"
 start_gateway "$ENV_DIR/gateway-directory.toml"
 COOKIE=$(sign_in)
 [ -n "$COOKIE" ] || { echo "load.sh: sign-in failed" >&2; exit 1; }
-measure "jumpgate protected, session + directory + assertion" "https://127.0.0.1:$PORT_GW/private" "$GW_PID" \
+measure h1 "jumpgate protected, session + directory + assertion" "https://127.0.0.1:$PORT_GW/private" "$GW_PID" \
   -H "Host: app.test" -H "Cookie: $COOKIE"
 DIRECTORY_COOKIE=$COOKIE
 COOKIE=$(sign_in --step-up /admin)
 [ -n "$COOKIE" ] || { echo "load.sh: step-up sign-in failed" >&2; exit 1; }
-measure "jumpgate step-up route (fresh MFA) + directory + assertion" "https://127.0.0.1:$PORT_GW/admin" "$GW_PID" \
+measure h1 "jumpgate step-up route (fresh MFA) + directory + assertion" "https://127.0.0.1:$PORT_GW/admin" "$GW_PID" \
   -H "Host: app.test" -H "Cookie: $COOKIE"
 
 log "sign-ins through the whole code flow ($SIGNINS, 8 browsers)"
@@ -540,34 +561,36 @@ SIGNIN_CPU=$(awk -v t=$((au + as - bu - bs)) -v hz="$CLK_TCK" -v n="$SIGNIN_COUN
 
 log "HTTP/2 (h2load, one stream per connection)"
 # h2load takes :authority and the TLS server name from the URL, and is sent to loopback.
-measure_h2 "nginx TLS proxy, HTTP/2" "https://app.test:$PORT_NGINX/public" "$(nginx_pids "$NGINX_PID")" \
-  --connect-to="127.0.0.1:$PORT_NGINX"
-measure_h2 "floor: jumpgate's crates, forwarding only, HTTP/2" "https://app.test:$PORT_FLOOR/public" "$FLOOR_PID" \
+NGINX_H2=(h2 "https://app.test:$PORT_NGINX/public" "$(nginx_pids "$NGINX_PID")" --connect-to="127.0.0.1:$PORT_NGINX")
+measure "${NGINX_H2[0]}" "nginx TLS proxy, HTTP/2" "${NGINX_H2[@]:1}"
+pair_with "${NGINX_H2[@]}"
+measure h2 "floor: jumpgate's crates, forwarding only, HTTP/2" "https://app.test:$PORT_FLOOR/public" "$FLOOR_PID" \
   --connect-to="127.0.0.1:$PORT_FLOOR"
 kill "$FLOOR_PID" 2>/dev/null || true
-measure_h2 "jumpgate public route, HTTP/2" "https://app.test:$PORT_GW/public" "$GW_PID" --connect-to="127.0.0.1:$PORT_GW"
-measure_h2 "jumpgate protected, session + directory + assertion, HTTP/2" "https://app.test:$PORT_GW/private" "$GW_PID" \
+measure h2 "jumpgate public route, HTTP/2" "https://app.test:$PORT_GW/public" "$GW_PID" --connect-to="127.0.0.1:$PORT_GW"
+measure h2 "jumpgate protected, session + directory + assertion, HTTP/2" "https://app.test:$PORT_GW/private" "$GW_PID" \
   --connect-to="127.0.0.1:$PORT_GW" -H "cookie: $DIRECTORY_COOKIE"
 stop_gateway
 
 log "access logs on: nginx's default (combined, buffered) and jumpgate's as shipped (level info)"
-measure "nginx TLS proxy, access log" "https://127.0.0.1:$PORT_NGINX_LOG/public" "$(nginx_pids "$NGINX_PID")" -H "Host: app.test"
+NGINX_LOG=(h1 "https://127.0.0.1:$PORT_NGINX_LOG/public" "$(nginx_pids "$NGINX_PID")" -H "Host: app.test")
+measure "${NGINX_LOG[0]}" "nginx TLS proxy, access log" "${NGINX_LOG[@]:1}"
+pair_with "${NGINX_LOG[@]}"
 start_gateway "$ENV_DIR/gateway-directory-log.toml"
 COOKIE=$(sign_in)
 [ -n "$COOKIE" ] || { echo "load.sh: sign-in failed" >&2; exit 1; }
-measure "jumpgate protected, session + directory + assertion, access log" "https://127.0.0.1:$PORT_GW/private" "$GW_PID" \
+measure h1 "jumpgate protected, session + directory + assertion, access log" "https://127.0.0.1:$PORT_GW/private" "$GW_PID" \
   -H "Host: app.test" -H "Cookie: $COOKIE"
 stop_gateway
-# The Redis row compares with the first nginx row again.
-NGINX_CPU=$NGINX_CPU_H1 NGINX_RPS=$NGINX_RPS_H1 NGINX_P99=$NGINX_P99_H1
 
 if [ "$(redis-cli -u "$REDIS_URL" ping 2>/dev/null || true)" = PONG ] ||
   (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
   log "jumpgate (sessions in Redis at $REDIS_URL)"
+  pair_with "${NGINX_H1[@]}"
   start_gateway "$ENV_DIR/gateway-redis.toml"
   COOKIE=$(sign_in)
   [ -n "$COOKIE" ] || { echo "load.sh: sign-in failed" >&2; exit 1; }
-  measure "jumpgate protected, session in Redis (local cache in front)" "https://127.0.0.1:$PORT_GW/private" "$GW_PID" \
+  measure h1 "jumpgate protected, session in Redis (local cache in front)" "https://127.0.0.1:$PORT_GW/private" "$GW_PID" \
     -H "Host: app.test" -H "Cookie: $COOKIE"
   stop_gateway
 else
@@ -578,10 +601,11 @@ fi
 {
   echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), Linux $(uname -r);" \
     "load average before the run: $LOAD_BEFORE"
-  echo "wrk: 1 thread, $CONNECTIONS connections, ${DURATION} s per row (after a 2 s warm-up), HTTP/1.1 keep-alive;" \
-    "proxies on CPU $SERVER_CPU, wrk and upstream on CPU $CLIENT_CPU, nice $NICE"
+  echo "wrk (HTTP/1.1 keep-alive) and h2load: 1 thread, $CONNECTIONS connections; each row $ROUNDS rounds of" \
+    "${DURATION} s (each after a 1 s warm-up), alternating with its nginx row; proxies on CPU $SERVER_CPU," \
+    "wrk and upstream on CPU $CLIENT_CPU, nice $NICE"
   echo
-  echo "| row | requests/s | p50 ms | p99 ms | proxy CPU µs/request | of which user + sys | proxy CPU use | syscalls/request | context switches/request | vs nginx TLS |"
+  echo "| row | requests/s | p50 ms | p99 ms | proxy CPU µs/request | of which user + sys | proxy CPU use | syscalls/request | context switches/request | vs nginx TLS: median of the rounds (range) |"
   echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
   printf '%s\n' "${ROWS[@]}"
   echo
