@@ -17,8 +17,9 @@
 # seconds, each round of a row right after a round of its nginx row, so that every ratio
 # compares figures taken seconds apart: requests/s, p50 and p99 latency, the proxy process's
 # CPU time per request (utime + stime from /proc/PID/stat before and after, divided by the
-# requests served, also split into user and kernel time) and, when perf can count the raw_syscalls tracepoint, its system calls and
-# context switches per request. Rows: direct upstream; nginx TLS proxy; the floor; jumpgate public
+# requests served, also split into user and kernel time) and, when perf can count the
+# raw_syscalls tracepoint, its system calls, context switches and wake-ups of other
+# processes per request. Rows: direct upstream; nginx TLS proxy; the floor; jumpgate public
 # route; protected route with a session; protected with the directory snapshot and the
 # signed assertion; a step-up route after a fresh MFA step-up; protected with sessions in Redis (skipped when no Redis answers);
 # the directory row again with the access log on as shipped (level info, a line per request,
@@ -124,31 +125,38 @@ CLK_TCK=$(getconf CLK_TCK)
 # System calls per request, when perf can count the raw_syscalls tracepoint here (optional:
 # Debian's linux-perf; not installed by this script).
 PERF_SYSCALLS=0
+PERF_EVENTS=raw_syscalls:sys_enter,context-switches
 if command -v perf >/dev/null && perf stat -e raw_syscalls:sys_enter -- true >/dev/null 2>&1; then
   PERF_SYSCALLS=1
+  # Wake-ups the proxy issues (the upstream's or wrk's process woken on the other core): on a
+  # virtual machine each costs the waker's kernel several µs (BENCHMARKS.md, round twelve).
+  if perf stat -e sched:sched_waking -- true >/dev/null 2>&1; then
+    PERF_EVENTS=$PERF_EVENTS,sched:sched_waking
+  fi
 fi
 
-# perf_start SLUG "PIDS": counts the proxy's system calls and context switches (a kernel
-# tracepoint and a software event, both cheap) over the next DURATION seconds, when perf
-# can; sets PERF_PID.
+# perf_start SLUG "PIDS": counts the proxy's system calls, context switches and wake-ups
+# issued (kernel tracepoints and a software event, all cheap) over the next DURATION
+# seconds, when perf can; sets PERF_PID.
 perf_start() {
   PERF_PID=""
   [ "$PERF_SYSCALLS" = 1 ] || return 0
   # shellcheck disable=SC2086
-  perf stat -x, -e raw_syscalls:sys_enter,context-switches -p "$(echo $2 | tr ' ' ',')" \
+  perf stat -x, -e "$PERF_EVENTS" -p "$(echo $2 | tr ' ' ',')" \
     -o "$OUT/perf-$1.txt" -- sleep "$DURATION" 2>/dev/null &
   PERF_PID=$!
 }
 
-# perf_read SLUG REQUESTS: waits for perf_start's count and sets SYSCALLS and SWITCHES per
-# request ("-" when perf could not count).
+# perf_read SLUG REQUESTS: waits for perf_start's count and sets SYSCALLS, SWITCHES and
+# WAKEUPS per request ("-" when perf could not count).
 perf_read() {
-  SYSCALLS="-" SWITCHES="-"
+  SYSCALLS="-" SWITCHES="-" WAKEUPS="-"
   [ -n "$PERF_PID" ] || return 0
   wait "$PERF_PID" || true
-  read -r SYSCALLS SWITCHES <<<"$(awk -F, -v n="$2" '/raw_syscalls/ {c = $1} /context-switches/ {w = $1}
-    END {if (n > 0 && c != "") printf "%.2f %.2f", c / n, w / n; else print "- -"}' "$OUT/perf-$1.txt" 2>/dev/null \
-    || echo "- -")"
+  read -r SYSCALLS SWITCHES WAKEUPS <<<"$(awk -F, -v n="$2" '/raw_syscalls/ {c = $1}
+    /context-switches/ {w = $1} /sched_waking/ {k = $1}
+    END {if (n > 0 && c != "") printf "%.2f %.2f %s", c / n, w / n, (k != "" ? sprintf("%.3f", k / n) : "-");
+      else print "- - -"}' "$OUT/perf-$1.txt" 2>/dev/null || echo "- - -")"
 }
 
 # CPU ticks of the given PIDs, summed: "utime stime".
@@ -283,7 +291,7 @@ to_ms() { # wrk latency such as 812.00us, 1.23ms, 2.01s -> milliseconds
 }
 
 median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {
-  if (NR % 2) printf "%s", v[(NR + 1) / 2]; else printf "%.4f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+  if (NR % 2) printf "%s", v[(NR + 1) / 2]; else printf "%s", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 range() { printf '%s\n' "$@" | sort -g | awk 'NR == 1 {lo = $1} {hi = $1} END {printf "%.2f–%.2f", lo, hi}'; }
 
 # sample h1|h2 NAME URL "PIDS" [wrk or h2load args...]: a 1 s warm-up, then DURATION seconds
@@ -383,7 +391,7 @@ measure() {
   split="$(cpu_us "$ut" "$req" | awk '{printf "%.1f", $1}')+$(cpu_us "$st" "$req" | awk '{printf "%.1f", $1}')"
   util=$(awk -v t=$((ut + st)) -v hz="$CLK_TCK" -v d=$((DURATION * ROUNDS)) 'BEGIN {printf "%.0f", t / hz / d * 100}')
   cpu_all=$(awk -v c="$cpu_all" 'BEGIN {printf "%.1f", c}')
-  ROWS+=("| $name | $(median "${rps[@]}") | $(median "${p50[@]}") | $(median "${p99[@]}") | $cpu_all | $split | $util % | $SYSCALLS | $SWITCHES | ${ratio:--} |")
+  ROWS+=("| $name | $(median "${rps[@]}") | $(median "${p50[@]}") | $(median "${p99[@]}") | $cpu_all | $split | $util % | $SYSCALLS | $SWITCHES | $WAKEUPS | ${ratio:--} |")
   log "$name: $(median "${rps[@]}") req/s, p99 $(median "${p99[@]}") ms, $cpu_all µs CPU/request (user + sys $split; $util % of a core); rounds: ${cpu[*]} µs${ratio:+; $ratio}"
 }
 
@@ -594,7 +602,7 @@ if [ "$(redis-cli -u "$REDIS_URL" ping 2>/dev/null || true)" = PONG ] ||
     -H "Host: app.test" -H "Cookie: $COOKIE"
   stop_gateway
 else
-  ROWS+=("| jumpgate protected, session in Redis | n/a (no Redis at $REDIS_URL) | | | | | | | | |")
+  ROWS+=("| jumpgate protected, session in Redis | n/a (no Redis at $REDIS_URL) | | | | | | | | | |")
 fi
 
 # --- Report -----------------------------------------------------------------------------------
@@ -605,8 +613,8 @@ fi
     "${DURATION} s (each after a 1 s warm-up), alternating with its nginx row; proxies on CPU $SERVER_CPU," \
     "wrk and upstream on CPU $CLIENT_CPU, nice $NICE"
   echo
-  echo "| row | requests/s | p50 ms | p99 ms | proxy CPU µs/request | of which user + sys | proxy CPU use | syscalls/request | context switches/request | vs nginx TLS: median of the rounds (range) |"
-  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+  echo "| row | requests/s | p50 ms | p99 ms | proxy CPU µs/request | of which user + sys | proxy CPU use | syscalls/request | context switches/request | wake-ups issued/request | vs nginx TLS: median of the rounds (range) |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
   printf '%s\n' "${ROWS[@]}"
   echo
   printf 'Sign-ins through the whole code flow (protected page → provider → callback → session), 8 browsers: %.1f/s (%s in the run), jumpgate CPU %s µs per sign-in\n' \
