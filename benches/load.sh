@@ -279,6 +279,7 @@ nginx_pids() { echo "$1 $(pgrep -P "$1" | tr '\n' ' ')"; }
 # the median of its rounds' ratios, printed with their range; its own figures are medians
 # over its rounds (CPU per request: all its rounds' CPU over all their requests).
 ROWS=()
+PERF_SLUG=""
 BASE_KIND="" BASE_URL="" BASE_PIDS="" BASE_ARGS=()
 SAMPLES=0
 
@@ -297,7 +298,8 @@ range() { printf '%s\n' "$@" | sort -g | awk 'NR == 1 {lo = $1} {hi = $1} END {p
 # sample h1|h2 NAME URL "PIDS" [wrk or h2load args...]: a 1 s warm-up, then DURATION seconds
 # measured with wrk (h1) or h2load (h2, one stream per connection, latency from its
 # per-request log). Sets S_REQ (requests answered), S_RPS, S_P50 and S_P99 (ms), S_UT and
-# S_ST (CPU ticks of PIDS, user and kernel). Any error or non-2xx answer ends the run.
+# S_ST (CPU ticks of PIDS, user and kernel). With PERF_SLUG set, perf counts the measured
+# seconds (perf_start). Any error or non-2xx answer ends the run.
 sample() {
   local kind=$1 name=$2 url=$3 pids=$4; shift 4
   local before after out errors total
@@ -305,6 +307,7 @@ sample() {
   local file=$OUT/sample-$SAMPLES-$(echo "$name" | tr -c 'a-zA-Z0-9' '-')
   if [ "$kind" = h1 ]; then
     "${PRIO[@]}" taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNECTIONS" -d1s "$@" "$url" >/dev/null
+    [ -z "$PERF_SLUG" ] || perf_start "$PERF_SLUG" "$pids"
     # shellcheck disable=SC2086
     before=$(cpu_ticks $pids)
     out=$("${PRIO[@]}" taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" "$url")
@@ -322,6 +325,7 @@ sample() {
     S_P99=$(to_ms "$(echo "$out" | awk '$1 == "99%" {print $2}')")
   else
     "${PRIO[@]}" taskset -c "$CLIENT_CPU" h2load -D 1 -c"$CONNECTIONS" -m1 -t1 "$@" "$url" >/dev/null
+    [ -z "$PERF_SLUG" ] || perf_start "$PERF_SLUG" "$pids"
     # shellcheck disable=SC2086
     before=$(cpu_ticks $pids)
     out=$("${PRIO[@]}" taskset -c "$CLIENT_CPU" h2load -D "$DURATION" -c"$CONNECTIONS" -m1 -t1 \
@@ -370,9 +374,12 @@ measure() {
       sample "$BASE_KIND" "baseline for $name" "$BASE_URL" "$BASE_PIDS" "${BASE_ARGS[@]}"
       base_cpu=$(cpu_us $((S_UT + S_ST)) "$S_REQ") base_rps=$S_RPS base_p99=$S_P99
     fi
-    [ "$r" = 1 ] && perf_start "$slug" "$pids"
+    # perf counts the first round's measured seconds (sample starts it after the warm-up).
+    PERF_SLUG=""
+    [ "$r" != 1 ] || PERF_SLUG=$slug
     sample "$kind" "$name" "$url" "$pids" "$@"
-    [ "$r" = 1 ] && perf_read "$slug" "$S_REQ"
+    [ "$r" != 1 ] || perf_read "$slug" "$S_REQ"
+    PERF_SLUG=""
     rps+=("$S_RPS") p50+=("$S_P50") p99+=("$S_P99") cpu+=("$(cpu_us $((S_UT + S_ST)) "$S_REQ")")
     ut=$((ut + S_UT)) st=$((st + S_ST)) req=$((req + S_REQ))
     if [ "$paired" = 1 ]; then
@@ -387,10 +394,9 @@ measure() {
       -v rr="$(range "${vs_rps[@]}")" -v p="$(median "${vs_p99[@]}")" -v pr="$(range "${vs_p99[@]}")" \
       'BEGIN {printf "CPU %.2f× (%s), req/s %.2f× (%s), p99 %.2f× (%s)", c, cr, r, rr, p, pr}')
   fi
-  cpu_all=$(cpu_us $((ut + st)) "$req")
   split="$(cpu_us "$ut" "$req" | awk '{printf "%.1f", $1}')+$(cpu_us "$st" "$req" | awk '{printf "%.1f", $1}')"
   util=$(awk -v t=$((ut + st)) -v hz="$CLK_TCK" -v d=$((DURATION * ROUNDS)) 'BEGIN {printf "%.0f", t / hz / d * 100}')
-  cpu_all=$(awk -v c="$cpu_all" 'BEGIN {printf "%.1f", c}')
+  cpu_all=$(cpu_us $((ut + st)) "$req" | awk '{printf "%.1f", $1}')
   ROWS+=("| $name | $(median "${rps[@]}") | $(median "${p50[@]}") | $(median "${p99[@]}") | $cpu_all | $split | $util % | $SYSCALLS | $SWITCHES | $WAKEUPS | ${ratio:--} |")
   log "$name: $(median "${rps[@]}") req/s, p99 $(median "${p99[@]}") ms, $cpu_all µs CPU/request (user + sys $split; $util % of a core); rounds: ${cpu[*]} µs${ratio:+; $ratio}"
 }
