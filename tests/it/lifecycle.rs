@@ -193,8 +193,9 @@ async fn slowloris_header_trickle_is_cut_off_after_header_read_timeout() {
 }
 
 /// A client that completes the TLS handshake and then sends nothing at all, or only the
-/// start of the HTTP/2 preface. (One byte of an HTTP/1.1 request line is enough for the
-/// header timer to start; see the slowloris test.)
+/// start of the HTTP/2 preface; or that agrees on HTTP/2, completes its preface and settings,
+/// and never opens a stream. (One byte of an HTTP/1.1 request line is enough for the header
+/// timer to start; see the slowloris test.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_client_after_tls_handshake_is_cut_off() {
     let up = Counting::start().await;
@@ -204,11 +205,17 @@ async fn silent_client_after_tls_handshake_is_cut_off() {
         "header_read_timeout = \"1s\"\n",
     )
     .await;
-    for (what, first) in [
-        ("nothing", &b""[..]),
-        ("half an HTTP/2 preface", &b"PRI * HTTP/2.0\r\n"[..]),
-    ] {
-        let mut tls = gw.client().connect("app.test", &[b"http/1.1"]).await;
+    let (h1, h2): (&[u8], &[u8]) = (b"http/1.1", b"h2");
+    // The HTTP/2 connection preface, then an empty SETTINGS frame.
+    let preface: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+    let cases: [(&str, &[u8], &[u8]); 4] = [
+        ("nothing", h1, b""),
+        ("half an HTTP/2 preface", h1, b"PRI * HTTP/2.0\r\n"),
+        ("nothing, over HTTP/2", h2, b""),
+        ("an HTTP/2 preface and no stream", h2, preface),
+    ];
+    for (what, alpn, first) in cases {
+        let mut tls = gw.client().connect("app.test", &[alpn]).await;
         tls.write_all(first).await.unwrap();
         tls.flush().await.unwrap();
         let start = Instant::now();
