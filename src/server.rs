@@ -227,8 +227,8 @@ impl<C: Drainable> Future for Drive<C> {
         let mut this = self.project();
         if let Some(silence) = this.silence.as_mut().as_pin_mut() {
             // The limit is on a connection that never asks anything. Once a request has come
-            // it no longer applies, and the timer goes: polled on every wake-up of the
-            // connection until it fired, it cost an HTTP/2 request about 240 instructions.
+            // it no longer applies, and the timer goes rather than be polled on every wake-up
+            // of the connection until it fires (about 240 instructions an HTTP/2 request).
             if this.activity.as_ref().is_some_and(|a| a.started()) {
                 this.silence.set(None);
             } else if silence.poll(cx).is_ready() {
