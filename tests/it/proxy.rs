@@ -505,6 +505,73 @@ impl CountingUpstream {
     }
 }
 
+/// An upstream that answers an upload before it has all of it, and reads the rest after
+/// (as one that streams it on): the answer reaches the client at once, and the connection
+/// carries the rest of the upload to the upstream after the answer's body has ended, rather
+/// than being closed under it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_answered_before_its_end_is_still_delivered_whole() {
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::Frame;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const CHUNK: usize = 64 * 1024;
+    const CHUNKS: usize = 16;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let upstream = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = Vec::new();
+        let end = support::raw::fill_until(&mut s, &mut buf, b"\r\n\r\n")
+            .await
+            .unwrap();
+        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            .await
+            .unwrap();
+        let mut received = buf.len() - end;
+        let mut chunk = vec![0u8; CHUNK];
+        while received < CHUNK * CHUNKS {
+            match s.read(&mut chunk).await {
+                Ok(n) if n > 0 => received += n,
+                _ => break,
+            }
+        }
+        received
+    });
+    let gw = Gateway::start(&site("app.test", &format!("http://{addr}"), "public", &[])).await;
+    let tls = gw.client().connect("app.test", &[b"http/1.1"]).await;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    // Sent over about 300 ms, so that the answer comes back long before the upload ends.
+    let chunks = futures_util::stream::unfold(0, |i| async move {
+        if i == CHUNKS {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let frame = Frame::data(Bytes::from(vec![b'u'; CHUNK]));
+        Some((Ok::<_, std::convert::Infallible>(frame), i + 1))
+    });
+    let req = Request::post("/early")
+        .header("host", "app.test")
+        .header("content-length", CHUNK * CHUNKS)
+        .body(StreamBody::new(chunks))
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(5), sender.send_request(req))
+        .await
+        .expect("no answer while the upload went on")
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"ok");
+    let received = tokio::time::timeout(Duration::from_secs(5), upstream)
+        .await
+        .expect("the upstream never got the end of the upload")
+        .unwrap();
+    assert_eq!(received, CHUNK * CHUNKS, "the upload was cut short");
+}
+
 /// The wait for response headers is bounded on a pooled connection as on a new one, whatever
 /// deadline the connection's previous request had: a later one (a stale earlier deadline
 /// must not cut the request short), an earlier one, and one that passed while the
