@@ -92,10 +92,11 @@ type Dispatch = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
 
 /// A connection and the timer that bounds the wait for its responses.
 ///
-/// While the connection idles, its socket and its timer still hold the waker of the last
-/// request that drove it; if either fires then, that client connection is woken once for
-/// nothing, and a finished one is freed only then. Both are bounded by the pool (at most
-/// `MAX_IDLE` a site, for at most the idle time or the deadline).
+/// While the connection idles, its socket (through the relay, until the sweep drives it
+/// without a waker) and its timer still hold the waker of the last request that drove it; if
+/// either fires then, that client connection is woken once for nothing, and a finished one
+/// is freed only then. Both are bounded by the pool (at most `MAX_IDLE` a site, for at most
+/// the idle time or the deadline).
 struct Lent {
     sender: SendRequest<Incoming>,
     /// `None` once hyper has finished with the connection; a finished dispatch must not be
