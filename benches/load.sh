@@ -302,21 +302,30 @@ range() { printf '%s\n' "$@" | sort -g | awk 'NR == 1 {lo = $1} {hi = $1} END {p
 # seconds (perf_start). Any error or non-2xx answer ends the run.
 sample() {
   local kind=$1 name=$2 url=$3 pids=$4; shift 4
-  local before after out errors total
+  local before after out total warm run
   SAMPLES=$((SAMPLES + 1))
   local file=$OUT/sample-$SAMPLES-$(echo "$name" | tr -c 'a-zA-Z0-9' '-')
   if [ "$kind" = h1 ]; then
-    "${PRIO[@]}" taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNECTIONS" -d1s "$@" "$url" >/dev/null
-    [ -z "$PERF_SLUG" ] || perf_start "$PERF_SLUG" "$pids"
-    # shellcheck disable=SC2086
-    before=$(cpu_ticks $pids)
-    out=$("${PRIO[@]}" taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" "$url")
-    # shellcheck disable=SC2086
-    after=$(cpu_ticks $pids)
-    echo "$out" >"$file.txt"
-    errors=$(echo "$out" | awk '/Non-2xx/ {print $NF} /Socket errors/ {print "socket errors"}' | tr '\n' ' ')
-    if [ -n "$errors" ]; then
-      echo "load.sh: $name: wrk reported errors: $errors" >&2
+    warm=(wrk -t1 -c"$CONNECTIONS" -d1s)
+    run=(wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency)
+  else
+    warm=(h2load -D 1 -c"$CONNECTIONS" -m1 -t1)
+    run=(h2load -D "$DURATION" -c"$CONNECTIONS" -m1 -t1 --log-file="$file.log")
+  fi
+  "${PRIO[@]}" taskset -c "$CLIENT_CPU" "${warm[@]}" "$@" "$url" >/dev/null
+  [ -z "$PERF_SLUG" ] || perf_start "$PERF_SLUG" "$pids"
+  # shellcheck disable=SC2086
+  before=$(cpu_ticks $pids)
+  out=$("${PRIO[@]}" taskset -c "$CLIENT_CPU" "${run[@]}" "$@" "$url")
+  # shellcheck disable=SC2086
+  after=$(cpu_ticks $pids)
+  echo "$out" >"$file.txt"
+  S_UT=$((${after% *} - ${before% *}))
+  S_ST=$((${after#* } - ${before#* }))
+  if [ "$kind" = h1 ]; then
+    if echo "$out" | grep -q "Non-2xx\|Socket errors"; then
+      echo "load.sh: $name: wrk reported errors:" >&2
+      echo "$out" >&2
       exit 1
     fi
     S_REQ=$(echo "$out" | awk '/requests in/ {print $1}')
@@ -324,15 +333,6 @@ sample() {
     S_P50=$(to_ms "$(echo "$out" | awk '$1 == "50%" {print $2}')")
     S_P99=$(to_ms "$(echo "$out" | awk '$1 == "99%" {print $2}')")
   else
-    "${PRIO[@]}" taskset -c "$CLIENT_CPU" h2load -D 1 -c"$CONNECTIONS" -m1 -t1 "$@" "$url" >/dev/null
-    [ -z "$PERF_SLUG" ] || perf_start "$PERF_SLUG" "$pids"
-    # shellcheck disable=SC2086
-    before=$(cpu_ticks $pids)
-    out=$("${PRIO[@]}" taskset -c "$CLIENT_CPU" h2load -D "$DURATION" -c"$CONNECTIONS" -m1 -t1 \
-      --log-file="$file.log" "$@" "$url")
-    # shellcheck disable=SC2086
-    after=$(cpu_ticks $pids)
-    echo "$out" >"$file.txt"
     read -r total S_REQ <<<"$(echo "$out" | awk '/^requests:/ {print $2, $8}')"
     if ! echo "$out" | grep -q "status codes: [0-9]* 2xx, 0 3xx, 0 4xx, 0 5xx" || [ "$total" != "$S_REQ" ] || [ "${total:-0}" = 0 ]; then
       echo "load.sh: $name: h2load reported failures or non-2xx answers:" >&2
@@ -343,8 +343,6 @@ sample() {
     read -r S_P50 S_P99 <<<"$(cut -f3 "$file.log" | sort -n | awk '{v[NR] = $1} END {
       printf "%.3f %.3f", v[int(NR * 0.50) + 1] / 1000, v[int(NR * 0.99) + 1] / 1000 }')"
   fi
-  S_UT=$((${after% *} - ${before% *}))
-  S_ST=$((${after#* } - ${before#* }))
 }
 
 # cpu_us TICKS REQUESTS: CPU µs per request.
@@ -397,8 +395,10 @@ measure() {
   split="$(cpu_us "$ut" "$req" | awk '{printf "%.1f", $1}')+$(cpu_us "$st" "$req" | awk '{printf "%.1f", $1}')"
   util=$(awk -v t=$((ut + st)) -v hz="$CLK_TCK" -v d=$((DURATION * ROUNDS)) 'BEGIN {printf "%.0f", t / hz / d * 100}')
   cpu_all=$(cpu_us $((ut + st)) "$req" | awk '{printf "%.1f", $1}')
-  ROWS+=("| $name | $(median "${rps[@]}") | $(median "${p50[@]}") | $(median "${p99[@]}") | $cpu_all | $split | $util % | $SYSCALLS | $SWITCHES | $WAKEUPS | ${ratio:--} |")
-  log "$name: $(median "${rps[@]}") req/s, p99 $(median "${p99[@]}") ms, $cpu_all µs CPU/request (user + sys $split; $util % of a core); rounds: ${cpu[*]} µs${ratio:+; $ratio}"
+  local m_rps m_p50 m_p99
+  m_rps=$(median "${rps[@]}") m_p50=$(median "${p50[@]}") m_p99=$(median "${p99[@]}")
+  ROWS+=("| $name | $m_rps | $m_p50 | $m_p99 | $cpu_all | $split | $util % | $SYSCALLS | $SWITCHES | $WAKEUPS | ${ratio:--} |")
+  log "$name: $m_rps req/s, p99 $m_p99 ms, $cpu_all µs CPU/request (user + sys $split; $util % of a core); rounds: ${cpu[*]} µs${ratio:+; $ratio}"
 }
 
 start_gateway() { # CONFIG
