@@ -73,10 +73,9 @@ fn main() -> Result<(), Error> {
     let args: Vec<String> = std::env::args().collect();
     let dir = PathBuf::from(arg(&args, "--dir").ok_or("--dir is required")?);
     if args.get(1).map(String::as_str) == Some("floor") {
-        // The gateway's runtime: worker threads as TOKIO_WORKER_THREADS says.
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?;
+        // The gateway's runtime: worker threads as TOKIO_WORKER_THREADS says, and the
+        // scheduler the gateway picks for that many.
+        let runtime = jumpgate::runtime::build(jumpgate::runtime::workers()?)?;
         return runtime.block_on(floor(&args, &dir));
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()

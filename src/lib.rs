@@ -12,7 +12,8 @@
 //! - [`oidc`]: sign-in with the identity provider; [`session`]: server-side sessions and
 //!   cookies; [`identity`]: identity headers and the signed assertion sent upstream.
 //! - [`directory`]: the JumpCloud directory snapshot, its sync and its cache.
-//! - [`admin`], [`metrics`], [`telemetry`], [`shutdown`], [`devcert`].
+//! - [`admin`], [`metrics`], [`telemetry`], [`shutdown`], [`devcert`]; [`runtime`]: the
+//!   scheduler and its worker threads.
 
 #![cfg_attr(
     not(test),
@@ -35,6 +36,7 @@ pub mod oidc;
 pub mod policy;
 pub mod proxy;
 pub mod reload;
+pub mod runtime;
 pub mod secret;
 pub mod server;
 pub mod session;

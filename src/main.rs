@@ -222,10 +222,14 @@ fn main() -> ExitCode {
                 log.format = LogFormat::Json;
             }
             jumpgate::telemetry::init(&log);
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            let workers = match jumpgate::runtime::workers() {
+                Ok(n) => n,
+                Err(e) => {
+                    fail(&e);
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            let runtime = match jumpgate::runtime::build(workers) {
                 Ok(rt) => rt,
                 Err(e) => return fail(&e),
             };

@@ -173,6 +173,29 @@ fn base_config_checks_ok() {
     );
 }
 
+/// `run` with a worker count that is not one stops before serving, naming the variable.
+#[test]
+fn a_bad_worker_count_stops_run() {
+    let dir = dir_with_certs();
+    let file = dir.path().join("gateway.toml");
+    std::fs::write(&file, BASE).expect("write config");
+    for bad in ["0", "many"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_jumpgate"))
+            .arg("run")
+            .arg("--config")
+            .arg(&file)
+            .env("TOKIO_WORKER_THREADS", bad)
+            .output()
+            .expect("run jumpgate");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(EXIT_BAD_CONFIG), "{bad}: {stderr}");
+        assert!(
+            stderr.contains(&format!("TOKIO_WORKER_THREADS=\"{bad}\"")),
+            "{bad}: {stderr}"
+        );
+    }
+}
+
 #[test]
 fn unknown_top_level_key() {
     check_one(

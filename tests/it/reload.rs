@@ -217,7 +217,16 @@ mod real_binary {
         /// Starts the binary on `config` and returns once both listeners are logged and the
         /// process catches SIGHUP and SIGTERM.
         async fn start(config: &Path) -> Jumpgate {
-            let mut child = Command::new(env!("CARGO_BIN_EXE_jumpgate"))
+            Self::start_with_workers(config, None).await
+        }
+
+        /// As `start`, with `TOKIO_WORKER_THREADS` set when `workers` is given.
+        async fn start_with_workers(config: &Path, workers: Option<&str>) -> Jumpgate {
+            let mut command = Command::new(env!("CARGO_BIN_EXE_jumpgate"));
+            if let Some(n) = workers {
+                command.env("TOKIO_WORKER_THREADS", n);
+            }
+            let mut child = command
                 .arg("run")
                 .arg("--config")
                 .arg(config)
@@ -712,13 +721,14 @@ mod real_binary {
     /// SIGTERM with requests in flight that end within `shutdown_grace`: one still waiting for
     /// its upstream's answer, one halfway through its body. Both complete with 200 and their
     /// whole body; the listener closes at once (new connections are refused while they run);
-    /// the process exits 0 as soon as they are done, well before the deadline.
+    /// the process exits 0 as soon as they are done, well before the deadline. The process
+    /// runs one worker thread, so this is also the single-threaded scheduler end to end.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sigterm_drains_in_flight_requests_and_exits_0() {
         let mut up = Slow::start().await;
         let certs = Certs::new();
         let config = write_config(&certs, "6s", &site("app.test", &up.url(), "public", &[]));
-        let mut gw = Jumpgate::start(&config).await;
+        let mut gw = Jumpgate::start_with_workers(&config, Some("1")).await;
         let tls = trusting(&[&certs.ca]);
         assert_eq!(get(gw.public, &tls, "/warm-up").await.0, 200);
         // The access line, as JSON like every other line, within the buffer's flush period.
