@@ -111,13 +111,12 @@ pub fn handle(
         log.status = response.status();
         counters.record(&shared.metrics, log.status.as_u16(), start.elapsed());
         if shared.access_log {
-            let (parts, body) = response.into_parts();
-            response = Response::from_parts(parts, body.with_log(Box::new(log)));
+            response.body_mut().set_log(Box::new(log));
         }
-        Ok(match in_flight {
-            Some(in_flight) => response.map(|body| body.in_flight(in_flight)),
-            None => response,
-        })
+        if let Some(in_flight) = in_flight {
+            response.body_mut().set_in_flight(in_flight);
+        }
+        Ok(response)
     }
 }
 
@@ -127,18 +126,21 @@ pub fn handle(
 fn forward<'a, 's>(
     shared: &'s Shared,
     conn: &'a ConnInfo,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     ledger: &'a mut Ledger<'s>,
 ) -> impl Future<Output = Result<Response<ResponseBody>, Rejection>> + use<'a, 's> {
+    // The request is changed in place on its way upstream, never taken apart: each part
+    // taken out would be another field of this future (and it is moved whole once per
+    // request), and taking it apart and back together copies it twice.
     async move {
         // 1. Size, then canonical method, host and path: everything after this reads only these.
-        let (target, mut parts, body) = Target::read(shared, conn, req)?;
+        let target = Target::read(shared, conn, &mut req)?;
         let path = target.path()?;
         if shared.access_log {
             ledger.log.path = path.to_string();
         }
         // 2. No identity header from a client survives, on any route.
-        headers::strip_inbound_identity(&mut parts.headers, &shared.extra_identity_headers);
+        headers::strip_inbound_identity(req.headers_mut(), &shared.extra_identity_headers);
         // 3. Site and route; the gateway's own endpoints answer here.
         let site = target.site.ok_or(Rejection::Misdirected)?;
         let readings = site.readings(&path);
@@ -157,8 +159,7 @@ fn forward<'a, 's>(
             // they would be copied with every request's future (see BENCHMARKS.md). Their audit
             // lines, written deep in sign-in, find the request's context in a task-local.
             let (client, json) = (ledger.log.client, ledger.json());
-            let endpoint =
-                gateway_endpoint(shared, site, &path, &target.uri, parts, body, client, json);
+            let endpoint = gateway_endpoint(shared, site, &path, &target.uri, req, client, json);
             return Box::pin(REQUEST.scope(ledger.context.clone(), endpoint)).await;
         }
         // 4. The access decision, on the request's session when the route needs one.
@@ -166,17 +167,10 @@ fn forward<'a, 's>(
         // upstream pool's idle times are all judged at it.
         let now_ms = shared.clock.now_ms();
         let now = now_ms.div_euclid(1000);
-        let upgrade = headers::is_upgrade(&parts.headers);
-        let asked = access::Asked::new(
-            site,
-            readings,
-            &parts.method,
-            upgrade,
-            &path,
-            &parts.headers,
-        )
-        .on_connection(&conn.session_cookie)
-        .in_request(&ledger.context);
+        let upgrade = headers::is_upgrade(req.headers());
+        let asked = access::Asked::new(site, readings, req.method(), upgrade, &path, req.headers())
+            .on_connection(&conn.session_cookie)
+            .in_request(&ledger.context);
         let permit = match access::verdict(shared, asked, now_ms).await? {
             Verdict::Allow(permit) => permit,
             verdict => {
@@ -186,7 +180,7 @@ fn forward<'a, 's>(
                     site,
                     &path,
                     &target.uri,
-                    &parts,
+                    &req,
                     verdict,
                     client,
                     json,
@@ -195,7 +189,7 @@ fn forward<'a, 's>(
             }
         };
         // 5. The upstream request, identity set through the permit.
-        let upgrade = upgrade && parts.version == Version::HTTP_11;
+        let upgrade = upgrade && req.version() == Version::HTTP_11;
         let outgoing = Outgoing {
             site,
             path: &path,
@@ -204,7 +198,7 @@ fn forward<'a, 's>(
             request_id: &ledger.context.request_id,
             now,
         };
-        let (mut req, accept) = outgoing.prepare(shared, conn, &permit, parts, body)?;
+        let accept = outgoing.prepare(shared, conn, &permit, &mut req)?;
         // 6. Forwarded, streaming; an upgrade becomes a tunnel.
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let upstream = &shared.upstreams[site.upstream];
@@ -229,12 +223,12 @@ struct Target<'s> {
 
 impl<'s> Target<'s> {
     /// The header section's size, the method, and the host (which must agree with the TLS
-    /// server name); the request's parts and body go on.
+    /// server name); the URI is taken out of the request.
     fn read(
         shared: &'s Shared,
         conn: &ConnInfo,
-        req: Request<Incoming>,
-    ) -> Result<(Target<'s>, http::request::Parts, Incoming), Rejection> {
+        req: &mut Request<Incoming>,
+    ) -> Result<Target<'s>, Rejection> {
         if headers::section_size(req.method(), req.uri(), req.headers()) > shared.max_header_bytes {
             return Err(Rejection::HeadersTooLarge);
         }
@@ -244,16 +238,15 @@ impl<'s> Target<'s> {
         if canonical::method_echoes(req.method().as_str()) {
             return Err(Rejection::MethodNotAllowed);
         }
-        let host = request_host(&req)?;
+        let host = request_host(req)?;
         if conn.sni.as_deref().is_some_and(|sni| sni != host) {
             return Err(Rejection::Misdirected);
         }
         // Looked up while the host is still borrowed from the request; from here on the
         // site's own host stands for it.
         let site = shared.routes.site(&host);
-        let (mut parts, body) = req.into_parts();
-        let uri = std::mem::take(&mut parts.uri);
-        Ok((Target { site, uri }, parts, body))
+        let uri = std::mem::take(req.uri_mut());
+        Ok(Target { site, uri })
     }
 
     /// The canonical path; a path with no canonical form is refused.
@@ -273,8 +266,7 @@ async fn gateway_endpoint(
     site: &Site,
     path: &str,
     uri: &http::Uri,
-    parts: http::request::Parts,
-    body: Incoming,
+    req: Request<Incoming>,
     client: IpAddr,
     json: bool,
 ) -> Result<Response<ResponseBody>, Rejection> {
@@ -286,6 +278,7 @@ async fn gateway_endpoint(
             return Ok(respond::too_many(wait, json));
         }
     }
+    let (parts, body) = req.into_parts();
     if let Some(auth) = super::backchannel::route(shared, path, &parts.method) {
         return Ok(super::backchannel::handle(auth, body, &parts.headers).await);
     }
@@ -300,7 +293,7 @@ async fn challenge(
     site: &Site,
     path: &str,
     uri: &http::Uri,
-    parts: &http::request::Parts,
+    req: &Request<Incoming>,
     verdict: Verdict,
     client: IpAddr,
     json: bool,
@@ -314,11 +307,10 @@ async fn challenge(
             if let Err(wait) = shared.rate_limit.check(client) {
                 return Ok(respond::too_many(wait, json));
             }
-            auth::sign_in_required(auth, site, &parts.method, &parts.headers, &return_to, json)
-                .await
+            auth::sign_in_required(auth, site, req.method(), req.headers(), &return_to, json).await
         }
         (Verdict::StepUp { max_age }, Some(auth)) => {
-            let (method, headers) = (&parts.method, &parts.headers);
+            let (method, headers) = (req.method(), req.headers());
             auth::step_up_required(auth, site, method, headers, &return_to, json, max_age).await
         }
     }
@@ -336,25 +328,24 @@ struct Outgoing<'a> {
 }
 
 impl Outgoing<'_> {
-    /// The upstream request: hop-by-hop headers and the gateway's cookies gone, forwarding
-    /// headers ours, identity only from the permit, the site's Host, the canonical path.
-    /// With it, what the upstream must answer a WebSocket handshake with.
+    /// Makes the request the upstream's, in place: hop-by-hop headers and the gateway's
+    /// cookies gone, forwarding headers ours, identity only from the permit, the site's Host,
+    /// the canonical path. Returns what the upstream must answer a WebSocket handshake with.
     fn prepare(
         &self,
         shared: &Shared,
         conn: &ConnInfo,
         permit: &Permit,
-        mut parts: http::request::Parts,
-        body: Incoming,
-    ) -> Result<(Request<Incoming>, Option<HeaderValue>), Rejection> {
+        req: &mut Request<Incoming>,
+    ) -> Result<Option<HeaderValue>, Rejection> {
         // Without a key the handshake is malformed and is not forwarded.
         let accept = match self.upgrade {
-            true => Some(headers::websocket_accept(&parts.headers).ok_or(Rejection::BadRequest)?),
+            true => Some(headers::websocket_accept(req.headers()).ok_or(Rejection::BadRequest)?),
             false => None,
         };
         let peer = conn.peer_ip();
         let trusted = headers::is_trusted(peer, &shared.trusted_proxies);
-        let h = &mut parts.headers;
+        let h = req.headers_mut();
         headers::strip_hop_by_hop(h, self.upgrade);
         headers::strip_gateway_cookies(h);
         let host = &shared.forwarded_hosts[self.site.upstream];
@@ -388,8 +379,8 @@ impl Outgoing<'_> {
             .map_err(|_| Rejection::BadRequest)?,
         };
         // Origin-form, as an HTTP/1.1 request line carries it; `Host` names the upstream.
-        parts.uri = path_and_query.into();
-        Ok((Request::from_parts(parts, body), accept))
+        *req.uri_mut() = path_and_query.into();
+        Ok(accept)
     }
 }
 
