@@ -13,7 +13,7 @@
 //!   cookies; [`identity`]: identity headers and the signed assertion sent upstream.
 //! - [`directory`]: the JumpCloud directory snapshot, its sync and its cache.
 //! - [`admin`], [`metrics`], [`telemetry`], [`shutdown`], [`devcert`]; [`runtime`]: the
-//!   scheduler and its worker threads.
+//!   scheduler and its worker threads; [`wake`]: wakers that remember being used.
 
 #![cfg_attr(
     not(test),
@@ -45,6 +45,7 @@ pub mod shutdown;
 pub mod status;
 pub mod telemetry;
 pub mod tls;
+pub mod wake;
 
 use std::future::Future;
 use std::io;

@@ -9,10 +9,9 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
-use futures_util::task::AtomicWaker;
 use pin_project_lite::pin_project;
 
 use http::header::{self, HeaderValue};
@@ -30,6 +29,7 @@ use crate::config::Limits;
 use crate::deadline::ConnectionTimer;
 use crate::metrics::OutcomeLabel;
 use crate::proxy::{Activity, ConnInfo, Gateway, Live, ResponseBody, Shared};
+use crate::wake::Relay;
 
 /// HTTP/1.1 and HTTP/2 server settings for the public listener. The protocol is chosen from
 /// ALPN, never by sniffing the first bytes: sniffing waits for the client without a deadline.
@@ -138,13 +138,13 @@ async fn accept(
 struct Drain {
     draining: AtomicBool,
     /// The connections to wake when draining starts; dead ones are pruned as new ones come.
-    waiting: Mutex<Vec<Weak<AtomicWaker>>>,
+    waiting: Mutex<Vec<Weak<Relay>>>,
 }
 
 impl Drain {
     /// A connection's place on the list.
-    fn watch(&self) -> Arc<AtomicWaker> {
-        let waker = Arc::new(AtomicWaker::new());
+    fn watch(&self) -> Arc<Relay> {
+        let waker = Arc::new(Relay::default());
         let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
         if waiting.len() == waiting.capacity() {
             // Before the list grows, drop the connections that have ended: it stays within
@@ -184,12 +184,11 @@ pin_project! {
         #[pin]
         silence: Option<Sleep>,
         #[pin]
-        idle_check: Option<Sleep>,
-        alarm: Option<Alarm>,
-        idle: Duration,
+        idle: Option<IdleCheck>,
         activity: Option<Arc<Activity>>,
         drain: Arc<Drain>,
-        waker: Arc<AtomicWaker>,
+        // Where the connection's task is woken from for a drain and by the idle timer.
+        waker: Arc<Relay>,
         draining: bool,
     }
 }
@@ -200,9 +199,7 @@ impl<C: Drainable> Drive<C> {
         Drive {
             conn,
             silence: None,
-            idle_check: None,
-            alarm: None,
-            idle: Duration::ZERO,
+            idle: None,
             activity: None,
             waker: drain.watch(),
             drain,
@@ -212,11 +209,16 @@ impl<C: Drainable> Drive<C> {
 
     /// A connection watched through `activity` for `silence` and `idle`.
     fn watching(self, activity: Arc<Activity>, silence: Duration, idle: Duration) -> Self {
+        // Noted as woken, so that the first poll polls the idle timer and the timer takes
+        // the relay's waker; no task is registered yet to be woken.
+        self.waker.wake_by_ref();
         Drive {
             silence: Some(tokio::time::sleep(silence)),
-            idle_check: Some(tokio::time::sleep(idle)),
-            alarm: Some(Alarm::new(self.waker.clone())),
-            idle,
+            idle: Some(IdleCheck {
+                timer: tokio::time::sleep(idle),
+                waker: Waker::from(self.waker.clone()),
+                limit: idle,
+            }),
             activity: Some(activity),
             ..self
         }
@@ -247,28 +249,13 @@ impl<C: Drainable> Future for Drive<C> {
                 this.conn.as_mut().drain();
             }
         }
-        if let (false, Some(mut check), Some(alarm)) = (
-            *this.draining,
-            this.idle_check.as_mut().as_pin_mut(),
-            this.alarm.as_ref(),
-        ) {
-            // Only when the timer has fired: the connection is woken twice an HTTP/2 request,
-            // and polling a timer that has not fired cost about 240 instructions a request.
-            if alarm.rang() {
-                let mut cx = Context::from_waker(&alarm.waker);
-                while check.as_mut().poll(&mut cx).is_ready() {
-                    match this.activity.as_ref().and_then(|a| a.idle_for()) {
-                        Some(quiet) if quiet >= *this.idle => {
-                            *this.draining = true;
-                            this.conn.as_mut().drain();
-                            break;
-                        }
-                        // Look again when the quiet time could first reach the limit.
-                        quiet => check.as_mut().reset(
-                            tokio::time::Instant::now() + *this.idle - quiet.unwrap_or_default(),
-                        ),
-                    }
-                }
+        if let (false, Some(idle)) = (*this.draining, this.idle.as_mut().as_pin_mut()) {
+            // Only once the timer has fired (the relay notes it): the connection is woken
+            // twice an HTTP/2 request, and polling a timer that has not fired cost about 240
+            // instructions a request.
+            if this.waker.release() && idle.expired(this.activity.as_ref()) {
+                *this.draining = true;
+                this.conn.as_mut().drain();
             }
         }
         // Last, so that a drain started above is acted on in this same poll.
@@ -276,45 +263,33 @@ impl<C: Drainable> Future for Drive<C> {
     }
 }
 
-/// The idle timer's waker: it notes that the timer fired, then wakes the connection's task,
-/// so that [`Drive`] polls the timer only once it has fired rather than on every wake-up of
-/// the connection. Neither tokio nor futures offers a waker that remembers being used.
-struct Alarm {
-    state: Arc<AlarmState>,
-    waker: std::task::Waker,
-}
-
-struct AlarmState {
-    rang: AtomicBool,
-    task: Arc<AtomicWaker>,
-}
-
-impl Alarm {
-    /// An alarm that wakes the task registered in `task`. It starts rung, so that the timer
-    /// is polled once and takes this waker.
-    fn new(task: Arc<AtomicWaker>) -> Alarm {
-        let state = Arc::new(AlarmState {
-            rang: AtomicBool::new(true),
-            task,
-        });
-        let waker = std::task::Waker::from(state.clone());
-        Alarm { state, waker }
-    }
-
-    /// Whether the timer has fired since the last time this was asked.
-    fn rang(&self) -> bool {
-        self.state.rang.swap(false, Ordering::AcqRel)
+pin_project! {
+    /// The limit on an HTTP/2 connection's time with no request in flight.
+    struct IdleCheck {
+        #[pin]
+        timer: Sleep,
+        // The connection's relay, which notes that the timer fired.
+        waker: Waker,
+        limit: Duration,
     }
 }
 
-impl std::task::Wake for AlarmState {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.rang.store(true, Ordering::Release);
-        self.task.wake();
+impl IdleCheck {
+    /// Whether the connection has had no request in flight for the limit; if not, the timer
+    /// is set for when it first could have.
+    fn expired(self: Pin<&mut Self>, activity: Option<&Arc<Activity>>) -> bool {
+        let mut this = self.project();
+        let mut cx = Context::from_waker(this.waker);
+        while this.timer.as_mut().poll(&mut cx).is_ready() {
+            match activity.and_then(|a| a.idle_for()) {
+                Some(quiet) if quiet >= *this.limit => return true,
+                quiet => this
+                    .timer
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + *this.limit - quiet.unwrap_or_default()),
+            }
+        }
+        false
     }
 }
 

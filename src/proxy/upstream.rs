@@ -34,12 +34,10 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use futures_util::task::AtomicWaker;
 use http::Uri;
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
@@ -53,6 +51,7 @@ use crate::clock::Clock;
 use crate::config::{Limits, SiteConfig};
 use crate::deadline::Deadline;
 use crate::tls::{self, TlsError};
+use crate::wake::Relay;
 
 /// Idle connections kept per site, beyond which a finished connection is closed.
 const MAX_IDLE: usize = 256;
@@ -108,51 +107,6 @@ struct Lent {
     deadline: Deadline,
 }
 
-/// Passes the wake-ups of a connection's dispatch on to the task that last drove it, except
-/// while held back.
-#[derive(Default)]
-struct Relay {
-    task: AtomicWaker,
-    /// [`HELD`] while wake-ups are held back, with [`MISSED`] once one has been.
-    state: AtomicU8,
-}
-
-const HELD: u8 = 1;
-const MISSED: u8 = 2;
-
-impl Relay {
-    fn hold(&self) {
-        self.state.store(HELD, Ordering::Release);
-    }
-
-    /// Lets wake-ups through again; whether one came while they were held back.
-    fn release(&self) -> bool {
-        self.state.swap(0, Ordering::AcqRel) & MISSED != 0
-    }
-
-    /// Runs `work` with wake-ups held back and without a waker of its own (see
-    /// [`after_driving`]); with its result, whether a wake-up came meanwhile.
-    fn quietly<T>(&self, work: impl FnOnce(&mut Context<'_>) -> T) -> (T, bool) {
-        self.hold();
-        let done = work(&mut Context::from_waker(Waker::noop()));
-        (done, self.release())
-    }
-}
-
-impl Wake for Relay {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        // One read-modify-write, so a wake-up racing `release` is either seen by it or
-        // passed on.
-        if self.state.fetch_or(MISSED, Ordering::AcqRel) & HELD == 0 {
-            self.task.wake();
-        }
-    }
-}
-
 impl Lent {
     fn new(sender: SendRequest<Incoming>, dispatch: Dispatch, deadline: Deadline) -> Lent {
         let relay = Arc::new(Relay::default());
@@ -171,7 +125,7 @@ impl Lent {
         let Some(dispatch) = self.dispatch.as_mut() else {
             return false;
         };
-        self.relay.task.register(cx.waker());
+        self.relay.register(cx.waker());
         let Poll::Ready(ended) = dispatch
             .as_mut()
             .poll(&mut Context::from_waker(&self.waker))
@@ -504,44 +458,5 @@ fn request_error(e: hyper::Error) -> UpstreamError {
     match is_client_body(&e) {
         true => UpstreamError::ClientBody(e),
         false => UpstreamError::Request(e),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::atomic::AtomicUsize;
-
-    /// A task's waker that counts its wake-ups.
-    struct Counted(AtomicUsize);
-
-    impl Wake for Counted {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    #[test]
-    fn a_relay_passes_wake_ups_on_except_while_held_back() {
-        let task = Arc::new(Counted(AtomicUsize::new(0)));
-        let woken = || task.0.load(Ordering::SeqCst);
-        let relay = Arc::new(Relay::default());
-        let waker = Waker::from(relay.clone());
-
-        relay.task.register(&Waker::from(task.clone()));
-        waker.wake_by_ref();
-        assert_eq!(woken(), 1, "passed on");
-
-        relay.task.register(&Waker::from(task.clone()));
-        relay.hold();
-        waker.wake_by_ref();
-        assert_eq!(woken(), 1, "held back");
-        assert!(relay.release(), "and remembered for the one releasing");
-        waker.wake_by_ref();
-        assert_eq!(woken(), 2, "passed on once released");
-
-        // One passed on before holding is not taken for one held back.
-        relay.hold();
-        assert!(!relay.release());
     }
 }
